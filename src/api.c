@@ -1,0 +1,329 @@
+/*
+ * The registration API: HTTP/1.1 with JSON bodies on a Unix socket.  The
+ * peer is known by SO_PEERCRED; it may lease a port for itself or for one of
+ * its ancestors, and only when that process belongs to the tree promfork
+ * runs, so no outside process can take or release a port.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "promfork.h"
+
+#define API_BODY_MAX (16 * 1024)
+#define API_HEADER_MAX (8 * 1024)
+#define API_DEADLINE_MS 5000
+#define API_CONNS_MAX 256
+
+struct api {
+	struct registry *reg;
+	struct api_config cfg;
+	struct http_server *server;
+};
+
+/* Creates the listening socket; a live socket at path is never stolen. */
+int
+api_listen(const char *path, char **cause)
+{
+	struct sockaddr_un sun;
+	struct stat sb;
+	int fd, probe;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun.sun_path) {
+		xasprintf(cause, "--socket %s is longer than %zu bytes; choose "
+		    "a shorter path", path, sizeof sun.sun_path - 1);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	if (lstat(path, &sb) == 0) {
+		if (!S_ISSOCK(sb.st_mode)) {
+			xasprintf(cause, "--socket %s exists and is not a "
+			    "socket; remove it or choose another path", path);
+			return -1;
+		}
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe != -1 && connect(probe, (struct sockaddr *)&sun,
+		    sizeof sun) == 0) {
+			close(probe);
+			xasprintf(cause, "--socket %s is in use by another "
+			    "promfork; stop it or choose another path", path);
+			return -1;
+		}
+		if (probe != -1)
+			close(probe);
+		unlink(path); /* left behind by a promfork that died */
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1) {
+		xasprintf(cause, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+		xasprintf(cause, "--socket %s: cannot bind: %s", path,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	/* Workers may run as another user; the process tree is the guard. */
+	if (chmod(path, 0666) != 0 || listen(fd, 128) != 0) {
+		xasprintf(cause, "--socket %s: %s", path, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * May peer lease (or release) pid?  pid must be the peer or an ancestor of
+ * it, so a process speaks only for itself or its own parents, and it must
+ * be one of promfork's descendants (orphans are re-parented to promfork, the
+ * subreaper, so they stay inside).
+ */
+int
+api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid,
+    char **cause)
+{
+	pid_t self = getpid();
+
+	if (pid <= 1 || pid == self) {
+		xasprintf(cause, "pid %d cannot be leased a port", (int)pid);
+		return -1;
+	}
+	if (!proc_in_tree(peer, pid)) {
+		xasprintf(cause, "process %d may lease a port only for itself "
+		    "or its ancestors, not for pid %d", (int)peer, (int)pid);
+		return -1;
+	}
+	if (cfg->tree_root != 0 && !proc_in_tree(pid, self)) {
+		xasprintf(cause, "process %d is not part of the command "
+		    "promfork runs", (int)pid);
+		return -1;
+	}
+	return 0;
+}
+
+static json_t *
+api_lease_json(const struct api *api, const struct lease *l, int full)
+{
+	char *target = target_address(api->cfg.tc, l->port);
+	json_t *obj;
+
+	obj = json_pack("{s:i, s:i, s:s}", "worker", l->worker, "port",
+	    (int)l->port, "target", target);
+	free(target);
+	if (full) {
+		json_object_set_new(obj, "pid", json_integer(l->pid));
+		json_object_set_new(obj, "source",
+		    json_string(lease_source_name(l->source)));
+		json_object_set_new(obj, "started", json_integer(l->created));
+		json_object_set_new(obj, "labels", labels_to_json(&l->labels));
+	}
+	return obj;
+}
+
+static int
+api_peer(struct http_conn *c, pid_t *peer)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred,
+	    &len) != 0 || cred.pid <= 0) {
+		log_warn("SO_PEERCRED");
+		return -1;
+	}
+	*peer = cred.pid;
+	return 0;
+}
+
+/* Reads {"pid": N, "labels": {...}}; both are optional. */
+static int
+api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
+    struct labels *labels, char **cause)
+{
+	json_error_t err;
+	json_t *body, *v;
+	const char *key;
+	int rc = -1;
+
+	*pid = peer;
+	if (req->body_len == 0)
+		return 0;
+	body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES,
+	    &err);
+	if (body == NULL) {
+		xasprintf(cause, "body is not valid JSON: %s (line %d)",
+		    err.text, err.line);
+		return -1;
+	}
+	if (!json_is_object(body)) {
+		*cause = xstrdup("body must be a JSON object such as "
+		    "{\"pid\": 1234, \"labels\": {\"role\": \"web\"}}");
+		goto out;
+	}
+	json_object_foreach(body, key, v) {
+		if (strcmp(key, "pid") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > INT_MAX) {
+				*cause = xstrdup("\"pid\" must be a positive "
+				    "integer");
+				goto out;
+			}
+			*pid = (pid_t)json_integer_value(v);
+		} else if (strcmp(key, "labels") == 0) {
+			if (labels_from_json(labels, v, cause) != 0)
+				goto out;
+		} else {
+			xasprintf(cause, "unknown field \"%.64s\": only \"pid\" "
+			    "and \"labels\" are known", key);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	json_decref(body);
+	return rc;
+}
+
+static void
+api_register(struct api *api, struct http_conn *c, struct http_request *req,
+    pid_t peer)
+{
+	struct labels labels = { NULL, 0 };
+	struct lease *l;
+	char *cause = NULL;
+	int created, status;
+	pid_t pid;
+
+	if (api_parse_register(req, peer, &pid, &labels, &cause) != 0) {
+		http_reply_error(c, 400, "%s", cause);
+		goto out;
+	}
+	if (api_authorise(&api->cfg, peer, pid, &cause) != 0) {
+		log_warnx("registration refused: %s", cause);
+		api->reg->stats.refusals++;
+		http_reply_error(c, 403, "%s", cause);
+		goto out;
+	}
+	l = registry_lease(api->reg, pid, &labels, LEASE_API, -1, &created,
+	    &status, &cause);
+	if (l == NULL) {
+		log_warnx("registration of pid %d refused: %s", (int)pid,
+		    cause);
+		http_reply_error(c, status, "%s", cause);
+		goto out;
+	}
+	http_reply_json(c, created ? 201 : 200, api_lease_json(api, l, 0));
+out:
+	free(cause);
+	labels_clear(&labels);
+}
+
+static void
+api_list(struct api *api, struct http_conn *c)
+{
+	json_t *arr = json_array();
+	size_t s;
+
+	for (s = 0; s < api->reg->pool.size; s++) {
+		if (api->reg->slots[s] != NULL)
+			json_array_append_new(arr,
+			    api_lease_json(api, api->reg->slots[s], 1));
+	}
+	http_reply_json(c, 200, arr);
+}
+
+static void
+api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
+{
+	struct lease *l = NULL;
+	char *end, *cause = NULL;
+	long worker;
+
+	worker = strtol(id, &end, 10);
+	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
+		http_reply_error(c, 400, "\"%.32s\" is not a worker number", id);
+		return;
+	}
+	if (api_authorise(&api->cfg, peer, peer, &cause) != 0) {
+		log_warnx("release refused: %s", cause);
+		http_reply_error(c, 403, "%s", cause);
+		free(cause);
+		return;
+	}
+	if ((l = registry_find_worker(api->reg, (int)worker)) == NULL) {
+		http_reply_error(c, 404, "no worker %ld", worker);
+		return;
+	}
+	lease_close(l, LEASE_END_RELEASE);
+	http_reply(c, 204, NULL, "", 0);
+}
+
+static void
+api_handle(struct http_conn *c, struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	const char *path = req->target, *method = req->method;
+	pid_t peer;
+
+	if (api_peer(c, &peer) != 0) {
+		http_reply_error(c, 500, "cannot identify the caller");
+		return;
+	}
+	if (strcmp(path, "/v1/workers") == 0) {
+		if (strcmp(method, "POST") == 0)
+			api_register(api, c, req, peer);
+		else if (strcmp(method, "GET") == 0)
+			api_list(api, c);
+		else
+			http_reply_error(c, 405, "%s is not allowed here: use "
+			    "GET or POST", method);
+	} else if (strncmp(path, "/v1/workers/", 12) == 0) {
+		if (strcmp(method, "DELETE") == 0)
+			api_release(api, c, path + 12, peer);
+		else
+			http_reply_error(c, 405, "%s is not allowed here: use "
+			    "DELETE", method);
+	} else
+		http_reply_error(c, 404, "no such resource: %.64s; try "
+		    "/v1/workers", path);
+}
+
+struct api *
+api_create(struct event_base *base, int fd, struct registry *reg,
+    const struct api_config *cfg)
+{
+	static const struct http_limits limits = {
+		.header_max = API_HEADER_MAX,
+		.body_max = API_BODY_MAX,
+		.deadline_ms = API_DEADLINE_MS,
+		.conns_max = API_CONNS_MAX,
+	};
+	struct api *api = xcalloc(1, sizeof *api);
+
+	api->reg = reg;
+	api->cfg = *cfg;
+	api->server = http_server_create(base, fd, &limits, api_handle, api);
+	return api;
+}
+
+void
+api_free(struct api *api)
+{
+	if (api == NULL)
+		return;
+	http_server_free(api->server);
+	free(api);
+}

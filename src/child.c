@@ -1,0 +1,78 @@
+/*
+ * The wrapped command: started as promfork's child with a clean signal
+ * state and PROMFORK_SOCKET in its environment; its exit status becomes
+ * promfork's.
+ */
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "promfork.h"
+
+/* Runs in the child between fork and exec: only async-signal-safe calls. */
+static void
+child_reset_signals(void)
+{
+	struct sigaction sa;
+	sigset_t none;
+	int sig;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int
+child_start(struct child *c, char **argv, const char *socket_path,
+    char **cause)
+{
+	pid_t pid;
+
+	memset(c, 0, sizeof *c);
+	pid = fork();
+	if (pid == -1) {
+		xasprintf(cause, "fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		child_reset_signals();
+		if (socket_path != NULL)
+			setenv(PROMFORK_SOCKET_ENV, socket_path, 1);
+		execvp(argv[0], argv);
+		dprintf(2, "promfork: error: cannot run %s: %s\n", argv[0],
+		    strerror(errno));
+		_exit(errno == ENOENT ? 127 : 126);
+	}
+	c->pid = pid;
+	log_info("started %s as pid %d", argv[0], (int)pid);
+	return 0;
+}
+
+/* The status a shell would report: the exit code, or 128 + signal. */
+int
+child_wait_status(int wstatus)
+{
+	if (WIFEXITED(wstatus))
+		return WEXITSTATUS(wstatus);
+	if (WIFSIGNALED(wstatus))
+		return 128 + WTERMSIG(wstatus);
+	return 1;
+}
+
+void
+child_signal(struct child *c, int sig)
+{
+	if (c->pid <= 0 || c->exited)
+		return;
+	log_debug("forwarding signal %d to pid %d", sig, (int)c->pid);
+	if (kill(c->pid, sig) != 0 && errno != ESRCH)
+		log_warn("kill %d", (int)c->pid);
+}

@@ -1,0 +1,260 @@
+/*
+ * The registry: the single owner of worker state.  A lease is one live
+ * worker holding one slot of the port pool; it ends the moment its process
+ * is gone (pidfd readable, or the liveness poll where pidfd is missing), on
+ * an explicit release, or when a source says so.  Every change is announced
+ * to the sinks, which decide when to render.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "promfork.h"
+
+#define REGISTRY_CHECK_MS 500
+
+static const char *const lease_end_names[LEASE_END_COUNT] = {
+	"exit", "release", "gone", "shutdown"
+};
+static const char *const lease_source_names[] = { "api", "discover",
+	"spawn" };
+
+const char *
+lease_end_name(enum lease_end e)
+{
+	return lease_end_names[e];
+}
+
+const char *
+lease_source_name(enum lease_source s)
+{
+	return lease_source_names[s];
+}
+
+static void
+registry_changed(struct registry *reg)
+{
+	size_t i;
+
+	for (i = 0; i < reg->nlisteners; i++)
+		reg->listeners[i].fn(reg->listeners[i].arg);
+}
+
+static void
+registry_check_cb(evutil_socket_t fd, short events, void *arg)
+{
+	registry_check(arg);
+}
+
+void
+registry_init(struct registry *reg, struct event_base *base, uint16_t low,
+    uint16_t high, pool_probe_fn probe, void *probe_arg)
+{
+	struct timeval tv = { 0, REGISTRY_CHECK_MS * 1000 };
+
+	memset(reg, 0, sizeof *reg);
+	reg->base = base;
+	pool_init(&reg->pool, low, high, probe, probe_arg);
+	reg->slots = xcalloc(reg->pool.size, sizeof *reg->slots);
+	reg->stats.slot_leases = xcalloc(reg->pool.size,
+	    sizeof *reg->stats.slot_leases);
+	reg->ev_check = event_new(base, -1, EV_PERSIST, registry_check_cb,
+	    reg);
+	event_add(reg->ev_check, &tv);
+}
+
+void
+registry_finish(struct registry *reg)
+{
+	reg->nlisteners = 0; /* sinks are gone first; tell no one */
+	registry_clear(reg, LEASE_END_SHUTDOWN);
+	event_free(reg->ev_check);
+	free(reg->slots);
+	free(reg->stats.slot_leases);
+	pool_finish(&reg->pool);
+}
+
+void
+registry_listen(struct registry *reg, registry_change_fn fn, void *arg)
+{
+	if (reg->nlisteners == sizeof reg->listeners / sizeof reg->listeners[0])
+		fatalx("too many registry listeners");
+	reg->listeners[reg->nlisteners].fn = fn;
+	reg->listeners[reg->nlisteners].arg = arg;
+	reg->nlisteners++;
+}
+
+struct lease *
+registry_find_pid(struct registry *reg, pid_t pid)
+{
+	size_t s;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL && reg->slots[s]->pid == pid)
+			return reg->slots[s];
+	}
+	return NULL;
+}
+
+struct lease *
+registry_find_worker(struct registry *reg, int worker)
+{
+	if (worker < 0 || (size_t)worker >= reg->pool.size)
+		return NULL;
+	return reg->slots[worker];
+}
+
+/* Is the lease's process still the one that registered? */
+static int
+lease_alive(const struct lease *l)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	if (proc_stat_read(l->pid, &st, &cause) != 0) {
+		free(cause);
+		return 0;
+	}
+	return st.starttime == l->starttime;
+}
+
+static void
+lease_exit_cb(evutil_socket_t fd, short events, void *arg)
+{
+	lease_close(arg, LEASE_END_EXIT);
+}
+
+/* The single teardown path of a lease. */
+void
+lease_close(struct lease *l, enum lease_end why)
+{
+	struct registry *reg = l->reg;
+
+	log_info("worker %d (pid %d, port %u) released: %s", l->worker,
+	    (int)l->pid, l->port, lease_end_name(why));
+	if (l->ev_exit != NULL)
+		event_free(l->ev_exit);
+	if (l->pidfd != -1)
+		close(l->pidfd);
+	reg->slots[l->worker] = NULL;
+	reg->count--;
+	pool_release(&reg->pool, l->worker);
+	reg->stats.ends[why]++;
+	labels_clear(&l->labels);
+	free(l);
+	registry_changed(reg);
+}
+
+/*
+ * Finds or makes the lease of pid.  slot is -1 for the lowest free port, or
+ * the one slot a source requires.  On failure *status is the HTTP status
+ * that fits and *cause says why.
+ */
+struct lease *
+registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
+    enum lease_source source, int slot, int *created, int *status,
+    char **cause)
+{
+	struct lease *l;
+	struct proc_stat st;
+	int pidfd;
+
+	*created = 0;
+	if ((l = registry_find_pid(reg, pid)) != NULL) {
+		if (lease_alive(l))
+			return l;
+		lease_close(l, LEASE_END_EXIT);
+	}
+	if (proc_stat_read(pid, &st, cause) != 0) {
+		*status = 404;
+		return NULL;
+	}
+	pidfd = proc_pidfd_open(pid);
+	if (pidfd == -1 && errno == ESRCH) {
+		xasprintf(cause, "process %d has exited", (int)pid);
+		*status = 404;
+		return NULL;
+	}
+	if (pidfd == -1 && errno != ENOSYS && errno != EPERM)
+		log_warn("pidfd_open %d, falling back to polling", (int)pid);
+
+	slot = slot < 0 ? pool_take(&reg->pool) :
+	    pool_claim(&reg->pool, slot);
+	if (slot < 0) {
+		if (pidfd != -1)
+			close(pidfd);
+		xasprintf(cause, "no free port in %u-%u: all %zu ports are "
+		    "leased or held by other processes; widen --port-range",
+		    reg->pool.low, pool_port(&reg->pool,
+		    (int)reg->pool.size - 1), reg->pool.size);
+		*status = 503;
+		reg->stats.refusals++;
+		return NULL;
+	}
+
+	l = xcalloc(1, sizeof *l);
+	l->reg = reg;
+	l->worker = slot;
+	l->port = pool_port(&reg->pool, slot);
+	l->pid = pid;
+	l->starttime = st.starttime;
+	l->pidfd = pidfd;
+	l->source = source;
+	if (labels != NULL)
+		labels_copy(&l->labels, labels);
+	l->created = time(NULL);
+	clock_gettime(CLOCK_MONOTONIC, &l->created_mono);
+	reg->slots[slot] = l;
+	reg->count++;
+	reg->stats.registrations++;
+	reg->stats.slot_leases[slot]++;
+	*created = 1;
+
+	/* The pid may have been reused between reading stat and pidfd_open. */
+	if (!lease_alive(l)) {
+		xasprintf(cause, "process %d has exited", (int)pid);
+		*status = 404;
+		*created = 0;
+		lease_close(l, LEASE_END_EXIT);
+		return NULL;
+	}
+	if (pidfd != -1) {
+		l->ev_exit = event_new(reg->base, pidfd, EV_READ,
+		    lease_exit_cb, l);
+		event_add(l->ev_exit, NULL);
+	}
+	log_info("worker %d (pid %d) leased port %u (%s)", l->worker,
+	    (int)pid, l->port, lease_source_name(source));
+	registry_changed(reg);
+	return l;
+}
+
+/*
+ * Ends every lease whose process is gone.  Run on SIGCHLD and by the poll;
+ * it is what keeps leases honest where pidfd_open is not available.
+ */
+void
+registry_check(struct registry *reg)
+{
+	size_t s;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		struct lease *l = reg->slots[s];
+		if (l != NULL && l->pidfd == -1 && !lease_alive(l))
+			lease_close(l, LEASE_END_EXIT);
+	}
+}
+
+void
+registry_clear(struct registry *reg, enum lease_end why)
+{
+	size_t s;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL)
+			lease_close(reg->slots[s], why);
+	}
+}

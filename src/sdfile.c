@@ -1,0 +1,218 @@
+/*
+ * The file_sd sink.  Prometheus re-reads the file whenever it changes, so it
+ * must never see it half written: each write goes to a temporary file in the
+ * same directory (named so that no *.json glob matches it), is synced and
+ * renamed over the old one, and the directory is synced.  Bursts of registry
+ * changes are coalesced into one write a few milliseconds later.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "promfork.h"
+
+#define SDFILE_DEBOUNCE_MS 5
+#define SDFILE_RETRY_MS 1000
+
+static char *
+sdfile_dir(const char *path)
+{
+	char *copy = xstrdup(path), *dir = xstrdup(dirname(copy));
+
+	free(copy);
+	return dir;
+}
+
+static int
+sdfile_has_suffix(const char *path, const char *suffix)
+{
+	size_t n = strlen(path), m = strlen(suffix);
+
+	return n > m && strcmp(path + n - m, suffix) == 0;
+}
+
+/* Refuses a path that Prometheus would not read or promfork cannot write. */
+int
+sdfile_check(const char *path, char **cause)
+{
+	char *dir = sdfile_dir(path), *probe = NULL;
+	struct stat sb;
+	int fd, rc = -1;
+
+	if (!sdfile_has_suffix(path, ".json")) {
+		xasprintf(cause, "--sd-file %s must end in .json: Prometheus' "
+		    "file_sd reads only *.json and *.yml files", path);
+		goto out;
+	}
+	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+		xasprintf(cause, "--sd-file %s: directory %s does not exist; "
+		    "create it first (mkdir -p %s)", path, dir, dir);
+		goto out;
+	}
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		xasprintf(cause, "--sd-file %s exists and is not a regular "
+		    "file", path);
+		goto out;
+	}
+	xasprintf(&probe, "%s/.promfork-check.XXXXXX", dir);
+	if ((fd = mkostemp(probe, O_CLOEXEC)) == -1) {
+		xasprintf(cause, "--sd-file %s: cannot write in directory %s: "
+		    "%s", path, dir, strerror(errno));
+		goto out;
+	}
+	close(fd);
+	unlink(probe);
+	rc = 0;
+out:
+	free(probe);
+	free(dir);
+	return rc;
+}
+
+static int
+sdfile_write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Atomically replaces path with data: readers see the old or the new file. */
+int
+sdfile_replace(const char *path, const char *data, size_t len, char **cause)
+{
+	char *dir = sdfile_dir(path), *tmp = NULL, *base, *copy;
+	int fd = -1, dfd, rc = -1;
+
+	copy = xstrdup(path);
+	base = basename(copy);
+	xasprintf(&tmp, "%s/.%s.tmp.XXXXXX", dir, base);
+	free(copy);
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) == -1) {
+		xasprintf(cause, "cannot create a file in %s: %s", dir,
+		    strerror(errno));
+		goto out;
+	}
+	if (sdfile_write_all(fd, data, len) != 0 || fsync(fd) != 0 ||
+	    fchmod(fd, 0644) != 0) {
+		xasprintf(cause, "cannot write %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		xasprintf(cause, "cannot write %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		xasprintf(cause, "cannot rename %s to %s: %s", tmp, path,
+		    strerror(errno));
+		goto fail;
+	}
+	/* Make the rename itself durable. */
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		fsync(dfd);
+		close(dfd);
+	}
+	rc = 0;
+	goto out;
+fail:
+	if (fd != -1)
+		close(fd);
+	unlink(tmp);
+out:
+	free(tmp);
+	free(dir);
+	return rc;
+}
+
+int
+sdfile_flush(struct sdfile *sf)
+{
+	struct timeval retry = { SDFILE_RETRY_MS / 1000, 0 };
+	char *text, *cause = NULL;
+	size_t len;
+	int rc;
+
+	if (event_pending(sf->ev_write, EV_TIMEOUT, NULL))
+		event_del(sf->ev_write);
+	text = target_render(sf->reg, sf->tc, &len);
+	rc = sdfile_replace(sf->path, text, len, &cause);
+	free(text);
+	if (rc != 0) {
+		sf->errors++;
+		log_warnx("sd file not updated, will retry: %s", cause);
+		free(cause);
+		event_add(sf->ev_write, &retry);
+		return -1;
+	}
+	sf->writes++;
+	sf->last_write = time(NULL);
+	log_debug("wrote %s (%zu workers)", sf->path, sf->reg->count);
+	return 0;
+}
+
+static void
+sdfile_write_cb(evutil_socket_t fd, short events, void *arg)
+{
+	sdfile_flush(arg);
+}
+
+static void
+sdfile_changed_cb(void *arg)
+{
+	struct sdfile *sf = arg;
+	struct timeval tv = { 0, SDFILE_DEBOUNCE_MS * 1000 };
+
+	if (!event_pending(sf->ev_write, EV_TIMEOUT, NULL))
+		event_add(sf->ev_write, &tv);
+}
+
+void
+sdfile_init(struct sdfile *sf, const char *path, struct registry *reg,
+    const struct target_config *tc)
+{
+	memset(sf, 0, sizeof *sf);
+	sf->path = xstrdup(path);
+	sf->reg = reg;
+	sf->tc = tc;
+	sf->ev_write = event_new(reg->base, -1, 0, sdfile_write_cb, sf);
+	registry_listen(reg, sdfile_changed_cb, sf);
+}
+
+/* Leaves [] (or no file) behind, for a Prometheus that outlives us. */
+int
+sdfile_finish(struct sdfile *sf, int remove)
+{
+	char *cause = NULL;
+	int rc = 0;
+
+	event_free(sf->ev_write);
+	if (remove) {
+		if (unlink(sf->path) != 0 && errno != ENOENT) {
+			log_warn("cannot remove %s", sf->path);
+			rc = -1;
+		}
+	} else if (sdfile_replace(sf->path, "[]\n", 3, &cause) != 0) {
+		log_warnx("cannot empty %s: %s", sf->path, cause);
+		free(cause);
+		rc = -1;
+	}
+	free(sf->path);
+	return rc;
+}

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -109,6 +110,85 @@ api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid,
 	if (cfg->tree_root != 0 && !proc_in_tree(pid, self)) {
 		xasprintf(cause, "process %d is not part of the command "
 		    "promfork runs", (int)pid);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+api_id_in(unsigned int id, const unsigned int *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (v[i] == id)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Standalone: may this user register at all?  Root and promfork's own user
+ * may; others only by --allow-uid, or --allow-gid for their primary or a
+ * supplementary group.
+ */
+int
+api_authorise_user(const struct api_config *cfg, uid_t uid, gid_t gid,
+    const gid_t *groups, size_t ngroups, char **cause)
+{
+	size_t i;
+
+	if (uid == 0 || uid == geteuid() ||
+	    api_id_in(uid, cfg->allow_uids, cfg->nallow_uids) ||
+	    api_id_in(gid, cfg->allow_gids, cfg->nallow_gids))
+		return 0;
+	for (i = 0; i < ngroups; i++) {
+		if (api_id_in(groups[i], cfg->allow_gids, cfg->nallow_gids))
+			return 0;
+	}
+	xasprintf(cause, "user %u may not register: start promfork with "
+	    "--allow-uid %u or --allow-gid for one of its groups",
+	    (unsigned int)uid, (unsigned int)uid);
+	return -1;
+}
+
+/* Standalone: checks the peer's user and groups, as of its connect(). */
+static int
+api_peer_user(struct api *api, struct http_conn *c, uid_t *uid,
+    char **cause)
+{
+	struct ucred cred;
+	gid_t groups[256];
+	socklen_t len = sizeof cred, glen = sizeof groups;
+	size_t ngroups = 0;
+
+	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred,
+	    &len) != 0) {
+		xasprintf(cause, "SO_PEERCRED: %s", strerror(errno));
+		return -1;
+	}
+	*uid = cred.uid;
+	/* More groups than fit, or an old kernel: the primary group counts. */
+	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERGROUPS, groups,
+	    &glen) == 0)
+		ngroups = glen / sizeof groups[0];
+	return api_authorise_user(&api->cfg, cred.uid, cred.gid, groups,
+	    ngroups, cause);
+}
+
+/* Standalone: one app must not end another's lease. */
+static int
+api_release_owner(uid_t peer_uid, const struct lease *l, char **cause)
+{
+	char path[32];
+	struct stat sb;
+
+	if (peer_uid == 0)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%d", (int)l->pid);
+	if (stat(path, &sb) == 0 && sb.st_uid != peer_uid) {
+		xasprintf(cause, "worker %d belongs to another user's process",
+		    l->worker);
 		return -1;
 	}
 	return 0;
@@ -251,6 +331,7 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 	struct lease *l = NULL;
 	char *end, *cause = NULL;
 	long worker;
+	uid_t uid;
 
 	worker = strtol(id, &end, 10);
 	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
@@ -267,6 +348,13 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 		http_reply_error(c, 404, "no worker %ld", worker);
 		return;
 	}
+	if (api->cfg.tree_root == 0 && (api_peer_user(api, c, &uid,
+	    &cause) != 0 || api_release_owner(uid, l, &cause) != 0)) {
+		log_warnx("release refused: %s", cause);
+		http_reply_error(c, 403, "%s", cause);
+		free(cause);
+		return;
+	}
 	lease_close(l, LEASE_END_RELEASE);
 	http_reply(c, 204, NULL, "", 0);
 }
@@ -276,10 +364,20 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	const char *path = req->target, *method = req->method;
+	char *cause = NULL;
+	uid_t uid;
 	pid_t peer;
 
 	if (api_peer(c, &peer) != 0) {
 		http_reply_error(c, 500, "cannot identify the caller");
+		return;
+	}
+	if (api->cfg.tree_root == 0 && api_peer_user(api, c, &uid,
+	    &cause) != 0) {
+		log_warnx("request refused: %s", cause);
+		api->reg->stats.refusals++;
+		http_reply_error(c, 403, "%s", cause);
+		free(cause);
 		return;
 	}
 	if (strcmp(path, "/v1/workers") == 0) {

@@ -3,6 +3,7 @@
  * state and PROMFORK_SOCKET in its environment; its exit status becomes
  * promfork's.
  */
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -30,13 +31,17 @@ child_reset_signals(void)
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-int
-child_start(struct child *c, char **argv, const char *socket_path,
-    char **cause)
+/*
+ * Forks and runs argv with the NAME=VALUE strings of env (NULL-terminated,
+ * may be NULL) added to its environment; deathsig, when not 0, is sent to it
+ * should promfork die.  Exit 127/126 when argv[0] cannot be run, as a shell
+ * does.  promfork has no threads, so putenv after fork is safe.
+ */
+pid_t
+child_fork(char **argv, char *const *env, int deathsig, char **cause)
 {
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
-	memset(c, 0, sizeof *c);
 	pid = fork();
 	if (pid == -1) {
 		xasprintf(cause, "fork: %s", strerror(errno));
@@ -44,13 +49,34 @@ child_start(struct child *c, char **argv, const char *socket_path,
 	}
 	if (pid == 0) {
 		child_reset_signals();
-		if (socket_path != NULL)
-			setenv(PROMFORK_SOCKET_ENV, socket_path, 1);
+		/* The parent may have died before prctl: then act as if. */
+		if (deathsig != 0 && (prctl(PR_SET_PDEATHSIG, deathsig) != 0 ||
+		    getppid() != parent))
+			_exit(128 + deathsig);
+		for (; env != NULL && *env != NULL; env++)
+			(void)putenv(*env);
 		execvp(argv[0], argv);
 		dprintf(2, "promfork: error: cannot run %s: %s\n", argv[0],
 		    strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
+	return pid;
+}
+
+int
+child_start(struct child *c, char **argv, const char *socket_path,
+    char **cause)
+{
+	char *env[2] = { NULL, NULL };
+	pid_t pid;
+
+	memset(c, 0, sizeof *c);
+	if (socket_path != NULL)
+		xasprintf(&env[0], "%s=%s", PROMFORK_SOCKET_ENV, socket_path);
+	pid = child_fork(argv, env, 0, cause);
+	free(env[0]);
+	if (pid == -1)
+		return -1;
 	c->pid = pid;
 	log_info("started %s as pid %d", argv[0], (int)pid);
 	return 0;

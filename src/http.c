@@ -38,6 +38,7 @@ struct http_conn {
 	struct event *ev_deadline;
 	enum http_conn_state state;
 	int keep_alive;
+	int chunked; /* the streamed body goes out in chunks */
 	struct http_request req;
 	http_close_fn close_fn;
 	void *close_arg;
@@ -366,6 +367,8 @@ http_write_head(struct http_conn *c, int status, const char *content_type,
 		evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
 	if (length >= 0)
 		evbuffer_add_printf(out, "Content-Length: %lld\r\n", length);
+	else if (c->chunked)
+		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
 	evbuffer_add_printf(out, "Cache-Control: no-store\r\n"
 	    "Connection: %s\r\n\r\n", c->keep_alive ? "keep-alive" : "close");
 }
@@ -421,9 +424,55 @@ http_reply_start(struct http_conn *c, int status, const char *content_type)
 	return bufferevent_get_output(c->bev);
 }
 
+/*
+ * Starts a streamed response.  With a length the body must be exactly that
+ * long; without one, an HTTP/1.1 client gets chunks, so that a body cut
+ * short by http_reply_abort is seen as incomplete and never as a whole.
+ */
+void
+http_reply_stream(struct http_conn *c, int status, const char *content_type,
+    long long length)
+{
+	if (c->state != HTTP_HANDLING)
+		return;
+	c->keep_alive = 0;
+	c->chunked = length < 0 && c->req.minor >= 1;
+	http_write_head(c, status, content_type, length);
+	c->state = HTTP_STREAMING;
+}
+
+/* Moves all of buf into the streamed body. */
+void
+http_reply_write(struct http_conn *c, struct evbuffer *buf)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len = evbuffer_get_length(buf);
+
+	if (c->state != HTTP_STREAMING || len == 0) {
+		evbuffer_drain(buf, len);
+		return;
+	}
+	if (c->chunked)
+		evbuffer_add_printf(out, "%zx\r\n", len);
+	evbuffer_add_buffer(out, buf);
+	if (c->chunked)
+		evbuffer_add(out, "\r\n", 2);
+}
+
+/* Ends a streamed response without its proper end: the client sees the
+ * cut (a missing last chunk, or fewer bytes than Content-Length). */
+void
+http_reply_abort(struct http_conn *c, const char *why)
+{
+	log_debug("response aborted: %s", why);
+	http_conn_close(c, why);
+}
+
 void
 http_reply_end(struct http_conn *c)
 {
+	if (c->state == HTTP_STREAMING && c->chunked)
+		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
 	c->state = HTTP_WRITING;
 	/* Nothing left to send: the write callback would never run. */
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -68,28 +69,110 @@ log_init(enum log_level level, int json)
 	event_set_log_callback(log_libevent_cb);
 }
 
+/* One log line, built whole so it reaches stderr in a single write. */
+#define LOG_LINE_MAX 8192
+struct log_line {
+	char buf[LOG_LINE_MAX];
+	size_t len;
+};
+
 static void
-log_json_string(FILE *f, const char *s)
+log_put(struct log_line *l, const char *s, size_t n)
 {
-	fputc('"', f);
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", f);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
+	if (n > sizeof l->buf - 1 - l->len) /* keep room for the newline */
+		n = sizeof l->buf - 1 - l->len;
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+}
+
+static void PRINTFLIKE(2, 3)
+log_putf(struct log_line *l, const char *fmt, ...)
+{
+	char tmp[64];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		log_put(l, tmp, (size_t)n < sizeof tmp ? (size_t)n :
+		    sizeof tmp - 1);
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0. */
+static size_t
+log_utf8_len(const unsigned char *s)
+{
+	size_t n, i;
+	unsigned int cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		cp = s[0] & 0x07;
+	} else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
 	}
-	fputc('"', f);
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+/*
+ * Appends msg so that one event stays one line: control characters are
+ * escaped; for JSON also quotes and backslashes, and bytes that are not
+ * UTF-8 become U+FFFD.  A message too long for the line is cut.
+ */
+static void
+log_put_escaped(struct log_line *l, const char *msg, int json)
+{
+	const unsigned char *s = (const unsigned char *)msg;
+	size_t n;
+
+	/* stops early, whole escapes only, leaving room for the line's end */
+	while (*s != '\0' && l->len + 16 < sizeof l->buf) {
+		if (json && (*s == '"' || *s == '\\'))
+			log_putf(l, "\\%c", *s);
+		else if (*s == '\n')
+			log_put(l, "\\n", 2);
+		else if (*s == '\t')
+			log_put(l, json ? "\\t" : "\t", json ? 2 : 1);
+		else if (*s < 0x20 || *s == 0x7f)
+			log_putf(l, json ? "\\u%04x" : "\\x%02x", *s);
+		else if (json && (n = log_utf8_len(s)) != 1) {
+			if (n == 0) {
+				log_put(l, "\\ufffd", 6);
+				n = 1;
+			} else
+				log_put(l, (const char *)s, n);
+			s += n;
+			continue;
+		} else
+			log_put(l, (const char *)s, 1);
+		s++;
+	}
 }
 
 static void
 log_vwrite(enum log_level level, const char *fmt, va_list ap, int errnum)
 {
+	struct log_line line;
 	char msg[2048];
+	size_t off = 0;
+	ssize_t w;
 	int n;
 
 	if (level > log_threshold)
@@ -99,19 +182,34 @@ log_vwrite(enum log_level level, const char *fmt, va_list ap, int errnum)
 		snprintf(msg + n, sizeof msg - (size_t)n, ": %s",
 		    strerror(errnum));
 
+	line.len = 0;
+	/* journald strips "<N>" and keeps N as the entry's priority */
+	if (log_journal)
+		log_putf(&line, "<%d>", log_priorities[level]);
 	if (log_json) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		fprintf(stderr, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":",
+		log_putf(&line, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":\"",
 		    (long long)ts.tv_sec, ts.tv_nsec / 1000000,
 		    log_names[level]);
-		log_json_string(stderr, msg);
-		fputs("}\n", stderr);
-	} else if (log_journal)
-		fprintf(stderr, "<%d>%s\n", log_priorities[level], msg);
-	else
-		fprintf(stderr, "promfork: %s: %s\n", log_names[level], msg);
+		log_put_escaped(&line, msg, 1);
+		log_put(&line, "\"}", 2);
+	} else {
+		if (!log_journal)
+			log_putf(&line, "promfork: %s: ", log_names[level]);
+		log_put_escaped(&line, msg, 0);
+	}
+	line.buf[line.len++] = '\n';
+
 	fflush(stderr);
+	while (off < line.len) {
+		w = write(STDERR_FILENO, line.buf + off, line.len - off);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
 }
 
 void

@@ -28,9 +28,16 @@ struct promfork {
 	struct sdfile sdfile;
 	int have_sdfile;
 	struct api *api;
+	struct discover *discover;
+	struct web *web;
+	char *web_address; /* what --proxy-targets points at */
 	char *socket_path;
 	char *socket_dir; /* our private directory, removed at exit */
 	struct child child;
+	struct spawn *spawn; /* --workers */
+	struct state state; /* standalone --state-file */
+	int have_state;
+	int stopped; /* standalone: by a signal, as asked */
 	struct event *ev_signals[NFORWARDED + 1];
 };
 
@@ -68,6 +75,7 @@ child_reap(struct promfork *pf)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+		pf->child.reaped++;
 		if (pid == pf->child.pid) {
 			pf->child.exited = 1;
 			pf->child.status = child_wait_status(wstatus);
@@ -77,6 +85,8 @@ child_reap(struct promfork *pf)
 			log_debug("reaped pid %d", (int)pid);
 		if ((l = registry_find_pid(&pf->reg, pid)) != NULL)
 			lease_close(l, LEASE_END_EXIT);
+		if (pf->spawn != NULL)
+			spawn_reaped(pf->spawn, pid, wstatus);
 	}
 	registry_check(&pf->reg);
 	if (pf->child.exited)
@@ -90,8 +100,48 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 
 	if (sig == SIGCHLD)
 		child_reap(pf);
-	else
+	else if (pf->spawn != NULL)
+		spawn_signal(pf->spawn, (int)sig);
+	else if (pf->opts.command != NULL)
 		child_signal(&pf->child, (int)sig);
+	else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
+		/* Standalone: the workers are not ours and stay. */
+		log_info("signal %d: stopping", (int)sig);
+		pf->stopped = 1;
+		event_base_loopexit(pf->base, NULL);
+	}
+}
+
+/* Standalone: take up the workers a previous promfork left running. */
+static void
+state_setup(struct promfork *pf)
+{
+	char *cause = NULL;
+
+	state_init(&pf->state, pf->opts.state_file, &pf->reg);
+	pf->have_state = 1;
+	if (state_adopt(&pf->state, &cause) == -1) {
+		log_warnx("%s; starting without the saved leases", cause);
+		free(cause);
+	}
+	if (state_flush(&pf->state) != 0)
+		usage_exit("cannot write the --state-file");
+}
+
+static void
+spawn_setup(struct promfork *pf)
+{
+	struct spawn_config scfg;
+	char *cause = NULL;
+
+	memset(&scfg, 0, sizeof scfg);
+	scfg.command = pf->opts.command;
+	scfg.workers = pf->opts.workers;
+	scfg.grace_ms = pf->opts.grace_ms;
+	scfg.socket_path = pf->socket_path;
+	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg,
+	    &cause)) == NULL)
+		fatalx("%s", cause);
 }
 
 static void
@@ -118,11 +168,32 @@ signals_finish(struct promfork *pf)
 }
 
 static void
+discover_setup(struct promfork *pf)
+{
+	struct discover_config dcfg;
+	char *cause = NULL, *range;
+
+	memset(&dcfg, 0, sizeof dcfg);
+	dcfg.root = getpid();
+	dcfg.low = pf->opts.port_low;
+	dcfg.high = pf->opts.port_high;
+	dcfg.interval_ms = pf->opts.discover_interval_ms;
+	if ((pf->discover = discover_create(pf->base, &pf->reg, &dcfg,
+	    &cause)) == NULL)
+		fatalx("%s", cause);
+	/* so the app can pick its ports from the same range */
+	xasprintf(&range, "%u-%u", dcfg.low, dcfg.high);
+	setenv("PROMFORK_PORT_RANGE", range, 1);
+	free(range);
+}
+
+static void
 setup(struct promfork *pf)
 {
 	struct api_config acfg;
+	struct web_config wcfg;
 	char *cause = NULL;
-	int fd;
+	int fd, web_fd = -1;
 
 	if (pf->opts.sd_file != NULL && sdfile_check(pf->opts.sd_file,
 	    &cause) != 0)
@@ -133,6 +204,9 @@ setup(struct promfork *pf)
 		socket_path_default(pf);
 	if ((fd = api_listen(pf->socket_path, &cause)) == -1)
 		usage_exit(cause);
+	if (pf->opts.listen != NULL && (web_fd = web_listen(pf->opts.listen,
+	    &cause)) == -1)
+		usage_exit(cause);
 
 	pf->base = event_base_new();
 	if (pf->base == NULL)
@@ -141,6 +215,12 @@ setup(struct promfork *pf)
 	    pf->opts.port_high, pool_port_bindable, NULL);
 	pf->tc.host = pf->opts.target_host;
 	pf->tc.labels = &pf->opts.labels;
+	if (pf->opts.proxy_targets) {
+		pf->web_address = web_address(web_fd, pf->opts.target_host);
+		pf->tc.proxy_address = pf->web_address;
+	}
+	if (pf->opts.state_file != NULL)
+		state_setup(pf); /* before the sd file is first written */
 	if (pf->opts.sd_file != NULL) {
 		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
 		pf->have_sdfile = 1;
@@ -150,7 +230,22 @@ setup(struct promfork *pf)
 	memset(&acfg, 0, sizeof acfg);
 	acfg.tree_root = pf->opts.command != NULL ? getpid() : 0;
 	acfg.tc = &pf->tc;
+	acfg.allow_uids = pf->opts.allow_uids;
+	acfg.nallow_uids = pf->opts.nallow_uids;
+	acfg.allow_gids = pf->opts.allow_gids;
+	acfg.nallow_gids = pf->opts.nallow_gids;
 	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
+	if (pf->opts.discover)
+		discover_setup(pf);
+	if (web_fd != -1) {
+		memset(&wcfg, 0, sizeof wcfg);
+		wcfg.reg = &pf->reg;
+		wcfg.tc = &pf->tc;
+		wcfg.sdfile = pf->have_sdfile ? &pf->sdfile : NULL;
+		wcfg.child = &pf->child;
+		wcfg.deadline_ms = pf->opts.http_deadline_ms;
+		pf->web = web_create(pf->base, web_fd, &wcfg);
+	}
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
 		log_warn("cannot become a subreaper; orphaned workers will "
@@ -162,9 +257,15 @@ setup(struct promfork *pf)
 static void
 teardown(struct promfork *pf)
 {
+	web_free(pf->web);
+	discover_free(pf->discover);
 	api_free(pf->api);
+	spawn_free(pf->spawn);
 	if (pf->have_sdfile)
-		sdfile_finish(&pf->sdfile, pf->opts.sd_remove_on_exit);
+		sdfile_finish(&pf->sdfile, pf->have_state ? SDFILE_KEEP :
+		    pf->opts.sd_remove_on_exit);
+	if (pf->have_state)
+		state_finish(&pf->state);
 	registry_finish(&pf->reg);
 	signals_finish(pf);
 	event_base_free(pf->base);
@@ -173,6 +274,7 @@ teardown(struct promfork *pf)
 		rmdir(pf->socket_dir);
 	free(pf->socket_path);
 	free(pf->socket_dir);
+	free(pf->web_address);
 	options_free(&pf->opts);
 }
 
@@ -203,18 +305,33 @@ main(int argc, char **argv)
 		break;
 	}
 	log_init(pf.opts.log_level, pf.opts.log_json);
+	if (pf.opts.check) {
+		status = check_run(&pf.opts);
+		options_free(&pf.opts);
+		return status;
+	}
+	notify_init();
 	setup(&pf);
 
-	if (child_start(&pf.child, pf.opts.command, pf.socket_path,
-	    &cause) != 0)
+	if (pf.opts.workers > 0)
+		spawn_setup(&pf);
+	else if (pf.opts.command != NULL && child_start(&pf.child,
+	    pf.opts.command, pf.socket_path, &cause) != 0)
 		fatalx("%s", cause);
 	log_info("ports %u-%u, socket %s%s%s", pf.opts.port_low,
 	    pf.opts.port_high, pf.socket_path, pf.have_sdfile ?
 	    ", sd file " : "", pf.have_sdfile ? pf.opts.sd_file : "");
+	notify_ready();
 
 	event_base_dispatch(pf.base);
+	notify_stopping();
 
-	status = pf.child.exited ? pf.child.status : 1;
+	if (pf.spawn != NULL)
+		status = spawn_done(pf.spawn) ? 0 : 1;
+	else if (pf.opts.command == NULL)
+		status = pf.stopped ? 0 : 1;
+	else
+		status = pf.child.exited ? pf.child.status : 1;
 	teardown(&pf);
 	return status;
 }

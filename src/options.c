@@ -4,6 +4,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +14,17 @@
 
 #include "promfork.h"
 
+/* Long options without a letter. */
+enum {
+	OPTIONS_LISTEN = 0x4401,
+	OPTIONS_PROXY_TARGETS,
+	OPTIONS_HTTP_DEADLINE,
+};
+enum { OPTIONS_DISCOVER = 0x4501, OPTIONS_DISCOVER_INTERVAL };
+
 static const char options_help[] =
 "Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
+"       promfork --port-range LOW-HIGH --socket PATH [OPTIONS]  (standalone)\n"
 "       promfork lease [--pid PID] [--label NAME=VALUE]...\n"
 "\n"
 "Runs COMMAND (a pre-fork server such as gunicorn or uWSGI) and gives each\n"
@@ -30,8 +42,40 @@ static const char options_help[] =
 "                             directory under $RUNTIME_DIRECTORY or /tmp)\n"
 "  -t, --target-host HOST     host part of every target (default: hostname)\n"
 "  -l, --label NAME=VALUE     static label on every target (repeatable)\n"
+"      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
+"                             /metrics, /targets (http_sd) and\n"
+"                             /workers/N/metrics (proxy); ADDR:PORT is e.g.\n"
+"                             127.0.0.1:9399, [::1]:9399 or :9399 (all)\n"
+"      --proxy-targets        targets name the --listen address with\n"
+"                             __metrics_path__ /workers/N/metrics, so that\n"
+"                             Prometheus needs to reach one port only\n"
+"      --http-deadline SECS   time for a whole request to --listen,\n"
+"                             proxied scrape included (default 10)\n"
+"      --discover             also publish the ports of the range that\n"
+"                             COMMAND's processes listen on by themselves\n"
+"                             (e.g. django-prometheus PORT_RANGE)\n"
+"      --discover-interval MS how often to look for new listeners\n"
+"                             (default 200, 10 to 60000)\n"
 "      --log-level LEVEL      error, warn, info (default) or debug\n"
 "      --log-format FORMAT    text (default) or json\n"
+"      --check                validate the options, the sd directory, the\n"
+"                             socket and the ports, report and exit (0 when\n"
+"                             usable, 2 when not); no COMMAND needed\n"
+"      --workers N            spawn mode: run N copies of COMMAND, each with\n"
+"                             PROMFORK_PORT and PROMFORK_WORKER set and\n"
+"                             {port} and {worker} replaced in its arguments;\n"
+"                             a dead one restarts in its slot (with backoff);\n"
+"                             TTIN/TTOU add/remove one, HUP restarts them one\n"
+"                             at a time, TERM stops them\n"
+"      --grace SECONDS        spawn mode: SIGKILL a worker this long after\n"
+"                             SIGTERM (default 10)\n"
+"Standalone (no COMMAND: one promfork per host that many apps share):\n"
+"      --state-file PATH      keep the leases in PATH and, after a restart,\n"
+"                             take up every worker still running with its\n"
+"                             port; the sd file is then kept at exit\n"
+"      --allow-uid USER       may register besides root and promfork's own\n"
+"                             user (name or number, repeatable)\n"
+"      --allow-gid GROUP      members of GROUP may register (repeatable)\n"
 "  -h, --help                 show this help and exit\n"
 "  -V, --version              show the version and exit\n"
 "\n"
@@ -57,6 +101,8 @@ options_parse_port(const char *s, uint16_t *port)
 	char *end;
 	long v;
 
+	if (*s < '0' || *s > '9')
+		return -1;
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 65535)
@@ -94,6 +140,33 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 	return 0;
 }
 
+static int
+options_parse_ms(const char *s, int min, int max, int *ms)
+{
+	long v = 0;
+
+	if (*s == '\0' || strlen(s) > 6)
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (*s - '0');
+	}
+	if (v < min || v > max)
+		return -1;
+	*ms = (int)v;
+	return 0;
+}
+
+static int
+options_parse_seconds(const char *s, int min, int max, int *ms)
+{
+	if (options_parse_ms(s, min, max, ms) != 0)
+		return -1;
+	*ms *= 1000;
+	return 0;
+}
+
 static char *
 options_default_host(void)
 {
@@ -103,6 +176,128 @@ options_default_host(void)
 		return xstrdup("localhost");
 	host[sizeof host - 1] = '\0';
 	return xstrdup(host);
+}
+
+/* Long options of spawn and standalone mode, out of the way of letters. */
+enum {
+	OPTIONS_WORKERS = 0x701,
+	OPTIONS_GRACE,
+	OPTIONS_STATE_FILE,
+	OPTIONS_ALLOW_UID,
+	OPTIONS_ALLOW_GID
+};
+
+/* A user or group by name or number. */
+static int
+options_parse_id(const char *s, int group, unsigned int *id, char **cause)
+{
+	struct passwd *pw;
+	struct group *gr;
+	char *end;
+	unsigned long v;
+
+	if (*s >= '0' && *s <= '9') {
+		errno = 0;
+		v = strtoul(s, &end, 10);
+		if (errno == 0 && *end == '\0' && v < UINT_MAX) {
+			*id = (unsigned int)v;
+			return 0;
+		}
+	} else if (group && (gr = getgrnam(s)) != NULL) {
+		*id = gr->gr_gid;
+		return 0;
+	} else if (!group && (pw = getpwnam(s)) != NULL) {
+		*id = pw->pw_uid;
+		return 0;
+	}
+	xasprintf(cause, "--allow-%s \"%s\" is not a %s name or number",
+	    group ? "gid" : "uid", s, group ? "group" : "user");
+	return -1;
+}
+
+/* The options of spawn and standalone mode. */
+static int
+options_parse_standalone(struct options *o, int opt, const char *arg,
+    char **cause)
+{
+	unsigned int id;
+	char *end;
+	double d;
+	long v;
+
+	switch (opt) {
+	case OPTIONS_WORKERS:
+		errno = 0;
+		v = strtol(arg, &end, 10);
+		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
+		    v < 1 || v > 65536) {
+			xasprintf(cause, "--workers \"%s\" is not a number of "
+			    "workers from 1 up", arg);
+			return -1;
+		}
+		o->workers = (int)v;
+		return 0;
+	case OPTIONS_GRACE:
+		errno = 0;
+		d = strtod(arg, &end);
+		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
+		    !(d >= 0.001 && d <= 3600)) {
+			xasprintf(cause, "--grace \"%s\" is not a number of "
+			    "seconds from 0.001 to 3600", arg);
+			return -1;
+		}
+		o->grace_ms = (int)(d * 1000 + 0.5);
+		return 0;
+	case OPTIONS_STATE_FILE:
+		if (*arg == '\0') {
+			*cause = xstrdup("--state-file needs a path");
+			return -1;
+		}
+		free(o->state_file);
+		o->state_file = xstrdup(arg);
+		return 0;
+	case OPTIONS_ALLOW_UID:
+		if (options_parse_id(arg, 0, &id, cause) != 0)
+			return -1;
+		o->allow_uids = xreallocarray(o->allow_uids,
+		    o->nallow_uids + 1, sizeof *o->allow_uids);
+		o->allow_uids[o->nallow_uids++] = (uid_t)id;
+		return 0;
+	case OPTIONS_ALLOW_GID:
+		if (options_parse_id(arg, 1, &id, cause) != 0)
+			return -1;
+		o->allow_gids = xreallocarray(o->allow_gids,
+		    o->nallow_gids + 1, sizeof *o->allow_gids);
+		o->allow_gids[o->nallow_gids++] = (gid_t)id;
+		return 0;
+	}
+	return -1;
+}
+
+/* Spawn options need a COMMAND; standalone options need none. */
+static int
+options_check_modes(struct options *o, char **cause)
+{
+	size_t ports = (size_t)o->port_high - o->port_low + 1;
+
+	if (o->workers > 0 && o->command == NULL) {
+		*cause = xstrdup("--workers needs a COMMAND to run: promfork "
+		    "--workers N [OPTIONS] -- COMMAND [ARGS...]");
+		return -1;
+	}
+	if (o->workers > 0 && (size_t)o->workers > ports) {
+		xasprintf(cause, "--workers %d needs as many ports, but "
+		    "--port-range %u-%u has %zu; widen it", o->workers,
+		    o->port_low, o->port_high, ports);
+		return -1;
+	}
+	if (o->command != NULL && (o->state_file != NULL ||
+	    o->nallow_uids > 0 || o->nallow_gids > 0)) {
+		*cause = xstrdup("--state-file, --allow-uid and --allow-gid are "
+		    "for standalone mode, without a COMMAND");
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -119,8 +314,21 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "socket", required_argument, NULL, 's' },
 		{ "target-host", required_argument, NULL, 't' },
 		{ "label", required_argument, NULL, 'l' },
+		{ "listen", required_argument, NULL, OPTIONS_LISTEN },
+		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
+		{ "http-deadline", required_argument, NULL,
+		    OPTIONS_HTTP_DEADLINE },
+		{ "discover", no_argument, NULL, OPTIONS_DISCOVER },
+		{ "discover-interval", required_argument, NULL,
+		    OPTIONS_DISCOVER_INTERVAL },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "log-format", required_argument, NULL, 'F' },
+		{ "check", no_argument, NULL, 'K' },
+		{ "workers", required_argument, NULL, OPTIONS_WORKERS },
+		{ "grace", required_argument, NULL, OPTIONS_GRACE },
+		{ "state-file", required_argument, NULL, OPTIONS_STATE_FILE },
+		{ "allow-uid", required_argument, NULL, OPTIONS_ALLOW_UID },
+		{ "allow-gid", required_argument, NULL, OPTIONS_ALLOW_GID },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -130,6 +338,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 
 	memset(o, 0, sizeof *o);
 	o->log_level = LOG_LEVEL_INFO;
+	o->discover_interval_ms = DISCOVER_INTERVAL_MS;
+	o->http_deadline_ms = WEB_DEADLINE_MS;
 	*message = NULL;
 	optind = 0; /* reset getopt, tests parse more than once */
 	opterr = 0;
@@ -185,6 +395,51 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 				goto usage;
 			}
 			break;
+		case 'K':
+			o->check = 1;
+			break;
+		case OPTIONS_LISTEN: {
+			struct sockaddr_storage ss;
+			socklen_t sslen;
+
+			if (web_parse_listen(optarg, &ss, &sslen, &cause) != 0)
+				goto usage;
+			free(o->listen);
+			o->listen = xstrdup(optarg);
+			break;
+		}
+		case OPTIONS_DISCOVER:
+			o->discover = 1;
+			break;
+		case OPTIONS_DISCOVER_INTERVAL:
+			if (options_parse_ms(optarg, 10, 60000,
+			    &o->discover_interval_ms) != 0) {
+				xasprintf(&cause, "--discover-interval \"%s\" is "
+				    "not a whole number of milliseconds from 10 "
+				    "to 60000", optarg);
+				goto usage;
+			}
+			break;
+		case OPTIONS_PROXY_TARGETS:
+			o->proxy_targets = 1;
+			break;
+		case OPTIONS_HTTP_DEADLINE:
+			if (options_parse_seconds(optarg, 1, 3600,
+			    &o->http_deadline_ms) != 0) {
+				xasprintf(&cause, "--http-deadline \"%s\" is not "
+				    "a whole number of seconds from 1 to 3600",
+				    optarg);
+				goto usage;
+			}
+			break;
+		case OPTIONS_WORKERS:
+		case OPTIONS_GRACE:
+		case OPTIONS_STATE_FILE:
+		case OPTIONS_ALLOW_UID:
+		case OPTIONS_ALLOW_GID:
+			if (options_parse_standalone(o, c, optarg, &cause) != 0)
+				goto usage;
+			break;
 		case 'h':
 			return OPTIONS_EXIT_OK;
 		case 'V':
@@ -203,17 +458,30 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			goto usage;
 		}
 	}
+	if (o->proxy_targets && o->listen == NULL) {
+		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
+		    "targets point at that address");
+		goto usage;
+	}
 	if (!have_range) {
 		cause = xstrdup("--port-range is required, e.g. "
 		    "--port-range 9400-9463");
 		goto usage;
 	}
-	if (optind >= argc) {
+	if (optind >= argc && !o->check && o->socket_path == NULL) {
 		cause = xstrdup("no COMMAND given: write promfork [OPTIONS] -- "
-		    "COMMAND [ARGS...]");
+		    "COMMAND [ARGS...], or give --socket PATH to run standalone");
 		goto usage;
 	}
-	o->command = argv + optind;
+	if (optind < argc) /* --check runs without a COMMAND */
+		o->command = argv + optind;
+	if (options_check_modes(o, &cause) != 0)
+		goto usage;
+	if (o->discover && o->command == NULL && !o->check) {
+		cause = xstrdup("--discover needs a COMMAND: it publishes the "
+		    "ports that COMMAND's processes listen on");
+		goto usage;
+	}
 	if (o->target_host == NULL)
 		o->target_host = options_default_host();
 	return OPTIONS_RUN;
@@ -230,6 +498,10 @@ options_free(struct options *o)
 	free(o->sd_file);
 	free(o->socket_path);
 	free(o->target_host);
+	free(o->state_file);
+	free(o->allow_uids);
+	free(o->allow_gids);
+	free(o->listen);
 	labels_clear(&o->labels);
 	memset(o, 0, sizeof *o);
 }

@@ -9,6 +9,7 @@
 #define PROMFORK_H
 
 #include <sys/types.h>
+#include <sys/socket.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -78,9 +79,22 @@ struct options {
 	char *socket_path;
 	char *target_host;
 	struct labels labels;
+	char *listen; /* --listen ADDR:PORT, NULL when off */
+	int proxy_targets; /* targets point through /workers/N/metrics */
+	int http_deadline_ms; /* --http-deadline */
 	enum log_level log_level;
 	int log_json;
+	int discover; /* --discover */
+	int discover_interval_ms;
 	char **command; /* NULL-terminated, NULL when standalone */
+	int check; /* --check: validate, report and exit */
+	int workers; /* --workers: spawn mode when > 0 */
+	int grace_ms; /* --grace: TERM to KILL in spawn mode */
+	char *state_file; /* standalone only */
+	uid_t *allow_uids;
+	size_t nallow_uids;
+	gid_t *allow_gids;
+	size_t nallow_gids;
 };
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_EXIT_USAGE };
 enum options_result options_parse(struct options *, int argc, char **argv,
@@ -136,6 +150,14 @@ enum lease_end {
 	LEASE_END_COUNT
 };
 struct registry;
+/* The last scrape of a worker through promfork (proxy, fan-out, status). */
+struct lease_scrape {
+	time_t when; /* wall clock; 0 when never scraped */
+	int ok;
+	int status; /* HTTP status; 0 when there was no answer */
+	int duration_ms;
+	char error[128];
+};
 struct lease {
 	struct registry *reg;
 	int worker;
@@ -148,6 +170,7 @@ struct lease {
 	enum lease_source source;
 	time_t created; /* wall clock, for people */
 	struct timespec created_mono;
+	struct lease_scrape scrape;
 };
 typedef void (*registry_change_fn)(void *arg);
 struct registry_listener {
@@ -174,6 +197,7 @@ void registry_init(struct registry *, struct event_base *, uint16_t low,
     uint16_t high, pool_probe_fn, void *probe_arg);
 void registry_finish(struct registry *);
 void registry_listen(struct registry *, registry_change_fn, void *);
+void registry_unlisten(struct registry *, registry_change_fn, void *);
 struct lease *registry_lease(struct registry *, pid_t,
     const struct labels *, enum lease_source, int slot, int *created,
     int *status, char **cause);
@@ -189,6 +213,9 @@ void lease_close(struct lease *, enum lease_end);
 struct target_config {
 	const char *host;
 	const struct labels *labels;
+	/* When set, every target is this address (promfork's listener) and
+	 * __metrics_path__ is /workers/N/metrics: scrapes go through the proxy. */
+	const char *proxy_address;
 };
 json_t *target_groups(const struct registry *, const struct target_config *);
 char *target_render(const struct registry *, const struct target_config *,
@@ -211,6 +238,7 @@ int sdfile_replace(const char *path, const char *data, size_t len,
 void sdfile_init(struct sdfile *, const char *path, struct registry *,
     const struct target_config *);
 int sdfile_flush(struct sdfile *);
+#define SDFILE_KEEP 2 /* sdfile_finish: leave the current workers */
 int sdfile_finish(struct sdfile *, int remove);
 
 /* http.c */
@@ -261,11 +289,20 @@ struct evbuffer *http_reply_start(struct http_conn *, int status,
     const char *content_type);
 void http_reply_flush(struct http_conn *);
 void http_reply_end(struct http_conn *);
+void http_reply_stream(struct http_conn *, int status,
+    const char *content_type, long long length);
+void http_reply_write(struct http_conn *, struct evbuffer *);
+void http_reply_abort(struct http_conn *, const char *why);
 
 /* api.c */
 struct api_config {
 	pid_t tree_root; /* wrapped command's pid; 0 when standalone */
 	const struct target_config *tc;
+	/* standalone: who may register besides root and promfork's uid */
+	const uid_t *allow_uids;
+	size_t nallow_uids;
+	const gid_t *allow_gids;
+	size_t nallow_gids;
 };
 struct api;
 int api_listen(const char *path, char **cause);
@@ -274,19 +311,286 @@ struct api *api_create(struct event_base *, int fd, struct registry *,
 void api_free(struct api *);
 int api_authorise(const struct api_config *, pid_t peer, pid_t pid,
     char **cause);
+int api_authorise_user(const struct api_config *, uid_t, gid_t,
+    const gid_t *groups, size_t ngroups, char **cause);
+
+/* discover.c */
+#define DISCOVER_INTERVAL_MS 200
+#define DISCOVER_SOCKS_MAX 65536
+struct discover_sock {
+	uint32_t inode;
+	uint16_t port;
+	uint8_t family;
+	uint8_t state; /* the kernel's TCP state */
+};
+struct discover_socks {
+	struct discover_sock *v;
+	size_t n;
+	size_t cap;
+	int error; /* errno the kernel reported, after a failed parse */
+};
+struct discover_proc {
+	pid_t pid;
+	pid_t ppid;
+	int depth; /* below the root, which is 0; -1 outside its tree */
+};
+struct discover_config {
+	pid_t root; /* promfork: only its descendants are looked at */
+	uint16_t low;
+	uint16_t high;
+	int interval_ms;
+};
+struct discover_stats {
+	unsigned long long passes;
+	unsigned long long walks; /* passes that read /proc */
+	unsigned long long errors;
+	unsigned long long last_pass_us;
+	unsigned long long last_walk_us;
+	size_t last_walk_procs; /* processes whose fds the last walk read */
+	size_t listeners; /* in the range, at the last pass */
+};
+struct discover;
+int discover_parse_diag(const void *, size_t, uint32_t seq, uint16_t low,
+    uint16_t high, struct discover_socks *, int *done, char **cause);
+int discover_parse_fdlink(const char *, size_t, uint32_t *inode,
+    char **cause);
+void discover_tree_mark(struct discover_proc *, size_t, pid_t root);
+void discover_socks_clear(struct discover_socks *);
+struct discover *discover_create(struct event_base *, struct registry *,
+    const struct discover_config *, char **cause);
+int discover_scan(struct discover *);
+const struct discover_stats *discover_stats(const struct discover *);
+void discover_free(struct discover *);
+
+/* scrape.c */
+#define SCRAPE_HEAD_MAX (16 * 1024)
+struct scrape_head {
+	int status;
+	char content_type[256]; /* empty when not sent */
+	long long length; /* Content-Length; -1 when not sent */
+};
+struct scrape_result {
+	int status; /* HTTP status; 0 when there was no answer */
+	const char *error; /* NULL when the whole body arrived */
+	int duration_ms;
+	size_t bytes; /* body bytes received */
+	int timed_out; /* the deadline passed */
+};
+/* head and body return 0 to go on, -1 to stop; done runs exactly once,
+ * never from inside scrape_start, and not after scrape_cancel. */
+struct scrape_callbacks {
+	int (*head)(const struct scrape_head *, void *arg);
+	int (*body)(struct evbuffer *, void *arg); /* may take the bytes */
+	void (*done)(const struct scrape_result *, void *arg);
+};
+struct scrape;
+int scrape_parse_head(const char *, size_t, struct scrape_head *,
+    size_t *consumed, char **cause);
+struct scrape *scrape_start(struct event_base *, uint16_t port,
+    const char *path, const char *accept, int deadline_ms, size_t body_max,
+    const struct scrape_callbacks *, void *arg);
+void scrape_cancel(struct scrape *);
+void scrape_record(struct lease *, const struct scrape_result *);
+struct lease *scrape_lease(struct registry *, int worker, pid_t,
+    unsigned long long starttime);
+
+/* proxy.c */
+#define PROXY_BODY_MAX (32 * 1024 * 1024)
+#define PROXY_WORKER_PATH "/metrics"
+void proxy_serve(struct http_conn *, const struct http_request *,
+    struct registry *, int worker, int deadline_ms);
+int proxy_deadline(const struct http_request *, int max_ms);
+
+/* metrics.c */
+struct metrics_worker {
+	int worker;
+	int live; /* a lease holds the slot now */
+	pid_t pid;
+	uint16_t port;
+	enum lease_source source;
+	const struct labels *labels;
+	time_t leased; /* wall clock */
+	int have_proc; /* /proc was readable: the fields below are set */
+	double cpu_seconds;
+	long long rss_bytes;
+	double start_time; /* unix seconds */
+	unsigned long long leases; /* ever granted on this slot */
+	struct lease_scrape scrape;
+};
+struct metrics_snapshot {
+	double now; /* unix seconds */
+	double start_time; /* promfork's own */
+	double cpu_seconds;
+	long long rss_bytes;
+	size_t pool_size;
+	size_t pool_free;
+	uint16_t port_low;
+	size_t leases;
+	unsigned long long registrations;
+	unsigned long long refusals;
+	unsigned long long ends[LEASE_END_COUNT];
+	int have_sdfile;
+	const char *sd_path;
+	unsigned long long sd_writes;
+	unsigned long long sd_errors;
+	time_t sd_last_write;
+	pid_t child_pid;
+	unsigned long long child_exits;
+	int http_conns;
+	struct metrics_worker *workers; /* slots that ever had a lease */
+	size_t nworkers;
+};
+struct metrics_sources {
+	const struct registry *reg;
+	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct child *child;
+	const struct http_server *http; /* the listener's, for its conns */
+};
+void metrics_snapshot_take(struct metrics_snapshot *,
+    const struct metrics_sources *);
+void metrics_snapshot_free(struct metrics_snapshot *);
+void metrics_render(struct evbuffer *, const struct metrics_snapshot *);
+
+/* status.c */
+#define STATUS_REFRESH_S 5
+void status_render(struct evbuffer *, const struct metrics_snapshot *);
+void status_serve(struct http_conn *, struct registry *,
+    const struct metrics_sources *, int probe_ms);
+
+/* web.c */
+#define WEB_DEADLINE_MS 10000
+struct web_config {
+	struct registry *reg;
+	const struct target_config *tc;
+	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct child *child;
+	int deadline_ms; /* per request, whole */
+};
+struct web;
+int web_parse_listen(const char *, struct sockaddr_storage *,
+    socklen_t *, char **cause);
+int web_listen(const char *, char **cause);
+char *web_address(int fd, const char *target_host);
+struct web *web_create(struct event_base *, int fd, const struct web_config *);
+void web_free(struct web *);
 
 /* child.c */
 struct child {
 	pid_t pid;
 	int exited;
 	int status; /* exit status promfork should pass on */
+	unsigned long long reaped; /* processes reaped: the command, orphans */
 };
+pid_t child_fork(char **argv, char *const *env, int deathsig, char **cause);
 int child_start(struct child *, char **argv, const char *socket_path,
     char **cause);
 int child_wait_status(int wstatus);
 void child_signal(struct child *, int sig);
 
+/* spawn.c */
+#define PROMFORK_PORT_ENV "PROMFORK_PORT"
+#define PROMFORK_WORKER_ENV "PROMFORK_WORKER"
+#define SPAWN_GRACE_MS 10000 /* default --grace */
+#define SPAWN_LOOP_FAILURES 3 /* failures in a row that make a crash loop */
+struct spawn_config {
+	char **command; /* {port} and {worker} are replaced in each copy */
+	int workers;
+	int grace_ms; /* TERM to KILL */
+	const char *socket_path;
+};
+struct spawn_stats {
+	unsigned long long starts; /* forks of COMMAND */
+	unsigned long long restarts; /* starts after a death or for HUP */
+	unsigned long long deaths; /* exits nobody asked for */
+	unsigned long long *slot_restarts; /* per pool slot */
+	unsigned int workers; /* wanted now: --workers, TTIN, TTOU */
+	unsigned int backoff; /* dead, waiting to be restarted */
+	unsigned int crash_looping; /* failed SPAWN_LOOP_FAILURES+ in a row */
+};
+struct spawn;
+struct spawn *spawn_create(struct event_base *, struct registry *,
+    const struct spawn_config *, char **cause);
+void spawn_free(struct spawn *);
+void spawn_signal(struct spawn *, int sig);
+void spawn_reaped(struct spawn *, pid_t, int wstatus);
+int spawn_done(const struct spawn *);
+const struct spawn_stats *spawn_stats(struct spawn *);
+char **spawn_argv(char **command, int worker, uint16_t port);
+void spawn_argv_free(char **);
+unsigned int spawn_backoff_ms(unsigned int failures);
+
+/* state.c */
+#define STATE_FILE_MAX (8 * 1024 * 1024)
+#define STATE_VERSION 1
+struct state_entry {
+	int worker;
+	uint16_t port;
+	pid_t pid;
+	unsigned long long starttime;
+	enum lease_source source;
+	time_t created;
+	struct labels labels;
+};
+struct state {
+	char *path;
+	struct registry *reg;
+	struct event *ev_write;
+	unsigned long long writes;
+	unsigned long long errors;
+};
+int state_parse(const char *, size_t, struct state_entry **, size_t *,
+    char **cause);
+void state_entries_free(struct state_entry *, size_t);
+char *state_render(const struct registry *, size_t *);
+void state_init(struct state *, const char *path, struct registry *);
+int state_adopt(struct state *, char **cause);
+int state_flush(struct state *);
+void state_finish(struct state *);
+
 /* client.c */
 int client_lease_main(int argc, char **argv);
+
+/* notify.c */
+int notify_send(const char *path, const char *state, char **cause);
+void notify_init(void);
+void notify_ready(void);
+void notify_stopping(void);
+
+/* check.c */
+struct check_sock {
+	uint16_t port; /* local port */
+	int state; /* 0x0a is LISTEN */
+	uid_t uid;
+	unsigned long long inode;
+};
+int check_tcp_parse(const char *, size_t, struct check_sock *);
+int check_socket(const char *path, char **cause);
+int check_run(const struct options *);
+
+/* expo.c */
+#define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
+#define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
+struct expo_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+struct expo_stats {
+	size_t lines;
+	size_t samples; /* kept */
+	size_t dropped; /* samples of families lost to a type conflict */
+	size_t malformed; /* lines dropped */
+	size_t malformed_line; /* the first of them, from 1; 0 when none */
+	size_t type_conflicts; /* families another worker typed otherwise */
+	char conflict[64]; /* the first such family, truncated */
+};
+struct expo_merge;
+void expo_buf_add(struct expo_buf *, const void *, size_t);
+void expo_buf_finish(struct expo_buf *);
+struct expo_merge *expo_merge_create(void);
+int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
+    size_t len, struct expo_stats *);
+void expo_merge_render(struct expo_merge *, struct expo_buf *);
+void expo_merge_free(struct expo_merge *);
 
 #endif

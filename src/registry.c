@@ -6,6 +6,7 @@
  * to the sinks, which decide when to render.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,6 +88,23 @@ registry_listen(struct registry *reg, registry_change_fn fn, void *arg)
 	reg->nlisteners++;
 }
 
+/* For a sink or source that goes away before the registry. */
+void
+registry_unlisten(struct registry *reg, registry_change_fn fn, void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < reg->nlisteners; i++) {
+		if (reg->listeners[i].fn == fn && reg->listeners[i].arg == arg) {
+			memmove(&reg->listeners[i], &reg->listeners[i + 1],
+			    (reg->nlisteners - i - 1) *
+			    sizeof reg->listeners[0]);
+			reg->nlisteners--;
+			return;
+		}
+	}
+}
+
 struct lease *
 registry_find_pid(struct registry *reg, pid_t pid)
 {
@@ -149,6 +167,29 @@ lease_close(struct lease *l, enum lease_end why)
 }
 
 /*
+ * Ends leases whose process has exited but whose pidfd event has not run
+ * yet.  A pre-fork master replaces a dead worker at once, and the new one
+ * must find the old slot free, not race the event loop for it.
+ */
+static void
+registry_sweep(struct registry *reg)
+{
+	size_t s;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		struct lease *l = reg->slots[s];
+		struct pollfd pfd;
+
+		if (l == NULL || l->pidfd == -1)
+			continue;
+		pfd.fd = l->pidfd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 0) == 1)
+			lease_close(l, LEASE_END_EXIT);
+	}
+}
+
+/*
  * Finds or makes the lease of pid.  slot is -1 for the lowest free port, or
  * the one slot a source requires.  On failure *status is the HTTP status
  * that fits and *cause says why.
@@ -164,8 +205,12 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 
 	*created = 0;
 	if ((l = registry_find_pid(reg, pid)) != NULL) {
-		if (lease_alive(l))
+		if (lease_alive(l)) {
+			/* registered now: no longer ends with its listener */
+			if (source == LEASE_API && l->source == LEASE_DISCOVER)
+				l->source = LEASE_API;
 			return l;
+		}
 		lease_close(l, LEASE_END_EXIT);
 	}
 	if (proc_stat_read(pid, &st, cause) != 0) {
@@ -181,6 +226,7 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 	if (pidfd == -1 && errno != ENOSYS && errno != EPERM)
 		log_warn("pidfd_open %d, falling back to polling", (int)pid);
 
+	registry_sweep(reg);
 	slot = slot < 0 ? pool_take(&reg->pool) :
 	    pool_claim(&reg->pool, slot);
 	if (slot < 0) {

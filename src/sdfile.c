@@ -195,13 +195,23 @@ sdfile_init(struct sdfile *sf, const char *path, struct registry *reg,
 	registry_listen(reg, sdfile_changed_cb, sf);
 }
 
-/* Leaves [] (or no file) behind, for a Prometheus that outlives us. */
+/*
+ * Leaves [] (or no file) behind, for a Prometheus that outlives us; or, with
+ * SDFILE_KEEP, the current workers, when they outlive us (standalone).
+ */
 int
 sdfile_finish(struct sdfile *sf, int remove)
 {
 	char *cause = NULL;
 	int rc = 0;
 
+	if (remove == SDFILE_KEEP) {
+		registry_unlisten(sf->reg, sdfile_changed_cb, sf);
+		rc = sdfile_flush(sf);
+		event_free(sf->ev_write);
+		free(sf->path);
+		return rc;
+	}
 	event_free(sf->ev_write);
 	if (remove) {
 		if (unlink(sf->path) != 0 && errno != ENOENT) {

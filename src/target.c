@@ -30,7 +30,8 @@ target_group(const struct lease *l, const struct target_config *tc)
 	char *addr, worker[16];
 	size_t i;
 
-	addr = target_address(tc, l->port);
+	addr = tc->proxy_address != NULL ? xstrdup(tc->proxy_address) :
+	    target_address(tc, l->port);
 	targets = json_array();
 	json_array_append_new(targets, json_string(addr));
 	free(addr);
@@ -46,6 +47,14 @@ target_group(const struct lease *l, const struct target_config *tc)
 		    json_string(l->labels.v[i].value));
 	snprintf(worker, sizeof worker, "%d", l->worker);
 	json_object_set_new(labels, "worker", json_string(worker));
+	if (tc->proxy_address != NULL) {
+		char *path;
+
+		xasprintf(&path, "/workers/%d/metrics", l->worker);
+		json_object_set_new(labels, "__metrics_path__",
+		    json_string(path));
+		free(path);
+	}
 
 	group = json_object();
 	json_object_set_new(group, "targets", targets);

@@ -1,0 +1,1127 @@
+/*
+ * Prometheus text exposition format (0.0.4): parse the scrapes of several
+ * workers and merge them into one exposition for /workers/metrics, with a
+ * worker label on every sample, HELP and TYPE once per family and each
+ * family's samples kept together.  Broken lines and families whose type
+ * clashes between workers are dropped and counted, never passed on: the
+ * output must always parse.  Pure logic, no I/O: tests call it directly.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "promfork.h"
+
+enum expo_type {
+	EXPO_UNTYPED,
+	EXPO_COUNTER,
+	EXPO_GAUGE,
+	EXPO_HISTOGRAM,
+	EXPO_SUMMARY,
+	EXPO_TYPE_COUNT
+};
+static const char *const expo_type_names[EXPO_TYPE_COUNT] = {
+	"untyped", "counter", "gauge", "histogram", "summary"
+};
+
+/* One merged family: its samples are rendered as they are added. */
+struct expo_family {
+	char *name;
+	size_t namelen;
+	enum expo_type type;
+	char *help; /* escaped as on the wire; NULL until a worker gives one */
+	size_t helplen;
+	struct expo_buf samples;
+};
+
+/*
+ * A name some family owns.  A histogram or summary also owns the _sum,
+ * _count (and _bucket) names a text parser files under it, so two families
+ * that a parser would mix up can never both be rendered.
+ */
+struct expo_claim {
+	char *name;
+	size_t len;
+	uint64_t hash;
+	struct expo_family *fam; /* NULL: empty slot */
+};
+
+/* What the scrape being added said about one name. */
+#define EXPO_LOCAL_TYPE 0x1 /* a TYPE line named it */
+#define EXPO_LOCAL_HELP 0x2 /* a HELP line named it */
+#define EXPO_LOCAL_DONE 0x4 /* samples resolved: to fam, or dropped */
+struct expo_local {
+	const char *name; /* into the worker's text; NULL: empty slot */
+	size_t len;
+	uint64_t hash;
+	int flags;
+	enum expo_type type;
+	const char *help;
+	size_t helplen;
+	struct expo_family *fam;
+};
+
+struct expo_label {
+	const char *name;
+	size_t namelen;
+	const char *value; /* escaped, as on the wire, which is canonical */
+	size_t valuelen;
+};
+
+struct expo_sample {
+	const char *name;
+	size_t namelen;
+	struct expo_label labels[EXPO_LABELS_MAX];
+	size_t nlabels;
+	double value;
+	int has_ts;
+	long long ts;
+};
+
+struct expo_merge {
+	struct expo_family **families; /* in first-seen order */
+	size_t nfamilies;
+	size_t familiescap;
+
+	struct expo_claim *claims; /* open addressing, power of two */
+	size_t nclaims;
+	size_t claimscap;
+
+	struct expo_local *locals; /* open addressing, power of two */
+	size_t nlocals;
+	size_t localscap;
+
+	struct expo_buf worker; /* escaped worker label value */
+	struct expo_stats *st;
+	struct expo_sample sample;
+};
+
+/* The sample names a histogram or summary family owns besides its own. */
+static const struct {
+	const char *suffix;
+	size_t len;
+	int histogram;
+	int summary;
+} expo_suffixes[] = {
+	{ "_bucket", 7, 1, 0 },
+	{ "_sum", 4, 1, 1 },
+	{ "_count", 6, 1, 1 },
+	{ "_created", 8, 1, 1 },
+};
+#define EXPO_NSUFFIXES (sizeof expo_suffixes / sizeof expo_suffixes[0])
+
+static void
+expo_buf_reserve(struct expo_buf *b, size_t n)
+{
+	size_t cap;
+
+	if (b->cap - b->len >= n)
+		return;
+	cap = b->cap != 0 ? b->cap : 256;
+	while (cap - b->len < n) {
+		if (cap > SIZE_MAX / 2)
+			fatalx("expo buffer overflows");
+		cap *= 2;
+	}
+	b->data = xreallocarray(b->data, cap, 1);
+	b->cap = cap;
+}
+
+void
+expo_buf_add(struct expo_buf *b, const void *data, size_t len)
+{
+	if (len == 0)
+		return;
+	expo_buf_reserve(b, len);
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+}
+
+void
+expo_buf_finish(struct expo_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+/* FNV-1a: names are short, this is fast and good enough. */
+static uint64_t
+expo_hash(const char *s, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static int
+expo_is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static const char *
+expo_skip_blanks(const char *p, const char *end)
+{
+	while (p < end && expo_is_blank(*p))
+		p++;
+	return p;
+}
+
+/* Length of the metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or label name
+ * ([a-zA-Z_][a-zA-Z0-9_]*) at p; 0 when there is none. */
+static size_t
+expo_name_len(const char *p, const char *end, int metric)
+{
+	const char *s = p;
+	char c;
+
+	for (; p < end; p++) {
+		c = *p;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    c == '_' || (metric && c == ':'))
+			continue;
+		if (c >= '0' && c <= '9' && p != s)
+			continue;
+		break;
+	}
+	return (size_t)(p - s);
+}
+
+/* Strict UTF-8: no overlong forms, surrogates or code points past U+10FFFF,
+ * as Go's utf8.ValidString, which Prometheus applies to label values. */
+static int
+expo_utf8_valid(const unsigned char *s, size_t len)
+{
+	size_t i = 0, need, k;
+	unsigned char c, lo, hi;
+
+	while (i < len) {
+		c = s[i++];
+		if (c < 0x80)
+			continue;
+		lo = 0x80;
+		hi = 0xbf;
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1;
+		else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			if (c == 0xe0)
+				lo = 0xa0;
+			else if (c == 0xed)
+				hi = 0x9f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			if (c == 0xf0)
+				lo = 0x90;
+			else if (c == 0xf4)
+				hi = 0x8f;
+		} else
+			return 0;
+		if (len - i < need)
+			return 0;
+		for (k = 0; k < need; k++) {
+			c = s[i++];
+			if (c < lo || c > hi)
+				return 0;
+			lo = 0x80;
+			hi = 0xbf;
+		}
+	}
+	return 1;
+}
+
+/*
+ * A float as Prometheus' parsers take it (Go's strconv.ParseFloat without
+ * hex or underscores): decimal, or Inf/Infinity with an optional sign, or
+ * NaN, any case.  Out of range is an error there, so it is here.
+ */
+static int
+expo_float_parse(const char *s, size_t len, double *v)
+{
+	char tmp[64], *copy = tmp;
+	size_t i = 0, digits = 0, rest;
+	int sign = 0;
+
+	if (len > 0 && (s[0] == '+' || s[0] == '-')) {
+		sign = s[0] == '-' ? -1 : 1;
+		i++;
+	}
+	rest = len - i;
+	if ((rest == 3 && strncasecmp(s + i, "inf", 3) == 0) ||
+	    (rest == 8 && strncasecmp(s + i, "infinity", 8) == 0)) {
+		*v = sign < 0 ? -INFINITY : INFINITY;
+		return 0;
+	}
+	if (sign == 0 && rest == 3 && strncasecmp(s, "nan", 3) == 0) {
+		*v = NAN;
+		return 0;
+	}
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+		digits++;
+	if (i < len && s[i] == '.')
+		for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+			digits++;
+	if (digits == 0)
+		return -1;
+	if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < len && (s[i] == '+' || s[i] == '-'))
+			i++;
+		for (digits = 0; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+			digits++;
+		if (digits == 0)
+			return -1;
+	}
+	if (i != len)
+		return -1;
+
+	if (len >= sizeof tmp)
+		copy = xmalloc(len + 1);
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	*v = strtod(copy, NULL);
+	if (copy != tmp)
+		free(copy);
+	return isinf(*v) ? -1 : 0;
+}
+
+/* A timestamp: int64 milliseconds, as Go's strconv.ParseInt takes it. */
+static int
+expo_ts_parse(const char *s, size_t len, long long *ts)
+{
+	unsigned long long n = 0, max = (unsigned long long)LLONG_MAX;
+	size_t i = 0;
+	int neg = 0;
+
+	if (len > 0 && (s[0] == '+' || s[0] == '-')) {
+		neg = s[0] == '-';
+		i++;
+	}
+	if (i == len)
+		return -1;
+	if (neg)
+		max++;
+	for (; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		if (n > (max - (unsigned long long)(s[i] - '0')) / 10)
+			return -1;
+		n = n * 10 + (unsigned long long)(s[i] - '0');
+	}
+	/* Negate in unsigned arithmetic so LLONG_MIN does not overflow. */
+	*ts = neg ? (long long)(0 - n) : (long long)n;
+	return 0;
+}
+
+static size_t
+expo_int_format(char *buf, long long v)
+{
+	char tmp[24];
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v
+				     : (unsigned long long)v;
+	size_t n = 0, len = 0;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		buf[len++] = '-';
+	while (n > 0)
+		buf[len++] = tmp[--n];
+	return len;
+}
+
+/* The shortest text that reads back as the same double; buf holds 32. */
+static size_t
+expo_value_format(char *buf, double v)
+{
+	int prec, n = 0;
+
+	if (isnan(v)) {
+		memcpy(buf, "NaN", 3);
+		return 3;
+	}
+	if (isinf(v)) {
+		memcpy(buf, v > 0 ? "+Inf" : "-Inf", 4);
+		return 4;
+	}
+	/* Counters and buckets are mostly whole numbers: skip printf. */
+	if (v >= -9007199254740992.0 && v <= 9007199254740992.0 &&
+	    v == (double)(long long)v && !(v == 0 && signbit(v)))
+		return expo_int_format(buf, (long long)v);
+	for (prec = 15; prec <= 17; prec++) {
+		n = snprintf(buf, 32, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	return (size_t)n;
+}
+
+static void
+expo_claims_grow(struct expo_merge *m)
+{
+	struct expo_claim *old = m->claims, *c;
+	size_t oldcap = m->claimscap, i, mask;
+
+	m->claimscap = oldcap != 0 ? oldcap * 2 : 256;
+	m->claims = xcalloc(m->claimscap, sizeof *m->claims);
+	mask = m->claimscap - 1;
+	for (i = 0; i < oldcap; i++) {
+		if (old[i].fam == NULL)
+			continue;
+		c = &m->claims[old[i].hash & mask];
+		while (c->fam != NULL) {
+			if (++c == m->claims + m->claimscap)
+				c = m->claims;
+		}
+		*c = old[i];
+	}
+	free(old);
+}
+
+/* The slot for name: its claim, or the empty slot where it would go. */
+static struct expo_claim *
+expo_claim_slot(struct expo_merge *m, const char *name, size_t len,
+    uint64_t hash)
+{
+	size_t i, mask = m->claimscap - 1;
+	struct expo_claim *c;
+
+	for (i = hash & mask;; i = (i + 1) & mask) {
+		c = &m->claims[i];
+		if (c->fam == NULL)
+			return c;
+		if (c->hash == hash && c->len == len &&
+		    memcmp(c->name, name, len) == 0)
+			return c;
+	}
+}
+
+/* Gives name to fam unless another family has it: 0, or -1 on a clash. */
+static int
+expo_claim(struct expo_merge *m, const char *name, size_t len,
+    struct expo_family *fam)
+{
+	uint64_t hash = expo_hash(name, len);
+	struct expo_claim *c;
+
+	if ((m->nclaims + 1) * 2 > m->claimscap)
+		expo_claims_grow(m);
+	c = expo_claim_slot(m, name, len, hash);
+	if (c->fam != NULL)
+		return c->fam == fam ? 0 : -1;
+	c->name = xstrndup(name, len);
+	c->len = len;
+	c->hash = hash;
+	c->fam = fam;
+	m->nclaims++;
+	return 0;
+}
+
+static struct expo_family *
+expo_claim_owner(struct expo_merge *m, const char *name, size_t len)
+{
+	if (m->claimscap == 0)
+		return NULL;
+	return expo_claim_slot(m, name, len, expo_hash(name, len))->fam;
+}
+
+static int
+expo_suffix_owns(size_t i, enum expo_type type)
+{
+	return (type == EXPO_HISTOGRAM && expo_suffixes[i].histogram) ||
+	    (type == EXPO_SUMMARY && expo_suffixes[i].summary);
+}
+
+/*
+ * The merged family called name, created with its names claimed if it is
+ * new; NULL when an earlier worker gave that name (or one the family would
+ * own) to a family of another type.
+ */
+static struct expo_family *
+expo_family_get(struct expo_merge *m, const char *name, size_t len,
+    enum expo_type type)
+{
+	struct expo_family *fam;
+	char *sub;
+	size_t i;
+	int clash = 0;
+
+	fam = expo_claim_owner(m, name, len);
+	if (fam != NULL) {
+		if (fam->namelen == len && memcmp(fam->name, name, len) == 0 &&
+		    fam->type == type)
+			return fam;
+		return NULL;
+	}
+
+	/* _created is claimed only once a sample uses it: client_python
+	 * gives it a gauge family of its own. */
+	sub = xmalloc(len + 16);
+	memcpy(sub, name, len);
+	for (i = 0; i < EXPO_NSUFFIXES && !clash; i++) {
+		if (!expo_suffix_owns(i, type) ||
+		    strcmp(expo_suffixes[i].suffix, "_created") == 0)
+			continue;
+		memcpy(sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
+		if (expo_claim_owner(m, sub, len + expo_suffixes[i].len) !=
+		    NULL)
+			clash = 1;
+	}
+	if (clash) {
+		free(sub);
+		return NULL;
+	}
+
+	fam = xcalloc(1, sizeof *fam);
+	fam->name = xstrndup(name, len);
+	fam->namelen = len;
+	fam->type = type;
+	if (m->nfamilies == m->familiescap) {
+		m->familiescap = m->familiescap != 0 ? m->familiescap * 2 : 64;
+		m->families = xreallocarray(m->families, m->familiescap,
+		    sizeof *m->families);
+	}
+	m->families[m->nfamilies++] = fam;
+
+	expo_claim(m, name, len, fam);
+	for (i = 0; i < EXPO_NSUFFIXES; i++) {
+		if (!expo_suffix_owns(i, type) ||
+		    strcmp(expo_suffixes[i].suffix, "_created") == 0)
+			continue;
+		memcpy(sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
+		expo_claim(m, sub, len + expo_suffixes[i].len, fam);
+	}
+	free(sub);
+	return fam;
+}
+
+static void
+expo_locals_grow(struct expo_merge *m)
+{
+	struct expo_local *old = m->locals, *e;
+	size_t oldcap = m->localscap, i;
+
+	m->localscap = oldcap != 0 ? oldcap * 2 : 256;
+	m->locals = xcalloc(m->localscap, sizeof *m->locals);
+	for (i = 0; i < oldcap; i++) {
+		if (old[i].name == NULL)
+			continue;
+		e = &m->locals[old[i].hash & (m->localscap - 1)];
+		while (e->name != NULL) {
+			if (++e == m->locals + m->localscap)
+				e = m->locals;
+		}
+		*e = old[i];
+	}
+	free(old);
+}
+
+/*
+ * This scrape's entry for name, added when create is set (which may move
+ * every entry: no pointer from before survives it); NULL when absent.
+ */
+static struct expo_local *
+expo_local_get(struct expo_merge *m, const char *name, size_t len,
+    int create)
+{
+	uint64_t hash = expo_hash(name, len);
+	size_t i, mask;
+	struct expo_local *e;
+
+	if (create && (m->nlocals + 1) * 2 > m->localscap)
+		expo_locals_grow(m);
+	if (m->localscap == 0)
+		return NULL;
+	mask = m->localscap - 1;
+	for (i = hash & mask;; i = (i + 1) & mask) {
+		e = &m->locals[i];
+		if (e->name == NULL)
+			break;
+		if (e->hash == hash && e->len == len &&
+		    memcmp(e->name, name, len) == 0)
+			return e;
+	}
+	if (!create)
+		return NULL;
+	e->name = name;
+	e->len = len;
+	e->hash = hash;
+	m->nlocals++;
+	return e;
+}
+
+static void
+expo_local_help(struct expo_local *l)
+{
+	struct expo_family *fam = l->fam;
+
+	/* Only a family's own HELP: not that of a name it merely owns. */
+	if (fam == NULL || fam->help != NULL || l->helplen == 0 ||
+	    fam->namelen != l->len || memcmp(fam->name, l->name, l->len) != 0)
+		return;
+	fam->help = xstrndup(l->help, l->helplen);
+	fam->helplen = l->helplen;
+}
+
+static void
+expo_conflict(struct expo_merge *m, const char *name, size_t len)
+{
+	struct expo_stats *st = m->st;
+
+	if (st->type_conflicts++ == 0)
+		snprintf(st->conflict, sizeof st->conflict, "%.*s",
+		    (int)(len < sizeof st->conflict ? len : sizeof st->conflict),
+		    name);
+}
+
+/*
+ * The family of this scrape that sample name x belongs to: its own TYPE
+ * first, then a histogram or summary declared for its base name, else an
+ * untyped family of its own.
+ */
+static struct expo_local *
+expo_local_family(struct expo_merge *m, struct expo_local *x)
+{
+	struct expo_local *base;
+	size_t i, len;
+
+	if (x->flags & EXPO_LOCAL_TYPE)
+		return x;
+	for (i = 0; i < EXPO_NSUFFIXES; i++) {
+		len = expo_suffixes[i].len;
+		if (x->len <= len || memcmp(x->name + x->len - len,
+					 expo_suffixes[i].suffix, len) != 0)
+			continue;
+		base = expo_local_get(m, x->name, x->len - len, 0);
+		if (base != NULL && (base->flags & EXPO_LOCAL_TYPE) &&
+		    expo_suffix_owns(i, base->type))
+			return base;
+	}
+	return x;
+}
+
+static enum expo_type
+expo_local_type(const struct expo_local *l)
+{
+	return (l->flags & EXPO_LOCAL_TYPE) ? l->type : EXPO_UNTYPED;
+}
+
+/* Binds sample name x and its family l to a merged family, once per scrape. */
+static struct expo_family *
+expo_resolve(struct expo_merge *m, struct expo_local *x, struct expo_local *l)
+{
+	struct expo_family *fam;
+
+	if (!(l->flags & EXPO_LOCAL_DONE)) {
+		l->flags |= EXPO_LOCAL_DONE;
+		l->fam = expo_family_get(m, l->name, l->len, expo_local_type(l));
+		if (l->fam == NULL)
+			expo_conflict(m, l->name, l->len);
+		else if (l->flags & EXPO_LOCAL_HELP)
+			expo_local_help(l);
+	}
+	fam = l->fam;
+	if (x != l && fam != NULL && expo_claim(m, x->name, x->len, fam) != 0) {
+		expo_conflict(m, x->name, x->len);
+		fam = NULL;
+	}
+	x->flags |= EXPO_LOCAL_DONE;
+	x->fam = fam;
+	return fam;
+}
+
+/* Histograms and summaries need le and quantile labels that are floats. */
+static int
+expo_labels_check(const struct expo_sample *s, enum expo_type type)
+{
+	const struct expo_label *l;
+	const char *want;
+	double v;
+	size_t i;
+
+	if (type == EXPO_HISTOGRAM)
+		want = "le";
+	else if (type == EXPO_SUMMARY)
+		want = "quantile";
+	else
+		return 0;
+	for (i = 0; i < s->nlabels; i++) {
+		l = &s->labels[i];
+		if (l->namelen != strlen(want) ||
+		    memcmp(l->name, want, l->namelen) != 0)
+			continue;
+		if (memchr(l->value, '\\', l->valuelen) != NULL ||
+		    expo_float_parse(l->value, l->valuelen, &v) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* How many "exported_" a sample's own worker label needs to stay unique. */
+static size_t
+expo_worker_prefixes(const struct expo_sample *s)
+{
+	static const char prefix[] = "exported_";
+	const struct expo_label *l;
+	size_t i, k, n, plen = sizeof prefix - 1;
+	int taken;
+
+	for (k = 1;; k++) {
+		taken = 0;
+		for (i = 0; i < s->nlabels && !taken; i++) {
+			l = &s->labels[i];
+			if (l->namelen != k * plen + 6 ||
+			    memcmp(l->name + k * plen, "worker", 6) != 0)
+				continue;
+			for (n = 0; n < k; n++) {
+				if (memcmp(l->name + n * plen, prefix, plen) !=
+				    0)
+					break;
+			}
+			taken = n == k;
+		}
+		if (!taken)
+			return k;
+	}
+}
+
+static void
+expo_sample_render(struct expo_merge *m, struct expo_family *fam,
+    const struct expo_sample *s)
+{
+	const struct expo_label *l;
+	struct expo_buf *b = &fam->samples;
+	size_t i, k, need;
+	char *o;
+
+	need = s->namelen + 16 + m->worker.len + 64;
+	for (i = 0; i < s->nlabels; i++)
+		need += s->labels[i].namelen + s->labels[i].valuelen + 4;
+	need += (EXPO_LABELS_MAX + 1) * 9; /* exported_ prefixes */
+	expo_buf_reserve(b, need);
+
+	o = b->data + b->len;
+	memcpy(o, s->name, s->namelen);
+	o += s->namelen;
+	memcpy(o, "{worker=\"", 9);
+	o += 9;
+	memcpy(o, m->worker.data, m->worker.len);
+	o += m->worker.len;
+	*o++ = '"';
+	for (i = 0; i < s->nlabels; i++) {
+		l = &s->labels[i];
+		*o++ = ',';
+		if (l->namelen == 6 && memcmp(l->name, "worker", 6) == 0) {
+			for (k = expo_worker_prefixes(s); k > 0; k--) {
+				memcpy(o, "exported_", 9);
+				o += 9;
+			}
+		}
+		memcpy(o, l->name, l->namelen);
+		o += l->namelen;
+		*o++ = '=';
+		*o++ = '"';
+		memcpy(o, l->value, l->valuelen);
+		o += l->valuelen;
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o++ = ' ';
+	o += expo_value_format(o, s->value);
+	if (s->has_ts) {
+		*o++ = ' ';
+		o += expo_int_format(o, s->ts);
+	}
+	*o++ = '\n';
+	b->len = (size_t)(o - b->data);
+}
+
+/* Files one parsed sample under its family: 0, or -1 when malformed. */
+static int
+expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
+{
+	struct expo_local *x, *l = NULL;
+	struct expo_family *fam;
+	enum expo_type type;
+
+	x = expo_local_get(m, s->name, s->namelen, 1);
+	if (x->flags & EXPO_LOCAL_DONE) {
+		if (x->fam == NULL) {
+			m->st->dropped++;
+			return 0;
+		}
+		type = x->fam->type;
+	} else {
+		l = expo_local_family(m, x);
+		type = expo_local_type(l);
+	}
+	/* Checked before resolving, so a bad line creates no family. */
+	if (expo_labels_check(s, type) != 0)
+		return -1;
+	fam = l != NULL ? expo_resolve(m, x, l) : x->fam;
+	if (fam == NULL) {
+		m->st->dropped++;
+		return 0;
+	}
+	expo_sample_render(m, fam, s);
+	m->st->samples++;
+	return 0;
+}
+
+/* The {...} of a sample, p just past the brace: the end, or NULL. */
+static const char *
+expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
+{
+	struct expo_label *l;
+	size_t n, i;
+	int high;
+
+	for (;;) {
+		p = expo_skip_blanks(p, end);
+		if (p < end && *p == '}')
+			return p + 1;
+		if (s->nlabels == EXPO_LABELS_MAX)
+			return NULL;
+		l = &s->labels[s->nlabels];
+		if ((n = expo_name_len(p, end, 0)) == 0)
+			return NULL;
+		l->name = p;
+		l->namelen = n;
+		p = expo_skip_blanks(p + n, end);
+		if (p == end || *p != '=')
+			return NULL;
+		p = expo_skip_blanks(p + 1, end);
+		if (p == end || *p != '"')
+			return NULL;
+		l->value = ++p;
+		high = 0;
+		for (;;) {
+			if (p == end)
+				return NULL;
+			if (*p == '"')
+				break;
+			if (*p == '\\') {
+				if (++p == end ||
+				    (*p != '\\' && *p != '"' && *p != 'n'))
+					return NULL;
+			} else if ((unsigned char)*p >= 0x80)
+				high = 1;
+			p++;
+		}
+		l->valuelen = (size_t)(p - l->value);
+		p++;
+		if (high && !expo_utf8_valid((const unsigned char *)l->value,
+				l->valuelen))
+			return NULL;
+		if (n == 8 && memcmp(l->name, "__name__", 8) == 0)
+			return NULL;
+		for (i = 0; i < s->nlabels; i++) {
+			if (s->labels[i].namelen == n &&
+			    memcmp(s->labels[i].name, l->name, n) == 0)
+				return NULL;
+		}
+		s->nlabels++;
+
+		p = expo_skip_blanks(p, end);
+		if (p < end && *p == ',')
+			p++;
+		else if (p < end && *p == '}')
+			return p + 1;
+		else
+			return NULL;
+	}
+}
+
+/* name{labels} value [timestamp] */
+static int
+expo_sample_line(struct expo_merge *m, const char *p, const char *end)
+{
+	struct expo_sample *s = &m->sample;
+	const char *tok;
+	size_t n;
+
+	if ((n = expo_name_len(p, end, 1)) == 0)
+		return -1;
+	s->name = p;
+	s->namelen = n;
+	s->nlabels = 0;
+	s->has_ts = 0;
+	p += n;
+	tok = expo_skip_blanks(p, end);
+	if (tok < end && *tok == '{') {
+		if ((p = expo_labels_parse(s, tok + 1, end)) == NULL)
+			return -1;
+	} else if (tok == p)
+		return -1;
+	p = expo_skip_blanks(p, end);
+
+	for (tok = p; p < end && !expo_is_blank(*p); p++)
+		;
+	if (p == tok || expo_float_parse(tok, (size_t)(p - tok), &s->value))
+		return -1;
+	p = expo_skip_blanks(p, end);
+	if (p < end) {
+		for (tok = p; p < end && !expo_is_blank(*p); p++)
+			;
+		if (expo_ts_parse(tok, (size_t)(p - tok), &s->ts) != 0)
+			return -1;
+		s->has_ts = 1;
+		if (expo_skip_blanks(p, end) != end)
+			return -1;
+	}
+	return expo_sample_add(m, s);
+}
+
+/* HELP text may escape only backslash and newline. */
+static int
+expo_help_check(const char *p, size_t len)
+{
+	size_t i;
+	int high = 0;
+
+	for (i = 0; i < len; i++) {
+		if (p[i] == '\\') {
+			if (++i == len || (p[i] != '\\' && p[i] != 'n'))
+				return -1;
+		} else if ((unsigned char)p[i] >= 0x80)
+			high = 1;
+	}
+	if (high && !expo_utf8_valid((const unsigned char *)p, len))
+		return -1;
+	return 0;
+}
+
+static int
+expo_type_parse(const char *p, size_t len, enum expo_type *type)
+{
+	size_t i;
+
+	for (i = 0; i < EXPO_TYPE_COUNT; i++) {
+		if (strlen(expo_type_names[i]) == len &&
+		    memcmp(expo_type_names[i], p, len) == 0) {
+			*type = (enum expo_type)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/*
+ * A line starting with '#', p just past it.  Anything but a HELP or TYPE
+ * line is a comment, and so (as the reference parser has it) is a HELP or
+ * TYPE line that ends before its text.
+ */
+static int
+expo_comment_line(struct expo_merge *m, const char *p, const char *end)
+{
+	struct expo_local *l;
+	enum expo_type type;
+	const char *kw, *name, *last;
+	size_t n;
+	int help;
+
+	p = expo_skip_blanks(p, end);
+	for (kw = p; p < end && !expo_is_blank(*p); p++)
+		;
+	if (p == end)
+		return 0;
+	if (p - kw == 4 && memcmp(kw, "HELP", 4) == 0)
+		help = 1;
+	else if (p - kw == 4 && memcmp(kw, "TYPE", 4) == 0)
+		help = 0;
+	else
+		return 0;
+
+	p = expo_skip_blanks(p, end);
+	name = p;
+	n = expo_name_len(p, end, 1);
+	p += n;
+	if (p == end)
+		return 0;
+	if (n == 0 || !expo_is_blank(*p))
+		return -1;
+	p = expo_skip_blanks(p, end);
+	if (p == end)
+		return 0;
+
+	if (help) {
+		if (expo_help_check(p, (size_t)(end - p)) != 0)
+			return -1;
+		l = expo_local_get(m, name, n, 1);
+		if (l->flags & EXPO_LOCAL_HELP)
+			return -1;
+		l->flags |= EXPO_LOCAL_HELP;
+		l->help = p;
+		l->helplen = (size_t)(end - p);
+		/* A HELP after the samples still counts; it renders first. */
+		expo_local_help(l);
+		return 0;
+	}
+
+	for (last = end; last > p && expo_is_blank(last[-1]); last--)
+		;
+	if (expo_type_parse(p, (size_t)(last - p), &type) != 0)
+		return -1;
+	l = expo_local_get(m, name, n, 1);
+	/* A second TYPE, or one after the name's samples, is an error. */
+	if (l->flags & (EXPO_LOCAL_TYPE | EXPO_LOCAL_DONE))
+		return -1;
+	l->flags |= EXPO_LOCAL_TYPE;
+	l->type = type;
+	return 0;
+}
+
+/* One line without its newline: 1 when blank, 0 when good, -1 when not. */
+static int
+expo_line(struct expo_merge *m, const char *p, size_t len)
+{
+	const char *end;
+
+	if (len > EXPO_LINE_MAX || memchr(p, '\0', len) != NULL)
+		return -1;
+	if (len > 0 && p[len - 1] == '\r')
+		len--;
+	end = p + len;
+	p = expo_skip_blanks(p, end);
+	if (p == end)
+		return 1;
+	if (*p == '#')
+		return expo_comment_line(m, p + 1, end);
+	return expo_sample_line(m, p, end);
+}
+
+static void
+expo_worker_set(struct expo_merge *m, const char *worker)
+{
+	const char *s;
+
+	m->worker.len = 0;
+	for (s = worker; *s != '\0'; s++) {
+		if (*s == '\\')
+			expo_buf_add(&m->worker, "\\\\", 2);
+		else if (*s == '"')
+			expo_buf_add(&m->worker, "\\\"", 2);
+		else if (*s == '\n')
+			expo_buf_add(&m->worker, "\\n", 2);
+		else
+			expo_buf_add(&m->worker, s, 1);
+	}
+}
+
+struct expo_merge *
+expo_merge_create(void)
+{
+	return xcalloc(1, sizeof(struct expo_merge));
+}
+
+/*
+ * Adds one worker's scrape.  Returns 0, or -1 when the text held malformed
+ * lines and nothing else (not an exposition at all: an error page, say);
+ * st, when not NULL, gets this scrape's counts either way.
+ */
+int
+expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
+    size_t len, struct expo_stats *st)
+{
+	struct expo_stats scratch;
+	const char *p = text, *end = text + len, *nl, *eol;
+	size_t good = 0;
+	int rc;
+
+	if (st == NULL)
+		st = &scratch;
+	memset(st, 0, sizeof *st);
+	m->st = st;
+	if (m->nlocals != 0) {
+		memset(m->locals, 0, m->localscap * sizeof *m->locals);
+		m->nlocals = 0;
+	}
+	expo_worker_set(m, worker);
+
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		eol = nl != NULL ? nl : end;
+		st->lines++;
+		rc = expo_line(m, p, (size_t)(eol - p));
+		if (rc == -1) {
+			if (st->malformed++ == 0)
+				st->malformed_line = st->lines;
+		} else if (rc == 0)
+			good++;
+		p = nl != NULL ? nl + 1 : end;
+	}
+	m->st = NULL;
+	return good == 0 && st->malformed != 0 ? -1 : 0;
+}
+
+/* Appends the merged exposition; families without samples are left out. */
+void
+expo_merge_render(struct expo_merge *m, struct expo_buf *out)
+{
+	struct expo_family *fam;
+	const char *type;
+	size_t i, total = 0;
+
+	for (i = 0; i < m->nfamilies; i++) {
+		fam = m->families[i];
+		if (fam->samples.len != 0)
+			total += fam->samples.len + 2 * fam->namelen +
+			    fam->helplen + 40;
+	}
+	expo_buf_reserve(out, total);
+
+	for (i = 0; i < m->nfamilies; i++) {
+		fam = m->families[i];
+		if (fam->samples.len == 0)
+			continue;
+		if (fam->help != NULL) {
+			expo_buf_add(out, "# HELP ", 7);
+			expo_buf_add(out, fam->name, fam->namelen);
+			expo_buf_add(out, " ", 1);
+			expo_buf_add(out, fam->help, fam->helplen);
+			expo_buf_add(out, "\n", 1);
+		}
+		type = expo_type_names[fam->type];
+		expo_buf_add(out, "# TYPE ", 7);
+		expo_buf_add(out, fam->name, fam->namelen);
+		expo_buf_add(out, " ", 1);
+		expo_buf_add(out, type, strlen(type));
+		expo_buf_add(out, "\n", 1);
+		expo_buf_add(out, fam->samples.data, fam->samples.len);
+	}
+}
+
+void
+expo_merge_free(struct expo_merge *m)
+{
+	struct expo_family *fam;
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->nfamilies; i++) {
+		fam = m->families[i];
+		free(fam->name);
+		free(fam->help);
+		expo_buf_finish(&fam->samples);
+		free(fam);
+	}
+	free(m->families);
+	for (i = 0; i < m->claimscap; i++)
+		free(m->claims[i].name);
+	free(m->claims);
+	free(m->locals);
+	expo_buf_finish(&m->worker);
+	free(m);
+}

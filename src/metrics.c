@@ -1,0 +1,245 @@
+/*
+ * promfork's own metrics and its workers' process metrics, in the
+ * Prometheus text format.  A snapshot gathers every number at once (the
+ * registry, the sd writer, the child, /proc); rendering it is pure, and the
+ * status page renders the same snapshot for people.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "promfork.h"
+
+static double
+metrics_timespec(const struct timespec *ts)
+{
+	return (double)ts->tv_sec + (double)ts->tv_nsec / 1e9;
+}
+
+/* Fills what /proc tells of pid; 0 when it is readable. */
+static int
+metrics_proc(pid_t pid, double boot, double *cpu, long long *rss,
+    double *start)
+{
+	static long tck, page;
+	struct proc_stat st;
+	char *cause = NULL;
+
+	if (tck <= 0)
+		tck = sysconf(_SC_CLK_TCK);
+	if (page <= 0)
+		page = sysconf(_SC_PAGESIZE);
+	if (tck <= 0 || page <= 0)
+		return -1;
+	if (proc_stat_read(pid, &st, &cause) != 0) {
+		free(cause);
+		return -1;
+	}
+	*cpu = (double)(st.utime + st.stime) / (double)tck;
+	*rss = st.rss_pages > 0 ? st.rss_pages * page : 0;
+	*start = boot + (double)st.starttime / (double)tck;
+	return 0;
+}
+
+void
+metrics_snapshot_take(struct metrics_snapshot *ms,
+    const struct metrics_sources *src)
+{
+	const struct registry *reg = src->reg;
+	struct metrics_worker *w;
+	struct timespec rt, bt;
+	double boot;
+	size_t s, n;
+
+	memset(ms, 0, sizeof *ms);
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_BOOTTIME, &bt);
+	ms->now = metrics_timespec(&rt);
+	/* /proc start times count from boot, on the boot-time clock. */
+	boot = ms->now - metrics_timespec(&bt);
+	(void)metrics_proc(getpid(), boot, &ms->cpu_seconds, &ms->rss_bytes,
+	    &ms->start_time);
+
+	ms->pool_size = reg->pool.size;
+	ms->pool_free = pool_free(&reg->pool);
+	ms->port_low = reg->pool.low;
+	ms->leases = reg->count;
+	ms->registrations = reg->stats.registrations;
+	ms->refusals = reg->stats.refusals;
+	memcpy(ms->ends, reg->stats.ends, sizeof ms->ends);
+	if (src->sdfile != NULL) {
+		ms->have_sdfile = 1;
+		ms->sd_path = src->sdfile->path;
+		ms->sd_writes = src->sdfile->writes;
+		ms->sd_errors = src->sdfile->errors;
+		ms->sd_last_write = src->sdfile->last_write;
+	}
+	if (src->child != NULL) {
+		ms->child_pid = src->child->exited ? 0 : src->child->pid;
+		ms->child_exits = src->child->reaped;
+	}
+	if (src->http != NULL)
+		ms->http_conns = http_server_conns(src->http);
+
+	/* Slots only ever taken lowest first: this stays as small as the peak
+	 * number of workers, never as large as the churn. */
+	for (s = 0, n = 0; s < reg->pool.size; s++) {
+		if (reg->stats.slot_leases[s] > 0 || reg->slots[s] != NULL)
+			n++;
+	}
+	ms->workers = n > 0 ? xcalloc(n, sizeof *ms->workers) : NULL;
+	for (s = 0, n = 0; s < reg->pool.size; s++) {
+		const struct lease *l = reg->slots[s];
+
+		if (reg->stats.slot_leases[s] == 0 && l == NULL)
+			continue;
+		w = &ms->workers[n++];
+		w->worker = (int)s;
+		w->leases = reg->stats.slot_leases[s];
+		w->port = pool_port(&reg->pool, (int)s);
+		if (l == NULL)
+			continue;
+		w->live = 1;
+		w->pid = l->pid;
+		w->source = l->source;
+		w->labels = &l->labels;
+		w->leased = l->created;
+		w->scrape = l->scrape;
+		w->have_proc = metrics_proc(l->pid, boot, &w->cpu_seconds,
+		    &w->rss_bytes, &w->start_time) == 0;
+	}
+	ms->nworkers = n;
+}
+
+void
+metrics_snapshot_free(struct metrics_snapshot *ms)
+{
+	free(ms->workers);
+	memset(ms, 0, sizeof *ms);
+}
+
+static void
+metrics_family(struct evbuffer *out, const char *name, const char *type,
+    const char *help)
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
+	    name, type);
+}
+
+static void
+metrics_ull(struct evbuffer *out, const char *name, const char *type,
+    const char *help, unsigned long long v)
+{
+	metrics_family(out, name, type, help);
+	evbuffer_add_printf(out, "%s %llu\n", name, v);
+}
+
+static void
+metrics_double(struct evbuffer *out, const char *name, const char *type,
+    const char *help, double v)
+{
+	metrics_family(out, name, type, help);
+	evbuffer_add_printf(out, "%s %.3f\n", name, v);
+}
+
+enum metrics_field { METRICS_CPU, METRICS_RSS, METRICS_START,
+	METRICS_RESTARTS };
+
+/* One per-worker family; samples only where the value is known. */
+static void
+metrics_workers(struct evbuffer *out, const struct metrics_snapshot *ms,
+    const char *name, const char *type, const char *help,
+    enum metrics_field f)
+{
+	const struct metrics_worker *w;
+	size_t i;
+
+	metrics_family(out, name, type, help);
+	for (i = 0; i < ms->nworkers; i++) {
+		w = &ms->workers[i];
+		if (f != METRICS_RESTARTS && !(w->live && w->have_proc))
+			continue;
+		evbuffer_add_printf(out, "%s{worker=\"%d\"} ", name, w->worker);
+		switch (f) {
+		case METRICS_CPU:
+			evbuffer_add_printf(out, "%.3f\n", w->cpu_seconds);
+			break;
+		case METRICS_RSS:
+			evbuffer_add_printf(out, "%lld\n", w->rss_bytes);
+			break;
+		case METRICS_START:
+			evbuffer_add_printf(out, "%.3f\n", w->start_time);
+			break;
+		case METRICS_RESTARTS:
+			evbuffer_add_printf(out, "%llu\n",
+			    w->leases > 0 ? w->leases - 1 : 0);
+			break;
+		}
+	}
+}
+
+void
+metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
+{
+	int e;
+
+	metrics_family(out, "promfork_build_info", "gauge",
+	    "promfork's version, always 1.");
+	evbuffer_add_printf(out, "promfork_build_info{version=\"%s\"} 1\n",
+	    PROMFORK_VERSION);
+	metrics_ull(out, "promfork_leases", "gauge",
+	    "Workers holding a port lease now.", ms->leases);
+	metrics_ull(out, "promfork_registrations_total", "counter",
+	    "Leases granted.", ms->registrations);
+	metrics_ull(out, "promfork_registration_refusals_total", "counter",
+	    "Registrations refused: not allowed, or no free port.",
+	    ms->refusals);
+	metrics_family(out, "promfork_releases_total", "counter",
+	    "Leases ended, by reason.");
+	for (e = 0; e < LEASE_END_COUNT; e++)
+		evbuffer_add_printf(out, "promfork_releases_total{reason=\"%s\"} "
+		    "%llu\n", lease_end_name((enum lease_end)e), ms->ends[e]);
+	metrics_ull(out, "promfork_port_pool_size", "gauge",
+	    "Ports in --port-range.", ms->pool_size);
+	metrics_ull(out, "promfork_port_pool_free", "gauge",
+	    "Ports of the range not leased now.", ms->pool_free);
+	if (ms->have_sdfile) {
+		metrics_ull(out, "promfork_sd_writes_total", "counter",
+		    "Times the file_sd file was written.", ms->sd_writes);
+		metrics_ull(out, "promfork_sd_write_errors_total", "counter",
+		    "Failed writes of the file_sd file.", ms->sd_errors);
+		metrics_double(out, "promfork_sd_last_write_timestamp_seconds",
+		    "gauge", "When the file_sd file was last written, 0 if "
+		    "never.", (double)ms->sd_last_write);
+	}
+	metrics_ull(out, "promfork_child_exits_total", "counter",
+	    "Processes promfork reaped: the command and orphaned workers.",
+	    ms->child_exits);
+	metrics_ull(out, "promfork_http_connections", "gauge",
+	    "Open connections to the HTTP listener.",
+	    (unsigned long long)(ms->http_conns > 0 ? ms->http_conns : 0));
+
+	metrics_workers(out, ms, "promfork_worker_cpu_seconds_total",
+	    "counter", "User and system CPU time of the worker process.",
+	    METRICS_CPU);
+	metrics_workers(out, ms, "promfork_worker_resident_memory_bytes",
+	    "gauge", "Resident memory of the worker process.", METRICS_RSS);
+	metrics_workers(out, ms, "promfork_worker_start_time_seconds", "gauge",
+	    "Start time of the worker process since the epoch.",
+	    METRICS_START);
+	metrics_workers(out, ms, "promfork_worker_restarts_total", "counter",
+	    "Times the worker slot was leased again after its first lease.",
+	    METRICS_RESTARTS);
+
+	metrics_double(out, "process_cpu_seconds_total", "counter",
+	    "User and system CPU time of promfork.", ms->cpu_seconds);
+	metrics_ull(out, "process_resident_memory_bytes", "gauge",
+	    "Resident memory of promfork.",
+	    (unsigned long long)(ms->rss_bytes > 0 ? ms->rss_bytes : 0));
+	metrics_double(out, "process_start_time_seconds", "gauge",
+	    "Start time of promfork since the epoch.", ms->start_time);
+}

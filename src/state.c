@@ -1,0 +1,426 @@
+/*
+ * The state file of a standalone promfork: every lease with the pid and
+ * start time of its process, rewritten atomically (debounced) on every
+ * registry change.  At start the leases whose process still runs, the same
+ * process by its start time, are taken up again in their slot, so a restart
+ * or a crash of promfork moves no port and drops no target; the rest are
+ * forgotten.  The file is outside input: it is size-capped and every field
+ * is checked.
+ *
+ *     {"version": 1, "leases": [{"worker": 3, "port": 9403, "pid": 1234,
+ *      "starttime": 5678, "source": "api", "created": 1700000000,
+ *      "labels": {"role": "web"}}]}
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "promfork.h"
+
+#define STATE_DEBOUNCE_MS 5
+#define STATE_RETRY_MS 1000
+#define STATE_LEASES_MAX 65536 /* one per port at most */
+
+static const char *const state_sources[] = { "api", "discover", "spawn" };
+
+void
+state_entries_free(struct state_entry *e, size_t n)
+{
+	size_t i;
+
+	if (e == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		labels_clear(&e[i].labels);
+	free(e);
+}
+
+static int
+state_int(json_t *obj, const char *key, long long min, long long max,
+    long long *v, size_t idx, char **cause)
+{
+	json_t *j = json_object_get(obj, key);
+
+	if (!json_is_integer(j) || json_integer_value(j) < min ||
+	    json_integer_value(j) > max) {
+		xasprintf(cause, "lease %zu: \"%s\" must be an integer from "
+		    "%lld to %lld", idx, key, min, max);
+		return -1;
+	}
+	*v = json_integer_value(j);
+	return 0;
+}
+
+static int
+state_parse_entry(json_t *obj, size_t idx, struct state_entry *e,
+    char **cause)
+{
+	const char *source;
+	json_t *labels;
+	long long v;
+	size_t i;
+
+	if (!json_is_object(obj)) {
+		xasprintf(cause, "lease %zu is not an object", idx);
+		return -1;
+	}
+	if (state_int(obj, "worker", 0, 65534, &v, idx, cause) != 0)
+		return -1;
+	e->worker = (int)v;
+	if (state_int(obj, "port", 1, 65535, &v, idx, cause) != 0)
+		return -1;
+	e->port = (uint16_t)v;
+	if (state_int(obj, "pid", 2, INT_MAX, &v, idx, cause) != 0)
+		return -1;
+	e->pid = (pid_t)v;
+	if (state_int(obj, "starttime", 0, LLONG_MAX, &v, idx, cause) != 0)
+		return -1;
+	e->starttime = (unsigned long long)v;
+	if (state_int(obj, "created", 0, LLONG_MAX, &v, idx, cause) != 0)
+		return -1;
+	e->created = (time_t)v;
+
+	source = json_string_value(json_object_get(obj, "source"));
+	for (i = 0; source != NULL && i < sizeof state_sources /
+	    sizeof state_sources[0]; i++) {
+		if (strcmp(source, state_sources[i]) == 0)
+			break;
+	}
+	if (source == NULL || i == sizeof state_sources /
+	    sizeof state_sources[0]) {
+		xasprintf(cause, "lease %zu: \"source\" must be \"api\", "
+		    "\"discover\" or \"spawn\"", idx);
+		return -1;
+	}
+	e->source = (enum lease_source)i;
+
+	if ((labels = json_object_get(obj, "labels")) != NULL &&
+	    labels_from_json(&e->labels, labels, cause) != 0) {
+		char *inner = *cause;
+		xasprintf(cause, "lease %zu: %s", idx, inner);
+		free(inner);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+state_pid_cmp(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int
+state_pids_repeat(const struct state_entry *e, size_t n, char **cause)
+{
+	pid_t *pids;
+	size_t i;
+	int rc = 0;
+
+	if (n < 2)
+		return 0;
+	pids = xreallocarray(NULL, n, sizeof *pids);
+	for (i = 0; i < n; i++)
+		pids[i] = e[i].pid;
+	qsort(pids, n, sizeof *pids, state_pid_cmp);
+	for (i = 1; i < n; i++) {
+		if (pids[i] == pids[i - 1]) {
+			xasprintf(cause, "pid %d has more than one lease",
+			    (int)pids[i]);
+			rc = -1;
+			break;
+		}
+	}
+	free(pids);
+	return rc;
+}
+
+/*
+ * Parses the text of a state file into its leases.  Checks syntax and
+ * bounds only; whether a lease fits the port range is state_adopt's call.
+ */
+int
+state_parse(const char *buf, size_t len, struct state_entry **entries,
+    size_t *n, char **cause)
+{
+	struct state_entry *e = NULL;
+	json_error_t err;
+	json_t *root, *leases;
+	size_t i, count = 0;
+	int rc = -1;
+
+	*entries = NULL;
+	*n = 0;
+	if (len > STATE_FILE_MAX) {
+		xasprintf(cause, "state file is larger than %d bytes",
+		    STATE_FILE_MAX);
+		return -1;
+	}
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+	if (root == NULL) {
+		xasprintf(cause, "state file is not valid JSON: %s (line %d)",
+		    err.text, err.line);
+		return -1;
+	}
+	if (!json_is_object(root)) {
+		*cause = xstrdup("state file is not a JSON object");
+		goto out;
+	}
+	if (!json_is_integer(json_object_get(root, "version")) ||
+	    json_integer_value(json_object_get(root, "version")) !=
+	    STATE_VERSION) {
+		xasprintf(cause, "state file has no \"version\": %d",
+		    STATE_VERSION);
+		goto out;
+	}
+	leases = json_object_get(root, "leases");
+	if (!json_is_array(leases)) {
+		*cause = xstrdup("state file has no \"leases\" array");
+		goto out;
+	}
+	if (json_array_size(leases) > STATE_LEASES_MAX) {
+		xasprintf(cause, "state file has more than %d leases",
+		    STATE_LEASES_MAX);
+		goto out;
+	}
+	e = xcalloc(json_array_size(leases) + 1, sizeof *e);
+	for (i = 0; i < json_array_size(leases); i++) {
+		count++;
+		if (state_parse_entry(json_array_get(leases, i), i, &e[i],
+		    cause) != 0)
+			goto out;
+		/* Written sorted by worker, which also rules out repeats. */
+		if (i > 0 && e[i].worker <= e[i - 1].worker) {
+			xasprintf(cause, "lease %zu: worker %d follows worker "
+			    "%d; leases must be sorted by worker, each once",
+			    i, e[i].worker, e[i - 1].worker);
+			goto out;
+		}
+	}
+	if (state_pids_repeat(e, count, cause) != 0)
+		goto out;
+	*entries = e;
+	*n = count;
+	e = NULL;
+	rc = 0;
+out:
+	state_entries_free(e, count);
+	json_decref(root);
+	return rc;
+}
+
+char *
+state_render(const struct registry *reg, size_t *len)
+{
+	json_t *root, *leases;
+	char *text;
+	size_t s;
+
+	leases = json_array();
+	for (s = 0; s < reg->pool.size; s++) {
+		const struct lease *l = reg->slots[s];
+		if (l == NULL)
+			continue;
+		json_array_append_new(leases, json_pack("{s:i, s:i, s:i, s:I, "
+		    "s:s, s:I, s:o}", "worker", l->worker, "port", (int)l->port,
+		    "pid", (int)l->pid, "starttime", (json_int_t)l->starttime,
+		    "source", lease_source_name(l->source), "created",
+		    (json_int_t)l->created, "labels",
+		    labels_to_json(&l->labels)));
+	}
+	root = json_pack("{s:i, s:o}", "version", STATE_VERSION, "leases",
+	    leases);
+	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (text == NULL)
+		fatalx("cannot render the state file");
+	*len = strlen(text);
+	return text;
+}
+
+/* Reads path whole; a missing file is an empty state (*len 0, NULL). */
+static int
+state_read(const char *path, char **buf, size_t *len, char **cause)
+{
+	struct stat sb;
+	ssize_t r;
+	size_t got = 0;
+	int fd;
+
+	*buf = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		xasprintf(cause, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+	    sb.st_size > STATE_FILE_MAX) {
+		xasprintf(cause, "%s is not a regular file of at most %d bytes",
+		    path, STATE_FILE_MAX);
+		close(fd);
+		return -1;
+	}
+	*buf = xmalloc((size_t)sb.st_size + 1);
+	while (got < (size_t)sb.st_size) {
+		r = read(fd, *buf + got, (size_t)sb.st_size - got);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	*len = got;
+	return 0;
+}
+
+/* Takes up one saved lease if its process is still the same one. */
+static int
+state_adopt_entry(struct state *st, const struct state_entry *e)
+{
+	struct registry *reg = st->reg;
+	struct proc_stat ps;
+	struct lease *l;
+	char *cause = NULL;
+	int created, status;
+
+	if ((size_t)e->worker >= reg->pool.size ||
+	    pool_port(&reg->pool, e->worker) != e->port) {
+		log_warnx("state: worker %d (pid %d) had port %u, outside "
+		    "the port range now; dropped", e->worker, (int)e->pid,
+		    e->port);
+		return -1;
+	}
+	if (proc_stat_read(e->pid, &ps, &cause) != 0 ||
+	    ps.starttime != e->starttime) {
+		log_info("state: worker %d (pid %d, port %u) is gone; dropped",
+		    e->worker, (int)e->pid, e->port);
+		free(cause);
+		return -1;
+	}
+	l = registry_lease(reg, e->pid, &e->labels, e->source, e->worker,
+	    &created, &status, &cause);
+	if (l == NULL) {
+		log_warnx("state: worker %d (pid %d) not taken up: %s",
+		    e->worker, (int)e->pid, cause);
+		free(cause);
+		return -1;
+	}
+	/* The pid may have been reused since proc_stat_read. */
+	if (l->starttime != e->starttime) {
+		lease_close(l, LEASE_END_EXIT);
+		return -1;
+	}
+	l->created = e->created;
+	return 0;
+}
+
+/*
+ * Reads the state file and takes up every lease whose process still runs;
+ * returns how many, or -1 when the file cannot be read or parsed (then
+ * nothing is taken up).  The caller writes the file back with state_flush.
+ */
+int
+state_adopt(struct state *st, char **cause)
+{
+	struct state_entry *e = NULL;
+	size_t n = 0, i;
+	char *buf, *inner = NULL;
+	size_t len;
+	int adopted = 0;
+
+	if (state_read(st->path, &buf, &len, cause) != 0)
+		return -1;
+	if (buf == NULL)
+		return 0;
+	if (state_parse(buf, len, &e, &n, &inner) != 0) {
+		xasprintf(cause, "%s: %s", st->path, inner);
+		free(inner);
+		free(buf);
+		return -1;
+	}
+	free(buf);
+	for (i = 0; i < n; i++) {
+		if (state_adopt_entry(st, &e[i]) == 0)
+			adopted++;
+	}
+	state_entries_free(e, n);
+	log_info("state: took up %d of %zu workers from %s", adopted, n,
+	    st->path);
+	return adopted;
+}
+
+int
+state_flush(struct state *st)
+{
+	struct timeval retry = { STATE_RETRY_MS / 1000, 0 };
+	char *text, *cause = NULL;
+	size_t len;
+	int rc;
+
+	if (event_pending(st->ev_write, EV_TIMEOUT, NULL))
+		event_del(st->ev_write);
+	text = state_render(st->reg, &len);
+	rc = sdfile_replace(st->path, text, len, &cause);
+	free(text);
+	if (rc != 0) {
+		st->errors++;
+		log_warnx("state file not updated, will retry: %s", cause);
+		free(cause);
+		event_add(st->ev_write, &retry);
+		return -1;
+	}
+	st->writes++;
+	return 0;
+}
+
+static void
+state_write_cb(evutil_socket_t fd, short events, void *arg)
+{
+	state_flush(arg);
+}
+
+static void
+state_changed_cb(void *arg)
+{
+	struct state *st = arg;
+	struct timeval tv = { 0, STATE_DEBOUNCE_MS * 1000 };
+
+	if (!event_pending(st->ev_write, EV_TIMEOUT, NULL))
+		event_add(st->ev_write, &tv);
+}
+
+void
+state_init(struct state *st, const char *path, struct registry *reg)
+{
+	memset(st, 0, sizeof *st);
+	st->path = xstrdup(path);
+	st->reg = reg;
+	st->ev_write = evtimer_new(reg->base, state_write_cb, st);
+	registry_listen(reg, state_changed_cb, st);
+}
+
+/*
+ * Writes the leases as they are, before the registry ends them: workers
+ * outlive a standalone promfork, and the next one takes them up.
+ */
+void
+state_finish(struct state *st)
+{
+	registry_unlisten(st->reg, state_changed_cb, st);
+	state_flush(st);
+	event_free(st->ev_write);
+	free(st->path);
+}

@@ -1,0 +1,313 @@
+/*
+ * The HTTP listener (--listen), for Prometheus and for people: /targets
+ * (http_sd), /metrics (own and per-worker), /workers/N/metrics (proxy) and
+ * the status page at /.  The routing lives here; the pages in their own
+ * files.  The listen address parser is pure, for tests and the fuzzer.
+ */
+#include <sys/socket.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "promfork.h"
+
+#define WEB_HEADER_MAX (8 * 1024)
+#define WEB_BODY_MAX (4 * 1024)
+#define WEB_CONNS_MAX 128
+#define WEB_LISTEN_MAX 128 /* longer than any ADDR:PORT */
+#define WEB_PROBE_MS 1000
+
+struct web {
+	struct event_base *base;
+	struct http_server *server;
+	struct web_config cfg;
+	struct metrics_sources src;
+};
+
+static int
+web_parse_port(const char *s, uint16_t *port)
+{
+	unsigned long v = 0;
+
+	if (*s == '\0' || strlen(s) > 5)
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (unsigned long)(*s - '0');
+	}
+	if (v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/*
+ * Parses ADDR:PORT: an IPv4 address, an IPv6 address in brackets, or
+ * nothing (":PORT", every address).  Numeric only, so that what promfork
+ * binds never depends on a resolver.  Port 0 asks the kernel for one.
+ */
+int
+web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
+    char **cause)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	char host[WEB_LISTEN_MAX];
+	const char *colon, *port;
+	size_t n = strlen(s);
+	uint16_t p;
+
+	memset(ss, 0, sizeof *ss);
+	if (n == 0 || n >= WEB_LISTEN_MAX)
+		goto bad;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			goto bad;
+		n = (size_t)(close - s - 1);
+		port = close + 2;
+		memcpy(host, s + 1, n);
+		host[n] = '\0';
+		if (web_parse_port(port, &p) != 0)
+			goto bad_port;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(p);
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			goto bad;
+		*len = sizeof *sin6;
+		return 0;
+	}
+	if ((colon = strrchr(s, ':')) == NULL || strchr(s, ':') != colon)
+		goto bad;
+	n = (size_t)(colon - s);
+	memcpy(host, s, n);
+	host[n] = '\0';
+	if (web_parse_port(colon + 1, &p) != 0)
+		goto bad_port;
+	if (n == 0) {
+		/* Every address: IPv6 and, through it, IPv4. */
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(p);
+		sin6->sin6_addr = in6addr_any;
+		*len = sizeof *sin6;
+		return 0;
+	}
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(p);
+	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+		goto bad;
+	*len = sizeof *sin;
+	return 0;
+
+bad_port:
+	xasprintf(cause, "--listen \"%.*s\": the port must be a number from 0 "
+	    "to 65535", WEB_LISTEN_MAX, s);
+	return -1;
+bad:
+	xasprintf(cause, "--listen \"%.*s\" is not ADDR:PORT with a numeric "
+	    "address, e.g. 127.0.0.1:9400, [::1]:9400 or :9400",
+	    WEB_LISTEN_MAX, s);
+	return -1;
+}
+
+/* Binds and listens; done before anything starts, so errors stop us. */
+int
+web_listen(const char *s, char **cause)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	socklen_t len;
+	int fd, one = 1, zero = 0, any6;
+
+	if (web_parse_listen(s, &ss, &len, cause) != 0)
+		return -1;
+	any6 = ss.ss_family == AF_INET6 && memcmp(&((struct sockaddr_in6 *)
+	    &ss)->sin6_addr, &in6addr_any, sizeof in6addr_any) == 0;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd == -1 && any6 && errno == EAFNOSUPPORT) {
+		/* No IPv6 on this host: every IPv4 address then. */
+		in_port_t port = ((struct sockaddr_in6 *)&ss)->sin6_port;
+
+		memset(&ss, 0, sizeof ss);
+		sin->sin_family = AF_INET;
+		sin->sin_port = port;
+		len = sizeof *sin;
+		any6 = 0;
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+	}
+	if (fd == -1) {
+		xasprintf(cause, "--listen %s: socket: %s", s, strerror(errno));
+		return -1;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (any6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
+		    sizeof zero);
+	if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd,
+	    WEB_CONNS_MAX) != 0) {
+		xasprintf(cause, "--listen %s: cannot listen: %s", s,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * The address Prometheus should scrape the listener at: its own address,
+ * or target_host when it listens on every address.
+ */
+char *
+web_address(int fd, const char *target_host)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len = sizeof ss;
+	char host[INET6_ADDRSTRLEN];
+	struct target_config tc;
+	uint16_t port;
+
+	memset(&tc, 0, sizeof tc);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		fatal("getsockname");
+	if (ss.ss_family == AF_INET6) {
+		port = ntohs(sin6->sin6_port);
+		if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
+			tc.host = target_host;
+		else
+			tc.host = inet_ntop(AF_INET6, &sin6->sin6_addr, host,
+			    sizeof host);
+	} else {
+		port = ntohs(sin->sin_port);
+		if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
+			tc.host = target_host;
+		else
+			tc.host = inet_ntop(AF_INET, &sin->sin_addr, host,
+			    sizeof host);
+	}
+	if (tc.host == NULL)
+		fatal("inet_ntop");
+	return target_address(&tc, port);
+}
+
+/* Parses the N of /workers/N/metrics; -1 when it is not a worker number. */
+static int
+web_worker(const char *s, size_t len)
+{
+	long v = 0;
+	size_t i;
+
+	if (len == 0 || len > 5 || (s[0] == '0' && len > 1))
+		return -1;
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return (int)v;
+}
+
+static void
+web_targets(struct web *w, struct http_conn *c)
+{
+	http_reply_json(c, 200, target_groups(w->cfg.reg, w->cfg.tc));
+}
+
+static void
+web_metrics(struct web *w, struct http_conn *c)
+{
+	struct metrics_snapshot ms;
+	struct evbuffer *buf = evbuffer_new();
+
+	if (buf == NULL)
+		fatalx("evbuffer_new");
+	metrics_snapshot_take(&ms, &w->src);
+	metrics_render(buf, &ms);
+	metrics_snapshot_free(&ms);
+	http_reply(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
+	evbuffer_free(buf);
+}
+
+static void
+web_handle(struct http_conn *c, struct http_request *req, void *arg)
+{
+	static const char prefix[] = "/workers/", suffix[] = "/metrics";
+	struct web *w = arg;
+	size_t len = strcspn(req->target, "?#"), plen = sizeof prefix - 1,
+	    slen = sizeof suffix - 1;
+	const char *path = req->target;
+	int worker;
+
+	if (strcmp(req->method, "GET") != 0) {
+		http_reply_error(c, 405, "%s is not allowed: use GET",
+		    req->method);
+		return;
+	}
+	if (len == 1 && path[0] == '/')
+		status_serve(c, w->cfg.reg, &w->src, w->cfg.deadline_ms / 2 <
+		    WEB_PROBE_MS ? w->cfg.deadline_ms / 2 : WEB_PROBE_MS);
+	else if (len == 8 && strncmp(path, "/targets", len) == 0)
+		web_targets(w, c);
+	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
+		web_metrics(w, c);
+	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
+	    strncmp(path + len - slen, suffix, slen) == 0) {
+		worker = web_worker(path + plen, len - plen - slen);
+		if (worker < 0)
+			http_reply_error(c, 404, "no such page: workers are "
+			    "numbered from 0, as in /workers/0/metrics");
+		else
+			proxy_serve(c, req, w->cfg.reg, worker,
+			    w->cfg.deadline_ms * 3 / 4);
+	} else
+		http_reply_error(c, 404, "no such page: try /, /targets, "
+		    "/metrics or /workers/N/metrics");
+}
+
+struct web *
+web_create(struct event_base *base, int fd, const struct web_config *cfg)
+{
+	struct http_limits limits = {
+		.header_max = WEB_HEADER_MAX,
+		.body_max = WEB_BODY_MAX,
+		.deadline_ms = cfg->deadline_ms,
+		.conns_max = WEB_CONNS_MAX,
+	};
+	struct web *w = xcalloc(1, sizeof *w);
+	char *addr = web_address(fd, "*");
+
+	log_info("serving HTTP on %s", addr);
+	free(addr);
+	w->base = base;
+	w->cfg = *cfg;
+	w->server = http_server_create(base, fd, &limits, web_handle, w);
+	w->src.reg = cfg->reg;
+	w->src.sdfile = cfg->sdfile;
+	w->src.child = cfg->child;
+	w->src.http = w->server;
+	return w;
+}
+
+void
+web_free(struct web *w)
+{
+	if (w == NULL)
+		return;
+	http_server_free(w->server);
+	free(w);
+}

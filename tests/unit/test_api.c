@@ -1,0 +1,354 @@
+/*
+ * The registration API end to end inside one test process: the test is the
+ * daemon (api + event loop) and a forked child is the client, so the child
+ * is inside "promfork's" process tree, as a real worker is.
+ */
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "promfork.h"
+
+static char dir[] = "/tmp/promfork-test-api.XXXXXX";
+static char sock[256];
+static struct event_base *base;
+static struct registry reg;
+static struct api *api;
+static struct target_config tc = { .host = "127.0.0.1" };
+
+static int
+probe_all_free(uint16_t port, void *arg)
+{
+	return 1;
+}
+
+static void
+start(uint16_t low, uint16_t high)
+{
+	struct api_config cfg = { .tree_root = getpid(), .tc = &tc };
+	char *cause = NULL;
+	int fd;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(sock, sizeof sock, "%s/s", dir);
+	base = event_base_new();
+	registry_init(&reg, base, low, high, probe_all_free, NULL);
+	fd = api_listen(sock, &cause);
+	cr_assert_geq(fd, 0, "%s", cause);
+	api = api_create(base, fd, &reg, &cfg);
+}
+
+static void
+teardown(void)
+{
+	if (base == NULL)
+		return;
+	api_free(api);
+	registry_finish(&reg);
+	event_base_free(base);
+	unlink(sock);
+	rmdir(dir);
+}
+
+TestSuite(api, .fini = teardown, .timeout = 20);
+
+/* Client side, in the child: send raw, read the answer until close. */
+static void
+client_exchange(const char *raw, int out)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { 5, 0 };
+	char buf[8192];
+	size_t len = 0;
+	ssize_t n;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	strcpy(sun.sun_path, sock);
+	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0)
+		_exit(3);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	if (write(fd, raw, strlen(raw)) != (ssize_t)strlen(raw))
+		_exit(4);
+	while (len < sizeof buf && (n = read(fd, buf + len, sizeof buf -
+	    len)) > 0)
+		len += (size_t)n;
+	if (write(out, buf, len) != (ssize_t)len)
+		_exit(5);
+}
+
+struct collect {
+	char *buf;
+	size_t len;
+};
+
+static void
+collect_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct collect *c = arg;
+	ssize_t n = read(fd, c->buf + c->len, 8192 - c->len);
+
+	if (n <= 0)
+		event_base_loopbreak(base);
+	else
+		c->len += (size_t)n;
+}
+
+/*
+ * Runs one exchange from a child process while the loop serves it, until
+ * the client closes the pipe.  With detach the client is a grandchild that
+ * has been re-parented away from us, i.e. outside our process tree.
+ */
+static char *
+exchange(const char *raw, int detach)
+{
+	struct collect c = { calloc(1, 8193), 0 };
+	struct event *ev;
+	pid_t kid;
+	int p[2];
+
+	cr_assert_eq(pipe(p), 0);
+	kid = fork();
+	if (kid == 0) {
+		close(p[0]);
+		if (detach) {
+			pid_t parent = getpid();
+			if (fork() != 0)
+				_exit(0);
+			while (getppid() == parent)
+				usleep(1000);
+		}
+		client_exchange(raw, p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
+	event_add(ev, NULL);
+	event_base_dispatch(base);
+	event_free(ev);
+	close(p[0]);
+	waitpid(kid, NULL, 0);
+	return c.buf;
+}
+
+static int
+status_of(const char *answer)
+{
+	int status = 0;
+
+	sscanf(answer, "HTTP/1.1 %d", &status);
+	return status;
+}
+
+static json_t *
+body_of(const char *answer)
+{
+	const char *b = strstr(answer, "\r\n\r\n");
+
+	return b == NULL ? NULL : json_loads(b + 4, JSON_DECODE_ANY, NULL);
+}
+
+static char *
+post(const char *body)
+{
+	char *raw, *ans;
+
+	xasprintf(&raw, "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+	    "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+	ans = exchange(raw, 0);
+	free(raw);
+	return ans;
+}
+
+Test(api, register_self_list_and_again)
+{
+	json_t *j;
+	char *ans;
+
+	start(20000, 20003);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 201, "%s", ans);
+	j = body_of(ans);
+	cr_assert_eq(json_integer_value(json_object_get(j, "worker")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(j, "port")), 20000);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "target")),
+	    "127.0.0.1:20000");
+	json_decref(j);
+	free(ans);
+	/* the client exited, so its lease ended when the loop ran */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	cr_assert_eq(reg.count, 0, "a dead worker's lease ends");
+}
+
+Test(api, same_pid_again_gets_the_same_lease)
+{
+	char *ans;
+
+	start(20000, 20003);
+	ans = exchange("POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+	    "POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n"
+	    "Connection: close\r\n\r\n", 0);
+	cr_assert_eq(status_of(ans), 201, "%s", ans);
+	cr_assert(strstr(ans, "HTTP/1.1 200 OK") != NULL, "%s", ans);
+	cr_assert_eq(strstr(strstr(ans, "HTTP/1.1 200"), "\"port\":20000") !=
+	    NULL, 1, "%s", ans);
+	free(ans);
+}
+
+Test(api, promfork_itself_and_init_are_refused)
+{
+	char *ans, body[64];
+
+	start(20000, 20003);
+	snprintf(body, sizeof body, "{\"pid\": %d}", (int)getpid());
+	ans = post(body);
+	cr_assert_eq(status_of(ans), 403, "promfork itself is refused: %s",
+	    ans);
+	free(ans);
+	ans = post("{\"pid\": 1}");
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	free(ans);
+}
+
+Test(api, list_shows_leases)
+{
+	struct lease *l;
+	json_t *j;
+	char *ans, *cause = NULL;
+	int created, status;
+	pid_t kid = fork();
+
+	if (kid == 0) {
+		pause();
+		_exit(0);
+	}
+	start(20000, 20003);
+	l = registry_lease(&reg, kid, NULL, LEASE_API, -1, &created, &status,
+	    &cause);
+	cr_assert_not_null(l, "%s", cause);
+	ans = exchange("GET /v1/workers HTTP/1.1\r\nConnection: close\r\n\r\n",
+	    0);
+	cr_assert_eq(status_of(ans), 200, "%s", ans);
+	j = body_of(ans);
+	cr_assert_eq(json_array_size(j), 1, "%s", ans);
+	cr_assert_eq(json_integer_value(json_object_get(json_array_get(j, 0),
+	    "pid")), kid);
+	json_decref(j);
+	free(ans);
+	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
+	    "\r\n", 0);
+	cr_assert_eq(status_of(ans), 204, "%s", ans);
+	cr_assert_eq(reg.count, 0);
+	free(ans);
+	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
+	    "\r\n", 0);
+	cr_assert_eq(status_of(ans), 404, "%s", ans);
+	free(ans);
+	kill(kid, SIGKILL);
+	waitpid(kid, NULL, 0);
+}
+
+Test(api, bad_requests)
+{
+	char *ans, big[20000];
+
+	start(20000, 20003);
+	ans = post("{");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	cr_assert(strstr(ans, "not valid JSON") != NULL, "%s", ans);
+	free(ans);
+	ans = post("[]");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+	ans = post("{\"pid\": \"12\"}");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+	ans = post("{\"pid\": -4}");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+	ans = post("{\"pids\": 4}");
+	cr_assert(strstr(ans, "unknown field") != NULL, "%s", ans);
+	free(ans);
+	ans = post("{\"labels\": {\"__address__\": \"x:1\"}}");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+	ans = post("{\"labels\": {\"worker\": \"9\"}}");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+	memset(big, ' ', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	ans = post(big);
+	cr_assert_eq(status_of(ans), 413, "%s", ans);
+	free(ans);
+	ans = exchange("PUT /v1/workers HTTP/1.1\r\nConnection: close\r\n\r\n",
+	    0);
+	cr_assert_eq(status_of(ans), 405, "%s", ans);
+	free(ans);
+	ans = exchange("GET /v2 HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+	cr_assert_eq(status_of(ans), 404, "%s", ans);
+	free(ans);
+	ans = exchange("DELETE /v1/workers/x HTTP/1.1\r\nConnection: close\r\n"
+	    "\r\n", 0);
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+	ans = exchange("garbage\r\n\r\n", 0);
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+}
+
+Test(api, exhausted_range_is_503)
+{
+	struct lease *l;
+	char *ans, *cause = NULL;
+	int created, status;
+	pid_t kid = fork();
+
+	if (kid == 0) {
+		pause();
+		_exit(0);
+	}
+	start(20000, 20000);
+	l = registry_lease(&reg, kid, NULL, LEASE_API, -1, &created, &status,
+	    &cause);
+	cr_assert_not_null(l);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 503, "%s", ans);
+	cr_assert(strstr(ans, "widen --port-range") != NULL, "%s", ans);
+	free(ans);
+	kill(kid, SIGKILL);
+	waitpid(kid, NULL, 0);
+}
+
+Test(api, process_outside_the_tree_is_refused)
+{
+	char *ans;
+
+	start(20000, 20003);
+	/* Orphans must not come back to us: the test runner may have made
+	 * this process a subreaper. */
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	ans = exchange("POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+	    "Content-Length: 0\r\n\r\n", 1);
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	cr_assert(strstr(ans, "not part of the command") != NULL, "%s", ans);
+	cr_assert_eq(reg.count, 0);
+	free(ans);
+}
+
+Test(api, socket_in_use_is_refused)
+{
+	char *cause = NULL;
+
+	start(20000, 20003);
+	cr_assert_eq(api_listen(sock, &cause), -1);
+	cr_assert(strstr(cause, "in use") != NULL, "%s", cause);
+	free(cause);
+}

@@ -1,0 +1,110 @@
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "promfork.h"
+
+static const char stat_line[] = "1234 (gunicorn: worker [app]) S 1200 1200 "
+    "1200 0 -1 4194560 5093 0 0 0 150 25 0 0 20 0 3 0 987654 123456789 "
+    "4321 18446744073709551615 1 1 0 0 0 0 0 16781312 134234626 0 0 0 17 1 "
+    "0 0 0 0 0\n";
+
+Test(proc, parses_a_real_line)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	cr_assert_eq(proc_stat_parse(stat_line, strlen(stat_line), &st,
+	    &cause), 0);
+	cr_assert_eq(st.pid, 1234);
+	cr_assert_eq(st.state, 'S');
+	cr_assert_eq(st.ppid, 1200);
+	cr_assert_eq(st.utime, 150);
+	cr_assert_eq(st.stime, 25);
+	cr_assert_eq(st.starttime, 987654);
+	cr_assert_eq(st.rss_pages, 4321);
+}
+
+Test(proc, command_names_with_parentheses_and_spaces)
+{
+	const char *line = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 "
+	    "1 0 55 0 9 0\n";
+	struct proc_stat st;
+	char *cause = NULL;
+
+	cr_assert_eq(proc_stat_parse(line, strlen(line), &st, &cause), 0);
+	cr_assert_eq(st.state, 'R');
+	cr_assert_eq(st.starttime, 55);
+	cr_assert_eq(st.rss_pages, 9);
+}
+
+static void
+bad(const char *line, size_t len)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	cr_assert_eq(proc_stat_parse(line, len, &st, &cause), -1, "accepted "
+	    "%.*s", (int)len, line);
+	cr_assert_str_eq(cause, "malformed /proc stat line");
+	free(cause);
+}
+
+Test(proc, bad_input_refused)
+{
+	char big[5000];
+
+	bad("", 0);
+	bad("garbage", 7);
+	bad("12 (x) S", 8);
+	bad("12 (x)", 6);
+	bad("(x) S 1 2 3", 11);
+	bad("0 (x) S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 55 0 9\n", 52);
+	bad("12 (x) S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 55 0\n", 50);
+	bad("12 (x) S 1 1 1 0 -1 0 0 0 0 0 1x 2 0 0 20 0 1 0 55 0 9\n", 54);
+	bad("12 (x) S 99999999999999999999999 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 "
+	    "0 1 0 55 0 9\n", 76);
+	bad("12 (x\0) S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 55 0 9\n", 53);
+	memset(big, '1', sizeof big);
+	bad(big, sizeof big);
+}
+
+Test(proc, reads_itself_and_knows_its_tree)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	cr_assert_eq(proc_stat_read(getpid(), &st, &cause), 0, "%s", cause);
+	cr_assert_eq(st.pid, getpid());
+	cr_assert_eq(st.ppid, getppid());
+	cr_assert_gt(st.starttime, 0);
+	cr_assert(proc_in_tree(getpid(), getpid()));
+	cr_assert(proc_in_tree(getpid(), getppid()));
+	cr_assert(!proc_in_tree(getppid(), getpid()));
+	cr_assert(!proc_in_tree(1, getpid()));
+}
+
+Test(proc, gone_and_zombie_processes_refused)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(0);
+	/* A zombie until reaped: it has exited all the same. */
+	for (int i = 0; i < 200; i++) {
+		if (proc_stat_read(pid, &st, &cause) != 0)
+			break;
+		usleep(10000);
+	}
+	cr_assert_not_null(cause);
+	cr_assert(strstr(cause, "exited") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	waitpid(pid, NULL, 0);
+	cr_assert_eq(proc_stat_read(pid, &st, &cause), -1);
+	free(cause);
+}

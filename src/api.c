@@ -77,10 +77,11 @@ api_listen(const char *path, char **cause)
 		return -1;
 	}
 	/* Workers may run as another user; the process tree is the guard. */
-	if (chmod(path, 0666) != 0 || listen(fd, 128) != 0) {
-		xasprintf(cause, "--socket %s: %s", path, strerror(errno));
+	if (chmod(sun.sun_path, 0666) != 0 || listen(fd, 128) != 0) {
+		xasprintf(cause, "--socket %s: %s", sun.sun_path,
+		    strerror(errno));
 		close(fd);
-		unlink(path);
+		unlink(sun.sun_path);
 		return -1;
 	}
 	return fd;

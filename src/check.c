@@ -39,7 +39,10 @@ struct check_report {
 	int warnings;
 };
 
-static void PRINTFLIKE(3, 4)
+static void check_say(struct check_report *, const char *, const char *, ...)
+    PRINTFLIKE(3, 4);
+
+static void
 check_say(struct check_report *r, const char *what, const char *fmt, ...)
 {
 	va_list ap;
@@ -77,15 +80,20 @@ static int
 check_hex(const char *s, size_t len, unsigned long long *v)
 {
 	size_t i;
+	int c;
 
 	if (len == 0 || len > 16)
 		return -1;
 	*v = 0;
 	for (i = 0; i < len; i++) {
-		if (!isxdigit((unsigned char)s[i]))
+		c = tolower((unsigned char)s[i]);
+		if (c >= '0' && c <= '9')
+			c -= '0';
+		else if (c >= 'a' && c <= 'f')
+			c -= 'a' - 10;
+		else
 			return -1;
-		*v = *v * 16 + (unsigned long long)(isdigit((unsigned char)s[i]) ?
-		    s[i] - '0' : (tolower((unsigned char)s[i]) - 'a' + 10));
+		*v = *v * 16 + (unsigned long long)c;
 	}
 	return 0;
 }
@@ -138,8 +146,8 @@ check_tcp_parse(const char *buf, size_t len, struct check_sock *sk)
 	size_t tlen;
 	int i;
 
-	if (len == 0 || len > CHECK_TCP_LINE_MAX || memchr(buf, '\0', len) !=
-	    NULL)
+	if (len == 0 || len > CHECK_TCP_LINE_MAX ||
+	    memchr(buf, '\0', len) != NULL)
 		return -1;
 	end = buf + len;
 	if (end[-1] == '\n')
@@ -282,19 +290,26 @@ check_port_held(struct check_report *r, uint16_t port,
 			continue;
 		if (hv[i].pid != 0) {
 			check_comm(hv[i].pid, comm, sizeof comm);
-			check_say(r, "warning", "port %u is held by pid %d (%s, "
-			    "uid %u); the pool will skip it", port,
-			    (int)hv[i].pid, comm, (unsigned)hv[i].uid);
+			check_say(r, "warning",
+			    "port %u is held by pid %d (%s, "
+			    "uid %u); the pool will skip it",
+			    port, (int)hv[i].pid, comm, (unsigned)hv[i].uid);
 		} else
-			check_say(r, "warning", "port %u is held by a process "
+			check_say(r, "warning",
+			    "port %u is held by a process "
 			    "of uid %u that this user cannot see; the pool "
-			    "will skip it", port, (unsigned)hv[i].uid);
+			    "will skip it",
+			    port, (unsigned)hv[i].uid);
 		return;
 	}
-	check_say(r, "warning", "port %u cannot be bound%s; the pool will "
-	    "skip it", port, port < 1024 ? " (ports below 1024 need "
-	    "privileges)" : " (no listener visible: another network namespace "
-	    "or a socket without listen)");
+	check_say(r, "warning",
+	    "port %u cannot be bound%s; the pool will "
+	    "skip it",
+	    port,
+	    port < 1024 ? " (ports below 1024 need "
+			  "privileges)"
+			: " (no listener visible: another network namespace "
+			  "or a socket without listen)");
 }
 
 static void
@@ -312,10 +327,10 @@ check_ports(struct check_report *r, const struct options *o)
 			held[nheld++] = (uint16_t)port;
 	}
 	if (nheld > 0) {
-		check_listeners_read("/proc/net/tcp", o->port_low,
-		    o->port_high, &hv, &hn);
-		check_listeners_read("/proc/net/tcp6", o->port_low,
-		    o->port_high, &hv, &hn);
+		check_listeners_read(
+		    "/proc/net/tcp", o->port_low, o->port_high, &hv, &hn);
+		check_listeners_read(
+		    "/proc/net/tcp6", o->port_low, o->port_high, &hv, &hn);
 		check_holders_find(hv, hn);
 	}
 	for (size_t i = 0; i < nheld && i < CHECK_REPORT_MAX; i++)
@@ -324,9 +339,10 @@ check_ports(struct check_report *r, const struct options *o)
 		check_say(r, "warning", "... and %zu more held ports",
 		    nheld - CHECK_REPORT_MAX);
 	if (nheld == size)
-		check_say(r, "error", "ports %u-%u: none of the %zu ports can "
-		    "be bound; choose another --port-range", o->port_low,
-		    o->port_high, size);
+		check_say(r, "error",
+		    "ports %u-%u: none of the %zu ports can "
+		    "be bound; choose another --port-range",
+		    o->port_low, o->port_high, size);
 	else
 		check_say(r, "ok", "ports %u-%u: %zu of %zu free", o->port_low,
 		    o->port_high, size - nheld, size);
@@ -347,8 +363,10 @@ check_socket(const char *path, char **cause)
 	int fd, rc = -1;
 
 	if (strlen(path) >= sizeof sun.sun_path) {
-		xasprintf(cause, "--socket %s is longer than %zu bytes; choose "
-		    "a shorter path", path, sizeof sun.sun_path - 1);
+		xasprintf(cause,
+		    "--socket %s is longer than %zu bytes; choose "
+		    "a shorter path",
+		    path, sizeof sun.sun_path - 1);
 		return -1;
 	}
 	dir = xstrdup(path);
@@ -364,25 +382,30 @@ check_socket(const char *path, char **cause)
 		goto out;
 	}
 	if (access(dir, W_OK | X_OK) != 0) {
-		xasprintf(cause, "--socket %s: cannot create a socket in %s: %s",
-		    path, dir, strerror(errno));
+		xasprintf(cause,
+		    "--socket %s: cannot create a socket in %s: %s", path, dir,
+		    strerror(errno));
 		goto out;
 	}
 	if (lstat(path, &sb) == 0) {
 		if (!S_ISSOCK(sb.st_mode)) {
-			xasprintf(cause, "--socket %s exists and is not a "
-			    "socket; remove it or choose another path", path);
+			xasprintf(cause,
+			    "--socket %s exists and is not a "
+			    "socket; remove it or choose another path",
+			    path);
 			goto out;
 		}
 		memset(&sun, 0, sizeof sun);
 		sun.sun_family = AF_UNIX;
 		strcpy(sun.sun_path, path);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd != -1 && connect(fd, (struct sockaddr *)&sun,
-		    sizeof sun) == 0) {
+		if (fd != -1 &&
+		    connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
 			close(fd);
-			xasprintf(cause, "--socket %s is in use by another "
-			    "promfork; stop it or choose another path", path);
+			xasprintf(cause,
+			    "--socket %s is in use by another "
+			    "promfork; stop it or choose another path",
+			    path);
 			goto out;
 		}
 		if (fd != -1)
@@ -410,11 +433,12 @@ check_run(const struct options *o)
 		free(cause);
 		cause = NULL;
 	} else
-		check_say(&r, "ok", "sd file %s: directory writable",
-		    o->sd_file);
+		check_say(
+		    &r, "ok", "sd file %s: directory writable", o->sd_file);
 
 	if (o->socket_path == NULL)
-		check_say(&r, "ok", "no --socket: a private directory under "
+		check_say(&r, "ok",
+		    "no --socket: a private directory under "
 		    "$RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /tmp");
 	else if (check_socket(o->socket_path, &cause) != 0) {
 		check_say(&r, "error", "%s", cause);

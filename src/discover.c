@@ -55,8 +55,7 @@ struct discover_entry {
 	uint32_t inode;
 	uint16_t port;
 	enum discover_state state;
-	pid_t pid; /* owner when OWNED, candidate during a walk */
-	int depth; /* of the candidate */
+	pid_t pid; /* owner when OWNED, found by a walk */
 	pid_t judged; /* other lease holder last judged, and the verdict */
 	int related;
 	int noted; /* "holds another lease" was logged */
@@ -89,8 +88,8 @@ discover_socks_clear(struct discover_socks *s)
 }
 
 static int
-discover_socks_add(struct discover_socks *s, const struct discover_sock *ds,
-    char **cause)
+discover_socks_add(
+    struct discover_socks *s, const struct discover_sock *ds, char **cause)
 {
 	if (s->n == DISCOVER_SOCKS_MAX) {
 		xasprintf(cause, "more than %d sockets in the range",
@@ -127,14 +126,18 @@ discover_parse_diag(const void *buf, size_t len, uint32_t seq, uint16_t low,
 	socks->error = 0;
 	while (off < len) {
 		if (len - off < sizeof nlh) {
-			xasprintf(cause, "netlink: %zu bytes left over, a "
-			    "header needs %zu", len - off, sizeof nlh);
+			xasprintf(cause,
+			    "netlink: %zu bytes left over, a "
+			    "header needs %zu",
+			    len - off, sizeof nlh);
 			return -1;
 		}
 		memcpy(&nlh, p + off, sizeof nlh);
 		if (nlh.nlmsg_len < sizeof nlh || nlh.nlmsg_len > len - off) {
-			xasprintf(cause, "netlink: message length %u does not "
-			    "fit the %zu bytes left", nlh.nlmsg_len, len - off);
+			xasprintf(cause,
+			    "netlink: message length %u does not "
+			    "fit the %zu bytes left",
+			    nlh.nlmsg_len, len - off);
 			return -1;
 		}
 		payload = nlh.nlmsg_len - NLMSG_HDRLEN;
@@ -148,7 +151,8 @@ discover_parse_diag(const void *buf, size_t len, uint32_t seq, uint16_t low,
 			return 0;
 		case NLMSG_ERROR:
 			if (payload < sizeof err.error) {
-				*cause = xstrdup("netlink: short error message");
+				*cause =
+				    xstrdup("netlink: short error message");
 				return -1;
 			}
 			memcpy(&err.error, p + off + NLMSG_HDRLEN,
@@ -157,21 +161,25 @@ discover_parse_diag(const void *buf, size_t len, uint32_t seq, uint16_t low,
 				break;
 			if (err.error < 0 && err.error > -4096)
 				socks->error = -err.error;
-			xasprintf(cause, "sock_diag: %s", socks->error != 0 ?
-			    strerror(socks->error) : "bad error code");
+			xasprintf(cause, "sock_diag: %s",
+			    socks->error != 0 ? strerror(socks->error)
+					      : "bad error code");
 			return -1;
 		case SOCK_DIAG_BY_FAMILY:
 			if (payload < sizeof msg) {
-				xasprintf(cause, "sock_diag: message of %zu "
-				    "bytes, at least %zu expected", payload,
-				    sizeof msg);
+				xasprintf(cause,
+				    "sock_diag: message of %zu "
+				    "bytes, at least %zu expected",
+				    payload, sizeof msg);
 				return -1;
 			}
 			memcpy(&msg, p + off + NLMSG_HDRLEN, sizeof msg);
 			if (msg.idiag_family != AF_INET &&
 			    msg.idiag_family != AF_INET6) {
-				xasprintf(cause, "sock_diag: address family %u "
-				    "is neither IPv4 nor IPv6", msg.idiag_family);
+				xasprintf(cause,
+				    "sock_diag: address family %u "
+				    "is neither IPv4 nor IPv6",
+				    msg.idiag_family);
 				return -1;
 			}
 			ds.port = ntohs(msg.id.idiag_sport);
@@ -184,11 +192,12 @@ discover_parse_diag(const void *buf, size_t len, uint32_t seq, uint16_t low,
 				return -1;
 			break;
 		default:
-			xasprintf(cause, "sock_diag: unexpected message type %u",
+			xasprintf(cause,
+			    "sock_diag: unexpected message type %u",
 			    nlh.nlmsg_type);
 			return -1;
 		}
-next:
+	next:
 		/* The last message may omit its alignment padding. */
 		if (NLMSG_ALIGN(nlh.nlmsg_len) >= len - off)
 			break;
@@ -202,8 +211,8 @@ next:
  * kind of file, -1 with *cause for a socket link that is malformed.
  */
 int
-discover_parse_fdlink(const char *buf, size_t len, uint32_t *inode,
-    char **cause)
+discover_parse_fdlink(
+    const char *buf, size_t len, uint32_t *inode, char **cause)
 {
 	static const char prefix[] = "socket:[";
 	const size_t plen = sizeof prefix - 1;
@@ -212,8 +221,7 @@ discover_parse_fdlink(const char *buf, size_t len, uint32_t *inode,
 
 	if (len < plen || memcmp(buf, prefix, plen) != 0)
 		return 1;
-	if (len > DISCOVER_FDLINK_MAX || len < plen + 2 ||
-	    buf[len - 1] != ']')
+	if (len > DISCOVER_FDLINK_MAX || len < plen + 2 || buf[len - 1] != ']')
 		goto bad;
 	for (i = plen; i < len - 1; i++) {
 		if (buf[i] < '0' || buf[i] > '9')
@@ -273,6 +281,8 @@ discover_tree_mark(struct discover_proc *procs, size_t n, pid_t root)
 	ssize_t j;
 	int base;
 
+	if (n == 0)
+		return;
 	qsort(procs, n, sizeof *procs, discover_proc_cmp);
 	for (i = 0; i < n; i++)
 		procs[i].depth = DISCOVER_DEPTH_UNKNOWN;
@@ -289,8 +299,10 @@ discover_tree_mark(struct discover_proc *procs, size_t n, pid_t root)
 			}
 			if (procs[cur].depth != DISCOVER_DEPTH_UNKNOWN) {
 				/* a loop (only in forged input) is not a tree */
-				base = procs[cur].depth == DISCOVER_DEPTH_VISITING ?
-				    -1 : procs[cur].depth;
+				base =
+				    procs[cur].depth == DISCOVER_DEPTH_VISITING
+				    ? -1
+				    : procs[cur].depth;
 				break;
 			}
 			procs[cur].depth = DISCOVER_DEPTH_VISITING;
@@ -299,8 +311,9 @@ discover_tree_mark(struct discover_proc *procs, size_t n, pid_t root)
 				base = 0;
 				break;
 			}
-			j = procs[cur].ppid > 0 ?
-			    discover_proc_find(procs, n, procs[cur].ppid) : -1;
+			j = procs[cur].ppid > 0
+			    ? discover_proc_find(procs, n, procs[cur].ppid)
+			    : -1;
 			if (j < 0) {
 				base = -1;
 				break;
@@ -370,8 +383,10 @@ discover_dump(struct discover *d, int family, char **cause)
 	} m;
 	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
 	struct iovec iov = { d->buf, DISCOVER_BUF_SIZE };
-	struct msghdr mh = { .msg_name = &kernel, .msg_namelen = sizeof kernel,
-		.msg_iov = &iov, .msg_iovlen = 1 };
+	struct msghdr mh = { .msg_name = &kernel,
+		.msg_namelen = sizeof kernel,
+		.msg_iov = &iov,
+		.msg_iovlen = 1 };
 	ssize_t n;
 	int i, done = 0;
 
@@ -392,7 +407,7 @@ discover_dump(struct discover *d, int family, char **cause)
 	m.bc[3] = (struct inet_diag_bc_op){ 0, 0, d->cfg.high };
 
 	if (sendto(d->nl, &m, sizeof m, 0, (struct sockaddr *)&kernel,
-	    sizeof kernel) != (ssize_t)sizeof m) {
+		sizeof kernel) != (ssize_t)sizeof m) {
 		xasprintf(cause, "sock_diag request: %s", strerror(errno));
 		return -1;
 	}
@@ -401,8 +416,8 @@ discover_dump(struct discover *d, int family, char **cause)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			xasprintf(cause, "sock_diag reply: %s", n == 0 ?
-			    "end of file" : strerror(errno));
+			xasprintf(cause, "sock_diag reply: %s",
+			    n == 0 ? "end of file" : strerror(errno));
 			return -1;
 		}
 		if (mh.msg_flags & MSG_TRUNC) {
@@ -410,7 +425,8 @@ discover_dump(struct discover *d, int family, char **cause)
 			return -1;
 		}
 		if (discover_parse_diag(d->buf, (size_t)n, m.nlh.nlmsg_seq,
-		    d->cfg.low, d->cfg.high, &d->socks, &done, cause) != 0) {
+			d->cfg.low, d->cfg.high, &d->socks, &done,
+			cause) != 0) {
 			/* a kernel without IPv6 has no IPv6 listeners */
 			if (family == AF_INET6 && d->socks.error == ENOENT) {
 				free(*cause);
@@ -438,7 +454,8 @@ discover_merge(struct discover *d)
 	struct discover_entry *v, *old;
 	size_t i, n = 0, unresolved = 0;
 
-	qsort(s->v, s->n, sizeof *s->v, discover_sock_cmp);
+	if (s->n > 0)
+		qsort(s->v, s->n, sizeof *s->v, discover_sock_cmp);
 	v = xcalloc(s->n == 0 ? 1 : s->n, sizeof *v);
 	for (i = 0; i < s->n; i++) {
 		const struct discover_sock *ds = &s->v[i];
@@ -509,74 +526,99 @@ discover_procs_read(size_t *np, char **cause)
 	return procs == NULL ? xcalloc(1, sizeof *procs) : procs;
 }
 
-/* Offers the sockets of one process as owners of unresolved listeners. */
-static void
+/*
+ * Offers the sockets of one process as owners of unresolved listeners;
+ * returns how many listeners it resolved.  getdents64 on the fd directory
+ * saves fdopendir's extra system calls, which add up over many processes.
+ */
+static size_t
 discover_fds_read(struct discover *d, const struct discover_proc *p)
 {
 	char path[64], link[DISCOVER_FDLINK_MAX + 1], *cause = NULL;
+	char dents[4096] __attribute__((aligned(8)));
 	struct discover_entry *e;
-	struct dirent *de;
+	struct dirent64 *de;
 	uint32_t inode;
-	ssize_t len;
-	DIR *dir;
+	ssize_t n, len, off;
+	size_t found = 0;
 	int dfd;
 
 	snprintf(path, sizeof path, "/proc/%d/fd", (int)p->pid);
-	if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    (dir = fdopendir(dfd)) == NULL) {
+	if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
 		if (errno == EACCES && !d->warned_fd_access) {
 			log_warn("discovery: %s (run promfork as the user of "
-			    "the workers, or as root)", path);
+				 "the workers, or as root)",
+			    path);
 			d->warned_fd_access = 1;
 		}
-		if (dfd != -1)
-			close(dfd);
-		return;
+		return 0;
 	}
-	while ((de = readdir(dir)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		len = readlinkat(dfd, de->d_name, link, sizeof link);
-		if (len <= 0)
-			continue;
-		if (discover_parse_fdlink(link, (size_t)len, &inode,
-		    &cause) != 0) {
-			if (cause != NULL)
-				log_debug("discovery: %s: %s", path, cause);
-			free(cause);
-			cause = NULL;
-			continue;
-		}
-		e = discover_entry_find(d->v, d->n, inode);
-		if (e == NULL || e->state != DISCOVER_UNRESOLVED)
-			continue;
-		/* shared by fork: the topmost holder made it */
-		if (e->pid == 0 || p->depth < e->depth ||
-		    (p->depth == e->depth && p->pid < e->pid)) {
+	while ((n = getdents64(dfd, dents, sizeof dents)) > 0) {
+		for (off = 0; off < n; off += de->d_reclen) {
+			de = (struct dirent64 *)(dents + off);
+			if (de->d_name[0] == '.')
+				continue;
+			len = readlinkat(dfd, de->d_name, link, sizeof link);
+			if (len <= 0)
+				continue;
+			if (discover_parse_fdlink(
+				link, (size_t)len, &inode, &cause) != 0) {
+				if (cause != NULL)
+					log_debug(
+					    "discovery: %s: %s", path, cause);
+				free(cause);
+				cause = NULL;
+				continue;
+			}
+			e = discover_entry_find(d->v, d->n, inode);
+			if (e == NULL || e->state != DISCOVER_UNRESOLVED ||
+			    e->pid != 0)
+				continue;
+			/* the walk goes from the top: this is the topmost */
 			e->pid = p->pid;
-			e->depth = p->depth;
+			found++;
 		}
 	}
-	closedir(dir);
+	close(dfd);
+	return found;
 }
 
-/* Maps the unresolved listeners to processes of the tree. */
+/* Shallow first (a shared socket is its maker's), then newest first. */
 static int
-discover_walk(struct discover *d, char **cause)
+discover_walk_cmp(const void *a, const void *b)
+{
+	const struct discover_proc *x = a, *y = b;
+
+	if (x->depth != y->depth)
+		return (x->depth > y->depth) - (x->depth < y->depth);
+	return (x->pid < y->pid) - (x->pid > y->pid);
+}
+
+/*
+ * Maps the unresolved listeners to processes of the tree, reading the fds
+ * of as few processes as it can: a new listener most often belongs to the
+ * newest process, and the walk stops once every listener is placed.
+ */
+static int
+discover_walk(struct discover *d, size_t pending, char **cause)
 {
 	struct discover_proc *procs;
 	struct timespec t0, t1;
-	size_t i, n, read = 0;
+	size_t i, n, ntree = 0, read = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if ((procs = discover_procs_read(&n, cause)) == NULL)
 		return -1;
 	discover_tree_mark(procs, n, d->cfg.root);
 	for (i = 0; i < n; i++) {
-		if (procs[i].depth > 0) {
-			discover_fds_read(d, &procs[i]);
-			read++;
-		}
+		if (procs[i].depth > 0)
+			procs[ntree++] = procs[i];
+	}
+	qsort(procs, ntree, sizeof *procs, discover_walk_cmp);
+	for (i = 0; i < ntree && pending > 0; i++) {
+		size_t found = discover_fds_read(d, &procs[i]);
+		pending -= found < pending ? found : pending;
+		read++;
 	}
 	free(procs);
 	for (i = 0; i < d->n; i++) {
@@ -590,15 +632,16 @@ discover_walk(struct discover *d, char **cause)
 		} else {
 			e->state = DISCOVER_FOREIGN;
 			log_info("discovery: port %u is held by a process "
-			    "outside the command's tree; not published",
+				 "outside the command's tree; not published",
 			    e->port);
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	d->stats.walks++;
 	d->stats.last_walk_procs = read;
-	d->stats.last_walk_us = (unsigned long long)((t1.tv_sec - t0.tv_sec) *
-	    1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
+	d->stats.last_walk_us =
+	    (unsigned long long)((t1.tv_sec - t0.tv_sec) * 1000000LL +
+		(t1.tv_nsec - t0.tv_nsec) / 1000);
 	return 0;
 }
 
@@ -614,7 +657,7 @@ discover_same_worker(struct discover_entry *e, const struct lease *l)
 		    proc_in_tree(l->pid, e->pid);
 		if (!e->related)
 			log_info("discovery: pid %d listens on port %u, which "
-			    "is worker %d of pid %d; not published twice",
+				 "is worker %d of pid %d; not published twice",
 			    (int)e->pid, e->port, l->worker, (int)l->pid);
 	}
 	return e->related;
@@ -667,8 +710,8 @@ discover_apply(struct discover *d)
 			}
 		} else if ((size_t)l->worker != s && !e->noted) {
 			log_info("discovery: pid %d listens on port %u too; it "
-			    "is published once, as worker %d", (int)e->pid,
-			    e->port, l->worker);
+				 "is published once, as worker %d",
+			    (int)e->pid, e->port, l->worker);
 			e->noted = 1;
 		}
 		free(cause);
@@ -682,6 +725,7 @@ discover_scan(struct discover *d)
 {
 	struct timespec t0, t1;
 	char *cause = NULL;
+	size_t pending;
 	int rounds;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -692,7 +736,8 @@ discover_scan(struct discover *d)
 		if (discover_dump(d, AF_INET, &cause) != 0 ||
 		    discover_dump(d, AF_INET6, &cause) != 0)
 			goto fail;
-		if (discover_merge(d) > 0 && discover_walk(d, &cause) != 0)
+		if ((pending = discover_merge(d)) > 0 &&
+		    discover_walk(d, pending, &cause) != 0)
 			goto fail;
 		if (!discover_apply(d))
 			break;
@@ -700,8 +745,9 @@ discover_scan(struct discover *d)
 	discover_error(d, NULL);
 	d->stats.listeners = d->n;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	d->stats.last_pass_us = (unsigned long long)((t1.tv_sec - t0.tv_sec) *
-	    1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
+	d->stats.last_pass_us =
+	    (unsigned long long)((t1.tv_sec - t0.tv_sec) * 1000000LL +
+		(t1.tv_nsec - t0.tv_nsec) / 1000);
 	return 0;
 
 fail:
@@ -726,7 +772,8 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 	int i, done = 0, wake = 0;
 
 	for (i = 0; i < DISCOVER_DESTROY_READS; i++) {
-		n = recv(d->nl_destroy, d->buf, DISCOVER_BUF_SIZE, MSG_DONTWAIT);
+		n = recv(
+		    d->nl_destroy, d->buf, DISCOVER_BUF_SIZE, MSG_DONTWAIT);
 		if (n == -1 && errno == EAGAIN)
 			break;
 		if (n <= 0) {
@@ -736,7 +783,7 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 			continue;
 		}
 		if (discover_parse_diag(d->buf, (size_t)n, 0, d->cfg.low,
-		    d->cfg.high, &socks, &done, &cause) != 0) {
+			d->cfg.high, &socks, &done, &cause) != 0) {
 			log_debug("discovery: destroy notification: %s", cause);
 			free(cause);
 			cause = NULL;
@@ -753,8 +800,8 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 static int
 discover_netlink(int flags)
 {
-	return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | flags,
-	    NETLINK_SOCK_DIAG);
+	return socket(
+	    AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | flags, NETLINK_SOCK_DIAG);
 }
 
 /*
@@ -775,29 +822,30 @@ discover_destroy_open(struct discover *d)
 	};
 	struct sock_fprog prog = { sizeof code / sizeof code[0], code };
 	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
-	int fd, groups[] = { SKNLGRP_INET_TCP_DESTROY,
-		SKNLGRP_INET6_TCP_DESTROY };
+	int fd,
+	    groups[] = { SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY };
 	size_t i;
 
 	if ((fd = discover_netlink(SOCK_NONBLOCK)) == -1)
 		return -1;
-	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog,
-	    sizeof prog) != 0 || bind(fd, (struct sockaddr *)&sa,
-	    sizeof sa) != 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) !=
+		0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
 		goto fail;
 	for (i = 0; i < sizeof groups / sizeof groups[0]; i++) {
 		if (setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP,
-		    &groups[i], sizeof groups[i]) != 0)
+			&groups[i], sizeof groups[i]) != 0)
 			goto fail;
 	}
 	d->nl_destroy = fd;
-	d->ev_destroy = event_new(d->base, fd, EV_READ | EV_PERSIST,
-	    discover_destroy_cb, d);
+	d->ev_destroy = event_new(
+	    d->base, fd, EV_READ | EV_PERSIST, discover_destroy_cb, d);
 	event_add(d->ev_destroy, NULL);
 	return 0;
 fail:
 	log_debug("discovery: no socket-destroy notifications (%s); polling "
-	    "only", strerror(errno));
+		  "only",
+	    strerror(errno));
 	close(fd);
 	return -1;
 }
@@ -815,7 +863,7 @@ discover_create(struct event_base *base, struct registry *reg,
 	    (size_t)(cfg->high - cfg->low) + 1 != reg->pool.size ||
 	    cfg->low != reg->pool.low) {
 		*cause = xstrdup("discovery: configuration does not match the "
-		    "port pool");
+				 "port pool");
 		return NULL;
 	}
 	d = xcalloc(1, sizeof *d);
@@ -825,7 +873,7 @@ discover_create(struct event_base *base, struct registry *reg,
 	d->nl_destroy = -1;
 	if ((d->nl = discover_netlink(0)) == -1 ||
 	    setsockopt(d->nl, SOL_SOCKET, SO_RCVTIMEO, &rcvtimeo,
-	    sizeof rcvtimeo) != 0 ||
+		sizeof rcvtimeo) != 0 ||
 	    bind(d->nl, (struct sockaddr *)&sa, sizeof sa) != 0) {
 		xasprintf(cause, "--discover needs netlink sock_diag: %s",
 		    strerror(errno));

@@ -6,6 +6,7 @@
  * clashes between workers are dropped and counted, never passed on: the
  * output must always parse.  Pure logic, no I/O: tests call it directly.
  */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,9 +24,8 @@ enum expo_type {
 	EXPO_SUMMARY,
 	EXPO_TYPE_COUNT
 };
-static const char *const expo_type_names[EXPO_TYPE_COUNT] = {
-	"untyped", "counter", "gauge", "histogram", "summary"
-};
+static const char *const expo_type_names[EXPO_TYPE_COUNT] = { "untyped",
+	"counter", "gauge", "histogram", "summary" };
 
 /* One merged family: its samples are rendered as they are added. */
 struct expo_family {
@@ -64,6 +64,18 @@ struct expo_local {
 	struct expo_family *fam;
 };
 
+/*
+ * A sample value: the double and, for a decimal of up to 17 significant
+ * digits (nearly all), those digits, which render without printf.
+ */
+struct expo_value {
+	double v;
+	int neg;
+	int ndigits; /* 0: render from v alone */
+	uint64_t digits; /* no trailing zeros */
+	int exp; /* power of ten of the first digit */
+};
+
 struct expo_label {
 	const char *name;
 	size_t namelen;
@@ -76,7 +88,7 @@ struct expo_sample {
 	size_t namelen;
 	struct expo_label labels[EXPO_LABELS_MAX];
 	size_t nlabels;
-	double value;
+	struct expo_value value;
 	int has_ts;
 	long long ts;
 };
@@ -94,22 +106,30 @@ struct expo_merge {
 	size_t nlocals;
 	size_t localscap;
 
+	struct expo_local *last; /* the last sample's, while it stays put */
+
 	struct expo_buf worker; /* escaped worker label value */
 	struct expo_stats *st;
 	struct expo_sample sample;
 };
 
-/* The sample names a histogram or summary family owns besides its own. */
+/*
+ * The sample names a histogram or summary family owns besides its own.
+ * Eager ones are claimed with the family, as a text parser files them
+ * under it; _created only once a sample uses it, since client_python gives
+ * it a gauge family of its own.
+ */
 static const struct {
 	const char *suffix;
 	size_t len;
 	int histogram;
 	int summary;
+	int eager;
 } expo_suffixes[] = {
-	{ "_bucket", 7, 1, 0 },
-	{ "_sum", 4, 1, 1 },
-	{ "_count", 6, 1, 1 },
-	{ "_created", 8, 1, 1 },
+	{ "_bucket", 7, 1, 0, 1 },
+	{ "_sum", 4, 1, 1, 1 },
+	{ "_count", 6, 1, 1, 1 },
+	{ "_created", 8, 1, 1, 0 },
 };
 #define EXPO_NSUFFIXES (sizeof expo_suffixes / sizeof expo_suffixes[0])
 
@@ -148,18 +168,21 @@ expo_buf_finish(struct expo_buf *b)
 	b->len = b->cap = 0;
 }
 
-/* FNV-1a: names are short, this is fast and good enough. */
+/* A word at a time: names are short and not chosen to collide. */
 static uint64_t
 expo_hash(const char *s, size_t len)
 {
-	uint64_t h = 14695981039346656037ULL;
-	size_t i;
+	uint64_t h = len * 0x9e3779b97f4a7c15ULL, w;
 
-	for (i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
+	for (; len >= 8; s += 8, len -= 8) {
+		memcpy(&w, s, 8);
+		h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+		h ^= h >> 29;
 	}
-	return h;
+	w = 0;
+	memcpy(&w, s, len);
+	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 32);
 }
 
 static int
@@ -176,23 +199,46 @@ expo_skip_blanks(const char *p, const char *end)
 	return p;
 }
 
+/* Character classes, for the per-byte loops of the parser. */
+#define EXPO_C_MSTART 0x01 /* [a-zA-Z_:] */
+#define EXPO_C_METRIC 0x02 /* [a-zA-Z0-9_:] */
+#define EXPO_C_LSTART 0x04 /* [a-zA-Z_] */
+#define EXPO_C_LABEL 0x08 /* [a-zA-Z0-9_] */
+#define EXPO_C_QUOTED 0x10 /* ends a run of a label value: " \\ non-ASCII */
+/* clang-format off */
+static const unsigned char expo_ctype[256] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 3, 0, 0, 0, 0, 0,
+	0, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+	15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 0, 16, 0, 0, 15,
+	0, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+	15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 0, 0, 0, 0, 0,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+	16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+};
+/* clang-format on */
+
 /* Length of the metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or label name
  * ([a-zA-Z_][a-zA-Z0-9_]*) at p; 0 when there is none. */
 static size_t
 expo_name_len(const char *p, const char *end, int metric)
 {
+	int first = metric ? EXPO_C_MSTART : EXPO_C_LSTART;
+	int rest = metric ? EXPO_C_METRIC : EXPO_C_LABEL;
 	const char *s = p;
-	char c;
 
-	for (; p < end; p++) {
-		c = *p;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    c == '_' || (metric && c == ':'))
-			continue;
-		if (c >= '0' && c <= '9' && p != s)
-			continue;
-		break;
-	}
+	if (p == end || !(expo_ctype[(unsigned char)*p] & first))
+		return 0;
+	for (p++; p < end && (expo_ctype[(unsigned char)*p] & rest); p++)
+		;
 	return (size_t)(p - s);
 }
 
@@ -294,6 +340,133 @@ expo_float_parse(const char *s, size_t len, double *v)
 	return isinf(*v) ? -1 : 0;
 }
 
+static size_t
+expo_int_format(char *buf, long long v)
+{
+	char tmp[24];
+	unsigned long long u =
+	    v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+	size_t n = 0, len = 0;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		buf[len++] = '-';
+	while (n > 0)
+		buf[len++] = tmp[--n];
+	return len;
+}
+
+static const double expo_pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+	1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+	1e20, 1e21, 1e22 };
+#define EXPO_EXACT_MAX 9007199254740992.0 /* 2^53 */
+
+/* The double nearest m * 10^k: one exact division or product when m and
+ * 10^k are both exact doubles (Clinger's fast path), else strtod. */
+static double
+expo_digits_double(uint64_t m, int k)
+{
+	char buf[48];
+	size_t n;
+
+	if ((double)m <= EXPO_EXACT_MAX && k >= -22 && k <= 22)
+		return k >= 0 ? (double)m * expo_pow10[k]
+			      : (double)m / expo_pow10[-k];
+	n = expo_int_format(buf, (long long)m);
+	buf[n++] = 'e';
+	n += expo_int_format(buf + n, k);
+	buf[n] = '\0';
+	return strtod(buf, NULL);
+}
+
+/*
+ * A sample value, as expo_float_parse takes it, also keeping its digits:
+ * one pass for the grammar and the digits, and no strtod for up to 15.
+ */
+static int
+expo_value_parse(const char *s, size_t len, struct expo_value *val)
+{
+	uint64_t m = 0;
+	size_t i = 0, digits = 0;
+	int nd = 0, zeros = 0, x = 0, started = 0, point = 0, many = 0;
+	int e = 0, eneg = 0, edigits = 0;
+	char c;
+
+	val->neg = len > 0 && s[0] == '-';
+	if (len > 0 && (s[0] == '+' || s[0] == '-'))
+		i++;
+	for (; i < len; i++) {
+		c = s[i];
+		if (c == '.' && !point) {
+			point = 1;
+			continue;
+		}
+		if (c < '0' || c > '9')
+			break;
+		digits++;
+		if (!started && c == '0') {
+			if (point)
+				x--;
+			continue;
+		}
+		if (!started) {
+			started = 1;
+			x = point ? x - 1 : -1;
+		}
+		if (!point)
+			x++;
+		/* Zeros wait: they count only if a digit follows. */
+		if (c == '0') {
+			zeros++;
+			continue;
+		}
+		if (nd + zeros + 1 > 17) {
+			many = 1;
+			continue;
+		}
+		for (; zeros > 0; zeros--, nd++)
+			m *= 10;
+		m = m * 10 + (uint64_t)(c - '0');
+		nd++;
+	}
+	if (digits == 0 || (i < len && s[i] != 'e' && s[i] != 'E'))
+		goto other;
+	if (i < len) {
+		if (++i < len && (s[i] == '+' || s[i] == '-'))
+			eneg = s[i++] == '-';
+		for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, edigits++)
+			if (e < 100000)
+				e = e * 10 + (s[i] - '0');
+		if (edigits == 0 || i != len)
+			return -1;
+		x += eneg ? -e : e;
+	}
+	if (!started) {
+		val->v = val->neg ? -0.0 : 0.0;
+		val->ndigits = 0;
+		return 0;
+	}
+	if (many || x > 308 || x < -300)
+		goto other;
+	val->v = expo_digits_double(m, x - nd + 1);
+	if (isinf(val->v))
+		return -1;
+	if (val->neg)
+		val->v = -val->v;
+	val->ndigits = nd;
+	val->digits = m;
+	val->exp = x;
+	return 0;
+
+other:
+	/* Inf, NaN, more than 17 digits, the edges of the range, or junk. */
+	val->ndigits = 0;
+	return expo_float_parse(s, len, &val->v);
+}
+
 /* A timestamp: int64 milliseconds, as Go's strconv.ParseInt takes it. */
 static int
 expo_ts_parse(const char *s, size_t len, long long *ts)
@@ -322,30 +495,106 @@ expo_ts_parse(const char *s, size_t len, long long *ts)
 	return 0;
 }
 
+/* Digits d[0..n), the first at 10^x: whole numbers up to 2^53 in full,
+ * else as printf's %g would lay them out. */
 static size_t
-expo_int_format(char *buf, long long v)
+expo_digits_format(char *buf, int neg, const char *d, int n, int x, double v)
 {
-	char tmp[24];
-	unsigned long long u = v < 0 ? 0 - (unsigned long long)v
-				     : (unsigned long long)v;
-	size_t n = 0, len = 0;
+	size_t len = 0;
+	int i, prec = n > 15 ? n : 15;
 
-	do {
-		tmp[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
-	if (v < 0)
+	if (neg)
 		buf[len++] = '-';
-	while (n > 0)
-		buf[len++] = tmp[--n];
+	if (x >= n - 1 && v >= -EXPO_EXACT_MAX && v <= EXPO_EXACT_MAX) {
+		memcpy(buf + len, d, (size_t)n);
+		len += (size_t)n;
+		for (i = n - 1; i < x; i++)
+			buf[len++] = '0';
+	} else if (x < -4 || x >= prec) {
+		buf[len++] = d[0];
+		if (n > 1) {
+			buf[len++] = '.';
+			memcpy(buf + len, d + 1, (size_t)n - 1);
+			len += (size_t)n - 1;
+		}
+		buf[len++] = 'e';
+		buf[len++] = x < 0 ? '-' : '+';
+		if (x > -10 && x < 10)
+			buf[len++] = '0';
+		len += expo_int_format(buf + len, x < 0 ? -x : x);
+	} else if (x >= 0) {
+		for (i = 0; i <= x; i++)
+			buf[len++] = i < n ? d[i] : '0';
+		if (n > x + 1) {
+			buf[len++] = '.';
+			memcpy(buf + len, d + x + 1, (size_t)(n - x - 1));
+			len += (size_t)(n - x - 1);
+		}
+	} else {
+		buf[len++] = '0';
+		buf[len++] = '.';
+		for (i = -1; i > x; i--)
+			buf[len++] = '0';
+		memcpy(buf + len, d, (size_t)n);
+		len += (size_t)n;
+	}
 	return len;
 }
 
-/* The shortest text that reads back as the same double; buf holds 32. */
+/*
+ * The canonical text of v, given n <= 17 digits m (the first at 10^x) that
+ * read back as v: the fewest digits that still do.  For a normal double up
+ * to 15 digits are already the fewest (no two such decimals share one), and
+ * 16 or 17 may round, either way, to 15 or 16 that read back.  Rounding the
+ * digits, not v itself, keeps it cheap and gives the same text when it is
+ * read again.
+ */
 static size_t
-expo_value_format(char *buf, double v)
+expo_shortest(char *buf, int neg, uint64_t m, int n, int x, double v)
 {
-	int prec, n = 0;
+	/* Below the normal range fewer digits tell doubles apart. */
+	int from = (neg ? -v : v) < DBL_MIN ? 1 : 15;
+	double abs = neg ? -v : v;
+	uint64_t p10, q, c;
+	int target, k, up, nc, xc;
+	char d[24];
+
+	for (target = from; target < n; target++) {
+		p10 = (uint64_t)expo_pow10[n - target];
+		q = m / p10;
+		up = (m % p10) * 2 >= p10;
+		for (k = 0; k < 2; k++) {
+			/* The nearer neighbour first, then the other. */
+			c = q + (uint64_t)(k == 0 ? up : !up);
+			nc = target;
+			xc = x;
+			if (c == (uint64_t)expo_pow10[target]) {
+				c = 1; /* 99..9 rounded up */
+				nc = 1;
+				xc++;
+			}
+			for (; c % 10 == 0; nc--)
+				c /= 10;
+			if (expo_digits_double(c, xc - nc + 1) == abs) {
+				m = c;
+				n = nc;
+				x = xc;
+				goto done;
+			}
+		}
+	}
+done:
+	expo_int_format(d, (long long)m);
+	return expo_digits_format(buf, neg, d, n, x, v);
+}
+
+/* The canonical text of any double; buf holds 32. */
+static size_t
+expo_double_format(char *buf, double v)
+{
+	char tmp[40], *p;
+	uint64_t m = 0;
+	int n = 0;
 
 	if (isnan(v)) {
 		memcpy(buf, "NaN", 3);
@@ -355,16 +604,34 @@ expo_value_format(char *buf, double v)
 		memcpy(buf, v > 0 ? "+Inf" : "-Inf", 4);
 		return 4;
 	}
-	/* Counters and buckets are mostly whole numbers: skip printf. */
-	if (v >= -9007199254740992.0 && v <= 9007199254740992.0 &&
-	    v == (double)(long long)v && !(v == 0 && signbit(v)))
-		return expo_int_format(buf, (long long)v);
-	for (prec = 15; prec <= 17; prec++) {
-		n = snprintf(buf, 32, "%.*g", prec, v);
-		if (strtod(buf, NULL) == v)
-			break;
+	if (v == 0) {
+		memcpy(buf, signbit(v) ? "-0" : "0", signbit(v) ? 2 : 1);
+		return signbit(v) ? 2 : 1;
 	}
-	return (size_t)n;
+	/* 17 digits always read back: d.dddddddddddddddde[+-]x */
+	snprintf(tmp, sizeof tmp, "%.16e", v < 0 ? -v : v);
+	for (p = tmp; *p != 'e'; p++) {
+		if (*p != '.') {
+			m = m * 10 + (uint64_t)(*p - '0');
+			n++;
+		}
+	}
+	for (; m % 10 == 0; n--)
+		m /= 10;
+	return expo_shortest(buf, v < 0, m, n, atoi(p + 1), v);
+}
+
+/* The canonical text of a sample value; buf holds 32. */
+static size_t
+expo_value_format(char *buf, const struct expo_value *val)
+{
+	double abs = val->neg ? -val->v : val->v;
+
+	/* Below the normal range the digits given may not be the fewest. */
+	if (val->ndigits == 0 || !(abs >= DBL_MIN))
+		return expo_double_format(buf, val->v);
+	return expo_shortest(
+	    buf, val->neg, val->digits, val->ndigits, val->exp, val->v);
 }
 
 static void
@@ -391,8 +658,8 @@ expo_claims_grow(struct expo_merge *m)
 
 /* The slot for name: its claim, or the empty slot where it would go. */
 static struct expo_claim *
-expo_claim_slot(struct expo_merge *m, const char *name, size_t len,
-    uint64_t hash)
+expo_claim_slot(
+    struct expo_merge *m, const char *name, size_t len, uint64_t hash)
 {
 	size_t i, mask = m->claimscap - 1;
 	struct expo_claim *c;
@@ -409,8 +676,8 @@ expo_claim_slot(struct expo_merge *m, const char *name, size_t len,
 
 /* Gives name to fam unless another family has it: 0, or -1 on a clash. */
 static int
-expo_claim(struct expo_merge *m, const char *name, size_t len,
-    struct expo_family *fam)
+expo_claim(
+    struct expo_merge *m, const char *name, size_t len, struct expo_family *fam)
 {
 	uint64_t hash = expo_hash(name, len);
 	struct expo_claim *c;
@@ -449,13 +716,12 @@ expo_suffix_owns(size_t i, enum expo_type type)
  * own) to a family of another type.
  */
 static struct expo_family *
-expo_family_get(struct expo_merge *m, const char *name, size_t len,
-    enum expo_type type)
+expo_family_get(
+    struct expo_merge *m, const char *name, size_t len, enum expo_type type)
 {
 	struct expo_family *fam;
 	char *sub;
 	size_t i;
-	int clash = 0;
 
 	fam = expo_claim_owner(m, name, len);
 	if (fam != NULL) {
@@ -465,22 +731,16 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 		return NULL;
 	}
 
-	/* _created is claimed only once a sample uses it: client_python
-	 * gives it a gauge family of its own. */
 	sub = xmalloc(len + 16);
 	memcpy(sub, name, len);
-	for (i = 0; i < EXPO_NSUFFIXES && !clash; i++) {
-		if (!expo_suffix_owns(i, type) ||
-		    strcmp(expo_suffixes[i].suffix, "_created") == 0)
+	for (i = 0; i < EXPO_NSUFFIXES; i++) {
+		if (!expo_suffix_owns(i, type) || !expo_suffixes[i].eager)
 			continue;
-		memcpy(sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
+		memcpy(
+		    sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
 		if (expo_claim_owner(m, sub, len + expo_suffixes[i].len) !=
 		    NULL)
-			clash = 1;
-	}
-	if (clash) {
-		free(sub);
-		return NULL;
+			goto out;
 	}
 
 	fam = xcalloc(1, sizeof *fam);
@@ -489,19 +749,20 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 	fam->type = type;
 	if (m->nfamilies == m->familiescap) {
 		m->familiescap = m->familiescap != 0 ? m->familiescap * 2 : 64;
-		m->families = xreallocarray(m->families, m->familiescap,
-		    sizeof *m->families);
+		m->families = xreallocarray(
+		    m->families, m->familiescap, sizeof *m->families);
 	}
 	m->families[m->nfamilies++] = fam;
 
 	expo_claim(m, name, len, fam);
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
-		if (!expo_suffix_owns(i, type) ||
-		    strcmp(expo_suffixes[i].suffix, "_created") == 0)
+		if (!expo_suffix_owns(i, type) || !expo_suffixes[i].eager)
 			continue;
-		memcpy(sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
+		memcpy(
+		    sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
 		expo_claim(m, sub, len + expo_suffixes[i].len, fam);
 	}
+out:
 	free(sub);
 	return fam;
 }
@@ -514,6 +775,7 @@ expo_locals_grow(struct expo_merge *m)
 
 	m->localscap = oldcap != 0 ? oldcap * 2 : 256;
 	m->locals = xcalloc(m->localscap, sizeof *m->locals);
+	m->last = NULL;
 	for (i = 0; i < oldcap; i++) {
 		if (old[i].name == NULL)
 			continue;
@@ -532,8 +794,7 @@ expo_locals_grow(struct expo_merge *m)
  * every entry: no pointer from before survives it); NULL when absent.
  */
 static struct expo_local *
-expo_local_get(struct expo_merge *m, const char *name, size_t len,
-    int create)
+expo_local_get(struct expo_merge *m, const char *name, size_t len, int create)
 {
 	uint64_t hash = expo_hash(name, len);
 	size_t i, mask;
@@ -581,7 +842,8 @@ expo_conflict(struct expo_merge *m, const char *name, size_t len)
 
 	if (st->type_conflicts++ == 0)
 		snprintf(st->conflict, sizeof st->conflict, "%.*s",
-		    (int)(len < sizeof st->conflict ? len : sizeof st->conflict),
+		    (int)(len < sizeof st->conflict ? len
+						    : sizeof st->conflict),
 		    name);
 }
 
@@ -600,8 +862,9 @@ expo_local_family(struct expo_merge *m, struct expo_local *x)
 		return x;
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		len = expo_suffixes[i].len;
-		if (x->len <= len || memcmp(x->name + x->len - len,
-					 expo_suffixes[i].suffix, len) != 0)
+		if (x->len <= len ||
+		    memcmp(x->name + x->len - len, expo_suffixes[i].suffix,
+			len) != 0)
 			continue;
 		base = expo_local_get(m, x->name, x->len - len, 0);
 		if (base != NULL && (base->flags & EXPO_LOCAL_TYPE) &&
@@ -625,7 +888,8 @@ expo_resolve(struct expo_merge *m, struct expo_local *x, struct expo_local *l)
 
 	if (!(l->flags & EXPO_LOCAL_DONE)) {
 		l->flags |= EXPO_LOCAL_DONE;
-		l->fam = expo_family_get(m, l->name, l->len, expo_local_type(l));
+		l->fam =
+		    expo_family_get(m, l->name, l->len, expo_local_type(l));
 		if (l->fam == NULL)
 			expo_conflict(m, l->name, l->len);
 		else if (l->flags & EXPO_LOCAL_HELP)
@@ -646,8 +910,8 @@ static int
 expo_labels_check(const struct expo_sample *s, enum expo_type type)
 {
 	const struct expo_label *l;
+	struct expo_value v;
 	const char *want;
-	double v;
 	size_t i;
 
 	if (type == EXPO_HISTOGRAM)
@@ -662,7 +926,7 @@ expo_labels_check(const struct expo_sample *s, enum expo_type type)
 		    memcmp(l->name, want, l->namelen) != 0)
 			continue;
 		if (memchr(l->value, '\\', l->valuelen) != NULL ||
-		    expo_float_parse(l->value, l->valuelen, &v) != 0)
+		    expo_value_parse(l->value, l->valuelen, &v) != 0)
 			return -1;
 	}
 	return 0;
@@ -697,8 +961,8 @@ expo_worker_prefixes(const struct expo_sample *s)
 }
 
 static void
-expo_sample_render(struct expo_merge *m, struct expo_family *fam,
-    const struct expo_sample *s)
+expo_sample_render(
+    struct expo_merge *m, struct expo_family *fam, const struct expo_sample *s)
 {
 	const struct expo_label *l;
 	struct expo_buf *b = &fam->samples;
@@ -716,7 +980,8 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	o += s->namelen;
 	memcpy(o, "{worker=\"", 9);
 	o += 9;
-	memcpy(o, m->worker.data, m->worker.len);
+	if (m->worker.len != 0)
+		memcpy(o, m->worker.data, m->worker.len);
 	o += m->worker.len;
 	*o++ = '"';
 	for (i = 0; i < s->nlabels; i++) {
@@ -738,7 +1003,7 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	}
 	*o++ = '}';
 	*o++ = ' ';
-	o += expo_value_format(o, s->value);
+	o += expo_value_format(o, &s->value);
 	if (s->has_ts) {
 		*o++ = ' ';
 		o += expo_int_format(o, s->ts);
@@ -755,7 +1020,11 @@ expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
 	struct expo_family *fam;
 	enum expo_type type;
 
-	x = expo_local_get(m, s->name, s->namelen, 1);
+	/* Samples of one metric come in runs: skip the lookup. */
+	x = m->last;
+	if (x == NULL || x->len != s->namelen ||
+	    memcmp(x->name, s->name, x->len) != 0)
+		x = m->last = expo_local_get(m, s->name, s->namelen, 1);
 	if (x->flags & EXPO_LOCAL_DONE) {
 		if (x->fam == NULL) {
 			m->st->dropped++;
@@ -807,6 +1076,9 @@ expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
 		l->value = ++p;
 		high = 0;
 		for (;;) {
+			while (p < end &&
+			    !(expo_ctype[(unsigned char)*p] & EXPO_C_QUOTED))
+				p++;
 			if (p == end)
 				return NULL;
 			if (*p == '"')
@@ -821,8 +1093,9 @@ expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
 		}
 		l->valuelen = (size_t)(p - l->value);
 		p++;
-		if (high && !expo_utf8_valid((const unsigned char *)l->value,
-				l->valuelen))
+		if (high &&
+		    !expo_utf8_valid(
+			(const unsigned char *)l->value, l->valuelen))
 			return NULL;
 		if (n == 8 && memcmp(l->name, "__name__", 8) == 0)
 			return NULL;
@@ -868,7 +1141,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 
 	for (tok = p; p < end && !expo_is_blank(*p); p++)
 		;
-	if (p == tok || expo_float_parse(tok, (size_t)(p - tok), &s->value))
+	if (p == tok || expo_value_parse(tok, (size_t)(p - tok), &s->value))
 		return -1;
 	p = expo_skip_blanks(p, end);
 	if (p < end) {
@@ -1047,6 +1320,7 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 		memset(m->locals, 0, m->localscap * sizeof *m->locals);
 		m->nlocals = 0;
 	}
+	m->last = NULL;
 	expo_worker_set(m, worker);
 
 	while (p < end) {

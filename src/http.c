@@ -459,13 +459,17 @@ http_reply_write(struct http_conn *c, struct evbuffer *buf)
 		evbuffer_add(out, "\r\n", 2);
 }
 
-/* Ends a streamed response without its proper end: the client sees the
- * cut (a missing last chunk, or fewer bytes than Content-Length). */
+/* Ends a streamed response without its proper end: what is queued still
+ * goes out, then the close, so the client sees the cut (no last chunk, or
+ * fewer bytes than Content-Length). */
 void
 http_reply_abort(struct http_conn *c, const char *why)
 {
 	log_debug("response aborted: %s", why);
-	http_conn_close(c, why);
+	c->keep_alive = 0;
+	c->state = HTTP_WRITING;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		http_conn_close(c, why);
 }
 
 void

@@ -85,7 +85,9 @@ log_put(struct log_line *l, const char *s, size_t n)
 	l->len += n;
 }
 
-static void PRINTFLIKE(2, 3)
+static void log_putf(struct log_line *, const char *, ...) PRINTFLIKE(2, 3);
+
+static void
 log_putf(struct log_line *l, const char *fmt, ...)
 {
 	char tmp[64];
@@ -96,8 +98,8 @@ log_putf(struct log_line *l, const char *fmt, ...)
 	n = vsnprintf(tmp, sizeof tmp, fmt, ap);
 	va_end(ap);
 	if (n > 0)
-		log_put(l, tmp, (size_t)n < sizeof tmp ? (size_t)n :
-		    sizeof tmp - 1);
+		log_put(l, tmp,
+		    (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* Length of the valid UTF-8 sequence at s, or 0. */
@@ -189,7 +191,8 @@ log_vwrite(enum log_level level, const char *fmt, va_list ap, int errnum)
 	if (log_json) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		log_putf(&line, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":\"",
+		log_putf(&line,
+		    "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":\"",
 		    (long long)ts.tv_sec, ts.tv_nsec / 1000000,
 		    log_names[level]);
 		log_put_escaped(&line, msg, 1);

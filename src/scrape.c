@@ -124,6 +124,10 @@ scrape_parse_head(const char *buf, size_t len, struct scrape_head *h,
 	}
 	*consumed = (size_t)(nl + 1 - buf);
 	end = p; /* the empty line */
+	if (end == buf) {
+		xasprintf(cause, "not an HTTP/1.x response");
+		return -1;
+	}
 	if (memchr(buf, '\0', (size_t)(end - buf)) != NULL)
 		goto bad;
 

@@ -131,6 +131,20 @@ spawn_argv(char **command, int worker, uint16_t port)
 	return argv;
 }
 
+static char **
+spawn_argv_dup(char **command)
+{
+	char **argv;
+	size_t i, n;
+
+	for (n = 0; command[n] != NULL; n++)
+		;
+	argv = xcalloc(n + 1, sizeof *argv);
+	for (i = 0; i < n; i++)
+		argv[i] = xstrdup(command[i]);
+	return argv;
+}
+
 void
 spawn_argv_free(char **argv)
 {
@@ -205,8 +219,8 @@ spawn_worker_remove(struct spawn_worker *w)
 			break;
 	}
 	if (i < sp->n) {
-		memmove(&sp->w[i], &sp->w[i + 1], (sp->n - i - 1) *
-		    sizeof *sp->w);
+		memmove(
+		    &sp->w[i], &sp->w[i + 1], (sp->n - i - 1) * sizeof *sp->w);
 		sp->n--;
 	}
 	if (sp->rolling == w)
@@ -248,8 +262,8 @@ spawn_worker_timer_cb(evutil_socket_t fd, short events, void *arg)
 		break;
 	case SPAWN_STOPPING:
 		log_warnx("worker %d (pid %d) did not stop within %d ms of "
-		    "SIGTERM; sending SIGKILL", w->slot, (int)w->pid,
-		    w->sp->grace_ms);
+			  "SIGTERM; sending SIGKILL",
+		    w->slot, (int)w->pid, w->sp->grace_ms);
 		if (kill(w->pid, SIGKILL) != 0 && errno != ESRCH)
 			log_warn("kill %d", (int)w->pid);
 		break;
@@ -270,7 +284,8 @@ spawn_worker_backoff(struct spawn_worker *w)
 	spawn_reserve(w);
 	if (w->failures >= SPAWN_LOOP_FAILURES)
 		log_warnx("worker %d is crash looping: %u failures in a row; "
-		    "next start in %.1f s", w->slot, w->failures, ms / 1000.0);
+			  "next start in %.1f s",
+		    w->slot, w->failures, ms / 1000.0);
 	else
 		log_info("worker %d restarts in %.1f s", w->slot, ms / 1000.0);
 	spawn_timer_add(w->ev_timer, ms);
@@ -292,8 +307,8 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 	xasprintf(&env[0], "%s=%u", PROMFORK_PORT_ENV, port);
 	xasprintf(&env[1], "%s=%d", PROMFORK_WORKER_ENV, w->slot);
 	if (sp->socket_path != NULL)
-		xasprintf(&env[2], "%s=%s", PROMFORK_SOCKET_ENV,
-		    sp->socket_path);
+		xasprintf(
+		    &env[2], "%s=%s", PROMFORK_SOCKET_ENV, sp->socket_path);
 	/* Workers are ours alone: they go when promfork goes. */
 	pid = child_fork(argv, env, SIGTERM, &cause);
 	for (i = 0; i < 3; i++)
@@ -314,14 +329,14 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 	}
 	w->pid = pid;
 	w->state = SPAWN_RUNNING;
-	log_info("started worker %d as pid %d on port %u", w->slot, (int)pid,
-	    port);
+	log_info(
+	    "started worker %d as pid %d on port %u", w->slot, (int)pid, port);
 
 	/* Other leases may end inside registry_lease: keep our slot free. */
 	spawn_unreserve(w);
 	sp->starting = w;
-	l = registry_lease(reg, pid, NULL, LEASE_SPAWN, w->slot, &created,
-	    &status, &cause);
+	l = registry_lease(
+	    reg, pid, NULL, LEASE_SPAWN, w->slot, &created, &status, &cause);
 	sp->starting = NULL;
 	if (l == NULL) {
 		/* It died at once; its reaping restarts it. */
@@ -354,7 +369,8 @@ spawn_grow(struct spawn *sp, char **cause)
 	int slot;
 
 	if ((slot = pool_take(&sp->reg->pool)) < 0) {
-		xasprintf(cause, "no free port in the range for another "
+		xasprintf(cause,
+		    "no free port in the range for another "
 		    "worker; widen --port-range");
 		return -1;
 	}
@@ -463,8 +479,8 @@ spawn_stop_all(struct spawn *sp)
 		}
 		return;
 	}
-	log_info("stopping %zu workers (SIGKILL after %d ms)", sp->n,
-	    sp->grace_ms);
+	log_info(
+	    "stopping %zu workers (SIGKILL after %d ms)", sp->n, sp->grace_ms);
 	spawn_roll_abort(sp);
 	sp->stopping = 1;
 	sp->rolling = NULL;
@@ -515,8 +531,8 @@ spawn_signal(struct spawn *sp, int sig)
 		break;
 	default:
 		for (i = 0; i < sp->n; i++) {
-			if (sp->w[i]->pid > 0 && kill(sp->w[i]->pid, sig) != 0 &&
-			    errno != ESRCH)
+			if (sp->w[i]->pid > 0 &&
+			    kill(sp->w[i]->pid, sig) != 0 && errno != ESRCH)
 				log_warn("kill %d", (int)sp->w[i]->pid);
 		}
 		break;
@@ -568,9 +584,11 @@ spawn_reaped(struct spawn *sp, pid_t pid, int wstatus)
 		w->failures = 0;
 	/* A new worker that dies at once stops a HUP from going on. */
 	if (sp->settling == w && (i = spawn_roll_abort(sp)) > 0)
-		log_warnx("restart of the workers stopped: worker %d died "
+		log_warnx(
+		    "restart of the workers stopped: worker %d died "
 		    "right after its restart; %zu workers keep running as "
-		    "they were", w->slot, i);
+		    "they were",
+		    w->slot, i);
 	spawn_worker_backoff(w);
 }
 
@@ -607,12 +625,12 @@ spawn_create(struct event_base *base, struct registry *reg,
 
 	sp->base = base;
 	sp->reg = reg;
-	sp->command = cfg->command;
+	sp->command = spawn_argv_dup(cfg->command);
 	sp->grace_ms = cfg->grace_ms > 0 ? cfg->grace_ms : SPAWN_GRACE_MS;
 	if (cfg->socket_path != NULL)
 		sp->socket_path = xstrdup(cfg->socket_path);
-	sp->stats.slot_restarts = xcalloc(reg->pool.size,
-	    sizeof *sp->stats.slot_restarts);
+	sp->stats.slot_restarts =
+	    xcalloc(reg->pool.size, sizeof *sp->stats.slot_restarts);
 	sp->ev_roll = evtimer_new(base, spawn_roll_cb, sp);
 	registry_listen(reg, spawn_changed_cb, sp);
 	for (i = 0; i < cfg->workers; i++) {
@@ -636,8 +654,8 @@ spawn_free(struct spawn *sp)
 	for (i = 0; i < sp->n; i++) {
 		struct spawn_worker *w = sp->w[i];
 		if (w->pid > 0) {
-			log_warnx("killing worker %d (pid %d)", w->slot,
-			    (int)w->pid);
+			log_warnx(
+			    "killing worker %d (pid %d)", w->slot, (int)w->pid);
 			kill(w->pid, SIGKILL);
 		}
 		event_free(w->ev_timer);
@@ -645,6 +663,7 @@ spawn_free(struct spawn *sp)
 		free(w);
 	}
 	free(sp->w);
+	spawn_argv_free(sp->command);
 	event_free(sp->ev_roll);
 	free(sp->stats.slot_restarts);
 	free(sp->socket_path);

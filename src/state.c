@@ -51,8 +51,10 @@ state_int(json_t *obj, const char *key, long long min, long long max,
 
 	if (!json_is_integer(j) || json_integer_value(j) < min ||
 	    json_integer_value(j) > max) {
-		xasprintf(cause, "lease %zu: \"%s\" must be an integer from "
-		    "%lld to %lld", idx, key, min, max);
+		xasprintf(cause,
+		    "lease %zu: \"%s\" must be an integer from "
+		    "%lld to %lld",
+		    idx, key, min, max);
 		return -1;
 	}
 	*v = json_integer_value(j);
@@ -60,8 +62,7 @@ state_int(json_t *obj, const char *key, long long min, long long max,
 }
 
 static int
-state_parse_entry(json_t *obj, size_t idx, struct state_entry *e,
-    char **cause)
+state_parse_entry(json_t *obj, size_t idx, struct state_entry *e, char **cause)
 {
 	const char *source;
 	json_t *labels;
@@ -89,15 +90,18 @@ state_parse_entry(json_t *obj, size_t idx, struct state_entry *e,
 	e->created = (time_t)v;
 
 	source = json_string_value(json_object_get(obj, "source"));
-	for (i = 0; source != NULL && i < sizeof state_sources /
-	    sizeof state_sources[0]; i++) {
+	for (i = 0; source != NULL &&
+	     i < sizeof state_sources / sizeof state_sources[0];
+	     i++) {
 		if (strcmp(source, state_sources[i]) == 0)
 			break;
 	}
-	if (source == NULL || i == sizeof state_sources /
-	    sizeof state_sources[0]) {
-		xasprintf(cause, "lease %zu: \"source\" must be \"api\", "
-		    "\"discover\" or \"spawn\"", idx);
+	if (source == NULL ||
+	    i == sizeof state_sources / sizeof state_sources[0]) {
+		xasprintf(cause,
+		    "lease %zu: \"source\" must be \"api\", "
+		    "\"discover\" or \"spawn\"",
+		    idx);
 		return -1;
 	}
 	e->source = (enum lease_source)i;
@@ -178,9 +182,9 @@ state_parse(const char *buf, size_t len, struct state_entry **entries,
 	}
 	if (!json_is_integer(json_object_get(root, "version")) ||
 	    json_integer_value(json_object_get(root, "version")) !=
-	    STATE_VERSION) {
-		xasprintf(cause, "state file has no \"version\": %d",
-		    STATE_VERSION);
+		STATE_VERSION) {
+		xasprintf(
+		    cause, "state file has no \"version\": %d", STATE_VERSION);
 		goto out;
 	}
 	leases = json_object_get(root, "leases");
@@ -196,12 +200,13 @@ state_parse(const char *buf, size_t len, struct state_entry **entries,
 	e = xcalloc(json_array_size(leases) + 1, sizeof *e);
 	for (i = 0; i < json_array_size(leases); i++) {
 		count++;
-		if (state_parse_entry(json_array_get(leases, i), i, &e[i],
-		    cause) != 0)
+		if (state_parse_entry(
+			json_array_get(leases, i), i, &e[i], cause) != 0)
 			goto out;
 		/* Written sorted by worker, which also rules out repeats. */
 		if (i > 0 && e[i].worker <= e[i - 1].worker) {
-			xasprintf(cause, "lease %zu: worker %d follows worker "
+			xasprintf(cause,
+			    "lease %zu: worker %d follows worker "
 			    "%d; leases must be sorted by worker, each once",
 			    i, e[i].worker, e[i - 1].worker);
 			goto out;
@@ -231,15 +236,17 @@ state_render(const struct registry *reg, size_t *len)
 		const struct lease *l = reg->slots[s];
 		if (l == NULL)
 			continue;
-		json_array_append_new(leases, json_pack("{s:i, s:i, s:i, s:I, "
-		    "s:s, s:I, s:o}", "worker", l->worker, "port", (int)l->port,
-		    "pid", (int)l->pid, "starttime", (json_int_t)l->starttime,
-		    "source", lease_source_name(l->source), "created",
-		    (json_int_t)l->created, "labels",
-		    labels_to_json(&l->labels)));
+		json_array_append_new(leases,
+		    json_pack("{s:i, s:i, s:i, s:I, "
+			      "s:s, s:I, s:o}",
+			"worker", l->worker, "port", (int)l->port, "pid",
+			(int)l->pid, "starttime", (json_int_t)l->starttime,
+			"source", lease_source_name(l->source), "created",
+			(json_int_t)l->created, "labels",
+			labels_to_json(&l->labels)));
 	}
-	root = json_pack("{s:i, s:o}", "version", STATE_VERSION, "leases",
-	    leases);
+	root =
+	    json_pack("{s:i, s:o}", "version", STATE_VERSION, "leases", leases);
 	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (text == NULL)
@@ -299,8 +306,8 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 	if ((size_t)e->worker >= reg->pool.size ||
 	    pool_port(&reg->pool, e->worker) != e->port) {
 		log_warnx("state: worker %d (pid %d) had port %u, outside "
-		    "the port range now; dropped", e->worker, (int)e->pid,
-		    e->port);
+			  "the port range now; dropped",
+		    e->worker, (int)e->pid, e->port);
 		return -1;
 	}
 	if (proc_stat_read(e->pid, &ps, &cause) != 0 ||
@@ -357,8 +364,8 @@ state_adopt(struct state *st, char **cause)
 			adopted++;
 	}
 	state_entries_free(e, n);
-	log_info("state: took up %d of %zu workers from %s", adopted, n,
-	    st->path);
+	log_info(
+	    "state: took up %d of %zu workers from %s", adopted, n, st->path);
 	return adopted;
 }
 

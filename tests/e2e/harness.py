@@ -103,7 +103,9 @@ def _bindable(port):
 
 def free_port_range(n):
     """A run of n ports free right now, outside the ephemeral range."""
-    rnd = random.Random(os.getpid() ^ int(time.time() * 1000))
+    # Not seeded from pid and time: two calls within one millisecond
+    # would return the same ports (e.g. an app port inside the range).
+    rnd = random.SystemRandom()
     for _ in range(200):
         low = rnd.randrange(10000, 32000 - n)
         if all(_bindable(p) for p in range(low, low + n)):
@@ -196,9 +198,9 @@ class Promfork:
     """promfork wrapping a command, with its sd file in a fresh directory."""
 
     def __init__(self, n_ports, command, extra=(), env=None, sd=True,
-                 stdout=None, stderr=None):
+                 stdout=None, stderr=None, low=None):
         self.dir = tmpdir()
-        self.low = free_port_range(n_ports)
+        self.low = low if low is not None else free_port_range(n_ports)
         self.high = self.low + n_ports - 1
         self.sd_dir = os.path.join(self.dir, "sd")
         os.mkdir(self.sd_dir)

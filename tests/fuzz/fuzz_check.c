@@ -22,8 +22,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* the whole input as one line, unterminated, exactly its length */
 	copy = xmalloc(size > 0 ? size : 1);
 	memcpy(copy, data, size);
-	if (check_tcp_parse(copy, size, &sk) == 0 && (sk.state < 0 ||
-	    sk.state > 0xff))
+	if (check_tcp_parse(copy, size, &sk) == 0 &&
+	    (sk.state < 0 || sk.state > 0xff))
 		abort();
 	free(copy);
 
@@ -32,8 +32,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		len = nl != NULL ? (size_t)(nl - p) + 1 : (size_t)(end - p);
 		copy = xmalloc(len);
 		memcpy(copy, p, len);
-		if (check_tcp_parse(copy, len, &sk) == 0 && (sk.state < 0 ||
-		    sk.state > 0xff))
+		if (check_tcp_parse(copy, len, &sk) == 0 &&
+		    (sk.state < 0 || sk.state > 0xff))
 			abort();
 		free(copy);
 		p += len;

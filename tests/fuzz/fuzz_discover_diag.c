@@ -13,16 +13,15 @@
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static void
-fuzz_one(const void *buf, size_t len, uint32_t seq, uint16_t low,
-    uint16_t high)
+fuzz_one(const void *buf, size_t len, uint32_t seq, uint16_t low, uint16_t high)
 {
 	struct discover_socks socks = { NULL, 0, 0, 0 };
 	char *cause = NULL;
 	size_t i;
 	int done = 0, rc;
 
-	rc = discover_parse_diag(buf, len, seq, low, high, &socks, &done,
-	    &cause);
+	rc = discover_parse_diag(
+	    buf, len, seq, low, high, &socks, &done, &cause);
 	if ((rc == 0) != (cause == NULL))
 		abort();
 	for (i = 0; i < socks.n; i++) {

@@ -1,7 +1,8 @@
 /*
  * Fuzzes the exposition merge: the input is split at form feeds into one
- * to three workers' scrapes, merged and rendered.  The rendered text must read back
- * without a malformed line or a type conflict, else the fuzzer aborts.
+ * to three workers' scrapes, merged and rendered.  The rendered text must
+ * read back without a malformed line or a type conflict, else the fuzzer
+ * aborts.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,14 +44,15 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const workers[] = { "0", "1", "w\"2\\\n" };
-	const char *p = (const char *)data, *end = p + size, *ff;
+	const char *p = (const char *)data, *end, *ff;
 	struct expo_merge *m;
 	struct expo_buf out = { 0 };
 	struct expo_stats st;
 	size_t i;
 
 	if (p == NULL)
-		p = end = "";
+		p = "";
+	end = p + size;
 	m = expo_merge_create();
 	for (i = 0; i < 3 && p != NULL; i++) {
 		ff = i < 2 ? memchr(p, '\f', (size_t)(end - p)) : NULL;

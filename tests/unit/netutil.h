@@ -30,7 +30,7 @@ struct canned {
 	const char *response;
 	size_t len;
 	int delay_ms; /* before answering */
-	int hang; /* never answer; hold the connection until stopped */
+	int hang; /* 1: never answer, 2: answer, then hold the connection */
 	char request[4096]; /* the last request head received */
 	int served;
 	pthread_t thread;
@@ -94,7 +94,7 @@ canned_main(void *arg)
 			if (strstr(cw->request, "\r\n\r\n") != NULL)
 				break;
 		}
-		if (cw->hang) {
+		if (cw->hang == 1) {
 			char b;
 			while (read(c, &b, 1) > 0)
 				;
@@ -110,6 +110,11 @@ canned_main(void *arg)
 				break;
 		}
 		cw->served++;
+		if (cw->hang == 2) {
+			char b;
+			while (read(c, &b, 1) > 0)
+				;
+		}
 		close(c);
 	}
 	return NULL;

@@ -4,6 +4,8 @@
  * is inside "promfork's" process tree, as a real worker is.
  */
 #include <criterion/criterion.h>
+#include <grp.h>
+#include <sys/stat.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <signal.h>
@@ -351,4 +353,93 @@ Test(api, socket_in_use_is_refused)
 	cr_assert_eq(api_listen(sock, &cause), -1);
 	cr_assert(strstr(cause, "in use") != NULL, "%s", cause);
 	free(cause);
+}
+
+Test(api, standalone_users_and_groups)
+{
+	static const uid_t uids[] = { 1000 };
+	static const gid_t gids[] = { 50 };
+	struct api_config cfg = { .tree_root = 0, .tc = &tc };
+	const gid_t groups[] = { 7, 50 };
+	char *cause = NULL;
+
+	cr_assert_eq(api_authorise_user(&cfg, 0, 0, NULL, 0, &cause), 0,
+	    "root may");
+	cr_assert_eq(api_authorise_user(&cfg, geteuid(), 1, NULL, 0, &cause),
+	    0, "promfork's own user may");
+	cr_assert_eq(api_authorise_user(&cfg, 12345, 12345, groups, 2,
+	    &cause), -1);
+	cr_assert(strstr(cause, "--allow-uid 12345") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	cfg.allow_uids = uids;
+	cfg.nallow_uids = 1;
+	cfg.allow_gids = gids;
+	cfg.nallow_gids = 1;
+	cr_assert_eq(api_authorise_user(&cfg, 1000, 1000, NULL, 0, &cause), 0);
+	cr_assert_eq(api_authorise_user(&cfg, 1001, 50, NULL, 0, &cause), 0,
+	    "primary group");
+	cr_assert_eq(api_authorise_user(&cfg, 1001, 1001, groups, 2, &cause),
+	    0, "supplementary group");
+	cr_assert_eq(api_authorise_user(&cfg, 1001, 1001, groups, 1, &cause),
+	    -1);
+	free(cause);
+}
+
+/* Like exchange, from a child that first becomes uid (when not -1). */
+static char *
+exchange_as(const char *raw, uid_t uid)
+{
+	struct collect c = { calloc(1, 8193), 0 };
+	struct event *ev;
+	pid_t kid;
+	int p[2];
+
+	cr_assert_eq(pipe(p), 0);
+	kid = fork();
+	if (kid == 0) {
+		close(p[0]);
+		if (uid != (uid_t)-1 && (setgroups(0, NULL) != 0 ||
+		    setresgid(uid, uid, uid) != 0 || setresuid(uid, uid,
+		    uid) != 0))
+			_exit(6);
+		client_exchange(raw, p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
+	event_add(ev, NULL);
+	event_base_dispatch(base);
+	event_free(ev);
+	close(p[0]);
+	waitpid(kid, NULL, 0);
+	return c.buf;
+}
+
+Test(api, standalone_refuses_other_users)
+{
+	static const char reg_raw[] = "POST /v1/workers HTTP/1.1\r\n"
+	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
+	struct api_config cfg = { .tree_root = 0, .tc = &tc };
+	char *cause = NULL, *ans;
+	int fd;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to act as another user");
+	cr_assert_not_null(mkdtemp(dir));
+	chmod(dir, 0755);
+	snprintf(sock, sizeof sock, "%s/s", dir);
+	base = event_base_new();
+	registry_init(&reg, base, 40100, 40103, probe_all_free, NULL);
+	fd = api_listen(sock, &cause);
+	cr_assert_geq(fd, 0, "%s", cause);
+	api = api_create(base, fd, &reg, &cfg);
+
+	ans = exchange_as(reg_raw, 65534);
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	cr_assert(strstr(ans, "--allow-uid 65534") != NULL, "%s", ans);
+	free(ans);
+	ans = exchange_as(reg_raw, (uid_t)-1);
+	cr_assert_eq(status_of(ans), 201, "root may: %s", ans);
+	free(ans);
 }

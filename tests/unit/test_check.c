@@ -39,9 +39,13 @@ Test(check, tcp_ipv4_listen_line)
 {
 	struct check_sock sk;
 
-	cr_assert_eq(parse("   3: 0100007F:24C3 00000000:0000 0A 00000000:00000000 "
-	    "00:00000000 00000000  1000        0 123456 1 0000000000000000 100 "
-	    "0 0 10 0\n", &sk), 0);
+	cr_assert_eq(
+	    parse("   3: 0100007F:24C3 00000000:0000 0A 00000000:00000000 "
+		  "00:00000000 00000000  1000        0 123456 1 "
+		  "0000000000000000 100 "
+		  "0 0 10 0\n",
+		&sk),
+	    0);
 	cr_assert_eq(sk.port, 9411);
 	cr_assert_eq(sk.state, 0x0a);
 	cr_assert_eq(sk.uid, 1000);
@@ -52,10 +56,13 @@ Test(check, tcp_ipv6_established_line)
 {
 	struct check_sock sk;
 
-	cr_assert_eq(parse("  12: 00000000000000000000000001000000:24C4 "
-	    "00000000000000000000000001000000:D3A2 01 00000000:00000000 "
-	    "00:00000000 00000000     0        0 98765432101 1 "
-	    "0000000000000000 20 4 30 10 -1", &sk), 0);
+	cr_assert_eq(
+	    parse("  12: 00000000000000000000000001000000:24C4 "
+		  "00000000000000000000000001000000:D3A2 01 00000000:00000000 "
+		  "00:00000000 00000000     0        0 98765432101 1 "
+		  "0000000000000000 20 4 30 10 -1",
+		&sk),
+	    0);
 	cr_assert_eq(sk.port, 9412);
 	cr_assert_eq(sk.state, 0x01);
 	cr_assert_eq(sk.uid, 0);
@@ -101,7 +108,7 @@ Test(check, tcp_bad_lines)
 Test(check, tcp_nul_and_length_bounds)
 {
 	static const char line[] = "   3: 0100007F:24C3 00000000:0000 0A "
-	    "0:0 00:0 0 1000 0 1 1";
+				   "0:0 00:0 0 1000 0 1 1";
 	struct check_sock sk;
 	char big[1024];
 

@@ -37,8 +37,8 @@ put_msg(unsigned char *buf, size_t *off, uint16_t type, uint32_t seq,
 }
 
 static void
-put_sock(unsigned char *buf, size_t *off, uint32_t seq, int family,
-    int state, uint16_t port, uint32_t inode)
+put_sock(unsigned char *buf, size_t *off, uint32_t seq, int family, int state,
+    uint16_t port, uint32_t inode)
 {
 	struct inet_diag_msg m;
 
@@ -63,8 +63,9 @@ Test(discover, parses_a_dump)
 	put_sock(buf, &off, 7, AF_INET, LISTEN, 9500, 3333); /* outside */
 	put_sock(buf, &off, 6, AF_INET, LISTEN, 9402, 4444); /* stale seq */
 	put_msg(buf, &off, NLMSG_DONE, 7, "\0\0\0\0", 4);
-	cr_assert_eq(discover_parse_diag(buf, off, 7, 9400, 9463, &socks,
-	    &done, &cause), 0, "%s", cause);
+	cr_assert_eq(
+	    discover_parse_diag(buf, off, 7, 9400, 9463, &socks, &done, &cause),
+	    0, "%s", cause);
 	cr_assert_eq(done, 1);
 	cr_assert_eq(socks.n, 2);
 	cr_assert_eq(socks.v[0].port, 9401);
@@ -84,16 +85,18 @@ Test(discover, dump_in_parts_and_unpadded_last_message)
 	int done = 0;
 
 	put_sock(buf, &off, 1, AF_INET, LISTEN, 9400, 5);
-	cr_assert_eq(discover_parse_diag(buf, off, 1, 9400, 9400, &socks,
-	    &done, &cause), 0);
+	cr_assert_eq(
+	    discover_parse_diag(buf, off, 1, 9400, 9400, &socks, &done, &cause),
+	    0);
 	cr_assert_eq(done, 0);
 	/* an acknowledgement (error 0) and a NOOP are not errors */
 	off = 0;
 	put_msg(buf, &off, NLMSG_NOOP, 1, "", 0);
 	put_msg(buf, &off, NLMSG_ERROR, 1, "\0\0\0\0", 4);
 	put_msg(buf, &off, NLMSG_NOOP, 1, "ab", 2);
-	cr_assert_eq(discover_parse_diag(buf, off - 2, 1, 9400, 9400, &socks,
-	    &done, &cause), 0, "%s", cause);
+	cr_assert_eq(discover_parse_diag(
+			 buf, off - 2, 1, 9400, 9400, &socks, &done, &cause),
+	    0, "%s", cause);
 	cr_assert_eq(socks.n, 1);
 	discover_socks_clear(&socks);
 }
@@ -107,8 +110,9 @@ Test(discover, kernel_error_is_reported)
 	int done = 0, err = -ENOENT;
 
 	put_msg(buf, &off, NLMSG_ERROR, 3, &err, sizeof err);
-	cr_assert_eq(discover_parse_diag(buf, off, 3, 1, 65535, &socks, &done,
-	    &cause), -1);
+	cr_assert_eq(
+	    discover_parse_diag(buf, off, 3, 1, 65535, &socks, &done, &cause),
+	    -1);
 	cr_assert_eq(socks.error, ENOENT);
 	cr_assert_not_null(strstr(cause, "sock_diag"));
 	free(cause);
@@ -122,11 +126,13 @@ bad_diag(const void *buf, size_t len, const char *what)
 	char *cause = NULL;
 	int done = 0;
 
-	cr_assert_eq(discover_parse_diag(buf, len, 1, 1, 65535, &socks, &done,
-	    &cause), -1, "accepted %s", what);
+	cr_assert_eq(
+	    discover_parse_diag(buf, len, 1, 1, 65535, &socks, &done, &cause),
+	    -1, "accepted %s", what);
 	cr_assert_not_null(cause, "no cause for %s", what);
 	cr_assert_eq(strncmp(cause, "netlink", 7) == 0 ||
-	    strncmp(cause, "sock_diag", 9) == 0, 1, "%s: %s", what, cause);
+		strncmp(cause, "sock_diag", 9) == 0,
+	    1, "%s: %s", what, cause);
 	free(cause);
 	discover_socks_clear(&socks);
 }
@@ -174,11 +180,12 @@ Test(discover, parses_fd_links)
 	uint32_t inode = 0;
 	char *cause = NULL;
 
-	cr_assert_eq(discover_parse_fdlink("socket:[4026531993]", 19, &inode,
-	    &cause), 0);
-	cr_assert_eq(inode, 4026531993u);
-	cr_assert_eq(discover_parse_fdlink("socket:[7]", 10, &inode, &cause),
+	cr_assert_eq(
+	    discover_parse_fdlink("socket:[4026531993]", 19, &inode, &cause),
 	    0);
+	cr_assert_eq(inode, 4026531993u);
+	cr_assert_eq(
+	    discover_parse_fdlink("socket:[7]", 10, &inode, &cause), 0);
 	cr_assert_eq(inode, 7);
 	cr_assert_eq(discover_parse_fdlink("pipe:[12]", 9, &inode, &cause), 1);
 	cr_assert_eq(discover_parse_fdlink("/dev/null", 9, &inode, &cause), 1);
@@ -189,17 +196,20 @@ Test(discover, parses_fd_links)
 
 Test(discover, bad_fd_links_refused)
 {
-	static const char *bad[] = { "socket:[]", "socket:[12a]", "socket:[0]",
-		"socket:[12", "socket:[4294967296]", "socket:[-1]",
+	static const char *bad[] = {
+		"socket:[]", "socket:[12a]", "socket:[0]", "socket:[12",
+		"socket:[4294967296]", "socket:[-1]",
 		"socket:[99999999999999999999999]", "socket:[1]]", "socket:[",
-		"socket:[1234567890123456789012345678901234567890123456789012345]" };
+		"socket:[1234567890123456789012345678901234567890123456789012345]"
+	};
 	uint32_t inode = 0;
 	size_t i;
 
 	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char *cause = NULL;
-		cr_assert_eq(discover_parse_fdlink(bad[i], strlen(bad[i]),
-		    &inode, &cause), -1, "accepted %s", bad[i]);
+		cr_assert_eq(discover_parse_fdlink(
+				 bad[i], strlen(bad[i]), &inode, &cause),
+		    -1, "accepted %s", bad[i]);
 		cr_assert_not_null(strstr(cause, "malformed socket link"));
 		free(cause);
 	}
@@ -222,16 +232,12 @@ Test(discover, marks_the_tree)
 {
 	struct discover_proc p[] = {
 		{ 300, 200, 0 }, /* grandchild, listed before its parent */
-		{ 1, 0, 0 },
-		{ 100, 1, 0 }, /* the root */
-		{ 200, 100, 0 },
-		{ 201, 100, 0 },
+		{ 1, 0, 0 }, { 100, 1, 0 }, /* the root */
+		{ 200, 100, 0 }, { 201, 100, 0 },
 		{ 400, 1, 0 }, /* a stranger */
-		{ 401, 400, 0 },
-		{ 500, 999, 0 }, /* parent unknown */
+		{ 401, 400, 0 }, { 500, 999, 0 }, /* parent unknown */
 		{ 600, 601, 0 }, /* a loop, only in forged input */
-		{ 601, 600, 0 },
-		{ 700, 700, 0 }, /* its own parent */
+		{ 601, 600, 0 }, { 700, 700, 0 }, /* its own parent */
 		{ 800, 301, 0 }, /* parent gone, not the root's */
 	};
 	size_t n = sizeof p / sizeof p[0];
@@ -388,8 +394,8 @@ world_init(struct world *w, uint16_t port)
 
 	w->base = event_base_new();
 	w->low = (uint16_t)(port - 2);
-	registry_init(&w->reg, w->base, w->low, (uint16_t)(port + 2), NULL,
-	    NULL);
+	registry_init(
+	    &w->reg, w->base, w->low, (uint16_t)(port + 2), NULL, NULL);
 	memset(&cfg, 0, sizeof cfg);
 	cfg.root = getpid();
 	cfg.low = w->low;
@@ -449,7 +455,8 @@ Test(discover, a_listener_outside_the_tree_is_never_published, .timeout = 20)
 	for (i = 0; i < 3; i++)
 		cr_assert_eq(discover_scan(w.d), 0);
 	cr_assert_eq(w.reg.count, 0);
-	cr_assert_eq(discover_stats(w.d)->walks, 1, "a foreign listener is "
+	cr_assert_eq(discover_stats(w.d)->walks, 1,
+	    "a foreign listener is "
 	    "looked up once");
 	close(fd);
 	world_finish(&w);
@@ -465,8 +472,8 @@ Test(discover, registered_and_discovered_is_one_lease, .timeout = 20)
 
 	kid_start(&k, 0);
 	world_init(&w, k.port);
-	l = registry_lease(&w.reg, k.pid, NULL, LEASE_API, 2, &created,
-	    &status, &cause);
+	l = registry_lease(
+	    &w.reg, k.pid, NULL, LEASE_API, 2, &created, &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(discover_scan(w.d), 0);
 	cr_assert_eq(w.reg.count, 1);
@@ -492,8 +499,8 @@ Test(discover, a_port_leased_to_an_ancestor_is_that_lease, .timeout = 20)
 	/* the kid's child gets the listener; the kid holds the lease */
 	kid_start(&k, 0);
 	world_init(&w, k.port);
-	l = registry_lease(&w.reg, k.pid, NULL, LEASE_API, 2, &created,
-	    &status, &cause);
+	l = registry_lease(
+	    &w.reg, k.pid, NULL, LEASE_API, 2, &created, &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(write(k.cmd, "f", 1), 1);
 	cr_assert_eq(read(k.ack, &g, sizeof g), sizeof g);
@@ -571,8 +578,8 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	cr_assert_eq(discover_scan(w.d), 0);
 	l = registry_find_worker(&w.reg, 2);
 	cr_assert_not_null(l);
-	r = registry_lease(&w.reg, k.pid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	r = registry_lease(
+	    &w.reg, k.pid, NULL, LEASE_API, -1, &created, &status, &cause);
 	cr_assert_eq(r, l);
 	cr_assert_eq(created, 0);
 	cr_assert_eq(l->source, LEASE_API);

@@ -50,8 +50,8 @@ expect1(const char *in, const char *want)
 	char *out = merge1(in, &st);
 
 	cr_expect_str_eq(out, want);
-	cr_expect_eq(st.malformed, 0, "malformed %zu at line %zu",
-	    st.malformed, st.malformed_line);
+	cr_expect_eq(st.malformed, 0, "malformed %zu at line %zu", st.malformed,
+	    st.malformed_line);
 	cr_expect_eq(st.type_conflicts, 0);
 	free(out);
 }
@@ -75,8 +75,8 @@ promtool_check(const char *text, char **said)
 	close(fd);
 	ofd = mkstemp(out);
 	cr_assert_geq(ofd, 0);
-	snprintf(cmd, sizeof cmd, PROMTOOL " check metrics <%s >%s 2>&1", in,
-	    out);
+	snprintf(
+	    cmd, sizeof cmd, PROMTOOL " check metrics <%s >%s 2>&1", in, out);
 	status = system(cmd);
 	*said = calloc(1, 4096);
 	n = read(ofd, *said, 4095);
@@ -172,9 +172,10 @@ Test(expo, created_family)
 
 Test(expo, escapes)
 {
-	expect1("# HELP e Help with \\\\ and \\n and \"quotes\".\n"
-		"# TYPE e gauge\n"
-		"e{path=\"C:\\\\dir\\\"x\\\"\\nnext\",empty=\"\",u=\"\xc3\xa9\"} 1\n",
+	expect1(
+	    "# HELP e Help with \\\\ and \\n and \"quotes\".\n"
+	    "# TYPE e gauge\n"
+	    "e{path=\"C:\\\\dir\\\"x\\\"\\nnext\",empty=\"\",u=\"\xc3\xa9\"} 1\n",
 	    "# HELP e Help with \\\\ and \\n and \"quotes\".\n"
 	    "# TYPE e gauge\n"
 	    "e{worker=\"0\",path=\"C:\\\\dir\\\"x\\\"\\nnext\",empty=\"\","
@@ -211,6 +212,42 @@ Test(expo, values_and_timestamps)
 	    "v{worker=\"0\",k=\"k\"} -0\n"
 	    "v{worker=\"0\",k=\"l\"} +Inf -9223372036854775808\n"
 	    "v{worker=\"0\",k=\"m\"} 5 9223372036854775807\n");
+}
+
+/* The fewest digits that read back as the same double, printf-style. */
+Test(expo, values_canonical)
+{
+	expect1("v{k=\"a\"} 1.7958394708559299e+09\n"
+		"v{k=\"b\"} 0.10000000000000001\n"
+		"v{k=\"c\"} 1e-5\n"
+		"v{k=\"d\"} 0.0001\n"
+		"v{k=\"e\"} 1e16\n"
+		"v{k=\"f\"} 123456789012345678\n"
+		"v{k=\"g\"} 4.9e-324\n"
+		"v{k=\"h\"} -1.5e-7\n"
+		"v{k=\"i\"} 12345.678e-2\n"
+		"v{k=\"j\"} 0.30000000000000004\n"
+		"v{k=\"k\"} 1.5e-310\n"
+		"v{k=\"l\"} 00012.500\n"
+		"v{k=\"m\"} 1E+2\n"
+		"v{k=\"n\"} 9.999999999999999e22\n"
+		"v{k=\"o\"} 0.99999999999999999\n",
+	    "# TYPE v untyped\n"
+	    "v{worker=\"0\",k=\"a\"} 1795839470.8559299\n"
+	    "v{worker=\"0\",k=\"b\"} 0.1\n"
+	    "v{worker=\"0\",k=\"c\"} 1e-05\n"
+	    "v{worker=\"0\",k=\"d\"} 0.0001\n"
+	    "v{worker=\"0\",k=\"e\"} 1e+16\n"
+	    "v{worker=\"0\",k=\"f\"} 1.2345678901234568e+17\n"
+	    "v{worker=\"0\",k=\"g\"} 5e-324\n"
+	    "v{worker=\"0\",k=\"h\"} -1.5e-07\n"
+	    "v{worker=\"0\",k=\"i\"} 123.45678\n"
+	    "v{worker=\"0\",k=\"j\"} 0.30000000000000004\n"
+	    "v{worker=\"0\",k=\"k\"} 1.5e-310\n"
+	    "v{worker=\"0\",k=\"l\"} 12.5\n"
+	    "v{worker=\"0\",k=\"m\"} 100\n"
+	    "v{worker=\"0\",k=\"n\"} 1e+23\n"
+	    "v{worker=\"0\",k=\"o\"} 1\n");
 }
 
 Test(expo, untyped_without_type)
@@ -272,15 +309,16 @@ Test(expo, merge_groups_families)
 	};
 	char *out = merge_n(in, 2, NULL, NULL);
 
-	cr_expect_str_eq(out, "# HELP a A.\n"
-			      "# TYPE a gauge\n"
-			      "a{worker=\"0\"} 1\n"
-			      "a{worker=\"1\"} 5\n"
-			      "# TYPE b gauge\n"
-			      "b{worker=\"0\"} 2\n"
-			      "b{worker=\"1\"} 3\n"
-			      "# TYPE c gauge\n"
-			      "c{worker=\"1\"} 4\n");
+	cr_expect_str_eq(out,
+	    "# HELP a A.\n"
+	    "# TYPE a gauge\n"
+	    "a{worker=\"0\"} 1\n"
+	    "a{worker=\"1\"} 5\n"
+	    "# TYPE b gauge\n"
+	    "b{worker=\"0\"} 2\n"
+	    "b{worker=\"1\"} 3\n"
+	    "# TYPE c gauge\n"
+	    "c{worker=\"1\"} 4\n");
 	free(out);
 }
 
@@ -295,11 +333,12 @@ Test(expo, merge_interleaved_samples)
 	char *out = merge_n(in, 2, st, NULL);
 
 	/* Worker 1's untyped b clashes with worker 0's gauge b. */
-	cr_expect_str_eq(out, "# TYPE a gauge\n"
-			      "a{worker=\"0\",i=\"1\"} 1\n"
-			      "a{worker=\"0\",i=\"2\"} 3\n"
-			      "# TYPE b gauge\n"
-			      "b{worker=\"0\"} 2\n");
+	cr_expect_str_eq(out,
+	    "# TYPE a gauge\n"
+	    "a{worker=\"0\",i=\"1\"} 1\n"
+	    "a{worker=\"0\",i=\"2\"} 3\n"
+	    "# TYPE b gauge\n"
+	    "b{worker=\"0\"} 2\n");
 	cr_expect_eq(st[1].type_conflicts, 1);
 	cr_expect_str_eq(st[1].conflict, "b");
 	free(out);
@@ -359,8 +398,9 @@ Test(expo, merge_worker_escaped)
 	expo_merge_add(m, "a\"b\\c\nd", "m 1\n", 4, NULL);
 	expo_merge_render(m, &out);
 	expo_buf_add(&out, "", 1);
-	cr_expect_str_eq(out.data, "# TYPE m untyped\n"
-				   "m{worker=\"a\\\"b\\\\c\\nd\"} 1\n");
+	cr_expect_str_eq(out.data,
+	    "# TYPE m untyped\n"
+	    "m{worker=\"a\\\"b\\\\c\\nd\"} 1\n");
 	expo_buf_finish(&out);
 	expo_merge_free(m);
 }
@@ -374,11 +414,12 @@ Test(expo, merge_help_first_seen)
 	};
 	char *out = merge_n(in, 3, NULL, NULL);
 
-	cr_expect_str_eq(out, "# HELP m From one.\n"
-			      "# TYPE m gauge\n"
-			      "m{worker=\"0\"} 1\n"
-			      "m{worker=\"1\"} 2\n"
-			      "m{worker=\"2\"} 3\n");
+	cr_expect_str_eq(out,
+	    "# HELP m From one.\n"
+	    "# TYPE m gauge\n"
+	    "m{worker=\"0\"} 1\n"
+	    "m{worker=\"1\"} 2\n"
+	    "m{worker=\"2\"} 3\n");
 	free(out);
 }
 
@@ -415,8 +456,9 @@ Test(expo, huge_line)
 	cr_expect_eq(st.malformed, 1);
 	cr_expect_eq(st.malformed_line, 2);
 	cr_expect_eq(st.samples, 2);
-	cr_expect_str_eq(out, "# TYPE a untyped\na{worker=\"0\"} 1\n"
-			      "# TYPE b untyped\nb{worker=\"0\"} 2\n");
+	cr_expect_str_eq(out,
+	    "# TYPE a untyped\na{worker=\"0\"} 1\n"
+	    "# TYPE b untyped\nb{worker=\"0\"} 2\n");
 	free(out);
 	free(in);
 }
@@ -488,8 +530,9 @@ Test(expo, nul_bytes)
 	expo_buf_add(&out, "", 1);
 	cr_expect_eq(st.malformed, 2);
 	cr_expect_eq(st.malformed_line, 2);
-	cr_expect_str_eq(out.data, "# TYPE m untyped\nm{worker=\"0\"} 1\n"
-				   "# TYPE o untyped\no{worker=\"0\"} 3\n");
+	cr_expect_str_eq(out.data,
+	    "# TYPE m untyped\nm{worker=\"0\"} 1\n"
+	    "# TYPE o untyped\no{worker=\"0\"} 3\n");
 	expo_buf_finish(&out);
 	expo_merge_free(m);
 }
@@ -550,11 +593,12 @@ Test(expo, type_conflict)
 	cr_expect_eq(st[1].dropped, 2);
 	cr_expect_eq(st[1].samples, 1);
 	cr_expect_str_eq(st[1].conflict, "m");
-	cr_expect_str_eq(out, "# TYPE m counter\n"
-			      "m{worker=\"0\"} 1\n"
-			      "# TYPE ok gauge\n"
-			      "ok{worker=\"0\"} 1\n"
-			      "ok{worker=\"1\"} 2\n");
+	cr_expect_str_eq(out,
+	    "# TYPE m counter\n"
+	    "m{worker=\"0\"} 1\n"
+	    "# TYPE ok gauge\n"
+	    "ok{worker=\"0\"} 1\n"
+	    "ok{worker=\"1\"} 2\n");
 	free(out);
 }
 
@@ -576,13 +620,14 @@ Test(expo, name_conflicts)
 	cr_expect_eq(st[1].type_conflicts, 3);
 	cr_expect_eq(st[1].dropped, 4);
 	cr_expect_eq(st[1].samples, 0);
-	cr_expect_str_eq(out, "# TYPE h histogram\n"
-			      "h_bucket{worker=\"0\",le=\"1\"} 1\n"
-			      "h_count{worker=\"0\"} 1\n"
-			      "h_sum{worker=\"0\"} 1\n"
-			      "h_created{worker=\"0\"} 5\n"
-			      "# TYPE c_count untyped\n"
-			      "c_count{worker=\"0\"} 3\n");
+	cr_expect_str_eq(out,
+	    "# TYPE h histogram\n"
+	    "h_bucket{worker=\"0\",le=\"1\"} 1\n"
+	    "h_count{worker=\"0\"} 1\n"
+	    "h_sum{worker=\"0\"} 1\n"
+	    "h_created{worker=\"0\"} 5\n"
+	    "# TYPE c_count untyped\n"
+	    "c_count{worker=\"0\"} 3\n");
 	free(out);
 }
 
@@ -608,8 +653,9 @@ Test(expo, type_after_samples)
 
 	cr_expect_eq(st.malformed, 2);
 	cr_expect_eq(st.malformed_line, 4);
-	cr_expect_str_eq(out, "# TYPE s summary\ns_sum{worker=\"0\"} 1\n"
-			      "# TYPE m untyped\nm{worker=\"0\"} 1\n");
+	cr_expect_str_eq(out,
+	    "# TYPE s summary\ns_sum{worker=\"0\"} 1\n"
+	    "# TYPE m untyped\nm{worker=\"0\"} 1\n");
 	free(out);
 }
 
@@ -622,8 +668,8 @@ Test(expo, help_after_samples)
 
 	cr_expect_eq(st.malformed, 1);
 	cr_expect_eq(st.malformed_line, 4);
-	cr_expect_str_eq(out,
-	    "# HELP m Late help.\n# TYPE m gauge\nm{worker=\"0\"} 1\n");
+	cr_expect_str_eq(
+	    out, "# HELP m Late help.\n# TYPE m gauge\nm{worker=\"0\"} 1\n");
 	free(out);
 }
 
@@ -716,8 +762,9 @@ Test(expo, bad_le_and_quantile)
 	cr_expect_eq(st[0].malformed, 3);
 	cr_expect_eq(st[1].malformed, 0);
 	cr_expect_eq(st[1].type_conflicts, 0);
-	cr_expect_str_eq(out, "# TYPE h_bucket untyped\n"
-			      "h_bucket{worker=\"1\",le=\"bad\"} 2\n");
+	cr_expect_str_eq(out,
+	    "# TYPE h_bucket untyped\n"
+	    "h_bucket{worker=\"1\",le=\"bad\"} 2\n");
 	free(out);
 }
 
@@ -743,8 +790,10 @@ static const char clean_scrape[] =
     "inflight_requests 3.0\n"
     "# HELP request_latency_seconds Request latency.\n"
     "# TYPE request_latency_seconds histogram\n"
-    "request_latency_seconds_bucket{handler=\"/api\\\"x\\\"\",le=\"0.005\"} 1.0\n"
-    "request_latency_seconds_bucket{handler=\"/api\\\"x\\\"\",le=\"+Inf\"} 5.0\n"
+    "request_latency_seconds_bucket{handler=\"/api\\\"x\\\"\","
+    "le=\"0.005\"} 1.0\n"
+    "request_latency_seconds_bucket{handler=\"/api\\\"x\\\"\","
+    "le=\"+Inf\"} 5.0\n"
     "request_latency_seconds_count{handler=\"/api\\\"x\\\"\"} 5.0\n"
     "request_latency_seconds_sum{handler=\"/api\\\"x\\\"\"} 13.943\n"
     "# HELP request_latency_seconds_created Request latency.\n"
@@ -805,8 +854,8 @@ Test(expo, promtool_hostile)
 		cr_skip_test(PROMTOOL " is not installed");
 	out = merge_n(in, 3, NULL, NULL);
 	rc = promtool_check(out, &said);
-	cr_expect(rc == 0 || rc == 3, "promtool exit %d: %s\non:\n%s", rc, said,
-	    out);
+	cr_expect(
+	    rc == 0 || rc == 3, "promtool exit %d: %s\non:\n%s", rc, said, out);
 	free(said);
 	free(out);
 }

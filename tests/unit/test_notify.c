@@ -42,8 +42,8 @@ manager(const char *name)
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	strcpy(sun.sun_path, name);
-	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-	    strlen(name));
+	len =
+	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(name));
 	if (name[0] == '@')
 		sun.sun_path[0] = '\0';
 	cr_assert_eq(bind(fd, (struct sockaddr *)&sun, len), 0);

@@ -119,3 +119,85 @@ Test(options, port_range_edges)
 	    &hi, &cause), -1);
 	free(cause);
 }
+
+Test(options, spawn_mode)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--workers", "4",
+	    "--grace", "2.5", "--", "srv", "--port={port}"), OPTIONS_RUN, "%s",
+	    msg);
+	cr_assert_eq(o.workers, 4);
+	cr_assert_eq(o.grace_ms, 2500);
+	cr_assert_str_eq(o.command[1], "--port={port}");
+	options_free(&o);
+	REFUSED("--workers 5 needs as many ports", "-r", "9400-9403",
+	    "--workers", "5", "--", "srv");
+	REFUSED("--workers needs a COMMAND", "-r", "9400-9403", "--socket",
+	    "s", "--workers", "2");
+	REFUSED("--workers \"0\"", "-r", "9400-9403", "--workers", "0", "x");
+	REFUSED("--workers \"-1\"", "-r", "9400-9403", "--workers", "-1", "x");
+	REFUSED("--workers \"2x\"", "-r", "9400-9403", "--workers", "2x", "x");
+	REFUSED("--grace \"0\"", "-r", "9400-9403", "--grace", "0", "x");
+	REFUSED("--grace \"nan\"", "-r", "9400-9403", "--grace", "nan", "x");
+	REFUSED("--grace \"4000\"", "-r", "9400-9403", "--grace", "4000", "x");
+}
+
+Test(options, standalone_mode)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--socket", "/run/p.s",
+	    "--state-file", "/var/lib/p/state.json", "--allow-uid", "1000",
+	    "--allow-uid", "root", "--allow-gid", "0", "--allow-gid", "100"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_null(o.command, "no COMMAND: standalone");
+	cr_assert_str_eq(o.state_file, "/var/lib/p/state.json");
+	cr_assert_eq(o.nallow_uids, 2);
+	cr_assert_eq(o.allow_uids[0], 1000);
+	cr_assert_eq(o.allow_uids[1], 0, "names are looked up");
+	cr_assert_eq(o.nallow_gids, 2);
+	cr_assert_eq(o.allow_gids[1], 100);
+	options_free(&o);
+	REFUSED("for standalone mode", "-r", "9400-9403", "--state-file",
+	    "s.json", "--", "srv");
+	REFUSED("for standalone mode", "-r", "9400-9403", "--allow-uid", "1",
+	    "srv");
+	REFUSED("is not a user name or number", "-r", "9400-9403", "-s", "s",
+	    "--allow-uid", "no-such-user-promfork");
+	REFUSED("is not a group name or number", "-r", "9400-9403", "-s", "s",
+	    "--allow-gid", "12x");
+	REFUSED("--state-file needs a path", "-r", "9400-9403", "-s", "s",
+	    "--state-file", "");
+	REFUSED("or give --socket PATH", "-r", "9400-9403", "--state-file",
+	    "x.json");
+}
+
+Test(options, discover)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--", "srv"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.discover, 0);
+	cr_assert_eq(o.discover_interval_ms, DISCOVER_INTERVAL_MS);
+	options_free(&o);
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--discover",
+	    "--discover-interval", "50", "--", "srv"), OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.discover, 1);
+	cr_assert_eq(o.discover_interval_ms, 50);
+	options_free(&o);
+	REFUSED("--discover-interval \"9\" is not", "-r", "9400-9403",
+	    "--discover-interval", "9", "srv");
+	REFUSED("milliseconds from 10 to 60000", "-r", "9400-9403",
+	    "--discover-interval", "60001", "srv");
+	REFUSED("--discover-interval \"1s\"", "-r", "9400-9403",
+	    "--discover-interval", "1s", "srv");
+	REFUSED("--discover-interval \"\"", "-r", "9400-9403",
+	    "--discover-interval", "", "srv");
+	REFUSED("--discover needs a COMMAND", "-r", "9400-9403", "-s", "s",
+	    "--discover");
+}

@@ -164,9 +164,11 @@ Test(registry, polling_fallback_without_pidfd)
 	struct lease *l = lease(a, -1, NULL);
 
 	/* As on a kernel without pidfd_open. */
-	event_free(l->ev_exit);
+	if (l->ev_exit != NULL)
+		event_free(l->ev_exit);
 	l->ev_exit = NULL;
-	close(l->pidfd);
+	if (l->pidfd != -1)
+		close(l->pidfd);
 	l->pidfd = -1;
 	kill(a, SIGKILL);
 	waitpid(a, NULL, 0);

@@ -119,3 +119,26 @@ Test(target, label_values_are_escaped_json)
 	json_decref(j);
 	free(text);
 }
+
+Test(target, proxy_targets_name_the_listener)
+{
+	struct target_config tc = { .host = "h",
+		.proxy_address = "web1:9399" };
+	json_t *j, *g;
+	size_t len;
+	char *text;
+
+	fake_lease(0, 3, NULL, NULL);
+	text = target_render(&reg, &tc, &len);
+	j = json_loads(text, 0, NULL);
+	g = json_array_get(j, 0);
+	cr_assert_str_eq(json_string_value(json_array_get(
+	    json_object_get(g, "targets"), 0)), "web1:9399");
+	cr_assert_str_eq(json_string_value(json_object_get(
+	    json_object_get(g, "labels"), "__metrics_path__")),
+	    "/workers/3/metrics");
+	cr_assert_str_eq(json_string_value(json_object_get(
+	    json_object_get(g, "labels"), "worker")), "3");
+	json_decref(j);
+	free(text);
+}

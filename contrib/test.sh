@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Sets everything up on a fresh Debian machine and runs every test:
+#   1. installs the build and test dependencies (as root, apt-get)
+#   2. builds promfork and runs all unit, fuzz-seed and end-to-end tests
+#   3. runs the unit tests again built with AddressSanitizer + UBSan
+#   4. runs the unit tests under valgrind (no leaks, no errors)
+#   5. drives every libFuzzer target for a bounded time (FUZZ_SECONDS)
+#   6. checks the formatting of the C sources
+# and ends with one line: "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+top=$(pwd)
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
+  libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
+  python3-prometheus-client python3-django python3-django-prometheus uwsgi
+  uwsgi-plugin-python3 chromium systemd procps iproute2"
+
+passed=0
+failed=0
+failures=()
+
+note() { printf '\n=== %s\n' "$*"; }
+pass() { passed=$((passed + 1)); printf 'ok - %s\n' "$1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); printf 'FAIL - %s\n' "$1"; }
+
+install_deps() {
+	local missing=()
+	for p in $PACKAGES; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	note "installing ${missing[*]}"
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "promfork tests: missing packages: ${missing[*]}; run as root" >&2
+		return 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Adds a meson test log's results to the totals.
+count_meson() {
+	local log=$1 label=$2
+	[ -f "$log" ] || { fail "$label: no test log"; return; }
+	while IFS=$'\t' read -r result name; do
+		case $result in
+		OK|EXPECTEDFAIL|SKIP) pass "$label $name" ;;
+		*) fail "$label $name ($result)" ;;
+		esac
+	done < <(/usr/bin/python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    print("%s\t%s" % (t["result"], t["name"]))' "$log")
+}
+
+install_deps || { fail "install dependencies"; echo "$passed passed, $failed failed"; exit 1; }
+
+note "build and test"
+rm -rf build-test
+if meson setup build-test >/dev/null && ninja -C build-test; then
+	pass "build"
+	meson test -C build-test --print-errorlogs --num-processes 2
+	count_meson build-test/meson-logs/testlog.json test
+else
+	fail "build"
+fi
+
+note "sanitizers: address, undefined"
+rm -rf build-asan
+if meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+	-De2e=false >/dev/null && ninja -C build-asan; then
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C build-asan --print-errorlogs --num-processes 2
+	count_meson build-asan/meson-logs/testlog.json asan
+else
+	fail "sanitizer build"
+fi
+
+note "valgrind"
+if [ -d build-test ]; then
+	meson test -C build-test --suite unit --suite fuzz --print-errorlogs \
+		--num-processes 2 --timeout-multiplier 10 \
+		--wrap='valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --trace-children=yes --trace-children-skip=*/sh,*/bash,*/python3*,*/promtool,*/sleep'
+	count_meson build-test/meson-logs/testlog.json valgrind
+fi
+
+note "fuzzing, ${FUZZ_SECONDS}s per target"
+if command -v clang >/dev/null; then
+	rm -rf build-fuzz
+	if CC=clang meson setup build-fuzz -Dfuzz=true -De2e=false \
+		-Db_lundef=false >/dev/null && ninja -C build-fuzz >/dev/null; then
+		for f in build-fuzz/tests/fuzz/fuzz_*; do
+			name=${f##*/fuzz_}
+			work=$(mktemp -d)
+			cp tests/fuzz/corpus/"$name"/* "$work"/ 2>/dev/null
+			if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
+				-artifact_prefix="$work/" "$work" >"$work.log" 2>&1; then
+				pass "fuzz $name ($(grep -o 'Done [0-9]* runs' "$work.log"))"
+			else
+				tail -n 30 "$work.log"
+				fail "fuzz $name (crash input left in $work)"
+				continue
+			fi
+			rm -rf "$work" "$work.log"
+		done
+	else
+		fail "fuzz build"
+	fi
+else
+	fail "fuzz: clang is missing"
+fi
+
+note "formatting"
+unformatted=$(clang-format --dry-run src/*.c src/*.h tests/*/*.c 2>&1 |
+	grep -c 'warning:')
+if [ "$unformatted" -eq 0 ]; then
+	pass "clang-format"
+else
+	fail "clang-format: $unformatted differences (clang-format -i src/*.[ch] tests/*/*.c)"
+fi
+
+printf '\n'
+for f in "${failures[@]+"${failures[@]}"}"; do printf 'failed: %s\n' "$f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,123 @@
+"""Installation and the systemd units.
+
+`meson install --destdir` puts the binary, both units (ExecStart naming the
+installed binary), the sysusers.d and tmpfiles.d snippets, the man page
+and the contrib files where they belong; `systemd-analyze verify` has
+nothing to say about either unit (a deliberately broken copy shows that
+it would); the sandbox keeps the exposure level of both units low.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+from harness import PROMFORK, check, log, run_test, tmpdir
+
+UNITS = ["promfork@.service", "promfork.service"]
+
+
+def find(root, name):
+    for d, _, files in os.walk(root):
+        if name in files:
+            return os.path.join(d, name)
+    return None
+
+
+def install():
+    build = os.path.dirname(os.path.abspath(PROMFORK))
+    check(os.path.isdir(os.path.join(build, "meson-private")),
+          "PROMFORK_BIN lies in a meson build directory")
+    dest = tmpdir()
+    r = subprocess.run(["meson", "install", "-C", build, "--destdir", dest,
+                        "--no-rebuild", "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        log(r.stdout + r.stderr)
+    check(r.returncode == 0, "meson install --destdir succeeds")
+    return dest
+
+
+def verify(paths, env):
+    r = subprocess.run(["systemd-analyze", "verify"] + paths,
+                       capture_output=True, text=True, env=env, timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    ours = [line for line in out.splitlines() if "promfork" in line]
+    return r.returncode, ours, out
+
+
+def test():
+    analyze = shutil.which("systemd-analyze")
+    check(analyze is not None, "systemd-analyze is installed")
+    dest = install()
+
+    binary = find(dest, "promfork")
+    check(binary is not None and os.access(binary, os.X_OK),
+          "the binary is installed")
+    prefix_bin = binary[len(dest):]
+    man = find(dest, "promfork.8")
+    check(man is not None and man.endswith("/man8/promfork.8"),
+          "the man page is installed in man8")
+    check(find(dest, "promfork.py") is not None and
+          "/share/doc/promfork/contrib/" in find(dest, "promfork.py"),
+          "contrib files are installed under share/doc/promfork")
+    check(find(dest, "app.env.example") is not None,
+          "the example environment files are installed")
+    confs = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs
+             if f == "promfork.conf"]
+    check(any("/sysusers.d/" in c for c in confs) and
+          any("/tmpfiles.d/" in c for c in confs),
+          "sysusers.d and tmpfiles.d snippets are installed")
+
+    work = tmpdir()
+    copies = []
+    for unit in UNITS:
+        path = find(dest, unit)
+        check(path is not None and "/systemd/system/" in path,
+              "%s is installed in a systemd unit directory" % unit)
+        text = open(path).read()
+        check("@sbindir@" not in text and
+              "ExecStart=%s " % prefix_bin in text,
+              "%s runs the installed binary %s" % (unit, prefix_bin))
+        # verify wants ExecStart to exist: point a copy at the destdir
+        copy = os.path.join(work, unit)
+        with open(copy, "w") as f:
+            f.write(text.replace("ExecStart=%s " % prefix_bin,
+                                 "ExecStart=%s " % binary))
+        copies.append(copy)
+
+    env = dict(os.environ)
+    # Documentation=man:promfork(8) must resolve to the installed page
+    env["MANPATH"] = os.path.dirname(os.path.dirname(man))
+    targets = [os.path.join(work, "promfork@shop.service"),
+               os.path.join(work, "promfork.service")]
+    rc, ours, out = verify(targets, env)
+    log(out)
+    check(rc == 0 and not ours,
+          "systemd-analyze verify has no complaint about the units")
+
+    # the same check must notice a broken unit
+    broken = os.path.join(work, "promfork-broken.service")
+    with open(broken, "w") as f:
+        f.write(open(copies[1]).read().replace(
+            "[Service]", "[Service]\nProtectSytem=strict"))
+    rc, ours, out = verify([broken], env)
+    check(ours, "a misspelt setting is reported: %s" % out)
+
+    r = subprocess.run([analyze, "security", "--help"], capture_output=True,
+                       text=True)
+    if "--offline" not in r.stdout:
+        log("systemd-analyze security --offline unsupported; skipped")
+        return
+    for t in targets:
+        r = subprocess.run([analyze, "security", "--offline=true",
+                            "--no-pager", t], capture_output=True, text=True,
+                           env=env, timeout=60)
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+)",
+                      r.stdout + r.stderr)
+        check(m is not None and float(m.group(1)) <= 3.0,
+              "%s: exposure level %s is at most 3.0"
+              % (os.path.basename(t), m.group(1) if m else "?"))
+
+
+run_test(test)

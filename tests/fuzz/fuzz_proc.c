@@ -1,0 +1,20 @@
+/* The /proc/PID/stat parser. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "promfork.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	if (proc_stat_parse((const char *)data, size, &st, &cause) != 0)
+		free(cause);
+	else if (st.pid <= 0 || st.ppid < 0)
+		abort();
+	return 0;
+}

@@ -1,0 +1,297 @@
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "netutil.h"
+#include "promfork.h"
+
+static struct http_request *
+request(const char *timeout)
+{
+	static struct http_request req;
+
+	memset(&req, 0, sizeof req);
+	if (timeout != NULL) {
+		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
+		req.headers[0].value = (char *)timeout;
+		req.nheaders = 1;
+	}
+	return &req;
+}
+
+Test(proxy, deadline_from_prometheus)
+{
+	cr_assert_eq(proxy_deadline(request(NULL), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("0.9"), 7500), 900);
+	cr_assert_eq(proxy_deadline(request("10"), 7500), 7500, "capped");
+	cr_assert_eq(proxy_deadline(request("0.0001"), 7500), 1);
+	cr_assert_eq(proxy_deadline(request("0"), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("-3"), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("abc"), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("1s"), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request(""), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("nan"), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("inf"), 7500), 7500);
+	cr_assert_eq(proxy_deadline(request("1e999"), 7500), 7500);
+}
+
+/* A server whose only handler is the proxy to worker 0, live. */
+static struct event_base *base;
+static struct registry reg;
+static struct http_server *server;
+static struct loop lp;
+static struct canned cw;
+static uint16_t port;
+static pid_t sleeper;
+
+static int
+probe_all_free(uint16_t p, void *arg)
+{
+	return 1;
+}
+
+static void
+handle(struct http_conn *c, struct http_request *req, void *arg)
+{
+	proxy_serve(c, req, &reg, 0, 1500);
+}
+
+static void
+start(const char *response, size_t len, int hang, int worker_up)
+{
+	static const struct http_limits lim = { 8192, 1024, 3000, 16 };
+	char *cause = NULL;
+	struct lease *l;
+	int fd, created, status;
+	uint16_t wport;
+
+	/* As promfork does: a client gone is an error, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	canned_start(&cw, response, len);
+	cw.hang = hang;
+	if (worker_up)
+		canned_run(&cw);
+	wport = cw.port;
+	if (!worker_up) {
+		close(cw.fd);
+		cw.fd = -1;
+	}
+	base = event_base_new();
+	registry_init(&reg, base, wport, wport, probe_all_free, NULL);
+	sleeper = fork();
+	if (sleeper == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		pause();
+		_exit(0);
+	}
+	l = registry_lease(
+	    &reg, sleeper, NULL, LEASE_API, -1, &created, &status, &cause);
+	cr_assert_not_null(l, "%s", cause);
+	fd = netutil_listen(&port);
+	evutil_make_socket_nonblocking(fd);
+	server = http_server_create(base, fd, &lim, handle, NULL);
+	loop_start(&lp, base);
+}
+
+static void
+stop(void)
+{
+	loop_stop(&lp);
+	http_server_free(server);
+	kill(sleeper, SIGKILL);
+	waitpid(sleeper, NULL, 0);
+	registry_finish(&reg);
+	event_base_free(base);
+	if (cw.fd != -1)
+		canned_stop(&cw);
+}
+
+TestSuite(proxy_live, .timeout = 30);
+
+static size_t
+get(const char *version, const char *extra, char **out)
+{
+	char req[512];
+
+	snprintf(req, sizeof req,
+	    "GET /workers/0/metrics HTTP/%s\r\nHost: t"
+	    "\r\n%s\r\n",
+	    version, extra);
+	return netutil_exchange(port, req, strlen(req), 5000, out);
+}
+
+static const char *
+body_of(const char *response)
+{
+	const char *p = strstr(response, "\r\n\r\n");
+
+	cr_assert_not_null(p, "%s", response);
+	return p + 4;
+}
+
+Test(proxy_live, length_passed_byte_for_byte)
+{
+	static char answer[4096 + 128];
+	char *r, *expect = answer;
+	size_t n, len, i;
+
+	n = (size_t)sprintf(answer,
+	    "HTTP/1.0 200 OK\r\nContent-Type: "
+	    "application/octet-stream\r\nContent-Length: 4096\r\n\r\n");
+	for (i = 0; i < 4096; i++)
+		answer[n + i] = (char)(i * 7 % 256);
+	start(answer, n + 4096, 0, 1);
+	len = get("1.1", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
+	cr_assert(strstr(r, "\r\nContent-Length: 4096\r\n"));
+	cr_assert(strstr(r, "\r\nContent-Type: application/octet-stream\r\n"));
+	cr_assert_null(strstr(r, "Transfer-Encoding"));
+	cr_assert_eq(len - (size_t)(body_of(r) - r), 4096);
+	cr_assert_eq(memcmp(body_of(r), expect + n, 4096), 0);
+	free(r);
+	stop();
+}
+
+Test(proxy_live, close_delimited_to_an_http10_client)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.0", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
+	cr_assert_null(strstr(r, "Transfer-Encoding"));
+	cr_assert_null(strstr(r, "Content-Length"));
+	cr_assert(strstr(r, "Content-Type: text/plain; version=0.0.4"),
+	    "the exposition type when the worker names none");
+	cr_assert_str_eq(body_of(r), "x 1\n");
+	free(r);
+	stop();
+}
+
+Test(proxy_live, accept_is_passed_on)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "Accept: application/openmetrics-text; version=1.0.0\r\n",
+	    &r);
+	cr_assert(strstr(cw.request,
+		      "\r\nAccept: application/openmetrics-"
+		      "text; version=1.0.0\r\n"),
+	    "%s", cw.request);
+	free(r);
+	stop();
+}
+
+Test(proxy_live, worker_status_passed_on)
+{
+	const char answer[] =
+	    "HTTP/1.0 503 Busy\r\nContent-Length: 4\r\n\r\nbusy";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 503 ", 13) == 0, "%s", r);
+	cr_assert_str_eq(body_of(r), "busy");
+	free(r);
+	stop();
+}
+
+Test(proxy_live, cut_short_body_is_seen_as_cut)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n"
+			      "only this";
+	char *r;
+	size_t len;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	len = get("1.1", "", &r);
+	cr_assert(strstr(r, "\r\nContent-Length: 100\r\n"), "%s", r);
+	cr_assert_lt(len - (size_t)(body_of(r) - r), 100);
+	free(r);
+	stop();
+}
+
+Test(proxy_live, stalled_body_has_no_last_chunk)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\npartial";
+	char *r;
+
+	start(answer, sizeof answer - 1, 2, 1);
+	get("1.1", "X-Prometheus-Scrape-Timeout-Seconds: 0.3\r\n", &r);
+	cr_assert(strstr(r, "Transfer-Encoding: chunked"), "%s", r);
+	cr_assert(strstr(body_of(r), "7\r\npartial\r\n"), "%s", r);
+	cr_assert_null(strstr(body_of(r), "0\r\n\r\n"), "no proper end");
+	free(r);
+	stop();
+}
+
+Test(proxy_live, worker_down_is_502)
+{
+	char *r;
+
+	start("", 0, 0, 0);
+	get("1.1", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 502 ", 13) == 0, "%s", r);
+	cr_assert(strstr(r, "worker 0: cannot connect"), "%s", r);
+	free(r);
+	cr_assert_not(reg.slots[0]->scrape.ok);
+	cr_assert_neq(reg.slots[0]->scrape.when, 0, "the failure is recorded");
+	stop();
+}
+
+Test(proxy_live, silent_worker_is_504)
+{
+	char *r;
+
+	start("", 0, 1, 1);
+	get("1.1", "X-Prometheus-Scrape-Timeout-Seconds: 0.2\r\n", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 504 ", 13) == 0, "%s", r);
+	cr_assert(strstr(r, "within 200 ms"), "%s", r);
+	free(r);
+	stop();
+}
+
+Test(proxy_live, client_leaving_cancels_the_scrape)
+{
+	const char req[] = "GET /workers/0/metrics HTTP/1.1\r\n\r\n";
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nok\n";
+	char *r;
+	int i;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	cw.delay_ms = 300;
+	netutil_exchange(port, req, sizeof req - 1, 10, &r);
+	free(r);
+	for (i = 0; i < 100 && http_server_conns(server) > 0; i++)
+		netutil_sleep_ms(10);
+	cr_assert_eq(http_server_conns(server), 0);
+	/* The server still serves, and the record is from a whole scrape. */
+	cw.delay_ms = 0;
+	get("1.1", "", &r);
+	cr_assert(strstr(r, "ok\n"), "%s", r);
+	free(r);
+	stop();
+}
+
+Test(proxy_live, success_is_recorded)
+{
+	const char answer[] =
+	    "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "", &r);
+	free(r);
+	cr_assert(reg.slots[0]->scrape.ok);
+	cr_assert_eq(reg.slots[0]->scrape.status, 200);
+	stop();
+}

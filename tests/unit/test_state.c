@@ -1,0 +1,388 @@
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "promfork.h"
+
+/* Nothing binds these ports: the pool has no probe. */
+#define LOW 42000
+#define HIGH 42007
+
+static char dir[] = "/tmp/promfork-test-state.XXXXXX";
+static char path[128];
+static struct event_base *base;
+static struct registry reg;
+static pid_t kids[4];
+
+static void
+setup(void)
+{
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/state.json", dir);
+	base = event_base_new();
+	registry_init(&reg, base, LOW, HIGH, NULL, NULL);
+}
+
+static void
+teardown(void)
+{
+	char cmd[128];
+	size_t i;
+
+	registry_finish(&reg);
+	event_base_free(base);
+	for (i = 0; i < sizeof kids / sizeof kids[0]; i++) {
+		if (kids[i] > 0) {
+			kill(kids[i], SIGKILL);
+			waitpid(kids[i], NULL, 0);
+		}
+	}
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	system(cmd);
+}
+
+TestSuite(state, .init = setup, .fini = teardown, .timeout = 20);
+
+static pid_t
+kid(int i)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		pause();
+		_exit(0);
+	}
+	kids[i] = pid;
+	return pid;
+}
+
+static unsigned long long
+starttime(pid_t pid)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	cr_assert_eq(proc_stat_read(pid, &st, &cause), 0, "%s", cause);
+	return st.starttime;
+}
+
+static void
+write_file(const char *p, const char *text)
+{
+	FILE *f = fopen(p, "w");
+
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static char *
+read_file(const char *p)
+{
+	char *buf = xcalloc(1, 65536);
+	FILE *f = fopen(p, "r");
+
+	cr_assert_not_null(f, "no %s", p);
+	fread(buf, 1, 65535, f);
+	fclose(f);
+	return buf;
+}
+
+static void
+loop_ms(int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+static void
+refused(const char *text, const char *needle)
+{
+	struct state_entry *e = (void *)1;
+	char *cause = NULL;
+	size_t n = 99;
+
+	cr_assert_eq(state_parse(text, strlen(text), &e, &n, &cause), -1,
+	    "accepted %s", text);
+	cr_assert_null(e);
+	cr_assert_eq(n, 0);
+	cr_assert(strstr(cause, needle) != NULL, "\"%s\" not in \"%s\" for %s",
+	    needle, cause, text);
+	free(cause);
+}
+
+#define LEASE(w, port, pid, more) \
+	"{\"worker\": " #w ", \"port\": " #port ", \"pid\": " #pid \
+	", \"starttime\": 7, \"source\": \"api\", \"created\": 5" more "}"
+#define FILE1(leases) "{\"version\": 1, \"leases\": [" leases "]}"
+
+Test(state, parse_good)
+{
+	const char *text = FILE1(LEASE(1, 42001, 100,
+	    ", \"labels\": {\"role\": \"web\", \"app\": \"x\"}") "," LEASE(5,
+	    42005, 200, ", \"future\": true"));
+	struct state_entry *e;
+	char *cause = NULL;
+	size_t n;
+
+	cr_assert_eq(
+	    state_parse(text, strlen(text), &e, &n, &cause), 0, "%s", cause);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(e[0].worker, 1);
+	cr_assert_eq(e[0].port, 42001);
+	cr_assert_eq(e[0].pid, 100);
+	cr_assert_eq(e[0].starttime, 7);
+	cr_assert_eq(e[0].created, 5);
+	cr_assert_eq(e[0].source, LEASE_API);
+	cr_assert_eq(e[0].labels.n, 2);
+	cr_assert_str_eq(e[0].labels.v[0].name, "role", "order is kept");
+	cr_assert_str_eq(labels_get(&e[0].labels, "app"), "x");
+	cr_assert_eq(e[1].worker, 5);
+	cr_assert_eq(e[1].labels.n, 0);
+	state_entries_free(e, n);
+
+	text = FILE1("");
+	cr_assert_eq(state_parse(text, strlen(text), &e, &n, &cause), 0);
+	cr_assert_eq(n, 0);
+	state_entries_free(e, n);
+	state_entries_free(NULL, 0);
+}
+
+Test(state, parse_bad)
+{
+	refused("", "not valid JSON");
+	refused("{\"version\": 1, \"leases\": [", "not valid JSON");
+	refused("[]", "not a JSON object");
+	refused("{\"leases\": []}", "\"version\"");
+	refused("{\"version\": 2, \"leases\": []}", "\"version\"");
+	refused("{\"version\": \"1\", \"leases\": []}", "\"version\"");
+	refused("{\"version\": 1}", "\"leases\"");
+	refused("{\"version\": 1, \"leases\": {}}", "\"leases\"");
+	refused("{\"version\": 1, \"version\": 1, \"leases\": []}",
+	    "not valid JSON");
+	refused(FILE1("3"), "lease 0 is not an object");
+	refused(FILE1(LEASE(-1, 42000, 100, "")), "\"worker\"");
+	refused(FILE1(LEASE(65535, 42000, 100, "")), "\"worker\"");
+	refused(FILE1(LEASE(1.5, 42000, 100, "")), "\"worker\"");
+	refused(FILE1(LEASE(0, 0, 100, "")), "\"port\"");
+	refused(FILE1(LEASE(0, 65536, 100, "")), "\"port\"");
+	refused(FILE1(LEASE(0, 42000, 1, "")), "\"pid\"");
+	refused(FILE1(LEASE(0, 42000, 2147483648, "")), "\"pid\"");
+	refused(FILE1(LEASE(0, 42000, "100", "")), "\"pid\"");
+	refused(
+	    FILE1("{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
+		  "\"starttime\": -1, \"source\": \"api\", \"created\": 5}"),
+	    "\"starttime\"");
+	refused(FILE1("{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
+		      "\"starttime\": 1, \"source\": \"api\"}"),
+	    "\"created\"");
+	refused(FILE1("{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
+		      "\"starttime\": 1, \"source\": \"x\", \"created\": 5}"),
+	    "\"source\"");
+	refused(FILE1("{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
+		      "\"starttime\": 1, \"created\": 5}"),
+	    "\"source\"");
+	refused(FILE1(LEASE(0, 42000, 100, ", \"labels\": []")), "lease 0: ");
+	refused(FILE1(LEASE(0, 42000, 100, ", \"labels\": {\"a\": 1}")),
+	    "must be a string");
+	refused(FILE1(LEASE(0, 42000, 100, ", \"labels\": {\"__a\": \"1\"}")),
+	    "reserved");
+	refused(
+	    FILE1(LEASE(0, 42000, 100, ", \"labels\": {\"worker\": \"1\"}")),
+	    "reserved");
+	refused(FILE1(LEASE(2, 42002, 100, "") "," LEASE(1, 42001, 200, "")),
+	    "sorted by worker");
+	refused(FILE1(LEASE(1, 42001, 100, "") "," LEASE(1, 42001, 200, "")),
+	    "sorted by worker");
+	refused(FILE1(LEASE(1, 42001, 100, "") "," LEASE(
+		    2, 42002, 300, "") "," LEASE(3, 42003, 100, "")),
+	    "pid 100 has more than one lease");
+}
+
+Test(state, parse_bounds)
+{
+	struct state_entry *e = NULL;
+	char *cause = NULL, *big;
+	size_t n, len = STATE_FILE_MAX + 1, off, i;
+
+	big = xmalloc(len);
+	memset(big, ' ', len);
+	cr_assert_eq(state_parse(big, len, &e, &n, &cause), -1);
+	cr_assert(strstr(cause, "larger than") != NULL, "%s", cause);
+	free(cause);
+
+	/* 65537 leases fit in the size cap but not in any port range. */
+	off = (size_t)sprintf(big, "{\"version\": 1, \"leases\": [");
+	for (i = 0; i <= 65536; i++)
+		off += (size_t)sprintf(big + off, "%s0", i ? "," : "");
+	off += (size_t)sprintf(big + off, "]}");
+	cr_assert_lt(off, len);
+	cr_assert_eq(state_parse(big, off, &e, &n, &cause), -1);
+	cr_assert(strstr(cause, "more than 65536 leases") != NULL, "%s", cause);
+	free(cause);
+	free(big);
+}
+
+static struct lease *
+lease(pid_t pid, int slot, const char *role)
+{
+	struct labels ls = { NULL, 0 };
+	struct lease *l;
+	char *cause = NULL;
+	int created, status;
+
+	if (role != NULL) {
+		labels_set(&ls, "role", role, &cause);
+		labels_set(&ls, "app", "a", &cause);
+	}
+	l = registry_lease(
+	    &reg, pid, &ls, LEASE_API, slot, &created, &status, &cause);
+	cr_assert_not_null(l, "%s", cause);
+	labels_clear(&ls);
+	return l;
+}
+
+Test(state, render_parses_back)
+{
+	struct state_entry *e;
+	char *text, *cause = NULL;
+	size_t len, n;
+
+	lease(kid(0), 3, "web");
+	lease(kid(1), 1, NULL);
+	text = state_render(&reg, &len);
+	cr_assert_eq(
+	    state_parse(text, len, &e, &n, &cause), 0, "%s: %s", cause, text);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(e[0].worker, 1);
+	cr_assert_eq(e[0].pid, kids[1]);
+	cr_assert_eq(e[1].worker, 3);
+	cr_assert_eq(e[1].port, LOW + 3);
+	cr_assert_eq(e[1].pid, kids[0]);
+	cr_assert_eq(e[1].starttime, starttime(kids[0]));
+	cr_assert_eq(e[1].labels.n, 2);
+	cr_assert_str_eq(e[1].labels.v[0].name, "role");
+	cr_assert_str_eq(e[1].labels.v[1].name, "app");
+	state_entries_free(e, n);
+	free(text);
+}
+
+Test(state, adopt_takes_up_live_workers_only)
+{
+	struct state st;
+	struct lease *l;
+	char *cause = NULL, *text, buf[2048];
+	pid_t live = kid(0), reused = kid(1), other = kid(2), far = kid(3);
+	unsigned long long t = starttime(live);
+	pid_t dead;
+
+	dead = fork();
+	if (dead == 0)
+		_exit(0);
+	waitpid(dead, NULL, 0);
+	snprintf(buf, sizeof buf,
+	    "{\"version\": 1, \"leases\": ["
+	    "{\"worker\": 2, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1234, \"labels\": "
+	    "{\"role\": \"web\"}},"
+	    "{\"worker\": 3, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1234},"
+	    "{\"worker\": 4, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1234},"
+	    "{\"worker\": 5, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1234},"
+	    "{\"worker\": 40, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1234}]}",
+	    LOW + 2, (int)live, t, LOW + 3, (int)reused, starttime(reused) + 1,
+	    LOW + 4, (int)dead, t, LOW + 9, (int)other, starttime(other),
+	    LOW + 40, (int)far, starttime(far));
+	write_file(path, buf);
+
+	state_init(&st, path, &reg);
+	cr_assert_eq(state_adopt(&st, &cause), 1, "%s", cause);
+	cr_assert_eq(reg.count, 1);
+	l = registry_find_worker(&reg, 2);
+	cr_assert_not_null(l, "same slot");
+	cr_assert_eq(l->pid, live);
+	cr_assert_eq(l->port, LOW + 2);
+	cr_assert_eq(l->created, 1234);
+	cr_assert_str_eq(labels_get(&l->labels, "role"), "web");
+	cr_assert_eq(state_flush(&st), 0);
+	text = read_file(path);
+	cr_assert(strstr(text, "\"worker\": 2") != NULL, "%s", text);
+	cr_assert(strstr(text, "\"worker\": 3") == NULL, "%s", text);
+	free(text);
+	state_finish(&st);
+}
+
+Test(state, adopt_without_a_file_or_with_a_bad_one)
+{
+	struct state st;
+	char *cause = NULL;
+
+	state_init(&st, path, &reg);
+	cr_assert_eq(state_adopt(&st, &cause), 0, "no file: nothing to do");
+	write_file(path, "{\"version\": 1, \"leases\": [}");
+	cr_assert_eq(state_adopt(&st, &cause), -1);
+	cr_assert(strstr(cause, path) != NULL, "%s", cause);
+	cr_assert(strstr(cause, "not valid JSON") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	unlink(path);
+	mkdir(path, 0755);
+	cr_assert_eq(state_adopt(&st, &cause), -1);
+	cr_assert(strstr(cause, "regular file") != NULL, "%s", cause);
+	free(cause);
+	cr_assert_eq(reg.count, 0);
+	rmdir(path);
+	state_finish(&st);
+}
+
+Test(state, every_change_is_written_and_finish_keeps_the_leases)
+{
+	struct state st;
+	struct lease *l;
+	char *text;
+
+	state_init(&st, path, &reg);
+	l = lease(kid(0), -1, "web");
+	loop_ms(50);
+	text = read_file(path);
+	cr_assert(strstr(text, "\"role\": \"web\"") != NULL, "%s", text);
+	free(text);
+	lease_close(l, LEASE_END_RELEASE);
+	loop_ms(50);
+	text = read_file(path);
+	cr_assert(strstr(text, "\"leases\": []") != NULL, "%s", text);
+	free(text);
+	cr_assert_geq(st.writes, 2);
+
+	lease(kids[0], -1, NULL);
+	state_finish(&st);
+	text = read_file(path);
+	cr_assert(strstr(text, "\"worker\": 0") != NULL, "%s", text);
+	free(text);
+}
+
+Test(state, unwritable_directory_is_an_error)
+{
+	struct state st;
+	char *p;
+
+	xasprintf(&p, "%s/no/such/dir/state.json", dir);
+	state_init(&st, p, &reg);
+	cr_assert_eq(state_flush(&st), -1);
+	cr_assert_eq(st.errors, 1);
+	state_finish(&st);
+	free(p);
+}

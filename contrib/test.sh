@@ -95,6 +95,7 @@ if command -v clang >/dev/null; then
 	if CC=clang meson setup build-fuzz -Dfuzz=true -De2e=false \
 		-Db_lundef=false >/dev/null && ninja -C build-fuzz >/dev/null; then
 		for f in build-fuzz/tests/fuzz/fuzz_*; do
+			[ -f "$f" ] && [ -x "$f" ] || continue
 			name=${f##*/fuzz_}
 			work=$(mktemp -d)
 			cp tests/fuzz/corpus/"$name"/* "$work"/ 2>/dev/null

@@ -42,23 +42,29 @@ api_listen(const char *path, char **cause)
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof sun.sun_path) {
-		xasprintf(cause, "--socket %s is longer than %zu bytes; choose "
-		    "a shorter path", path, sizeof sun.sun_path - 1);
+		xasprintf(cause,
+		    "--socket %s is longer than %zu bytes; choose "
+		    "a shorter path",
+		    path, sizeof sun.sun_path - 1);
 		return -1;
 	}
 	strcpy(sun.sun_path, path);
 	if (lstat(path, &sb) == 0) {
 		if (!S_ISSOCK(sb.st_mode)) {
-			xasprintf(cause, "--socket %s exists and is not a "
-			    "socket; remove it or choose another path", path);
+			xasprintf(cause,
+			    "--socket %s exists and is not a "
+			    "socket; remove it or choose another path",
+			    path);
 			return -1;
 		}
 		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe != -1 && connect(probe, (struct sockaddr *)&sun,
-		    sizeof sun) == 0) {
+		if (probe != -1 &&
+		    connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
 			close(probe);
-			xasprintf(cause, "--socket %s is in use by another "
-			    "promfork; stop it or choose another path", path);
+			xasprintf(cause,
+			    "--socket %s is in use by another "
+			    "promfork; stop it or choose another path",
+			    path);
 			return -1;
 		}
 		if (probe != -1)
@@ -94,8 +100,7 @@ api_listen(const char *path, char **cause)
  * subreaper, so they stay inside).
  */
 int
-api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid,
-    char **cause)
+api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid, char **cause)
 {
 	pid_t self = getpid();
 
@@ -104,13 +109,17 @@ api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid,
 		return -1;
 	}
 	if (!proc_in_tree(peer, pid)) {
-		xasprintf(cause, "process %d may lease a port only for itself "
-		    "or its ancestors, not for pid %d", (int)peer, (int)pid);
+		xasprintf(cause,
+		    "process %d may lease a port only for itself "
+		    "or its ancestors, not for pid %d",
+		    (int)peer, (int)pid);
 		return -1;
 	}
 	if (cfg->tree_root != 0 && !proc_in_tree(pid, self)) {
-		xasprintf(cause, "process %d is not part of the command "
-		    "promfork runs", (int)pid);
+		xasprintf(cause,
+		    "process %d is not part of the command "
+		    "promfork runs",
+		    (int)pid);
 		return -1;
 	}
 	return 0;
@@ -147,7 +156,8 @@ api_authorise_user(const struct api_config *cfg, uid_t uid, gid_t gid,
 		if (api_id_in(groups[i], cfg->allow_gids, cfg->nallow_gids))
 			return 0;
 	}
-	xasprintf(cause, "user %u may not register: start promfork with "
+	xasprintf(cause,
+	    "user %u may not register: start promfork with "
 	    "--allow-uid %u or --allow-gid for one of its groups",
 	    (unsigned int)uid, (unsigned int)uid);
 	return -1;
@@ -155,23 +165,22 @@ api_authorise_user(const struct api_config *cfg, uid_t uid, gid_t gid,
 
 /* Standalone: checks the peer's user and groups, as of its connect(). */
 static int
-api_peer_user(struct api *api, struct http_conn *c, uid_t *uid,
-    char **cause)
+api_peer_user(struct api *api, struct http_conn *c, uid_t *uid, char **cause)
 {
 	struct ucred cred;
 	gid_t groups[256];
 	socklen_t len = sizeof cred, glen = sizeof groups;
 	size_t ngroups = 0;
 
-	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred,
-	    &len) != 0) {
+	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred, &len) !=
+	    0) {
 		xasprintf(cause, "SO_PEERCRED: %s", strerror(errno));
 		return -1;
 	}
 	*uid = cred.uid;
 	/* More groups than fit, or an old kernel: the primary group counts. */
 	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERGROUPS, groups,
-	    &glen) == 0)
+		&glen) == 0)
 		ngroups = glen / sizeof groups[0];
 	return api_authorise_user(&api->cfg, cred.uid, cred.gid, groups,
 	    ngroups, cause);
@@ -220,8 +229,9 @@ api_peer(struct http_conn *c, pid_t *peer)
 	struct ucred cred;
 	socklen_t len = sizeof cred;
 
-	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred,
-	    &len) != 0 || cred.pid <= 0) {
+	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred, &len) !=
+		0 ||
+	    cred.pid <= 0) {
 		log_warn("SO_PEERCRED");
 		return -1;
 	}
@@ -242,24 +252,26 @@ api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
 	*pid = peer;
 	if (req->body_len == 0)
 		return 0;
-	body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES,
-	    &err);
+	body =
+	    json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
 	if (body == NULL) {
 		xasprintf(cause, "body is not valid JSON: %s (line %d)",
 		    err.text, err.line);
 		return -1;
 	}
 	if (!json_is_object(body)) {
-		*cause = xstrdup("body must be a JSON object such as "
-		    "{\"pid\": 1234, \"labels\": {\"role\": \"web\"}}");
+		*cause =
+		    xstrdup("body must be a JSON object such as "
+			    "{\"pid\": 1234, \"labels\": {\"role\": \"web\"}}");
 		goto out;
 	}
-	json_object_foreach(body, key, v) {
+	json_object_foreach(body, key, v)
+	{
 		if (strcmp(key, "pid") == 0) {
 			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
 			    json_integer_value(v) > INT_MAX) {
 				*cause = xstrdup("\"pid\" must be a positive "
-				    "integer");
+						 "integer");
 				goto out;
 			}
 			*pid = (pid_t)json_integer_value(v);
@@ -267,8 +279,10 @@ api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
 			if (labels_from_json(labels, v, cause) != 0)
 				goto out;
 		} else {
-			xasprintf(cause, "unknown field \"%.64s\": only \"pid\" "
-			    "and \"labels\" are known", key);
+			xasprintf(cause,
+			    "unknown field \"%.64s\": only \"pid\" "
+			    "and \"labels\" are known",
+			    key);
 			goto out;
 		}
 	}
@@ -284,7 +298,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 {
 	struct labels labels = { NULL, 0 };
 	struct lease *l;
-	char *cause = NULL;
+	struct proc_stat st;
+	char *cause = NULL, *gone = NULL;
 	int created, status;
 	pid_t pid;
 
@@ -293,6 +308,15 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		goto out;
 	}
 	if (api_authorise(&api->cfg, peer, pid, &cause) != 0) {
+		/* A pid that names no live process (a dead worker's) is not
+		 * found, rather than someone else's. */
+		if (proc_stat_read(pid, &st, &gone) != 0) {
+			log_warnx("registration of pid %d refused: %s",
+			    (int)pid, gone);
+			http_reply_error(c, 404, "%s", gone);
+			free(gone);
+			goto out;
+		}
 		log_warnx("registration refused: %s", cause);
 		api->reg->stats.refusals++;
 		http_reply_error(c, 403, "%s", cause);
@@ -336,7 +360,8 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 
 	worker = strtol(id, &end, 10);
 	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
-		http_reply_error(c, 400, "\"%.32s\" is not a worker number", id);
+		http_reply_error(c, 400, "\"%.32s\" is not a worker number",
+		    id);
 		return;
 	}
 	if (api_authorise(&api->cfg, peer, peer, &cause) != 0) {
@@ -349,8 +374,9 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 		http_reply_error(c, 404, "no worker %ld", worker);
 		return;
 	}
-	if (api->cfg.tree_root == 0 && (api_peer_user(api, c, &uid,
-	    &cause) != 0 || api_release_owner(uid, l, &cause) != 0)) {
+	if (api->cfg.tree_root == 0 &&
+	    (api_peer_user(api, c, &uid, &cause) != 0 ||
+		api_release_owner(uid, l, &cause) != 0)) {
 		log_warnx("release refused: %s", cause);
 		http_reply_error(c, 403, "%s", cause);
 		free(cause);
@@ -373,8 +399,8 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 		http_reply_error(c, 500, "cannot identify the caller");
 		return;
 	}
-	if (api->cfg.tree_root == 0 && api_peer_user(api, c, &uid,
-	    &cause) != 0) {
+	if (api->cfg.tree_root == 0 &&
+	    api_peer_user(api, c, &uid, &cause) != 0) {
 		log_warnx("request refused: %s", cause);
 		api->reg->stats.refusals++;
 		http_reply_error(c, 403, "%s", cause);
@@ -387,17 +413,23 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 		else if (strcmp(method, "GET") == 0)
 			api_list(api, c);
 		else
-			http_reply_error(c, 405, "%s is not allowed here: use "
-			    "GET or POST", method);
+			http_reply_error(c, 405,
+			    "%s is not allowed here: use "
+			    "GET or POST",
+			    method);
 	} else if (strncmp(path, "/v1/workers/", 12) == 0) {
 		if (strcmp(method, "DELETE") == 0)
 			api_release(api, c, path + 12, peer);
 		else
-			http_reply_error(c, 405, "%s is not allowed here: use "
-			    "DELETE", method);
+			http_reply_error(c, 405,
+			    "%s is not allowed here: use "
+			    "DELETE",
+			    method);
 	} else
-		http_reply_error(c, 404, "no such resource: %.64s; try "
-		    "/v1/workers", path);
+		http_reply_error(c, 404,
+		    "no such resource: %.64s; try "
+		    "/v1/workers",
+		    path);
 }
 
 struct api *

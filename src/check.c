@@ -327,10 +327,10 @@ check_ports(struct check_report *r, const struct options *o)
 			held[nheld++] = (uint16_t)port;
 	}
 	if (nheld > 0) {
-		check_listeners_read(
-		    "/proc/net/tcp", o->port_low, o->port_high, &hv, &hn);
-		check_listeners_read(
-		    "/proc/net/tcp6", o->port_low, o->port_high, &hv, &hn);
+		check_listeners_read("/proc/net/tcp", o->port_low, o->port_high,
+		    &hv, &hn);
+		check_listeners_read("/proc/net/tcp6", o->port_low,
+		    o->port_high, &hv, &hn);
 		check_holders_find(hv, hn);
 	}
 	for (size_t i = 0; i < nheld && i < CHECK_REPORT_MAX; i++)
@@ -433,8 +433,8 @@ check_run(const struct options *o)
 		free(cause);
 		cause = NULL;
 	} else
-		check_say(
-		    &r, "ok", "sd file %s: directory writable", o->sd_file);
+		check_say(&r, "ok", "sd file %s: directory writable",
+		    o->sd_file);
 
 	if (o->socket_path == NULL)
 		check_say(&r, "ok",

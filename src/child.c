@@ -50,8 +50,9 @@ child_fork(char **argv, char *const *env, int deathsig, char **cause)
 	if (pid == 0) {
 		child_reset_signals();
 		/* The parent may have died before prctl: then act as if. */
-		if (deathsig != 0 && (prctl(PR_SET_PDEATHSIG, deathsig) != 0 ||
-		    getppid() != parent))
+		if (deathsig != 0 &&
+		    (prctl(PR_SET_PDEATHSIG, deathsig) != 0 ||
+			getppid() != parent))
 			_exit(128 + deathsig);
 		for (; env != NULL && *env != NULL; env++)
 			(void)putenv(*env);
@@ -64,8 +65,7 @@ child_fork(char **argv, char *const *env, int deathsig, char **cause)
 }
 
 int
-child_start(struct child *c, char **argv, const char *socket_path,
-    char **cause)
+child_start(struct child *c, char **argv, const char *socket_path, char **cause)
 {
 	char *env[2] = { NULL, NULL };
 	pid_t pid;

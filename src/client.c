@@ -22,20 +22,20 @@
 #define CLIENT_RESPONSE_MAX (64 * 1024)
 
 static const char client_help[] =
-"Usage: promfork lease [--pid PID] [--label NAME=VALUE]... [--socket PATH]\n"
-"                      [--json]\n"
-"\n"
-"Leases a metrics port for PID (default: the calling process, i.e. this\n"
-"command's parent) from the promfork named by $PROMFORK_SOCKET and prints\n"
-"the port.  The lease ends by itself when PID exits.\n"
-"\n"
-"  -p, --pid PID            process to lease a port for\n"
-"  -l, --label NAME=VALUE   label on this worker's target (repeatable)\n"
-"  -s, --socket PATH        promfork's socket (default: $PROMFORK_SOCKET)\n"
-"      --json               print the whole answer as JSON\n"
-"\n"
-"Example: port=$(promfork lease --label role=web) && exec app --port $port\n"
-"Exit status: 0 leased, 1 refused or promfork unreachable, 2 bad usage.\n";
+    "Usage: promfork lease [--pid PID] [--label NAME=VALUE]... [--socket PATH]\n"
+    "                      [--json]\n"
+    "\n"
+    "Leases a metrics port for PID (default: the calling process, i.e. this\n"
+    "command's parent) from the promfork named by $PROMFORK_SOCKET and prints\n"
+    "the port.  The lease ends by itself when PID exits.\n"
+    "\n"
+    "  -p, --pid PID            process to lease a port for\n"
+    "  -l, --label NAME=VALUE   label on this worker's target (repeatable)\n"
+    "  -s, --socket PATH        promfork's socket (default: $PROMFORK_SOCKET)\n"
+    "      --json               print the whole answer as JSON\n"
+    "\n"
+    "Example: port=$(promfork lease --label role=web) && exec app --port $port\n"
+    "Exit status: 0 leased, 1 refused or promfork unreachable, 2 bad usage.\n";
 
 static int
 client_connect(const char *path)
@@ -54,8 +54,10 @@ client_connect(const char *path)
 	strcpy(sun.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
-		fprintf(stderr, "promfork lease: cannot connect to %s: %s; is "
-		    "promfork running?\n", path, strerror(errno));
+		fprintf(stderr,
+		    "promfork lease: cannot connect to %s: %s; is "
+		    "promfork running?\n",
+		    path, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return -1;
@@ -74,9 +76,11 @@ client_request(int fd, const char *body, char **answer)
 	ssize_t n;
 	int status = -1, reqlen;
 
-	reqlen = xasprintf(&req, "POST /v1/workers HTTP/1.1\r\nHost: promfork"
+	reqlen = xasprintf(&req,
+	    "POST /v1/workers HTTP/1.1\r\nHost: promfork"
 	    "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-	    "Connection: close\r\n\r\n%s", strlen(body), body);
+	    "Connection: close\r\n\r\n%s",
+	    strlen(body), body);
 	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen) {
 		fprintf(stderr, "promfork lease: cannot send: %s\n",
 		    strerror(errno));
@@ -104,14 +108,12 @@ out:
 int
 client_lease_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "pid", required_argument, NULL, 'p' },
+	static const struct option longopts[] = { { "pid", required_argument,
+						      NULL, 'p' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 }
-	};
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *path = getenv(PROMFORK_SOCKET_ENV);
 	long pid = (long)getppid();
 	json_t *req, *labels = json_object(), *ans = NULL;
@@ -119,22 +121,26 @@ client_lease_main(int argc, char **argv)
 	int c, fd, status, json = 0, rc = 1;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+p:l:s:h", longopts, NULL)) !=
-	    -1) {
+	while (
+	    (c = getopt_long(argc, argv, "+p:l:s:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			pid = strtol(optarg, &end, 10);
 			if (*end != '\0' || pid < 2 || pid > 0x7fffffff) {
-				fprintf(stderr, "promfork lease: --pid %s is "
-				    "not a process id\n", optarg);
+				fprintf(stderr,
+				    "promfork lease: --pid %s is "
+				    "not a process id\n",
+				    optarg);
 				goto usage;
 			}
 			break;
 		case 'l': {
 			char *eq = strchr(optarg, '='), *name;
 			if (eq == NULL) {
-				fprintf(stderr, "promfork lease: --label %s: "
-				    "write NAME=VALUE\n", optarg);
+				fprintf(stderr,
+				    "promfork lease: --label %s: "
+				    "write NAME=VALUE\n",
+				    optarg);
 				goto usage;
 			}
 			name = xstrndup(optarg, (size_t)(eq - optarg));
@@ -162,12 +168,13 @@ client_lease_main(int argc, char **argv)
 		goto usage;
 	}
 	if (path == NULL || *path == '\0') {
-		fprintf(stderr, "promfork lease: $%s is not set: run under "
-		    "promfork, or give --socket\n", PROMFORK_SOCKET_ENV);
+		fprintf(stderr,
+		    "promfork lease: $%s is not set: run under "
+		    "promfork, or give --socket\n",
+		    PROMFORK_SOCKET_ENV);
 		goto out;
 	}
-	req = json_pack("{s:I, s:O}", "pid", (json_int_t)pid, "labels",
-	    labels);
+	req = json_pack("{s:I, s:O}", "pid", (json_int_t)pid, "labels", labels);
 	body = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
 	if ((fd = client_connect(path)) == -1)
@@ -186,8 +193,9 @@ client_lease_main(int argc, char **argv)
 	if (json)
 		fputs(answer, stdout);
 	else if (json_is_integer(json_object_get(ans, "port")))
-		printf("%lld\n", (long long)json_integer_value(
-		    json_object_get(ans, "port")));
+		printf("%lld\n",
+		    (long long)json_integer_value(
+			json_object_get(ans, "port")));
 	else {
 		fprintf(stderr, "promfork lease: answer has no port: %s\n",
 		    answer);

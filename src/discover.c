@@ -88,8 +88,8 @@ discover_socks_clear(struct discover_socks *s)
 }
 
 static int
-discover_socks_add(
-    struct discover_socks *s, const struct discover_sock *ds, char **cause)
+discover_socks_add(struct discover_socks *s, const struct discover_sock *ds,
+    char **cause)
 {
 	if (s->n == DISCOVER_SOCKS_MAX) {
 		xasprintf(cause, "more than %d sockets in the range",
@@ -211,8 +211,8 @@ discover_parse_diag(const void *buf, size_t len, uint32_t seq, uint16_t low,
  * kind of file, -1 with *cause for a socket link that is malformed.
  */
 int
-discover_parse_fdlink(
-    const char *buf, size_t len, uint32_t *inode, char **cause)
+discover_parse_fdlink(const char *buf, size_t len, uint32_t *inode,
+    char **cause)
 {
 	static const char prefix[] = "socket:[";
 	const size_t plen = sizeof prefix - 1;
@@ -286,7 +286,7 @@ discover_tree_mark(struct discover_proc *procs, size_t n, pid_t root)
 	qsort(procs, n, sizeof *procs, discover_proc_cmp);
 	for (i = 0; i < n; i++)
 		procs[i].depth = DISCOVER_DEPTH_UNKNOWN;
-	stack = xcalloc(n == 0 ? 1 : n, sizeof *stack);
+	stack = xcalloc(n, sizeof *stack);
 	for (i = 0; i < n; i++) {
 		size_t cur = i;
 
@@ -561,11 +561,11 @@ discover_fds_read(struct discover *d, const struct discover_proc *p)
 			len = readlinkat(dfd, de->d_name, link, sizeof link);
 			if (len <= 0)
 				continue;
-			if (discover_parse_fdlink(
-				link, (size_t)len, &inode, &cause) != 0) {
+			if (discover_parse_fdlink(link, (size_t)len, &inode,
+				&cause) != 0) {
 				if (cause != NULL)
-					log_debug(
-					    "discovery: %s: %s", path, cause);
+					log_debug("discovery: %s: %s", path,
+					    cause);
 				free(cause);
 				cause = NULL;
 				continue;
@@ -772,8 +772,8 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 	int i, done = 0, wake = 0;
 
 	for (i = 0; i < DISCOVER_DESTROY_READS; i++) {
-		n = recv(
-		    d->nl_destroy, d->buf, DISCOVER_BUF_SIZE, MSG_DONTWAIT);
+		n = recv(d->nl_destroy, d->buf, DISCOVER_BUF_SIZE,
+		    MSG_DONTWAIT);
 		if (n == -1 && errno == EAGAIN)
 			break;
 		if (n <= 0) {
@@ -800,8 +800,8 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 static int
 discover_netlink(int flags)
 {
-	return socket(
-	    AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | flags, NETLINK_SOCK_DIAG);
+	return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | flags,
+	    NETLINK_SOCK_DIAG);
 }
 
 /*
@@ -838,8 +838,8 @@ discover_destroy_open(struct discover *d)
 			goto fail;
 	}
 	d->nl_destroy = fd;
-	d->ev_destroy = event_new(
-	    d->base, fd, EV_READ | EV_PERSIST, discover_destroy_cb, d);
+	d->ev_destroy = event_new(d->base, fd, EV_READ | EV_PERSIST,
+	    discover_destroy_cb, d);
 	event_add(d->ev_destroy, NULL);
 	return 0;
 fail:

@@ -630,8 +630,8 @@ expo_value_format(char *buf, const struct expo_value *val)
 	/* Below the normal range the digits given may not be the fewest. */
 	if (val->ndigits == 0 || !(abs >= DBL_MIN))
 		return expo_double_format(buf, val->v);
-	return expo_shortest(
-	    buf, val->neg, val->digits, val->ndigits, val->exp, val->v);
+	return expo_shortest(buf, val->neg, val->digits, val->ndigits, val->exp,
+	    val->v);
 }
 
 static void
@@ -658,8 +658,8 @@ expo_claims_grow(struct expo_merge *m)
 
 /* The slot for name: its claim, or the empty slot where it would go. */
 static struct expo_claim *
-expo_claim_slot(
-    struct expo_merge *m, const char *name, size_t len, uint64_t hash)
+expo_claim_slot(struct expo_merge *m, const char *name, size_t len,
+    uint64_t hash)
 {
 	size_t i, mask = m->claimscap - 1;
 	struct expo_claim *c;
@@ -676,8 +676,8 @@ expo_claim_slot(
 
 /* Gives name to fam unless another family has it: 0, or -1 on a clash. */
 static int
-expo_claim(
-    struct expo_merge *m, const char *name, size_t len, struct expo_family *fam)
+expo_claim(struct expo_merge *m, const char *name, size_t len,
+    struct expo_family *fam)
 {
 	uint64_t hash = expo_hash(name, len);
 	struct expo_claim *c;
@@ -716,8 +716,8 @@ expo_suffix_owns(size_t i, enum expo_type type)
  * own) to a family of another type.
  */
 static struct expo_family *
-expo_family_get(
-    struct expo_merge *m, const char *name, size_t len, enum expo_type type)
+expo_family_get(struct expo_merge *m, const char *name, size_t len,
+    enum expo_type type)
 {
 	struct expo_family *fam;
 	char *sub;
@@ -736,8 +736,8 @@ expo_family_get(
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		if (!expo_suffix_owns(i, type) || !expo_suffixes[i].eager)
 			continue;
-		memcpy(
-		    sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
+		memcpy(sub + len, expo_suffixes[i].suffix,
+		    expo_suffixes[i].len);
 		if (expo_claim_owner(m, sub, len + expo_suffixes[i].len) !=
 		    NULL)
 			goto out;
@@ -749,8 +749,8 @@ expo_family_get(
 	fam->type = type;
 	if (m->nfamilies == m->familiescap) {
 		m->familiescap = m->familiescap != 0 ? m->familiescap * 2 : 64;
-		m->families = xreallocarray(
-		    m->families, m->familiescap, sizeof *m->families);
+		m->families = xreallocarray(m->families, m->familiescap,
+		    sizeof *m->families);
 	}
 	m->families[m->nfamilies++] = fam;
 
@@ -758,8 +758,8 @@ expo_family_get(
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		if (!expo_suffix_owns(i, type) || !expo_suffixes[i].eager)
 			continue;
-		memcpy(
-		    sub + len, expo_suffixes[i].suffix, expo_suffixes[i].len);
+		memcpy(sub + len, expo_suffixes[i].suffix,
+		    expo_suffixes[i].len);
 		expo_claim(m, sub, len + expo_suffixes[i].len, fam);
 	}
 out:
@@ -961,8 +961,8 @@ expo_worker_prefixes(const struct expo_sample *s)
 }
 
 static void
-expo_sample_render(
-    struct expo_merge *m, struct expo_family *fam, const struct expo_sample *s)
+expo_sample_render(struct expo_merge *m, struct expo_family *fam,
+    const struct expo_sample *s)
 {
 	const struct expo_label *l;
 	struct expo_buf *b = &fam->samples;
@@ -1094,8 +1094,8 @@ expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
 		l->valuelen = (size_t)(p - l->value);
 		p++;
 		if (high &&
-		    !expo_utf8_valid(
-			(const unsigned char *)l->value, l->valuelen))
+		    !expo_utf8_valid((const unsigned char *)l->value,
+			l->valuelen))
 			return NULL;
 		if (n == 8 && memcmp(l->name, "__name__", 8) == 0)
 			return NULL;

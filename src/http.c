@@ -94,8 +94,7 @@ http_status_text(int status)
 static int
 http_is_token(int c)
 {
-	return c > 0x20 && c < 0x7f && strchr("()<>@,;:\\\"/[]?={}", c) ==
-	    NULL;
+	return c > 0x20 && c < 0x7f && strchr("()<>@,;:\\\"/[]?={}", c) == NULL;
 }
 
 void
@@ -141,8 +140,8 @@ http_headers_end(const char *buf, size_t len, size_t *skip)
 }
 
 static int
-http_parse_request_line(const char *line, size_t len,
-    struct http_request *req, int *status)
+http_parse_request_line(const char *line, size_t len, struct http_request *req,
+    int *status)
 {
 	const char *sp1, *sp2, *end = line + len;
 	size_t i;
@@ -205,8 +204,8 @@ http_parse_header(const char *line, size_t len, struct http_request *req,
 		*status = 431;
 		return -1;
 	}
-	req->headers[req->nheaders].name = xstrndup(line,
-	    (size_t)(colon - line));
+	req->headers[req->nheaders].name =
+	    xstrndup(line, (size_t)(colon - line));
 	req->headers[req->nheaders].value = xstrndup(v, (size_t)(end - v));
 	req->nheaders++;
 	return 0;
@@ -234,9 +233,8 @@ http_parse_length(const char *s, size_t *len)
  * status to answer when the request is refused.
  */
 int
-http_request_parse(const char *buf, size_t len,
-    const struct http_limits *lim, struct http_request *req,
-    size_t *consumed, int *status)
+http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
+    struct http_request *req, size_t *consumed, int *status)
 {
 	const char *hend, *p, *nl, *v;
 	size_t skip, hlen, blen = 0;
@@ -261,13 +259,14 @@ http_request_parse(const char *buf, size_t len,
 
 	p = buf;
 	nl = memchr(p, '\n', (size_t)(hend - p) + skip);
-	if (http_parse_request_line(p, (size_t)(nl - p) -
-	    (nl > p && nl[-1] == '\r'), req, status) != 0)
+	if (http_parse_request_line(p,
+		(size_t)(nl - p) - (nl > p && nl[-1] == '\r'), req,
+		status) != 0)
 		goto fail;
 	for (p = nl + 1; p < hend; p = nl + 1) {
 		nl = memchr(p, '\n', (size_t)(hend - p));
 		if (http_parse_header(p, (size_t)(nl - p) - (nl[-1] == '\r'),
-		    req, status) != 0)
+			req, status) != 0)
 			goto fail;
 	}
 
@@ -369,8 +368,10 @@ http_write_head(struct http_conn *c, int status, const char *content_type,
 		evbuffer_add_printf(out, "Content-Length: %lld\r\n", length);
 	else if (c->chunked)
 		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
-	evbuffer_add_printf(out, "Cache-Control: no-store\r\n"
-	    "Connection: %s\r\n\r\n", c->keep_alive ? "keep-alive" : "close");
+	evbuffer_add_printf(out,
+	    "Cache-Control: no-store\r\n"
+	    "Connection: %s\r\n\r\n",
+	    c->keep_alive ? "keep-alive" : "close");
 }
 
 void
@@ -510,11 +511,12 @@ http_conn_process(struct http_conn *c)
 		return;
 	if (rc < 0) {
 		log_debug("bad request: %d", status);
-		http_conn_refuse(c, status, status == 413 ?
-		    "request body too large" : status == 431 ?
-		    "request headers too large" : status == 501 ?
-		    "chunked request bodies are not supported" :
-		    "malformed request");
+		http_conn_refuse(c, status,
+		    status == 413       ? "request body too large"
+			: status == 431 ? "request headers too large"
+			: status == 501
+			? "chunked request bodies are not supported"
+			: "malformed request");
 		return;
 	}
 	evbuffer_drain(in, consumed);
@@ -589,9 +591,11 @@ http_send_busy(int fd, const char *body, size_t len)
 	char buf[256];
 	int n;
 
-	n = snprintf(buf, sizeof buf, "HTTP/1.1 503 Service Unavailable\r\n"
+	n = snprintf(buf, sizeof buf,
+	    "HTTP/1.1 503 Service Unavailable\r\n"
 	    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-	    "Connection: close\r\n\r\n%s", len, body);
+	    "Connection: close\r\n\r\n%s",
+	    len, body);
 	if (n > 0 && (size_t)n < sizeof buf)
 		(void)send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -601,7 +605,7 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	static const char busy_body[] = "{\"error\": \"too many "
-	    "connections, try again\"}\n";
+					"connections, try again\"}\n";
 	struct http_server *s = arg;
 	struct http_conn *c;
 

@@ -26,23 +26,28 @@ label_name_check(const char *name, char **cause)
 		if (!alpha && !(digit && p != name)) {
 			xasprintf(cause,
 			    "label name \"%.64s\" is not valid: use letters, "
-			    "digits and _, not starting with a digit", name);
+			    "digits and _, not starting with a digit",
+			    name);
 			return -1;
 		}
 		if (p - name > 128) {
-			xasprintf(cause, "label name \"%.64s...\" is longer "
-			    "than 128 characters", name);
+			xasprintf(cause,
+			    "label name \"%.64s...\" is longer "
+			    "than 128 characters",
+			    name);
 			return -1;
 		}
 	}
 	if (strncmp(name, "__", 2) == 0) {
-		xasprintf(cause, "label name \"%.64s\" is reserved: names "
-		    "starting with __ belong to Prometheus", name);
+		xasprintf(cause,
+		    "label name \"%.64s\" is reserved: names "
+		    "starting with __ belong to Prometheus",
+		    name);
 		return -1;
 	}
 	if (strcmp(name, "worker") == 0) {
 		*cause = xstrdup("label name \"worker\" is reserved: promfork "
-		    "sets it to the worker's slot");
+				 "sets it to the worker's slot");
 		return -1;
 	}
 	return 0;
@@ -52,8 +57,9 @@ static int
 label_value_check(const char *name, const char *value, char **cause)
 {
 	if (strlen(value) > LABEL_VALUE_MAX) {
-		xasprintf(cause, "value of label \"%s\" is longer than %d bytes",
-		    name, LABEL_VALUE_MAX);
+		xasprintf(cause,
+		    "value of label \"%s\" is longer than %d bytes", name,
+		    LABEL_VALUE_MAX);
 		return -1;
 	}
 	return 0;
@@ -73,8 +79,7 @@ labels_get(const struct labels *ls, const char *name)
 
 /* Sets name to value, replacing an earlier value of the same name. */
 int
-labels_set(struct labels *ls, const char *name, const char *value,
-    char **cause)
+labels_set(struct labels *ls, const char *name, const char *value, char **cause)
 {
 	size_t i;
 
@@ -129,10 +134,13 @@ labels_from_json(struct labels *ls, json_t *obj, char **cause)
 		*cause = xstrdup("\"labels\" must be an object of strings");
 		return -1;
 	}
-	json_object_foreach(obj, name, value) {
+	json_object_foreach(obj, name, value)
+	{
 		if (!json_is_string(value)) {
-			xasprintf(cause, "value of label \"%.64s\" must be a "
-			    "string", name);
+			xasprintf(cause,
+			    "value of label \"%.64s\" must be a "
+			    "string",
+			    name);
 			return -1;
 		}
 		if (labels_set(ls, name, json_string_value(value), cause) != 0)

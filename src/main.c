@@ -139,8 +139,8 @@ spawn_setup(struct promfork *pf)
 	scfg.workers = pf->opts.workers;
 	scfg.grace_ms = pf->opts.grace_ms;
 	scfg.socket_path = pf->socket_path;
-	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg,
-	    &cause)) == NULL)
+	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg, &cause)) ==
+	    NULL)
 		fatalx("%s", cause);
 }
 
@@ -152,8 +152,8 @@ signals_init(struct promfork *pf)
 	for (i = 0; i <= NFORWARDED; i++) {
 		int sig = i < NFORWARDED ? forwarded_signals[i] : SIGCHLD;
 		pf->ev_signals[i] = evsignal_new(pf->base, sig, signal_cb, pf);
-		if (pf->ev_signals[i] == NULL || event_add(pf->ev_signals[i],
-		    NULL) != 0)
+		if (pf->ev_signals[i] == NULL ||
+		    event_add(pf->ev_signals[i], NULL) != 0)
 			fatalx("cannot handle signal %d", sig);
 	}
 }
@@ -178,8 +178,8 @@ discover_setup(struct promfork *pf)
 	dcfg.low = pf->opts.port_low;
 	dcfg.high = pf->opts.port_high;
 	dcfg.interval_ms = pf->opts.discover_interval_ms;
-	if ((pf->discover = discover_create(pf->base, &pf->reg, &dcfg,
-	    &cause)) == NULL)
+	if ((pf->discover =
+		    discover_create(pf->base, &pf->reg, &dcfg, &cause)) == NULL)
 		fatalx("%s", cause);
 	/* so the app can pick its ports from the same range */
 	xasprintf(&range, "%u-%u", dcfg.low, dcfg.high);
@@ -195,8 +195,8 @@ setup(struct promfork *pf)
 	char *cause = NULL;
 	int fd, web_fd = -1;
 
-	if (pf->opts.sd_file != NULL && sdfile_check(pf->opts.sd_file,
-	    &cause) != 0)
+	if (pf->opts.sd_file != NULL &&
+	    sdfile_check(pf->opts.sd_file, &cause) != 0)
 		usage_exit(cause);
 	if (pf->opts.socket_path != NULL)
 		pf->socket_path = xstrdup(pf->opts.socket_path);
@@ -204,15 +204,15 @@ setup(struct promfork *pf)
 		socket_path_default(pf);
 	if ((fd = api_listen(pf->socket_path, &cause)) == -1)
 		usage_exit(cause);
-	if (pf->opts.listen != NULL && (web_fd = web_listen(pf->opts.listen,
-	    &cause)) == -1)
+	if (pf->opts.listen != NULL &&
+	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
 		usage_exit(cause);
 
 	pf->base = event_base_new();
 	if (pf->base == NULL)
 		fatalx("event_base_new");
-	registry_init(&pf->reg, pf->base, pf->opts.port_low,
-	    pf->opts.port_high, pool_port_bindable, NULL);
+	registry_init(&pf->reg, pf->base, pf->opts.port_low, pf->opts.port_high,
+	    pool_port_bindable, NULL);
 	pf->tc.host = pf->opts.target_host;
 	pf->tc.labels = &pf->opts.labels;
 	if (pf->opts.proxy_targets) {
@@ -249,7 +249,7 @@ setup(struct promfork *pf)
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
 		log_warn("cannot become a subreaper; orphaned workers will "
-		    "not be reaped by promfork");
+			 "not be reaped by promfork");
 	signal(SIGPIPE, SIG_IGN);
 	signals_init(pf);
 }
@@ -262,8 +262,8 @@ teardown(struct promfork *pf)
 	api_free(pf->api);
 	spawn_free(pf->spawn);
 	if (pf->have_sdfile)
-		sdfile_finish(&pf->sdfile, pf->have_state ? SDFILE_KEEP :
-		    pf->opts.sd_remove_on_exit);
+		sdfile_finish(&pf->sdfile,
+		    pf->have_state ? SDFILE_KEEP : pf->opts.sd_remove_on_exit);
 	if (pf->have_state)
 		state_finish(&pf->state);
 	registry_finish(&pf->reg);
@@ -315,12 +315,14 @@ main(int argc, char **argv)
 
 	if (pf.opts.workers > 0)
 		spawn_setup(&pf);
-	else if (pf.opts.command != NULL && child_start(&pf.child,
-	    pf.opts.command, pf.socket_path, &cause) != 0)
+	else if (pf.opts.command != NULL &&
+	    child_start(&pf.child, pf.opts.command, pf.socket_path, &cause) !=
+		0)
 		fatalx("%s", cause);
 	log_info("ports %u-%u, socket %s%s%s", pf.opts.port_low,
-	    pf.opts.port_high, pf.socket_path, pf.have_sdfile ?
-	    ", sd file " : "", pf.have_sdfile ? pf.opts.sd_file : "");
+	    pf.opts.port_high, pf.socket_path,
+	    pf.have_sdfile ? ", sd file " : "",
+	    pf.have_sdfile ? pf.opts.sd_file : "");
 	notify_ready();
 
 	event_base_dispatch(pf.base);

@@ -22,8 +22,7 @@ metrics_timespec(const struct timespec *ts)
 
 /* Fills what /proc tells of pid; 0 when it is readable. */
 static int
-metrics_proc(pid_t pid, double boot, double *cpu, long long *rss,
-    double *start)
+metrics_proc(pid_t pid, double boot, double *cpu, long long *rss, double *start)
 {
 	static long tck, page;
 	struct proc_stat st;
@@ -110,7 +109,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 		w->leased = l->created;
 		w->scrape = l->scrape;
 		w->have_proc = metrics_proc(l->pid, boot, &w->cpu_seconds,
-		    &w->rss_bytes, &w->start_time) == 0;
+				   &w->rss_bytes, &w->start_time) == 0;
 	}
 	ms->nworkers = n;
 }
@@ -146,14 +145,17 @@ metrics_double(struct evbuffer *out, const char *name, const char *type,
 	evbuffer_add_printf(out, "%s %.3f\n", name, v);
 }
 
-enum metrics_field { METRICS_CPU, METRICS_RSS, METRICS_START,
-	METRICS_RESTARTS };
+enum metrics_field {
+	METRICS_CPU,
+	METRICS_RSS,
+	METRICS_START,
+	METRICS_RESTARTS
+};
 
 /* One per-worker family; samples only where the value is known. */
 static void
 metrics_workers(struct evbuffer *out, const struct metrics_snapshot *ms,
-    const char *name, const char *type, const char *help,
-    enum metrics_field f)
+    const char *name, const char *type, const char *help, enum metrics_field f)
 {
 	const struct metrics_worker *w;
 	size_t i;
@@ -201,8 +203,10 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	metrics_family(out, "promfork_releases_total", "counter",
 	    "Leases ended, by reason.");
 	for (e = 0; e < LEASE_END_COUNT; e++)
-		evbuffer_add_printf(out, "promfork_releases_total{reason=\"%s\"} "
-		    "%llu\n", lease_end_name((enum lease_end)e), ms->ends[e]);
+		evbuffer_add_printf(out,
+		    "promfork_releases_total{reason=\"%s\"} "
+		    "%llu\n",
+		    lease_end_name((enum lease_end)e), ms->ends[e]);
 	metrics_ull(out, "promfork_port_pool_size", "gauge",
 	    "Ports in --port-range.", ms->pool_size);
 	metrics_ull(out, "promfork_port_pool_free", "gauge",
@@ -213,8 +217,10 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 		metrics_ull(out, "promfork_sd_write_errors_total", "counter",
 		    "Failed writes of the file_sd file.", ms->sd_errors);
 		metrics_double(out, "promfork_sd_last_write_timestamp_seconds",
-		    "gauge", "When the file_sd file was last written, 0 if "
-		    "never.", (double)ms->sd_last_write);
+		    "gauge",
+		    "When the file_sd file was last written, 0 if "
+		    "never.",
+		    (double)ms->sd_last_write);
 	}
 	metrics_ull(out, "promfork_child_exits_total", "counter",
 	    "Processes promfork reaped: the command and orphaned workers.",
@@ -223,14 +229,12 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	    "Open connections to the HTTP listener.",
 	    (unsigned long long)(ms->http_conns > 0 ? ms->http_conns : 0));
 
-	metrics_workers(out, ms, "promfork_worker_cpu_seconds_total",
-	    "counter", "User and system CPU time of the worker process.",
-	    METRICS_CPU);
+	metrics_workers(out, ms, "promfork_worker_cpu_seconds_total", "counter",
+	    "User and system CPU time of the worker process.", METRICS_CPU);
 	metrics_workers(out, ms, "promfork_worker_resident_memory_bytes",
 	    "gauge", "Resident memory of the worker process.", METRICS_RSS);
 	metrics_workers(out, ms, "promfork_worker_start_time_seconds", "gauge",
-	    "Start time of the worker process since the epoch.",
-	    METRICS_START);
+	    "Start time of the worker process since the epoch.", METRICS_START);
 	metrics_workers(out, ms, "promfork_worker_restarts_total", "counter",
 	    "Times the worker slot was leased again after its first lease.",
 	    METRICS_RESTARTS);

@@ -23,71 +23,71 @@ enum {
 enum { OPTIONS_DISCOVER = 0x4501, OPTIONS_DISCOVER_INTERVAL };
 
 static const char options_help[] =
-"Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
-"       promfork --port-range LOW-HIGH --socket PATH [OPTIONS]  (standalone)\n"
-"       promfork lease [--pid PID] [--label NAME=VALUE]...\n"
-"\n"
-"Runs COMMAND (a pre-fork server such as gunicorn or uWSGI) and gives each\n"
-"of its workers a metrics port of its own from LOW-HIGH.  Workers register\n"
-"over the Unix socket named by $PROMFORK_SOCKET; each live worker is\n"
-"published as its own Prometheus target, labelled worker=\"N\" where its port\n"
-"is LOW+N, for exactly as long as its process lives.\n"
-"\n"
-"Options:\n"
-"  -r, --port-range LOW-HIGH  ports to hand out, e.g. 9400-9463 (required)\n"
-"  -f, --sd-file PATH         write Prometheus file_sd JSON to PATH; point\n"
-"                             Prometheus at the directory, not the file\n"
-"      --sd-remove-on-exit    remove PATH at exit instead of writing []\n"
-"  -s, --socket PATH          registration socket (default: a private\n"
-"                             directory under $RUNTIME_DIRECTORY or /tmp)\n"
-"  -t, --target-host HOST     host part of every target (default: hostname)\n"
-"  -l, --label NAME=VALUE     static label on every target (repeatable)\n"
-"      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
-"                             /metrics, /targets (http_sd) and\n"
-"                             /workers/N/metrics (proxy); ADDR:PORT is e.g.\n"
-"                             127.0.0.1:9399, [::1]:9399 or :9399 (all)\n"
-"      --proxy-targets        targets name the --listen address with\n"
-"                             __metrics_path__ /workers/N/metrics, so that\n"
-"                             Prometheus needs to reach one port only\n"
-"      --http-deadline SECS   time for a whole request to --listen,\n"
-"                             proxied scrape included (default 10)\n"
-"      --discover             also publish the ports of the range that\n"
-"                             COMMAND's processes listen on by themselves\n"
-"                             (e.g. django-prometheus PORT_RANGE)\n"
-"      --discover-interval MS how often to look for new listeners\n"
-"                             (default 200, 10 to 60000)\n"
-"      --log-level LEVEL      error, warn, info (default) or debug\n"
-"      --log-format FORMAT    text (default) or json\n"
-"      --check                validate the options, the sd directory, the\n"
-"                             socket and the ports, report and exit (0 when\n"
-"                             usable, 2 when not); no COMMAND needed\n"
-"      --workers N            spawn mode: run N copies of COMMAND, each with\n"
-"                             PROMFORK_PORT and PROMFORK_WORKER set and\n"
-"                             {port} and {worker} replaced in its arguments;\n"
-"                             a dead one restarts in its slot (with backoff);\n"
-"                             TTIN/TTOU add/remove one, HUP restarts them one\n"
-"                             at a time, TERM stops them\n"
-"      --grace SECONDS        spawn mode: SIGKILL a worker this long after\n"
-"                             SIGTERM (default 10)\n"
-"Standalone (no COMMAND: one promfork per host that many apps share):\n"
-"      --state-file PATH      keep the leases in PATH and, after a restart,\n"
-"                             take up every worker still running with its\n"
-"                             port; the sd file is then kept at exit\n"
-"      --allow-uid USER       may register besides root and promfork's own\n"
-"                             user (name or number, repeatable)\n"
-"      --allow-gid GROUP      members of GROUP may register (repeatable)\n"
-"  -h, --help                 show this help and exit\n"
-"  -V, --version              show the version and exit\n"
-"\n"
-"Registration API (HTTP/1.1 + JSON on the Unix socket):\n"
-"  POST /v1/workers {\"pid\": N, \"labels\": {...}}  lease a port (pid defaults\n"
-"                                             to the caller)\n"
-"  GET /v1/workers                            list the leases\n"
-"  DELETE /v1/workers/N                       release worker N\n"
-"From a shell: port=$(promfork lease) registers the calling shell.\n"
-"\n"
-"Exit status: COMMAND's own, 128+N when it was killed by signal N, 2 for a\n"
-"bad option, 126/127 when COMMAND cannot be run.\n";
+    "Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
+    "       promfork --port-range LOW-HIGH --socket PATH [OPTIONS]  (standalone)\n"
+    "       promfork lease [--pid PID] [--label NAME=VALUE]...\n"
+    "\n"
+    "Runs COMMAND (a pre-fork server such as gunicorn or uWSGI) and gives each\n"
+    "of its workers a metrics port of its own from LOW-HIGH.  Workers register\n"
+    "over the Unix socket named by $PROMFORK_SOCKET; each live worker is\n"
+    "published as its own Prometheus target, labelled worker=\"N\" where its port\n"
+    "is LOW+N, for exactly as long as its process lives.\n"
+    "\n"
+    "Options:\n"
+    "  -r, --port-range LOW-HIGH  ports to hand out, e.g. 9400-9463 (required)\n"
+    "  -f, --sd-file PATH         write Prometheus file_sd JSON to PATH; point\n"
+    "                             Prometheus at the directory, not the file\n"
+    "      --sd-remove-on-exit    remove PATH at exit instead of writing []\n"
+    "  -s, --socket PATH          registration socket (default: a private\n"
+    "                             directory under $RUNTIME_DIRECTORY or /tmp)\n"
+    "  -t, --target-host HOST     host part of every target (default: hostname)\n"
+    "  -l, --label NAME=VALUE     static label on every target (repeatable)\n"
+    "      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
+    "                             /metrics, /targets (http_sd) and\n"
+    "                             /workers/N/metrics (proxy); ADDR:PORT is e.g.\n"
+    "                             127.0.0.1:9399, [::1]:9399 or :9399 (all)\n"
+    "      --proxy-targets        targets name the --listen address with\n"
+    "                             __metrics_path__ /workers/N/metrics, so that\n"
+    "                             Prometheus needs to reach one port only\n"
+    "      --http-deadline SECS   time for a whole request to --listen,\n"
+    "                             proxied scrape included (default 10)\n"
+    "      --discover             also publish the ports of the range that\n"
+    "                             COMMAND's processes listen on by themselves\n"
+    "                             (e.g. django-prometheus PORT_RANGE)\n"
+    "      --discover-interval MS how often to look for new listeners\n"
+    "                             (default 200, 10 to 60000)\n"
+    "      --log-level LEVEL      error, warn, info (default) or debug\n"
+    "      --log-format FORMAT    text (default) or json\n"
+    "      --check                validate the options, the sd directory, the\n"
+    "                             socket and the ports, report and exit (0 when\n"
+    "                             usable, 2 when not); no COMMAND needed\n"
+    "      --workers N            spawn mode: run N copies of COMMAND, each with\n"
+    "                             PROMFORK_PORT and PROMFORK_WORKER set and\n"
+    "                             {port} and {worker} replaced in its arguments;\n"
+    "                             a dead one restarts in its slot (with backoff);\n"
+    "                             TTIN/TTOU add/remove one, HUP restarts them one\n"
+    "                             at a time, TERM stops them\n"
+    "      --grace SECONDS        spawn mode: SIGKILL a worker this long after\n"
+    "                             SIGTERM (default 10)\n"
+    "Standalone (no COMMAND: one promfork per host that many apps share):\n"
+    "      --state-file PATH      keep the leases in PATH and, after a restart,\n"
+    "                             take up every worker still running with its\n"
+    "                             port; the sd file is then kept at exit\n"
+    "      --allow-uid USER       may register besides root and promfork's own\n"
+    "                             user (name or number, repeatable)\n"
+    "      --allow-gid GROUP      members of GROUP may register (repeatable)\n"
+    "  -h, --help                 show this help and exit\n"
+    "  -V, --version              show the version and exit\n"
+    "\n"
+    "Registration API (HTTP/1.1 + JSON on the Unix socket):\n"
+    "  POST /v1/workers {\"pid\": N, \"labels\": {...}}  lease a port (pid defaults\n"
+    "                                             to the caller)\n"
+    "  GET /v1/workers                            list the leases\n"
+    "  DELETE /v1/workers/N                       release worker N\n"
+    "From a shell: port=$(promfork lease) registers the calling shell.\n"
+    "\n"
+    "Exit status: COMMAND's own, 128+N when it was killed by signal N, 2 for a\n"
+    "bad option, 126/127 when COMMAND cannot be run.\n";
 
 void
 options_usage(void)
@@ -120,21 +120,27 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 	int rc;
 
 	if (dash == NULL) {
-		xasprintf(cause, "--port-range \"%s\" is not LOW-HIGH, "
-		    "e.g. 9400-9463", s);
+		xasprintf(cause,
+		    "--port-range \"%s\" is not LOW-HIGH, "
+		    "e.g. 9400-9463",
+		    s);
 		return -1;
 	}
 	first = xstrndup(s, (size_t)(dash - s));
 	rc = options_parse_port(first, low);
 	free(first);
 	if (rc != 0 || options_parse_port(dash + 1, high) != 0) {
-		xasprintf(cause, "--port-range \"%s\": ports must be whole "
-		    "numbers from 1 to 65535, e.g. 9400-9463", s);
+		xasprintf(cause,
+		    "--port-range \"%s\": ports must be whole "
+		    "numbers from 1 to 65535, e.g. 9400-9463",
+		    s);
 		return -1;
 	}
 	if (*low > *high) {
-		xasprintf(cause, "--port-range \"%s\" is reversed: write the "
-		    "lower port first, e.g. %u-%u", s, *high, *low);
+		xasprintf(cause,
+		    "--port-range \"%s\" is reversed: write the "
+		    "lower port first, e.g. %u-%u",
+		    s, *high, *low);
 		return -1;
 	}
 	return 0;
@@ -231,8 +237,10 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 		v = strtol(arg, &end, 10);
 		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
 		    v < 1 || v > 65536) {
-			xasprintf(cause, "--workers \"%s\" is not a number of "
-			    "workers from 1 up", arg);
+			xasprintf(cause,
+			    "--workers \"%s\" is not a number of "
+			    "workers from 1 up",
+			    arg);
 			return -1;
 		}
 		o->workers = (int)v;
@@ -242,8 +250,10 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 		d = strtod(arg, &end);
 		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
 		    !(d >= 0.001 && d <= 3600)) {
-			xasprintf(cause, "--grace \"%s\" is not a number of "
-			    "seconds from 0.001 to 3600", arg);
+			xasprintf(cause,
+			    "--grace \"%s\" is not a number of "
+			    "seconds from 0.001 to 3600",
+			    arg);
 			return -1;
 		}
 		o->grace_ms = (int)(d * 1000 + 0.5);
@@ -259,15 +269,15 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 	case OPTIONS_ALLOW_UID:
 		if (options_parse_id(arg, 0, &id, cause) != 0)
 			return -1;
-		o->allow_uids = xreallocarray(o->allow_uids,
-		    o->nallow_uids + 1, sizeof *o->allow_uids);
+		o->allow_uids = xreallocarray(o->allow_uids, o->nallow_uids + 1,
+		    sizeof *o->allow_uids);
 		o->allow_uids[o->nallow_uids++] = (uid_t)id;
 		return 0;
 	case OPTIONS_ALLOW_GID:
 		if (options_parse_id(arg, 1, &id, cause) != 0)
 			return -1;
-		o->allow_gids = xreallocarray(o->allow_gids,
-		    o->nallow_gids + 1, sizeof *o->allow_gids);
+		o->allow_gids = xreallocarray(o->allow_gids, o->nallow_gids + 1,
+		    sizeof *o->allow_gids);
 		o->allow_gids[o->nallow_gids++] = (gid_t)id;
 		return 0;
 	}
@@ -282,19 +292,22 @@ options_check_modes(struct options *o, char **cause)
 
 	if (o->workers > 0 && o->command == NULL) {
 		*cause = xstrdup("--workers needs a COMMAND to run: promfork "
-		    "--workers N [OPTIONS] -- COMMAND [ARGS...]");
+				 "--workers N [OPTIONS] -- COMMAND [ARGS...]");
 		return -1;
 	}
 	if (o->workers > 0 && (size_t)o->workers > ports) {
-		xasprintf(cause, "--workers %d needs as many ports, but "
-		    "--port-range %u-%u has %zu; widen it", o->workers,
-		    o->port_low, o->port_high, ports);
+		xasprintf(cause,
+		    "--workers %d needs as many ports, but "
+		    "--port-range %u-%u has %zu; widen it",
+		    o->workers, o->port_low, o->port_high, ports);
 		return -1;
 	}
-	if (o->command != NULL && (o->state_file != NULL ||
-	    o->nallow_uids > 0 || o->nallow_gids > 0)) {
-		*cause = xstrdup("--state-file, --allow-uid and --allow-gid are "
-		    "for standalone mode, without a COMMAND");
+	if (o->command != NULL &&
+	    (o->state_file != NULL || o->nallow_uids > 0 ||
+		o->nallow_gids > 0)) {
+		*cause =
+		    xstrdup("--state-file, --allow-uid and --allow-gid are "
+			    "for standalone mode, without a COMMAND");
 		return -1;
 	}
 	return 0;
@@ -330,8 +343,7 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "allow-uid", required_argument, NULL, OPTIONS_ALLOW_UID },
 		{ "allow-gid", required_argument, NULL, OPTIONS_ALLOW_GID },
 		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
+		{ "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 }
 	};
 	int c, have_range = 0;
 	char *cause = NULL;
@@ -344,11 +356,11 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 	optind = 0; /* reset getopt, tests parse more than once */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:r:f:s:t:l:hV", longopts,
-	    NULL)) != -1) {
+		    NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			if (options_parse_port_range(optarg, &o->port_low,
-			    &o->port_high, &cause) != 0)
+				&o->port_high, &cause) != 0)
 				goto usage;
 			have_range = 1;
 			break;
@@ -364,10 +376,12 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			o->socket_path = xstrdup(optarg);
 			break;
 		case 't':
-			if (optarg[0] == '\0' || strpbrk(optarg, " /\"") !=
-			    NULL) {
-				xasprintf(&cause, "--target-host \"%s\" is not "
-				    "a host name or address", optarg);
+			if (optarg[0] == '\0' ||
+			    strpbrk(optarg, " /\"") != NULL) {
+				xasprintf(&cause,
+				    "--target-host \"%s\" is not "
+				    "a host name or address",
+				    optarg);
 				goto usage;
 			}
 			free(o->target_host);
@@ -379,8 +393,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			break;
 		case 'L':
 			if (log_level_parse(optarg, &o->log_level) != 0) {
-				xasprintf(&cause, "--log-level \"%s\" is not "
-				    "one of error, warn, info, debug", optarg);
+				xasprintf(&cause,
+				    "--log-level \"%s\" is not "
+				    "one of error, warn, info, debug",
+				    optarg);
 				goto usage;
 			}
 			break;
@@ -390,8 +406,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			else if (strcmp(optarg, "text") == 0)
 				o->log_json = 0;
 			else {
-				xasprintf(&cause, "--log-format \"%s\" is not "
-				    "text or json", optarg);
+				xasprintf(&cause,
+				    "--log-format \"%s\" is not "
+				    "text or json",
+				    optarg);
 				goto usage;
 			}
 			break;
@@ -413,10 +431,12 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			break;
 		case OPTIONS_DISCOVER_INTERVAL:
 			if (options_parse_ms(optarg, 10, 60000,
-			    &o->discover_interval_ms) != 0) {
-				xasprintf(&cause, "--discover-interval \"%s\" is "
+				&o->discover_interval_ms) != 0) {
+				xasprintf(&cause,
+				    "--discover-interval \"%s\" is "
 				    "not a whole number of milliseconds from 10 "
-				    "to 60000", optarg);
+				    "to 60000",
+				    optarg);
 				goto usage;
 			}
 			break;
@@ -425,8 +445,9 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			break;
 		case OPTIONS_HTTP_DEADLINE:
 			if (options_parse_seconds(optarg, 1, 3600,
-			    &o->http_deadline_ms) != 0) {
-				xasprintf(&cause, "--http-deadline \"%s\" is not "
+				&o->http_deadline_ms) != 0) {
+				xasprintf(&cause,
+				    "--http-deadline \"%s\" is not "
 				    "a whole number of seconds from 1 to 3600",
 				    optarg);
 				goto usage;
@@ -460,16 +481,17 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 	}
 	if (o->proxy_targets && o->listen == NULL) {
 		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
-		    "targets point at that address");
+				"targets point at that address");
 		goto usage;
 	}
 	if (!have_range) {
 		cause = xstrdup("--port-range is required, e.g. "
-		    "--port-range 9400-9463");
+				"--port-range 9400-9463");
 		goto usage;
 	}
 	if (optind >= argc && !o->check && o->socket_path == NULL) {
-		cause = xstrdup("no COMMAND given: write promfork [OPTIONS] -- "
+		cause = xstrdup(
+		    "no COMMAND given: write promfork [OPTIONS] -- "
 		    "COMMAND [ARGS...], or give --socket PATH to run standalone");
 		goto usage;
 	}
@@ -479,7 +501,7 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		goto usage;
 	if (o->discover && o->command == NULL && !o->check) {
 		cause = xstrdup("--discover needs a COMMAND: it publishes the "
-		    "ports that COMMAND's processes listen on");
+				"ports that COMMAND's processes listen on");
 		goto usage;
 	}
 	if (o->target_host == NULL)

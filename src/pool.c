@@ -46,7 +46,8 @@ pool_take(struct pool *p)
 		if (p->probe != NULL &&
 		    !p->probe(pool_port(p, (int)s), p->probe_arg)) {
 			log_debug("port %u is held by another process, "
-			    "skipped", pool_port(p, (int)s));
+				  "skipped",
+			    pool_port(p, (int)s));
 			continue;
 		}
 		p->used[s] = 1;

@@ -50,8 +50,7 @@ proc_field_ull(const char **p, const char *end, unsigned long long *v)
  * parentheses, so fields are counted from its last ')'.
  */
 int
-proc_stat_parse(const char *buf, size_t len, struct proc_stat *st,
-    char **cause)
+proc_stat_parse(const char *buf, size_t len, struct proc_stat *st, char **cause)
 {
 	const char *p, *end = buf + len, *close = NULL;
 	unsigned long long v, fields[25];

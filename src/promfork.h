@@ -30,7 +30,12 @@ typedef struct json_t json_t;
 #define NORETURN __attribute__((noreturn))
 
 /* log.c */
-enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+enum log_level {
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG
+};
 int log_level_parse(const char *, enum log_level *);
 void log_init(enum log_level, int json);
 void log_warn(const char *, ...) PRINTFLIKE(1, 2);
@@ -61,8 +66,8 @@ struct labels {
 #define LABEL_VALUE_MAX 1024
 #define LABELS_MAX 32
 int label_name_check(const char *, char **cause);
-int labels_set(struct labels *, const char *name, const char *value,
-    char **cause);
+int
+labels_set(struct labels *, const char *name, const char *value, char **cause);
 int labels_set_arg(struct labels *, const char *arg, char **cause);
 int labels_from_json(struct labels *, json_t *, char **cause);
 json_t *labels_to_json(const struct labels *);
@@ -97,10 +102,10 @@ struct options {
 	size_t nallow_gids;
 };
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_EXIT_USAGE };
-enum options_result options_parse(struct options *, int argc, char **argv,
-    char **message);
-int options_parse_port_range(const char *, uint16_t *, uint16_t *,
-    char **cause);
+enum options_result
+options_parse(struct options *, int argc, char **argv, char **message);
+int
+options_parse_port_range(const char *, uint16_t *, uint16_t *, char **cause);
 void options_usage(void);
 void options_free(struct options *);
 
@@ -114,8 +119,8 @@ struct pool {
 	pool_probe_fn probe;
 	void *probe_arg;
 };
-void pool_init(struct pool *, uint16_t low, uint16_t high, pool_probe_fn,
-    void *);
+void
+pool_init(struct pool *, uint16_t low, uint16_t high, pool_probe_fn, void *);
 void pool_finish(struct pool *);
 int pool_take(struct pool *);
 int pool_claim(struct pool *, int slot);
@@ -189,6 +194,7 @@ struct registry {
 	struct lease **slots; /* pool.size entries, NULL when free */
 	size_t count;
 	struct event *ev_check; /* liveness poll for leases without pidfd */
+	int exit_fd; /* epoll set of the leases' pidfds, for the sweep */
 	struct registry_listener listeners[8];
 	size_t nlisteners;
 	struct registry_stats stats;
@@ -198,9 +204,8 @@ void registry_init(struct registry *, struct event_base *, uint16_t low,
 void registry_finish(struct registry *);
 void registry_listen(struct registry *, registry_change_fn, void *);
 void registry_unlisten(struct registry *, registry_change_fn, void *);
-struct lease *registry_lease(struct registry *, pid_t,
-    const struct labels *, enum lease_source, int slot, int *created,
-    int *status, char **cause);
+struct lease *registry_lease(struct registry *, pid_t, const struct labels *,
+    enum lease_source, int slot, int *created, int *status, char **cause);
 struct lease *registry_find_pid(struct registry *, pid_t);
 struct lease *registry_find_worker(struct registry *, int);
 void registry_check(struct registry *);
@@ -218,8 +223,8 @@ struct target_config {
 	const char *proxy_address;
 };
 json_t *target_groups(const struct registry *, const struct target_config *);
-char *target_render(const struct registry *, const struct target_config *,
-    size_t *);
+char *
+target_render(const struct registry *, const struct target_config *, size_t *);
 char *target_address(const struct target_config *, uint16_t port);
 
 /* sdfile.c */
@@ -233,8 +238,8 @@ struct sdfile {
 	time_t last_write;
 };
 int sdfile_check(const char *path, char **cause);
-int sdfile_replace(const char *path, const char *data, size_t len,
-    char **cause);
+int
+sdfile_replace(const char *path, const char *data, size_t len, char **cause);
 void sdfile_init(struct sdfile *, const char *path, struct registry *,
     const struct target_config *);
 int sdfile_flush(struct sdfile *);
@@ -271,8 +276,8 @@ const char *http_status_text(int);
 
 struct http_server;
 struct http_conn;
-typedef void (*http_handler_fn)(struct http_conn *, struct http_request *,
-    void *arg);
+typedef void (
+    *http_handler_fn)(struct http_conn *, struct http_request *, void *arg);
 struct http_server *http_server_create(struct event_base *, int listen_fd,
     const struct http_limits *, http_handler_fn, void *arg);
 int http_server_conns(const struct http_server *);
@@ -285,12 +290,12 @@ void http_reply(struct http_conn *, int status, const char *content_type,
 void http_reply_json(struct http_conn *, int status, json_t *);
 void http_reply_error(struct http_conn *, int status, const char *fmt, ...)
     PRINTFLIKE(3, 4);
-struct evbuffer *http_reply_start(struct http_conn *, int status,
-    const char *content_type);
+struct evbuffer *
+http_reply_start(struct http_conn *, int status, const char *content_type);
 void http_reply_flush(struct http_conn *);
 void http_reply_end(struct http_conn *);
-void http_reply_stream(struct http_conn *, int status,
-    const char *content_type, long long length);
+void http_reply_stream(struct http_conn *, int status, const char *content_type,
+    long long length);
 void http_reply_write(struct http_conn *, struct evbuffer *);
 void http_reply_abort(struct http_conn *, const char *why);
 
@@ -309,8 +314,8 @@ int api_listen(const char *path, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
 void api_free(struct api *);
-int api_authorise(const struct api_config *, pid_t peer, pid_t pid,
-    char **cause);
+int
+api_authorise(const struct api_config *, pid_t peer, pid_t pid, char **cause);
 int api_authorise_user(const struct api_config *, uid_t, gid_t,
     const gid_t *groups, size_t ngroups, char **cause);
 
@@ -352,8 +357,7 @@ struct discover_stats {
 struct discover;
 int discover_parse_diag(const void *, size_t, uint32_t seq, uint16_t low,
     uint16_t high, struct discover_socks *, int *done, char **cause);
-int discover_parse_fdlink(const char *, size_t, uint32_t *inode,
-    char **cause);
+int discover_parse_fdlink(const char *, size_t, uint32_t *inode, char **cause);
 void discover_tree_mark(struct discover_proc *, size_t, pid_t root);
 void discover_socks_clear(struct discover_socks *);
 struct discover *discover_create(struct event_base *, struct registry *,
@@ -400,6 +404,11 @@ struct lease *scrape_lease(struct registry *, int worker, pid_t,
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 int proxy_deadline(const struct http_request *, int max_ms);
+
+/* fanout.c */
+#define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */
+void fanout_serve(struct http_conn *, const struct http_request *,
+    struct registry *, int deadline_ms);
 
 /* metrics.c */
 struct metrics_worker {
@@ -467,8 +476,8 @@ struct web_config {
 	int deadline_ms; /* per request, whole */
 };
 struct web;
-int web_parse_listen(const char *, struct sockaddr_storage *,
-    socklen_t *, char **cause);
+int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
+    char **cause);
 int web_listen(const char *, char **cause);
 char *web_address(int fd, const char *target_host);
 struct web *web_create(struct event_base *, int fd, const struct web_config *);
@@ -482,8 +491,8 @@ struct child {
 	unsigned long long reaped; /* processes reaped: the command, orphans */
 };
 pid_t child_fork(char **argv, char *const *env, int deathsig, char **cause);
-int child_start(struct child *, char **argv, const char *socket_path,
-    char **cause);
+int
+child_start(struct child *, char **argv, const char *socket_path, char **cause);
 int child_wait_status(int wstatus);
 void child_signal(struct child *, int sig);
 

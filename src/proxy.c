@@ -54,8 +54,9 @@ proxy_head_cb(const struct scrape_head *h, void *arg)
 	/* 1xx and other oddities are not passed on as they are. */
 	if (status < 200 || status > 599)
 		status = 502;
-	http_reply_stream(p->conn, status, h->content_type[0] != '\0' ?
-	    h->content_type : PROXY_CONTENT_TYPE, h->length);
+	http_reply_stream(p->conn, status,
+	    h->content_type[0] != '\0' ? h->content_type : PROXY_CONTENT_TYPE,
+	    h->length);
 	p->started = 1;
 	return 0;
 }
@@ -102,7 +103,8 @@ proxy_done_cb(const struct scrape_result *r, void *arg)
 int
 proxy_deadline(const struct http_request *req, int max_ms)
 {
-	const char *v = http_request_header(req, "X-Prometheus-Scrape-Timeout-"
+	const char *v = http_request_header(req,
+	    "X-Prometheus-Scrape-Timeout-"
 	    "Seconds");
 	char *end;
 	double secs;
@@ -137,8 +139,8 @@ proxy_serve(struct http_conn *c, const struct http_request *req,
 	p->worker = worker;
 	p->pid = l->pid;
 	p->starttime = l->starttime;
-	p->scrape = scrape_start(reg->base, l->port,
-	    PROXY_WORKER_PATH, http_request_header(req, "Accept"),
+	p->scrape = scrape_start(reg->base, l->port, PROXY_WORKER_PATH,
+	    http_request_header(req, "Accept"),
 	    proxy_deadline(req, deadline_ms), PROXY_BODY_MAX, &cb, p);
 	if (p->scrape == NULL) {
 		free(p);

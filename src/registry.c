@@ -5,6 +5,8 @@
  * an explicit release, or when a source says so.  Every change is announced
  * to the sinks, which decide when to render.
  */
+#include <sys/epoll.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -17,11 +19,9 @@
 
 #define REGISTRY_CHECK_MS 500
 
-static const char *const lease_end_names[LEASE_END_COUNT] = {
-	"exit", "release", "gone", "shutdown"
-};
-static const char *const lease_source_names[] = { "api", "discover",
-	"spawn" };
+static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
+	"gone", "shutdown" };
+static const char *const lease_source_names[] = { "api", "discover", "spawn" };
 
 const char *
 lease_end_name(enum lease_end e)
@@ -60,11 +60,12 @@ registry_init(struct registry *reg, struct event_base *base, uint16_t low,
 	reg->base = base;
 	pool_init(&reg->pool, low, high, probe, probe_arg);
 	reg->slots = xcalloc(reg->pool.size, sizeof *reg->slots);
-	reg->stats.slot_leases = xcalloc(reg->pool.size,
-	    sizeof *reg->stats.slot_leases);
-	reg->ev_check = event_new(base, -1, EV_PERSIST, registry_check_cb,
-	    reg);
+	reg->stats.slot_leases =
+	    xcalloc(reg->pool.size, sizeof *reg->stats.slot_leases);
+	reg->ev_check = event_new(base, -1, EV_PERSIST, registry_check_cb, reg);
 	event_add(reg->ev_check, &tv);
+	if ((reg->exit_fd = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		fatal("epoll_create1");
 }
 
 void
@@ -73,6 +74,7 @@ registry_finish(struct registry *reg)
 	reg->nlisteners = 0; /* sinks are gone first; tell no one */
 	registry_clear(reg, LEASE_END_SHUTDOWN);
 	event_free(reg->ev_check);
+	close(reg->exit_fd);
 	free(reg->slots);
 	free(reg->stats.slot_leases);
 	pool_finish(&reg->pool);
@@ -95,10 +97,11 @@ registry_unlisten(struct registry *reg, registry_change_fn fn, void *arg)
 	size_t i;
 
 	for (i = 0; i < reg->nlisteners; i++) {
-		if (reg->listeners[i].fn == fn && reg->listeners[i].arg == arg) {
+		if (reg->listeners[i].fn == fn &&
+		    reg->listeners[i].arg == arg) {
 			memmove(&reg->listeners[i], &reg->listeners[i + 1],
 			    (reg->nlisteners - i - 1) *
-			    sizeof reg->listeners[0]);
+				sizeof reg->listeners[0]);
 			reg->nlisteners--;
 			return;
 		}
@@ -166,26 +169,43 @@ lease_close(struct lease *l, enum lease_end why)
 	registry_changed(reg);
 }
 
+static int
+registry_pidfd_exited(int pidfd)
+{
+	struct pollfd pfd = { pidfd, POLLIN, 0 };
+
+	return poll(&pfd, 1, 0) == 1;
+}
+
 /*
  * Ends leases whose process has exited but whose pidfd event has not run
  * yet.  A pre-fork master replaces a dead worker at once, and the new one
- * must find the old slot free, not race the event loop for it.
+ * must find the old slot free, not race the event loop for it.  One
+ * epoll_wait on the set of all pidfds finds them, however many leases
+ * there are; each is confirmed on its own pidfd, as the set may still
+ * name a pidfd closed since.
  */
 static void
 registry_sweep(struct registry *reg)
 {
-	size_t s;
+	struct epoll_event evs[64];
+	size_t rounds;
+	int n, i;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		struct lease *l = reg->slots[s];
-		struct pollfd pfd;
+	for (rounds = 0; rounds <= reg->pool.size / 64; rounds++) {
+		if ((n = epoll_wait(reg->exit_fd, evs, 64, 0)) <= 0)
+			return;
+		for (i = 0; i < n; i++) {
+			struct lease *l = registry_find_worker(reg,
+			    (int)(evs[i].data.u64 & 0xffffffff));
 
-		if (l == NULL || l->pidfd == -1)
-			continue;
-		pfd.fd = l->pidfd;
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, 0) == 1)
-			lease_close(l, LEASE_END_EXIT);
+			if (l != NULL && l->pidfd != -1 &&
+			    (uint64_t)l->pidfd == evs[i].data.u64 >> 32 &&
+			    registry_pidfd_exited(l->pidfd))
+				lease_close(l, LEASE_END_EXIT);
+		}
+		if (n < 64)
+			return;
 	}
 }
 
@@ -196,8 +216,7 @@ registry_sweep(struct registry *reg)
  */
 struct lease *
 registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
-    enum lease_source source, int slot, int *created, int *status,
-    char **cause)
+    enum lease_source source, int slot, int *created, int *status, char **cause)
 {
 	struct lease *l;
 	struct proc_stat st;
@@ -213,10 +232,6 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 		}
 		lease_close(l, LEASE_END_EXIT);
 	}
-	if (proc_stat_read(pid, &st, cause) != 0) {
-		*status = 404;
-		return NULL;
-	}
 	pidfd = proc_pidfd_open(pid);
 	if (pidfd == -1 && errno == ESRCH) {
 		xasprintf(cause, "process %d has exited", (int)pid);
@@ -225,17 +240,29 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 	}
 	if (pidfd == -1 && errno != ENOSYS && errno != EPERM)
 		log_warn("pidfd_open %d, falling back to polling", (int)pid);
+	/* The pidfd holds on to the process: while it runs, the stat read
+	 * after pidfd_open is its own and not that of a reused pid. */
+	if (proc_stat_read(pid, &st, cause) != 0 ||
+	    (pidfd != -1 && registry_pidfd_exited(pidfd))) {
+		if (*cause == NULL)
+			xasprintf(cause, "process %d has exited", (int)pid);
+		if (pidfd != -1)
+			close(pidfd);
+		*status = 404;
+		return NULL;
+	}
 
 	registry_sweep(reg);
-	slot = slot < 0 ? pool_take(&reg->pool) :
-	    pool_claim(&reg->pool, slot);
+	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
 	if (slot < 0) {
 		if (pidfd != -1)
 			close(pidfd);
-		xasprintf(cause, "no free port in %u-%u: all %zu ports are "
+		xasprintf(cause,
+		    "no free port in %u-%u: all %zu ports are "
 		    "leased or held by other processes; widen --port-range",
-		    reg->pool.low, pool_port(&reg->pool,
-		    (int)reg->pool.size - 1), reg->pool.size);
+		    reg->pool.low,
+		    pool_port(&reg->pool, (int)reg->pool.size - 1),
+		    reg->pool.size);
 		*status = 503;
 		reg->stats.refusals++;
 		return NULL;
@@ -259,8 +286,8 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 	reg->stats.slot_leases[slot]++;
 	*created = 1;
 
-	/* The pid may have been reused between reading stat and pidfd_open. */
-	if (!lease_alive(l)) {
+	/* Without a pidfd, the pid may have been reused since stat was read. */
+	if (pidfd == -1 && !lease_alive(l)) {
 		xasprintf(cause, "process %d has exited", (int)pid);
 		*status = 404;
 		*created = 0;
@@ -268,12 +295,19 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 		return NULL;
 	}
 	if (pidfd != -1) {
-		l->ev_exit = event_new(reg->base, pidfd, EV_READ,
-		    lease_exit_cb, l);
+		struct epoll_event ev;
+
+		l->ev_exit =
+		    event_new(reg->base, pidfd, EV_READ, lease_exit_cb, l);
 		event_add(l->ev_exit, NULL);
+		memset(&ev, 0, sizeof ev);
+		ev.events = EPOLLIN;
+		ev.data.u64 = (uint64_t)pidfd << 32 | (uint32_t)slot;
+		if (epoll_ctl(reg->exit_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0)
+			log_warn("epoll_ctl pidfd %d", pidfd);
 	}
-	log_info("worker %d (pid %d) leased port %u (%s)", l->worker,
-	    (int)pid, l->port, lease_source_name(source));
+	log_info("worker %d (pid %d) leased port %u (%s)", l->worker, (int)pid,
+	    l->port, lease_source_name(source));
 	registry_changed(reg);
 	return l;
 }

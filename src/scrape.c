@@ -65,8 +65,8 @@ scrape_parse_status_line(const char *line, size_t len, int *status)
 	if (!scrape_is_digit(line[9]) || !scrape_is_digit(line[10]) ||
 	    !scrape_is_digit(line[11]) || (len > 12 && line[12] != ' '))
 		return -1;
-	*status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
-	    (line[11] - '0');
+	*status =
+	    (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
 	if (*status < 100)
 		return -1;
 	return 0;
@@ -104,6 +104,8 @@ scrape_parse_head(const char *buf, size_t len, struct scrape_head *h,
 
 	memset(h, 0, sizeof *h);
 	h->length = -1;
+	if (len == 0) /* buf may be NULL then: an empty evbuffer's pullup */
+		return 0;
 	if (len > SCRAPE_HEAD_MAX)
 		len = SCRAPE_HEAD_MAX;
 	end = buf + len;
@@ -112,8 +114,10 @@ scrape_parse_head(const char *buf, size_t len, struct scrape_head *h,
 		nl = memchr(p, '\n', (size_t)(end - p));
 		if (nl == NULL) {
 			if (len == SCRAPE_HEAD_MAX) {
-				xasprintf(cause, "response head larger than "
-				    "%d bytes", SCRAPE_HEAD_MAX);
+				xasprintf(cause,
+				    "response head larger than "
+				    "%d bytes",
+				    SCRAPE_HEAD_MAX);
 				return -1;
 			}
 			return 0;
@@ -160,8 +164,9 @@ scrape_parse_head(const char *buf, size_t len, struct scrape_head *h,
 		n = (size_t)(colon - p);
 		if (n == 14 && strncasecmp(p, "Content-Length", n) == 0) {
 			long long l;
-			if (have_length || scrape_parse_length(v,
-			    (size_t)(vend - v), &l) != 0) {
+			if (have_length ||
+			    scrape_parse_length(v, (size_t)(vend - v), &l) !=
+				0) {
 				xasprintf(cause, "bad Content-Length");
 				return -1;
 			}
@@ -169,15 +174,18 @@ scrape_parse_head(const char *buf, size_t len, struct scrape_head *h,
 			have_length = 1;
 		} else if (n == 12 && strncasecmp(p, "Content-Type", n) == 0) {
 			if ((size_t)(vend - v) >= sizeof h->content_type) {
-				xasprintf(cause, "Content-Type longer than %zu "
-				    "bytes", sizeof h->content_type - 1);
+				xasprintf(cause,
+				    "Content-Type longer than %zu "
+				    "bytes",
+				    sizeof h->content_type - 1);
 				return -1;
 			}
 			memcpy(h->content_type, v, (size_t)(vend - v));
 			h->content_type[vend - v] = '\0';
-		} else if (n == 17 && strncasecmp(p, "Transfer-Encoding",
-		    n) == 0) {
-			xasprintf(cause, "Transfer-Encoding in answer to an "
+		} else if (n == 17 &&
+		    strncasecmp(p, "Transfer-Encoding", n) == 0) {
+			xasprintf(cause,
+			    "Transfer-Encoding in answer to an "
 			    "HTTP/1.0 request");
 			return -1;
 		}
@@ -253,7 +261,8 @@ scrape_body(struct scrape *s)
 	size_t n = evbuffer_get_length(in);
 
 	if (s->head.length >= 0 &&
-	    (unsigned long long)n > (unsigned long long)s->head.length - s->bytes)
+	    (unsigned long long)n >
+		(unsigned long long)s->head.length - s->bytes)
 		n = (size_t)((unsigned long long)s->head.length - s->bytes);
 	if (s->bytes + n > s->body_max) {
 		scrape_finishf(s, "body larger than %zu bytes", s->body_max);
@@ -298,7 +307,8 @@ scrape_process(struct scrape *s)
 		if (len > SCRAPE_HEAD_MAX)
 			len = SCRAPE_HEAD_MAX;
 		rc = scrape_parse_head((const char *)evbuffer_pullup(in,
-		    (ev_ssize_t)len), len, &s->head, &consumed, &cause);
+					   (ev_ssize_t)len),
+		    len, &s->head, &consumed, &cause);
 		if (rc == 0)
 			return 0;
 		if (rc < 0) {
@@ -309,8 +319,10 @@ scrape_process(struct scrape *s)
 		evbuffer_drain(in, consumed);
 		if (s->head.length > 0 &&
 		    (unsigned long long)s->head.length > s->body_max) {
-			scrape_finishf(s, "body of %lld bytes is larger than "
-			    "%zu", s->head.length, s->body_max);
+			scrape_finishf(s,
+			    "body of %lld bytes is larger than "
+			    "%zu",
+			    s->head.length, s->body_max);
 			return 1;
 		}
 		s->state = SCRAPE_BODY;
@@ -354,12 +366,15 @@ scrape_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (s->state != SCRAPE_CONNECTING && scrape_process(s))
 			return;
 		if (s->state != SCRAPE_BODY) {
-			scrape_finishf(s, "connection closed before a "
+			scrape_finishf(s,
+			    "connection closed before a "
 			    "complete response head");
 		} else {
 			if (s->head.length >= 0)
-				scrape_finishf(s, "body cut short after %zu "
-				    "of %lld bytes", s->bytes, s->head.length);
+				scrape_finishf(s,
+				    "body cut short after %zu "
+				    "of %lld bytes",
+				    s->bytes, s->head.length);
 			else
 				scrape_finish(s, NULL);
 		}
@@ -375,8 +390,9 @@ scrape_event_cb(struct bufferevent *bev, short what, void *arg)
 			if (scrape_connect(s) == 0)
 				return;
 		}
-		scrape_finishf(s, "%s port %u: %s", s->state ==
-		    SCRAPE_CONNECTING ? "cannot connect to" : "connection to",
+		scrape_finishf(s, "%s port %u: %s",
+		    s->state == SCRAPE_CONNECTING ? "cannot connect to"
+						  : "connection to",
 		    s->port, err != 0 ? strerror(err) : "connection refused");
 	}
 }
@@ -387,10 +403,10 @@ scrape_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	struct scrape *s = arg;
 
 	s->timed_out = 1;
-	scrape_finishf(s, "no complete answer within %d ms%s",
-	    s->deadline_ms, s->state == SCRAPE_CONNECTING ? " (connecting)" :
-	    s->state == SCRAPE_HEAD ? " (waiting for the head)" :
-	    " (reading the body)");
+	scrape_finishf(s, "no complete answer within %d ms%s", s->deadline_ms,
+	    s->state == SCRAPE_CONNECTING ? " (connecting)"
+		: s->state == SCRAPE_HEAD ? " (waiting for the head)"
+					  : " (reading the body)");
 }
 
 static void
@@ -421,8 +437,7 @@ scrape_connect(struct scrape *s)
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		len = sizeof *sin;
 	}
-	s->bev = bufferevent_socket_new(s->base, -1,
-	    BEV_OPT_CLOSE_ON_FREE);
+	s->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL)
 		fatalx("bufferevent_socket_new");
 	bufferevent_setcb(s->bev, scrape_read_cb, NULL, scrape_event_cb, s);
@@ -433,9 +448,11 @@ scrape_connect(struct scrape *s)
 	    strlen(s->request));
 	s->state = SCRAPE_CONNECTING;
 	if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss,
-	    (int)len) != 0) {
-		snprintf(s->error, sizeof s->error, "cannot connect to port "
-		    "%u: %s", s->port, strerror(errno));
+		(int)len) != 0) {
+		snprintf(s->error, sizeof s->error,
+		    "cannot connect to port "
+		    "%u: %s",
+		    s->port, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -481,9 +498,11 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
 	if (accept != NULL && scrape_header_ok(accept, SCRAPE_ACCEPT_MAX))
 		xasprintf(&accept_line, "Accept: %s\r\n", accept);
-	xasprintf(&s->request, "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%u\r\n"
-	    "User-Agent: promfork/%s\r\n%sConnection: close\r\n\r\n", path,
-	    port, PROMFORK_VERSION, accept_line != NULL ? accept_line : "");
+	xasprintf(&s->request,
+	    "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%u\r\n"
+	    "User-Agent: promfork/%s\r\n%sConnection: close\r\n\r\n",
+	    path, port, PROMFORK_VERSION,
+	    accept_line != NULL ? accept_line : "");
 	free(accept_line);
 
 	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);

@@ -48,24 +48,32 @@ sdfile_check(const char *path, char **cause)
 	int fd, rc = -1;
 
 	if (!sdfile_has_suffix(path, ".json")) {
-		xasprintf(cause, "--sd-file %s must end in .json: Prometheus' "
-		    "file_sd reads only *.json and *.yml files", path);
+		xasprintf(cause,
+		    "--sd-file %s must end in .json: Prometheus' "
+		    "file_sd reads only *.json and *.yml files",
+		    path);
 		goto out;
 	}
 	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-		xasprintf(cause, "--sd-file %s: directory %s does not exist; "
-		    "create it first (mkdir -p %s)", path, dir, dir);
+		xasprintf(cause,
+		    "--sd-file %s: directory %s does not exist; "
+		    "create it first (mkdir -p %s)",
+		    path, dir, dir);
 		goto out;
 	}
 	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-		xasprintf(cause, "--sd-file %s exists and is not a regular "
-		    "file", path);
+		xasprintf(cause,
+		    "--sd-file %s exists and is not a regular "
+		    "file",
+		    path);
 		goto out;
 	}
 	xasprintf(&probe, "%s/.promfork-check.XXXXXX", dir);
 	if ((fd = mkostemp(probe, O_CLOEXEC)) == -1) {
-		xasprintf(cause, "--sd-file %s: cannot write in directory %s: "
-		    "%s", path, dir, strerror(errno));
+		xasprintf(cause,
+		    "--sd-file %s: cannot write in directory %s: "
+		    "%s",
+		    path, dir, strerror(errno));
 		goto out;
 	}
 	close(fd);

@@ -60,12 +60,14 @@ struct spawn {
 	struct spawn_worker *settling; /* restarted for HUP, on probation */
 	struct spawn_worker *starting; /* between unreserve and its lease */
 	struct event *ev_roll;
+	int rolling_on; /* a HUP restart is under way */
 	int stopping;
 	int done;
 	struct spawn_stats stats;
 };
 
 static void spawn_worker_start(struct spawn_worker *, int restart);
+static void spawn_roll_step(struct spawn *);
 
 /* Exponential backoff: 100 ms after the first failure, at most 30 s. */
 unsigned int
@@ -219,8 +221,8 @@ spawn_worker_remove(struct spawn_worker *w)
 			break;
 	}
 	if (i < sp->n) {
-		memmove(
-		    &sp->w[i], &sp->w[i + 1], (sp->n - i - 1) * sizeof *sp->w);
+		memmove(&sp->w[i], &sp->w[i + 1],
+		    (sp->n - i - 1) * sizeof *sp->w);
 		sp->n--;
 	}
 	if (sp->rolling == w)
@@ -230,6 +232,7 @@ spawn_worker_remove(struct spawn_worker *w)
 	event_free(w->ev_timer);
 	spawn_unreserve(w);
 	free(w);
+	spawn_roll_step(sp); /* w may have been the one HUP waited for */
 	if (sp->stopping && sp->n == 0 && !sp->done) {
 		sp->done = 1;
 		log_info("all workers stopped");
@@ -307,8 +310,8 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 	xasprintf(&env[0], "%s=%u", PROMFORK_PORT_ENV, port);
 	xasprintf(&env[1], "%s=%d", PROMFORK_WORKER_ENV, w->slot);
 	if (sp->socket_path != NULL)
-		xasprintf(
-		    &env[2], "%s=%s", PROMFORK_SOCKET_ENV, sp->socket_path);
+		xasprintf(&env[2], "%s=%s", PROMFORK_SOCKET_ENV,
+		    sp->socket_path);
 	/* Workers are ours alone: they go when promfork goes. */
 	pid = child_fork(argv, env, SIGTERM, &cause);
 	for (i = 0; i < 3; i++)
@@ -329,14 +332,14 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 	}
 	w->pid = pid;
 	w->state = SPAWN_RUNNING;
-	log_info(
-	    "started worker %d as pid %d on port %u", w->slot, (int)pid, port);
+	log_info("started worker %d as pid %d on port %u", w->slot, (int)pid,
+	    port);
 
 	/* Other leases may end inside registry_lease: keep our slot free. */
 	spawn_unreserve(w);
 	sp->starting = w;
-	l = registry_lease(
-	    reg, pid, NULL, LEASE_SPAWN, w->slot, &created, &status, &cause);
+	l = registry_lease(reg, pid, NULL, LEASE_SPAWN, w->slot, &created,
+	    &status, &cause);
 	sp->starting = NULL;
 	if (l == NULL) {
 		/* It died at once; its reaping restarts it. */
@@ -424,7 +427,7 @@ spawn_roll_step(struct spawn *sp)
 {
 	size_t i;
 
-	if (sp->rolling != NULL || sp->stopping ||
+	if (!sp->rolling_on || sp->rolling != NULL || sp->stopping ||
 	    event_pending(sp->ev_roll, EV_TIMEOUT, NULL))
 		return;
 	for (i = 0; i < sp->n; i++) {
@@ -439,6 +442,7 @@ spawn_roll_step(struct spawn *sp)
 		spawn_worker_stop(w, SPAWN_THEN_RESTART);
 		return;
 	}
+	sp->rolling_on = 0;
 	log_info("restart of all workers done");
 }
 
@@ -463,6 +467,7 @@ spawn_roll_abort(struct spawn *sp)
 	}
 	event_del(sp->ev_roll);
 	sp->settling = NULL;
+	sp->rolling_on = 0;
 	return left;
 }
 
@@ -479,8 +484,8 @@ spawn_stop_all(struct spawn *sp)
 		}
 		return;
 	}
-	log_info(
-	    "stopping %zu workers (SIGKILL after %d ms)", sp->n, sp->grace_ms);
+	log_info("stopping %zu workers (SIGKILL after %d ms)", sp->n,
+	    sp->grace_ms);
 	spawn_roll_abort(sp);
 	sp->stopping = 1;
 	sp->rolling = NULL;
@@ -515,6 +520,7 @@ spawn_signal(struct spawn *sp, int sig)
 		log_info("SIGHUP: restarting %zu workers one at a time", sp->n);
 		for (i = 0; i < sp->n; i++)
 			sp->w[i]->roll = 1;
+		sp->rolling_on = 1;
 		spawn_roll_step(sp);
 		break;
 	case SIGTTIN:
@@ -654,8 +660,8 @@ spawn_free(struct spawn *sp)
 	for (i = 0; i < sp->n; i++) {
 		struct spawn_worker *w = sp->w[i];
 		if (w->pid > 0) {
-			log_warnx(
-			    "killing worker %d (pid %d)", w->slot, (int)w->pid);
+			log_warnx("killing worker %d (pid %d)", w->slot,
+			    (int)w->pid);
 			kill(w->pid, SIGKILL);
 		}
 		event_free(w->ev_timer);

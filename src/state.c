@@ -183,8 +183,8 @@ state_parse(const char *buf, size_t len, struct state_entry **entries,
 	if (!json_is_integer(json_object_get(root, "version")) ||
 	    json_integer_value(json_object_get(root, "version")) !=
 		STATE_VERSION) {
-		xasprintf(
-		    cause, "state file has no \"version\": %d", STATE_VERSION);
+		xasprintf(cause, "state file has no \"version\": %d",
+		    STATE_VERSION);
 		goto out;
 	}
 	leases = json_object_get(root, "leases");
@@ -200,8 +200,8 @@ state_parse(const char *buf, size_t len, struct state_entry **entries,
 	e = xcalloc(json_array_size(leases) + 1, sizeof *e);
 	for (i = 0; i < json_array_size(leases); i++) {
 		count++;
-		if (state_parse_entry(
-			json_array_get(leases, i), i, &e[i], cause) != 0)
+		if (state_parse_entry(json_array_get(leases, i), i, &e[i],
+			cause) != 0)
 			goto out;
 		/* Written sorted by worker, which also rules out repeats. */
 		if (i > 0 && e[i].worker <= e[i - 1].worker) {
@@ -364,8 +364,8 @@ state_adopt(struct state *st, char **cause)
 			adopted++;
 	}
 	state_entries_free(e, n);
-	log_info(
-	    "state: took up %d of %zu workers from %s", adopted, n, st->path);
+	log_info("state: took up %d of %zu workers from %s", adopted, n,
+	    st->path);
 	return adopted;
 }
 

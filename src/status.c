@@ -3,8 +3,9 @@
  * memory and last scrape, for people.  One self-contained HTML document (no
  * external assets, no script) that reloads itself.  Everything that comes
  * from outside (labels, errors, paths) is escaped.  Before rendering, the
- * workers not scraped recently are scraped once, concurrently and with a
- * short deadline, so the last-scrape column is never stale by much.
+ * workers not scraped successfully of late are scraped once, concurrently
+ * and with a short deadline, so the last-scrape column is never stale by
+ * much.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,26 +36,26 @@ struct status_req {
 };
 
 static const char status_style[] =
-"body{font:14px/1.4 system-ui,-apple-system,\"Segoe UI\",sans-serif;"
-"margin:0;color:#1d2327;background:#f6f7f7}"
-"header{background:#1d2327;color:#fff;padding:12px 20px}"
-"h1{margin:0;font-size:20px}header p{margin:4px 0 0;color:#c3c4c7}"
-"main{padding:16px 20px}"
-"dl{display:flex;flex-wrap:wrap;gap:8px 28px;margin:0 0 16px}"
-"dt{color:#646970;font-size:12px}dd{margin:0;font-weight:600}"
-"table{border-collapse:collapse;width:100%;background:#fff;"
-"box-shadow:0 1px 2px rgba(0,0,0,.1)}"
-"th,td{padding:6px 10px;text-align:left;border-bottom:1px solid #e0e0e0;"
-"white-space:nowrap}"
-"th{background:#f0f0f1;font-size:12px;text-transform:uppercase;"
-"color:#50575e}"
-"td.num{text-align:right;font-variant-numeric:tabular-nums}"
-".ok{color:#00750f}.err{color:#b32d2e}.never{color:#646970}"
-".labels{font-family:ui-monospace,monospace;font-size:12px;"
-"white-space:normal}"
-".empty{padding:24px;text-align:center;color:#646970}"
-"footer{padding:8px 20px;color:#646970;font-size:12px}"
-"a{color:#2271b1}";
+    "body{font:14px/1.4 system-ui,-apple-system,\"Segoe UI\",sans-serif;"
+    "margin:0;color:#1d2327;background:#f6f7f7}"
+    "header{background:#1d2327;color:#fff;padding:12px 20px}"
+    "h1{margin:0;font-size:20px}header p{margin:4px 0 0;color:#c3c4c7}"
+    "main{padding:16px 20px}"
+    "dl{display:flex;flex-wrap:wrap;gap:8px 28px;margin:0 0 16px}"
+    "dt{color:#646970;font-size:12px}dd{margin:0;font-weight:600}"
+    "table{border-collapse:collapse;width:100%;background:#fff;"
+    "box-shadow:0 1px 2px rgba(0,0,0,.1)}"
+    "th,td{padding:6px 10px;text-align:left;border-bottom:1px solid #e0e0e0;"
+    "white-space:nowrap}"
+    "th{background:#f0f0f1;font-size:12px;text-transform:uppercase;"
+    "color:#50575e}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    ".ok{color:#00750f}.err{color:#b32d2e}.never{color:#646970}"
+    ".labels{font-family:ui-monospace,monospace;font-size:12px;"
+    "white-space:normal}"
+    ".empty{padding:24px;text-align:center;color:#646970}"
+    "footer{padding:8px 20px;color:#646970;font-size:12px}"
+    "a{color:#2271b1}";
 
 /* Writes s with the five HTML metacharacters escaped. */
 static void
@@ -126,8 +127,9 @@ status_facts(struct evbuffer *out, const struct metrics_snapshot *ms)
 	buf[0] = '\0';
 	for (e = 0; e < LEASE_END_COUNT; e++) {
 		size_t n = strlen(buf);
-		snprintf(buf + n, sizeof buf - n, "%s%s %llu", e > 0 ? ", " :
-		    "", lease_end_name((enum lease_end)e), ms->ends[e]);
+		snprintf(buf + n, sizeof buf - n, "%s%s %llu",
+		    e > 0 ? ", " : "", lease_end_name((enum lease_end)e),
+		    ms->ends[e]);
 	}
 	status_fact(out, "releases", buf);
 	if (ms->child_pid > 0) {
@@ -137,10 +139,12 @@ status_facts(struct evbuffer *out, const struct metrics_snapshot *ms)
 	if (ms->have_sdfile) {
 		status_fact(out, "sd file", ms->sd_path);
 		if (ms->sd_last_write > 0) {
-			status_duration(ago, sizeof ago, ms->now -
-			    (double)ms->sd_last_write);
-			snprintf(buf, sizeof buf, "%llu writes, last %s ago, "
-			    "%llu errors", ms->sd_writes, ago, ms->sd_errors);
+			status_duration(ago, sizeof ago,
+			    ms->now - (double)ms->sd_last_write);
+			snprintf(buf, sizeof buf,
+			    "%llu writes, last %s ago, "
+			    "%llu errors",
+			    ms->sd_writes, ago, ms->sd_errors);
 		} else
 			snprintf(buf, sizeof buf, "never written, %llu errors",
 			    ms->sd_errors);
@@ -157,13 +161,16 @@ status_scrape_cell(struct evbuffer *out, const struct metrics_worker *w,
 	char ago[32];
 
 	if (ls->when == 0) {
-		evbuffer_add_printf(out, "<td class=\"scrape never\">never</td>");
+		evbuffer_add_printf(out,
+		    "<td class=\"scrape never\">never</td>");
 		return;
 	}
 	status_duration(ago, sizeof ago, now - (double)ls->when);
 	if (ls->ok) {
-		evbuffer_add_printf(out, "<td class=\"scrape ok\">ok, %d ms, %s "
-		    "ago</td>", ls->duration_ms, ago);
+		evbuffer_add_printf(out,
+		    "<td class=\"scrape ok\">ok, %d ms, %s "
+		    "ago</td>",
+		    ls->duration_ms, ago);
 		return;
 	}
 	evbuffer_add_printf(out, "<td class=\"scrape err\" title=\"");
@@ -180,24 +187,32 @@ status_worker_row(struct evbuffer *out, const struct metrics_worker *w,
 	char up[32];
 	size_t i;
 
-	evbuffer_add_printf(out, "<tr class=\"worker\" data-worker=\"%d\" "
+	evbuffer_add_printf(out,
+	    "<tr class=\"worker\" data-worker=\"%d\" "
 	    "data-pid=\"%d\" data-port=\"%u\" data-scrape=\"%s\">",
-	    w->worker, (int)w->pid, w->port, w->scrape.when == 0 ? "never" :
-	    w->scrape.ok ? "ok" : "error");
-	evbuffer_add_printf(out, "<td class=\"num\"><a href=\"/workers/%d/"
+	    w->worker, (int)w->pid, w->port,
+	    w->scrape.when == 0 ? "never"
+		: w->scrape.ok  ? "ok"
+				: "error");
+	evbuffer_add_printf(out,
+	    "<td class=\"num\"><a href=\"/workers/%d/"
 	    "metrics\">%d</a></td><td class=\"num\">%d</td>"
-	    "<td class=\"num\">%u</td>", w->worker, w->worker, (int)w->pid,
-	    w->port);
+	    "<td class=\"num\">%u</td>",
+	    w->worker, w->worker, (int)w->pid, w->port);
 	if (w->have_proc) {
 		status_duration(up, sizeof up, now - w->start_time);
-		evbuffer_add_printf(out, "<td class=\"num\">%s</td>"
+		evbuffer_add_printf(out,
+		    "<td class=\"num\">%s</td>"
 		    "<td class=\"num\">%.2f s</td>"
-		    "<td class=\"num\">%.1f MiB</td>", up, w->cpu_seconds,
+		    "<td class=\"num\">%.1f MiB</td>",
+		    up, w->cpu_seconds,
 		    (double)w->rss_bytes / (1024.0 * 1024.0));
 	} else
 		evbuffer_add_printf(out, "<td>-</td><td>-</td><td>-</td>");
-	evbuffer_add_printf(out, "<td class=\"num\">%llu</td>"
-	    "<td class=\"labels\">", w->leases > 0 ? w->leases - 1 : 0);
+	evbuffer_add_printf(out,
+	    "<td class=\"num\">%llu</td>"
+	    "<td class=\"labels\">",
+	    w->leases > 0 ? w->leases - 1 : 0);
 	for (i = 0; w->labels != NULL && i < w->labels->n; i++) {
 		if (i > 0)
 			evbuffer_add(out, " ", 1);
@@ -223,7 +238,8 @@ status_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	status_duration(up, sizeof up, ms->now - ms->start_time);
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
-	evbuffer_add_printf(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+	evbuffer_add_printf(out,
+	    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
 	    "<meta charset=\"utf-8\">\n"
 	    "<meta http-equiv=\"refresh\" content=\"%d\">\n"
 	    "<meta name=\"viewport\" content=\"width=device-width, "
@@ -232,13 +248,13 @@ status_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	    "<title>promfork: %zu worker%s</title>\n<style>%s</style>\n"
 	    "</head>\n<body>\n<header><h1>promfork</h1>"
 	    "<p id=\"summary\">%zu worker%s on ports %u-%u, up %s, "
-	    "version %s</p></header>\n<main>\n", STATUS_REFRESH_S,
-	    ms->leases, ms->leases == 1 ? "" : "s", status_style, ms->leases,
-	    ms->leases == 1 ? "" : "s", ms->port_low,
-	    (unsigned)(ms->port_low + ms->pool_size - 1), up,
-	    PROMFORK_VERSION);
+	    "version %s</p></header>\n<main>\n",
+	    STATUS_REFRESH_S, ms->leases, ms->leases == 1 ? "" : "s",
+	    status_style, ms->leases, ms->leases == 1 ? "" : "s", ms->port_low,
+	    (unsigned)(ms->port_low + ms->pool_size - 1), up, PROMFORK_VERSION);
 	status_facts(out, ms);
-	evbuffer_add_printf(out, "<table id=\"workers\">\n<thead><tr>"
+	evbuffer_add_printf(out,
+	    "<table id=\"workers\">\n<thead><tr>"
 	    "<th>worker</th><th>pid</th><th>port</th><th>uptime</th>"
 	    "<th>CPU</th><th>memory</th><th>restarts</th><th>labels</th>"
 	    "<th>source</th><th>last scrape</th></tr></thead>\n<tbody>\n");
@@ -247,10 +263,12 @@ status_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 			status_worker_row(out, &ms->workers[i], ms->now);
 	}
 	if (ms->leases == 0)
-		evbuffer_add_printf(out, "<tr><td colspan=\"10\" class=\"empty\">"
+		evbuffer_add_printf(out,
+		    "<tr><td colspan=\"10\" class=\"empty\">"
 		    "No workers yet: they appear here when they register."
 		    "</td></tr>\n");
-	evbuffer_add_printf(out, "</tbody>\n</table>\n</main>\n<footer>"
+	evbuffer_add_printf(out,
+	    "</tbody>\n</table>\n</main>\n<footer>"
 	    "Generated %s, reloads every %d s. "
 	    "<a href=\"/metrics\">/metrics</a> "
 	    "<a href=\"/targets\">/targets</a></footer>\n</body>\n</html>\n",
@@ -330,7 +348,7 @@ status_client_close_cb(void *arg)
 }
 
 /*
- * Answers GET /.  Workers not scraped within the refresh interval are
+ * Answers GET /.  Workers not scraped well within the refresh interval are
  * scraped first (at most probe_ms), so the page shows how they are now.
  */
 void
@@ -352,8 +370,10 @@ status_serve(struct http_conn *c, struct registry *reg,
 		struct lease *l = reg->slots[s];
 		struct status_probe *p;
 
-		if (l == NULL || (l->scrape.when != 0 && now - l->scrape.when <
-		    STATUS_REFRESH_S))
+		/* A failure is retried at once: it may have been a moment's. */
+		if (l == NULL ||
+		    (l->scrape.when != 0 && l->scrape.ok &&
+			now - l->scrape.when < STATUS_REFRESH_S))
 			continue;
 		p = &sr->probes[sr->nprobes++];
 		p->req = sr;

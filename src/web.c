@@ -1,7 +1,7 @@
 /*
  * The HTTP listener (--listen), for Prometheus and for people: /targets
- * (http_sd), /metrics (own and per-worker), /workers/N/metrics (proxy) and
- * the status page at /.  The routing lives here; the pages in their own
+ * (http_sd), /metrics (own and per-worker), /workers/metrics (fan-out),
+ * /workers/N/metrics (proxy) and the status page at /.  The routing lives here; the pages in their own
  * files.  The listen address parser is pure, for tests and the fuzzer.
  */
 #include <sys/socket.h>
@@ -32,6 +32,8 @@ struct web {
 	struct http_server *server;
 	struct web_config cfg;
 	struct metrics_sources src;
+	int probe_ms; /* the status page's scrapes, well within the deadline */
+	int proxy_ms; /* a proxied scrape, with time left to pass it on */
 };
 
 static int
@@ -111,11 +113,14 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	return 0;
 
 bad_port:
-	xasprintf(cause, "--listen \"%.*s\": the port must be a number from 0 "
-	    "to 65535", WEB_LISTEN_MAX, s);
+	xasprintf(cause,
+	    "--listen \"%.*s\": the port must be a number from 0 "
+	    "to 65535",
+	    WEB_LISTEN_MAX, s);
 	return -1;
 bad:
-	xasprintf(cause, "--listen \"%.*s\" is not ADDR:PORT with a numeric "
+	xasprintf(cause,
+	    "--listen \"%.*s\" is not ADDR:PORT with a numeric "
 	    "address, e.g. 127.0.0.1:9400, [::1]:9400 or :9400",
 	    WEB_LISTEN_MAX, s);
 	return -1;
@@ -132,10 +137,11 @@ web_listen(const char *s, char **cause)
 
 	if (web_parse_listen(s, &ss, &len, cause) != 0)
 		return -1;
-	any6 = ss.ss_family == AF_INET6 && memcmp(&((struct sockaddr_in6 *)
-	    &ss)->sin6_addr, &in6addr_any, sizeof in6addr_any) == 0;
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
+	any6 = ss.ss_family == AF_INET6 &&
+	    memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr, &in6addr_any,
+		sizeof in6addr_any) == 0;
+	fd =
+	    socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1 && any6 && errno == EAFNOSUPPORT) {
 		/* No IPv6 on this host: every IPv4 address then. */
 		in_port_t port = ((struct sockaddr_in6 *)&ss)->sin6_port;
@@ -145,8 +151,8 @@ web_listen(const char *s, char **cause)
 		sin->sin_port = port;
 		len = sizeof *sin;
 		any6 = 0;
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, 0);
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    0);
 	}
 	if (fd == -1) {
 		xasprintf(cause, "--listen %s: socket: %s", s, strerror(errno));
@@ -156,8 +162,8 @@ web_listen(const char *s, char **cause)
 	if (any6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
 		    sizeof zero);
-	if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd,
-	    WEB_CONNS_MAX) != 0) {
+	if (bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+	    listen(fd, WEB_CONNS_MAX) != 0) {
 		xasprintf(cause, "--listen %s: cannot listen: %s", s,
 		    strerror(errno));
 		close(fd);
@@ -249,7 +255,7 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	static const char prefix[] = "/workers/", suffix[] = "/metrics";
 	struct web *w = arg;
 	size_t len = strcspn(req->target, "?#"), plen = sizeof prefix - 1,
-	    slen = sizeof suffix - 1;
+	       slen = sizeof suffix - 1;
 	const char *path = req->target;
 	int worker;
 
@@ -259,24 +265,26 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 		return;
 	}
 	if (len == 1 && path[0] == '/')
-		status_serve(c, w->cfg.reg, &w->src, w->cfg.deadline_ms / 2 <
-		    WEB_PROBE_MS ? w->cfg.deadline_ms / 2 : WEB_PROBE_MS);
+		status_serve(c, w->cfg.reg, &w->src, w->probe_ms);
 	else if (len == 8 && strncmp(path, "/targets", len) == 0)
 		web_targets(w, c);
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c);
+	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
+		fanout_serve(c, req, w->cfg.reg, w->proxy_ms);
 	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
 	    strncmp(path + len - slen, suffix, slen) == 0) {
 		worker = web_worker(path + plen, len - plen - slen);
 		if (worker < 0)
-			http_reply_error(c, 404, "no such page: workers are "
+			http_reply_error(c, 404,
+			    "no such page: workers are "
 			    "numbered from 0, as in /workers/0/metrics");
 		else
-			proxy_serve(c, req, w->cfg.reg, worker,
-			    w->cfg.deadline_ms * 3 / 4);
+			proxy_serve(c, req, w->cfg.reg, worker, w->proxy_ms);
 	} else
-		http_reply_error(c, 404, "no such page: try /, /targets, "
-		    "/metrics or /workers/N/metrics");
+		http_reply_error(c, 404,
+		    "no such page: try /, /targets, /metrics, "
+		    "/workers/metrics or /workers/N/metrics");
 }
 
 struct web *
@@ -300,6 +308,9 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 	w->src.sdfile = cfg->sdfile;
 	w->src.child = cfg->child;
 	w->src.http = w->server;
+	w->probe_ms = cfg->deadline_ms / 2 < WEB_PROBE_MS ? cfg->deadline_ms / 2
+							  : WEB_PROBE_MS;
+	w->proxy_ms = cfg->deadline_ms * 3 / 4;
 	return w;
 }
 

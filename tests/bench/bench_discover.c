@@ -79,8 +79,8 @@ main(int argc, char **argv)
 	char c;
 
 	if (nprocs < LISTENERS || nprocs > 100000) {
-		fprintf(
-		    stderr, "usage: bench_discover [PROCS >= %d]\n", LISTENERS);
+		fprintf(stderr, "usage: bench_discover [PROCS >= %d]\n",
+		    LISTENERS);
 		return 2;
 	}
 	log_init(LOG_LEVEL_WARN, 0);
@@ -136,8 +136,8 @@ main(int argc, char **argv)
 	}
 
 	base = event_base_new();
-	registry_init(
-	    &reg, base, low, (uint16_t)(low + LISTENERS - 1), NULL, NULL);
+	registry_init(&reg, base, low, (uint16_t)(low + LISTENERS - 1), NULL,
+	    NULL);
 	memset(&cfg, 0, sizeof cfg);
 	cfg.root = getpid();
 	cfg.low = low;

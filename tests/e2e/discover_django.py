@@ -156,7 +156,8 @@ def run(server):
           "read %d times)" % (low, high, watch.reads))
 
     rc = pf.stop(timeout=30)
-    log("promfork exited with %d" % rc)
+    check(rc == 0, "promfork passes on %s's exit status 0 after SIGTERM "
+          "(got %d)" % (server, rc))
     check(pf.groups() == [], "the sd file is [] after promfork exits")
     late.close()
     first.close()

@@ -113,6 +113,15 @@ def free_port_range(n):
     raise TestFailure("no free run of %d ports" % n)
 
 
+def wait_listening(port, host="127.0.0.1", timeout=15.0):
+    """Waits until something accepts connections on host:port."""
+    def accepts():
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    return wait_until(accepts, timeout=timeout,
+                      what="a listener on %s:%d" % (host, port))
+
+
 def free_port():
     return free_port_range(1)
 
@@ -236,8 +245,10 @@ class Promfork:
         return out
 
     def wait_workers(self, n, timeout=20.0):
-        return wait_until(lambda: (lambda w: w if len(w) == n else None)(
-            self.workers()), timeout=timeout, what="%d workers in sd file" % n)
+        # Wrapped in a tuple so that an empty dict (n == 0) counts as done.
+        return wait_until(lambda: (lambda w: (w,) if len(w) == n else None)(
+            self.workers()), timeout=timeout,
+            what="%d workers in sd file" % n)[0]
 
     def leases(self):
         return unix_request(self.socket, "GET", "/v1/workers")[1]

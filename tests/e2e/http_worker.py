@@ -8,7 +8,14 @@ $PROMFORK_SOCKET and serves GET /metrics on the port it was given, on
                      instead of prometheus_client text
   E2E_NO_LENGTH=1    no Content-Length: the body ends with the close
   E2E_DELAY_MS=N     wait N ms before answering
+  E2E_DELAY_WORKER=W only worker W waits (default: every worker)
   E2E_LABELS=JSON    labels to register with
+  E2E_RICH=1         also a histogram, a summary, a gauge with escaped
+                     label values, a counter of 10*(worker+1) items and a
+                     series with its own worker label
+  E2E_GARBAGE_WORKER=W  worker W adds malformed lines to its answer
+  E2E_CONFLICT=1     e2e_conflict is a gauge in worker 0, untyped in
+                     the others
 
 The master exits on TERM after killing its workers.
 """
@@ -34,6 +41,34 @@ def blob(n):
 
 
 SCRAPES = Counter("e2e_worker_scrapes_total", "Times /metrics was served.")
+WORKER = None  # this process's worker number, once registered
+
+
+def rich_metrics(worker):
+    from prometheus_client import Gauge, Histogram, Summary
+    Counter("e2e_items_total", "Items, 10 per worker number plus one."
+            ).inc(10 * (worker + 1))
+    h = Histogram("e2e_latency_seconds", "Latency.",
+                  buckets=(0.1, 1.0, 10.0))
+    for v in (0.05, 0.5, 5.0, 50.0):
+        h.observe(v * (worker + 1))
+    Summary("e2e_size_bytes", "Sizes.").observe(100 * (worker + 1))
+    Gauge("e2e_path_info", "Label values that need escaping.",
+          ["path"]).labels('C:\\dir\n"quoted"').set(worker)
+    Counter("e2e_jobs_total", "A series with its own worker label.",
+            ["worker"]).labels("own-%d" % worker).inc()
+
+
+def extra_text(worker):
+    text = b""
+    if os.environ.get("E2E_GARBAGE_WORKER") == str(worker):
+        text += b"this line { is not metrics\n" \
+                b"e2e_bad{l=\"unterminated} 1\n"
+    if os.environ.get("E2E_CONFLICT"):
+        kind = b"gauge" if worker == 0 else b"untyped"
+        text += b"# HELP e2e_conflict Typed unlike another worker's.\n" \
+                b"# TYPE e2e_conflict " + kind + b"\ne2e_conflict 1\n"
+    return text
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,14 +82,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         delay = int(os.environ.get("E2E_DELAY_MS", "0"))
-        if delay:
+        only = os.environ.get("E2E_DELAY_WORKER")
+        if delay and (only is None or only == str(WORKER)):
             time.sleep(delay / 1000.0)
         SCRAPES.inc()
         if os.environ.get("E2E_BLOB_BYTES"):
             body = blob(int(os.environ["E2E_BLOB_BYTES"]))
             ctype = "application/octet-stream"
         else:
-            body = generate_latest()
+            body = generate_latest() + extra_text(WORKER)
             ctype = CONTENT_TYPE_LATEST
         self.send_response(200)
         self.send_header("Content-Type", ctype)
@@ -68,6 +104,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def worker():
+    global WORKER
     body = {"pid": os.getpid()}
     if os.environ.get("E2E_LABELS"):
         body["labels"] = json.loads(os.environ["E2E_LABELS"])
@@ -77,6 +114,9 @@ def worker():
         print("worker %d: registration failed: %d %r"
               % (os.getpid(), status, lease), file=sys.stderr)
         os._exit(1)
+    WORKER = lease["worker"]
+    if os.environ.get("E2E_RICH"):
+        rich_metrics(WORKER)
     http.server.ThreadingHTTPServer.address_family = socket.AF_INET
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", lease["port"]),
                                           Handler)

@@ -64,8 +64,10 @@ def test_workers(d):
     new = wait_until(lambda: (lambda p: p.get("1") not in (None, old)
                               and p["1"])(lease_pids(pf)),
                      timeout=10, what="worker 1 restarted")
-    check(pf.workers() == {"0": pf.low, "1": pf.low + 1},
-          "after kill -9 worker 1 is back in slot 1, port %d" % (pf.low + 1))
+    wait_until(lambda: pf.workers() == {"0": pf.low, "1": pf.low + 1},
+               timeout=5, what="both workers in the sd file")
+    check(True, "after kill -9 worker 1 is back in slot 1, port %d"
+          % (pf.low + 1))
     i = wait_until(lambda: (lambda x: x and x["pid"] == str(new) and x)(
         info(pf.low + 1)), timeout=10, what="the new worker 1 to serve")
     check(i["env_worker"] == "1", "the new process is told it is worker 1")

@@ -20,8 +20,8 @@ fuzz_one(const void *buf, size_t len, uint32_t seq, uint16_t low, uint16_t high)
 	size_t i;
 	int done = 0, rc;
 
-	rc = discover_parse_diag(
-	    buf, len, seq, low, high, &socks, &done, &cause);
+	rc = discover_parse_diag(buf, len, seq, low, high, &socks, &done,
+	    &cause);
 	if ((rc == 0) != (cause == NULL))
 		abort();
 	for (i = 0; i < socks.n; i++) {

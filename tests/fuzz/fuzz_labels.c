@@ -18,8 +18,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	j = json_loadb((const char *)data, size, 0, NULL);
 	if (j != NULL) {
-		if (labels_from_json(&ls, json_object_get(j, "labels") != NULL ?
-		    json_object_get(j, "labels") : j, &cause) != 0)
+		if (labels_from_json(&ls,
+			json_object_get(j, "labels") != NULL
+			    ? json_object_get(j, "labels")
+			    : j,
+			&cause) != 0)
 			free(cause);
 		json_decref(j);
 	}

@@ -20,8 +20,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	rc = scrape_parse_head((const char *)data, size, &h, &consumed, &cause);
 	if (rc == 1) {
-		if (consumed == 0 || consumed > size || consumed >
-		    SCRAPE_HEAD_MAX)
+		if (consumed == 0 || consumed > size ||
+		    consumed > SCRAPE_HEAD_MAX)
 			abort();
 		if (h.status < 100 || h.status > 999 || h.length < -1)
 			abort();

@@ -88,8 +88,8 @@ canned_main(void *arg)
 
 		memset(cw->request, 0, sizeof cw->request);
 		while (got < sizeof cw->request - 1 &&
-		    (n = read(c, cw->request + got, sizeof cw->request - 1 -
-		    got)) > 0) {
+		    (n = read(c, cw->request + got,
+			 sizeof cw->request - 1 - got)) > 0) {
 			got += (size_t)n;
 			if (strstr(cw->request, "\r\n\r\n") != NULL)
 				break;
@@ -172,8 +172,7 @@ loop_start(struct loop *lp, struct event_base *base)
 	lp->base = base;
 	if (pipe2(lp->pipe, O_CLOEXEC) != 0)
 		abort();
-	lp->ev_stop = event_new(base, lp->pipe[0], EV_READ, loop_stop_cb,
-	    base);
+	lp->ev_stop = event_new(base, lp->pipe[0], EV_READ, loop_stop_cb, base);
 	event_add(lp->ev_stop, NULL);
 	pthread_create(&lp->thread, NULL, loop_main, lp);
 }
@@ -193,8 +192,8 @@ loop_stop(struct loop *lp)
  * timeout_ms passes; returns the bytes read (NUL-terminated) in *out.
  */
 NETUTIL_FN size_t
-netutil_exchange(uint16_t port, const char *req, size_t reqlen,
-    int timeout_ms, char **out)
+netutil_exchange(uint16_t port, const char *req, size_t reqlen, int timeout_ms,
+    char **out)
 {
 	struct sockaddr_in sin;
 	size_t len = 0, cap = 65536;
@@ -209,8 +208,8 @@ netutil_exchange(uint16_t port, const char *req, size_t reqlen,
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
 		abort();
-	if (reqlen > 0 && send(fd, req, reqlen, MSG_NOSIGNAL) !=
-	    (ssize_t)reqlen)
+	if (reqlen > 0 &&
+	    send(fd, req, reqlen, MSG_NOSIGNAL) != (ssize_t)reqlen)
 		abort();
 	pfd.fd = fd;
 	pfd.events = POLLIN;

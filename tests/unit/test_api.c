@@ -80,8 +80,8 @@ client_exchange(const char *raw, int out)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	if (write(fd, raw, strlen(raw)) != (ssize_t)strlen(raw))
 		_exit(4);
-	while (len < sizeof buf && (n = read(fd, buf + len, sizeof buf -
-	    len)) > 0)
+	while (
+	    len < sizeof buf && (n = read(fd, buf + len, sizeof buf - len)) > 0)
 		len += (size_t)n;
 	if (write(out, buf, len) != (ssize_t)len)
 		_exit(5);
@@ -163,8 +163,10 @@ post(const char *body)
 {
 	char *raw, *ans;
 
-	xasprintf(&raw, "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
-	    "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+	xasprintf(&raw,
+	    "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+	    "Content-Length: %zu\r\n\r\n%s",
+	    strlen(body), body);
 	ans = exchange(raw, 0);
 	free(raw);
 	return ans;
@@ -196,12 +198,14 @@ Test(api, same_pid_again_gets_the_same_lease)
 
 	start(20000, 20003);
 	ans = exchange("POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-	    "POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n"
-	    "Connection: close\r\n\r\n", 0);
+		       "POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n"
+		       "Connection: close\r\n\r\n",
+	    0);
 	cr_assert_eq(status_of(ans), 201, "%s", ans);
 	cr_assert(strstr(ans, "HTTP/1.1 200 OK") != NULL, "%s", ans);
 	cr_assert_eq(strstr(strstr(ans, "HTTP/1.1 200"), "\"port\":20000") !=
-	    NULL, 1, "%s", ans);
+		NULL,
+	    1, "%s", ans);
 	free(ans);
 }
 
@@ -217,6 +221,23 @@ Test(api, promfork_itself_and_init_are_refused)
 	free(ans);
 	ans = post("{\"pid\": 1}");
 	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	free(ans);
+}
+
+/* A dead worker's pid names no process: 404, not 403 (issue #9). */
+Test(api, dead_pid_is_not_found)
+{
+	char *ans, body[64];
+	pid_t kid = fork();
+
+	if (kid == 0)
+		_exit(0);
+	waitpid(kid, NULL, 0);
+	start(20000, 20003);
+	snprintf(body, sizeof body, "{\"pid\": %d}", (int)kid);
+	ans = post(body);
+	cr_assert_eq(status_of(ans), 404, "%s", ans);
+	cr_assert_eq(reg.count, 0);
 	free(ans);
 }
 
@@ -241,17 +262,20 @@ Test(api, list_shows_leases)
 	cr_assert_eq(status_of(ans), 200, "%s", ans);
 	j = body_of(ans);
 	cr_assert_eq(json_array_size(j), 1, "%s", ans);
-	cr_assert_eq(json_integer_value(json_object_get(json_array_get(j, 0),
-	    "pid")), kid);
+	cr_assert_eq(json_integer_value(
+			 json_object_get(json_array_get(j, 0), "pid")),
+	    kid);
 	json_decref(j);
 	free(ans);
 	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
-	    "\r\n", 0);
+		       "\r\n",
+	    0);
 	cr_assert_eq(status_of(ans), 204, "%s", ans);
 	cr_assert_eq(reg.count, 0);
 	free(ans);
 	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
-	    "\r\n", 0);
+		       "\r\n",
+	    0);
 	cr_assert_eq(status_of(ans), 404, "%s", ans);
 	free(ans);
 	kill(kid, SIGKILL);
@@ -298,7 +322,8 @@ Test(api, bad_requests)
 	cr_assert_eq(status_of(ans), 404, "%s", ans);
 	free(ans);
 	ans = exchange("DELETE /v1/workers/x HTTP/1.1\r\nConnection: close\r\n"
-	    "\r\n", 0);
+		       "\r\n",
+	    0);
 	cr_assert_eq(status_of(ans), 400, "%s", ans);
 	free(ans);
 	ans = exchange("garbage\r\n\r\n", 0);
@@ -338,7 +363,8 @@ Test(api, process_outside_the_tree_is_refused)
 	 * this process a subreaper. */
 	prctl(PR_SET_CHILD_SUBREAPER, 0);
 	ans = exchange("POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
-	    "Content-Length: 0\r\n\r\n", 1);
+		       "Content-Length: 0\r\n\r\n",
+	    1);
 	cr_assert_eq(status_of(ans), 403, "%s", ans);
 	cr_assert(strstr(ans, "not part of the command") != NULL, "%s", ans);
 	cr_assert_eq(reg.count, 0);
@@ -365,10 +391,10 @@ Test(api, standalone_users_and_groups)
 
 	cr_assert_eq(api_authorise_user(&cfg, 0, 0, NULL, 0, &cause), 0,
 	    "root may");
-	cr_assert_eq(api_authorise_user(&cfg, geteuid(), 1, NULL, 0, &cause),
-	    0, "promfork's own user may");
-	cr_assert_eq(api_authorise_user(&cfg, 12345, 12345, groups, 2,
-	    &cause), -1);
+	cr_assert_eq(api_authorise_user(&cfg, geteuid(), 1, NULL, 0, &cause), 0,
+	    "promfork's own user may");
+	cr_assert_eq(api_authorise_user(&cfg, 12345, 12345, groups, 2, &cause),
+	    -1);
 	cr_assert(strstr(cause, "--allow-uid 12345") != NULL, "%s", cause);
 	free(cause);
 	cause = NULL;
@@ -379,8 +405,8 @@ Test(api, standalone_users_and_groups)
 	cr_assert_eq(api_authorise_user(&cfg, 1000, 1000, NULL, 0, &cause), 0);
 	cr_assert_eq(api_authorise_user(&cfg, 1001, 50, NULL, 0, &cause), 0,
 	    "primary group");
-	cr_assert_eq(api_authorise_user(&cfg, 1001, 1001, groups, 2, &cause),
-	    0, "supplementary group");
+	cr_assert_eq(api_authorise_user(&cfg, 1001, 1001, groups, 2, &cause), 0,
+	    "supplementary group");
 	cr_assert_eq(api_authorise_user(&cfg, 1001, 1001, groups, 1, &cause),
 	    -1);
 	free(cause);
@@ -399,9 +425,9 @@ exchange_as(const char *raw, uid_t uid)
 	kid = fork();
 	if (kid == 0) {
 		close(p[0]);
-		if (uid != (uid_t)-1 && (setgroups(0, NULL) != 0 ||
-		    setresgid(uid, uid, uid) != 0 || setresuid(uid, uid,
-		    uid) != 0))
+		if (uid != (uid_t)-1 &&
+		    (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0 ||
+			setresuid(uid, uid, uid) != 0))
 			_exit(6);
 		client_exchange(raw, p[1]);
 		_exit(0);
@@ -418,7 +444,8 @@ exchange_as(const char *raw, uid_t uid)
 
 Test(api, standalone_refuses_other_users)
 {
-	static const char reg_raw[] = "POST /v1/workers HTTP/1.1\r\n"
+	static const char reg_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\n"
 	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
 	struct api_config cfg = { .tree_root = 0, .tc = &tc };
 	char *cause = NULL, *ans;

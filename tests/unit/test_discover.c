@@ -63,8 +63,8 @@ Test(discover, parses_a_dump)
 	put_sock(buf, &off, 7, AF_INET, LISTEN, 9500, 3333); /* outside */
 	put_sock(buf, &off, 6, AF_INET, LISTEN, 9402, 4444); /* stale seq */
 	put_msg(buf, &off, NLMSG_DONE, 7, "\0\0\0\0", 4);
-	cr_assert_eq(
-	    discover_parse_diag(buf, off, 7, 9400, 9463, &socks, &done, &cause),
+	cr_assert_eq(discover_parse_diag(buf, off, 7, 9400, 9463, &socks, &done,
+			 &cause),
 	    0, "%s", cause);
 	cr_assert_eq(done, 1);
 	cr_assert_eq(socks.n, 2);
@@ -85,8 +85,8 @@ Test(discover, dump_in_parts_and_unpadded_last_message)
 	int done = 0;
 
 	put_sock(buf, &off, 1, AF_INET, LISTEN, 9400, 5);
-	cr_assert_eq(
-	    discover_parse_diag(buf, off, 1, 9400, 9400, &socks, &done, &cause),
+	cr_assert_eq(discover_parse_diag(buf, off, 1, 9400, 9400, &socks, &done,
+			 &cause),
 	    0);
 	cr_assert_eq(done, 0);
 	/* an acknowledgement (error 0) and a NOOP are not errors */
@@ -94,8 +94,8 @@ Test(discover, dump_in_parts_and_unpadded_last_message)
 	put_msg(buf, &off, NLMSG_NOOP, 1, "", 0);
 	put_msg(buf, &off, NLMSG_ERROR, 1, "\0\0\0\0", 4);
 	put_msg(buf, &off, NLMSG_NOOP, 1, "ab", 2);
-	cr_assert_eq(discover_parse_diag(
-			 buf, off - 2, 1, 9400, 9400, &socks, &done, &cause),
+	cr_assert_eq(discover_parse_diag(buf, off - 2, 1, 9400, 9400, &socks,
+			 &done, &cause),
 	    0, "%s", cause);
 	cr_assert_eq(socks.n, 1);
 	discover_socks_clear(&socks);
@@ -110,8 +110,8 @@ Test(discover, kernel_error_is_reported)
 	int done = 0, err = -ENOENT;
 
 	put_msg(buf, &off, NLMSG_ERROR, 3, &err, sizeof err);
-	cr_assert_eq(
-	    discover_parse_diag(buf, off, 3, 1, 65535, &socks, &done, &cause),
+	cr_assert_eq(discover_parse_diag(buf, off, 3, 1, 65535, &socks, &done,
+			 &cause),
 	    -1);
 	cr_assert_eq(socks.error, ENOENT);
 	cr_assert_not_null(strstr(cause, "sock_diag"));
@@ -126,8 +126,8 @@ bad_diag(const void *buf, size_t len, const char *what)
 	char *cause = NULL;
 	int done = 0;
 
-	cr_assert_eq(
-	    discover_parse_diag(buf, len, 1, 1, 65535, &socks, &done, &cause),
+	cr_assert_eq(discover_parse_diag(buf, len, 1, 1, 65535, &socks, &done,
+			 &cause),
 	    -1, "accepted %s", what);
 	cr_assert_not_null(cause, "no cause for %s", what);
 	cr_assert_eq(strncmp(cause, "netlink", 7) == 0 ||
@@ -180,12 +180,12 @@ Test(discover, parses_fd_links)
 	uint32_t inode = 0;
 	char *cause = NULL;
 
-	cr_assert_eq(
-	    discover_parse_fdlink("socket:[4026531993]", 19, &inode, &cause),
+	cr_assert_eq(discover_parse_fdlink("socket:[4026531993]", 19, &inode,
+			 &cause),
 	    0);
 	cr_assert_eq(inode, 4026531993u);
-	cr_assert_eq(
-	    discover_parse_fdlink("socket:[7]", 10, &inode, &cause), 0);
+	cr_assert_eq(discover_parse_fdlink("socket:[7]", 10, &inode, &cause),
+	    0);
 	cr_assert_eq(inode, 7);
 	cr_assert_eq(discover_parse_fdlink("pipe:[12]", 9, &inode, &cause), 1);
 	cr_assert_eq(discover_parse_fdlink("/dev/null", 9, &inode, &cause), 1);
@@ -207,8 +207,8 @@ Test(discover, bad_fd_links_refused)
 
 	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char *cause = NULL;
-		cr_assert_eq(discover_parse_fdlink(
-				 bad[i], strlen(bad[i]), &inode, &cause),
+		cr_assert_eq(discover_parse_fdlink(bad[i], strlen(bad[i]),
+				 &inode, &cause),
 		    -1, "accepted %s", bad[i]);
 		cr_assert_not_null(strstr(cause, "malformed socket link"));
 		free(cause);
@@ -394,8 +394,8 @@ world_init(struct world *w, uint16_t port)
 
 	w->base = event_base_new();
 	w->low = (uint16_t)(port - 2);
-	registry_init(
-	    &w->reg, w->base, w->low, (uint16_t)(port + 2), NULL, NULL);
+	registry_init(&w->reg, w->base, w->low, (uint16_t)(port + 2), NULL,
+	    NULL);
 	memset(&cfg, 0, sizeof cfg);
 	cfg.root = getpid();
 	cfg.low = w->low;
@@ -472,8 +472,8 @@ Test(discover, registered_and_discovered_is_one_lease, .timeout = 20)
 
 	kid_start(&k, 0);
 	world_init(&w, k.port);
-	l = registry_lease(
-	    &w.reg, k.pid, NULL, LEASE_API, 2, &created, &status, &cause);
+	l = registry_lease(&w.reg, k.pid, NULL, LEASE_API, 2, &created, &status,
+	    &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(discover_scan(w.d), 0);
 	cr_assert_eq(w.reg.count, 1);
@@ -499,8 +499,8 @@ Test(discover, a_port_leased_to_an_ancestor_is_that_lease, .timeout = 20)
 	/* the kid's child gets the listener; the kid holds the lease */
 	kid_start(&k, 0);
 	world_init(&w, k.port);
-	l = registry_lease(
-	    &w.reg, k.pid, NULL, LEASE_API, 2, &created, &status, &cause);
+	l = registry_lease(&w.reg, k.pid, NULL, LEASE_API, 2, &created, &status,
+	    &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(write(k.cmd, "f", 1), 1);
 	cr_assert_eq(read(k.ack, &g, sizeof g), sizeof g);
@@ -578,8 +578,8 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	cr_assert_eq(discover_scan(w.d), 0);
 	l = registry_find_worker(&w.reg, 2);
 	cr_assert_not_null(l);
-	r = registry_lease(
-	    &w.reg, k.pid, NULL, LEASE_API, -1, &created, &status, &cause);
+	r = registry_lease(&w.reg, k.pid, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_eq(r, l);
 	cr_assert_eq(created, 0);
 	cr_assert_eq(l->source, LEASE_API);

@@ -75,8 +75,8 @@ promtool_check(const char *text, char **said)
 	close(fd);
 	ofd = mkstemp(out);
 	cr_assert_geq(ofd, 0);
-	snprintf(
-	    cmd, sizeof cmd, PROMTOOL " check metrics <%s >%s 2>&1", in, out);
+	snprintf(cmd, sizeof cmd, PROMTOOL " check metrics <%s >%s 2>&1", in,
+	    out);
 	status = system(cmd);
 	*said = calloc(1, 4096);
 	n = read(ofd, *said, 4095);
@@ -443,11 +443,11 @@ Test(expo, merge_render_twice)
 
 Test(expo, huge_line)
 {
+	static char in[EXPO_LINE_MAX + 10 + 64];
 	size_t pad = EXPO_LINE_MAX + 10, len;
 	struct expo_stats st;
-	char *in, *out;
+	char *out;
 
-	in = malloc(pad + 64);
 	len = (size_t)sprintf(in, "a 1\nbig{l=\"");
 	memset(in + len, 'x', pad);
 	len += pad;
@@ -460,17 +460,16 @@ Test(expo, huge_line)
 	    "# TYPE a untyped\na{worker=\"0\"} 1\n"
 	    "# TYPE b untyped\nb{worker=\"0\"} 2\n");
 	free(out);
-	free(in);
 }
 
 Test(expo, line_at_cap)
 {
+	static char in[EXPO_LINE_MAX + 2];
 	struct expo_stats st;
 	size_t len;
-	char *in, *out;
+	char *out;
 
 	/* Exactly EXPO_LINE_MAX bytes before the newline is still allowed. */
-	in = malloc(EXPO_LINE_MAX + 2);
 	len = (size_t)sprintf(in, "big{l=\"");
 	memset(in + len, 'x', EXPO_LINE_MAX - len - 4);
 	memcpy(in + EXPO_LINE_MAX - 4, "\"} 1\n", 6);
@@ -479,7 +478,6 @@ Test(expo, line_at_cap)
 	cr_expect_eq(st.malformed, 0);
 	cr_expect_eq(st.samples, 1);
 	free(out);
-	free(in);
 }
 
 Test(expo, bad_escapes)
@@ -668,8 +666,8 @@ Test(expo, help_after_samples)
 
 	cr_expect_eq(st.malformed, 1);
 	cr_expect_eq(st.malformed_line, 4);
-	cr_expect_str_eq(
-	    out, "# HELP m Late help.\n# TYPE m gauge\nm{worker=\"0\"} 1\n");
+	cr_expect_str_eq(out,
+	    "# HELP m Late help.\n# TYPE m gauge\nm{worker=\"0\"} 1\n");
 	free(out);
 }
 
@@ -854,8 +852,8 @@ Test(expo, promtool_hostile)
 		cr_skip_test(PROMTOOL " is not installed");
 	out = merge_n(in, 3, NULL, NULL);
 	rc = promtool_check(out, &said);
-	cr_expect(
-	    rc == 0 || rc == 3, "promtool exit %d: %s\non:\n%s", rc, said, out);
+	cr_expect(rc == 0 || rc == 3, "promtool exit %d: %s\non:\n%s", rc, said,
+	    out);
 	free(said);
 	free(out);
 }

@@ -13,8 +13,7 @@ static const struct http_limits lim = {
 };
 
 static int
-parse(const char *text, struct http_request *req, size_t *consumed,
-    int *status)
+parse(const char *text, struct http_request *req, size_t *consumed, int *status)
 {
 	return http_request_parse(text, strlen(text), &lim, req, consumed,
 	    status);
@@ -23,7 +22,7 @@ parse(const char *text, struct http_request *req, size_t *consumed,
 Test(http, get_with_headers)
 {
 	const char *t = "GET /v1/workers?x=1 HTTP/1.1\r\nHost: a\r\n"
-	    "X-Thing:  spaced value  \r\n\r\nNEXT";
+			"X-Thing:  spaced value  \r\n\r\nNEXT";
 	struct http_request req;
 	size_t used;
 	int status;
@@ -55,14 +54,16 @@ Test(http, post_with_body_and_bare_newlines)
 
 Test(http, incomplete_until_whole)
 {
-	const char *full = "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+	const char *full =
+	    "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
 	struct http_request req;
 	size_t used, n;
 	int status;
 
 	for (n = 0; n < strlen(full); n++)
 		cr_assert_eq(http_request_parse(full, n, &lim, &req, &used,
-		    &status), 0, "incomplete at %zu", n);
+				 &status),
+		    0, "incomplete at %zu", n);
 	cr_assert_eq(parse(full, &req, &used, &status), 1);
 	http_request_clear(&req);
 }
@@ -74,11 +75,13 @@ Test(http, connection_header)
 	int status;
 
 	cr_assert_eq(parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &req,
-	    &used, &status), 1);
+			 &used, &status),
+	    1);
 	cr_assert_eq(req.keep_alive, 0);
 	http_request_clear(&req);
 	cr_assert_eq(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
-	    &req, &used, &status), 1);
+			 &req, &used, &status),
+	    1);
 	cr_assert_eq(req.keep_alive, 1);
 	http_request_clear(&req);
 }
@@ -120,7 +123,8 @@ Test(http, bad_requests_get_the_right_status)
 	REFUSED("POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400);
 	REFUSED("POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", 400);
 	REFUSED("POST / HTTP/1.1\r\nContent-Length: "
-	    "99999999999999999999999999\r\n\r\n", 400);
+		"99999999999999999999999999\r\n\r\n",
+	    400);
 	REFUSED("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", 413);
 	REFUSED("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501);
 	memset(big, 'a', sizeof big);
@@ -137,7 +141,8 @@ Test(http, too_many_headers)
 
 	n = (size_t)snprintf(text, sizeof text, "GET / HTTP/1.1\r\n");
 	for (i = 0; i < HTTP_HEADERS_MAX + 1; i++)
-		n += (size_t)snprintf(text + n, sizeof text - n, "H%d: v\r\n", i);
+		n += (size_t)snprintf(text + n, sizeof text - n, "H%d: v\r\n",
+		    i);
 	n += (size_t)snprintf(text + n, sizeof text - n, "\r\n");
 	refused(text, n, 431);
 }
@@ -155,7 +160,8 @@ Test(http, long_target)
 	memset(text + 5, 'a', 3000);
 	strcpy(text + 3005, " HTTP/1.1\r\n\r\n");
 	cr_assert_eq(http_request_parse(text, strlen(text), &big, &req, &used,
-	    &status), -1);
+			 &status),
+	    -1);
 	cr_assert_eq(status, 414);
 }
 

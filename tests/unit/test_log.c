@@ -103,8 +103,8 @@ Test(log, text_escapes_newlines_and_controls)
 {
 	capture(LOG_LEVEL_INFO, 0, 0);
 	log_info("two\nlines\tand\x1b[31mred");
-	cr_assert_str_eq(
-	    collect(), "promfork: info: two\\nlines\tand\\x1b[31mred\n");
+	cr_assert_str_eq(collect(),
+	    "promfork: info: two\\nlines\tand\\x1b[31mred\n");
 }
 
 static json_t *
@@ -129,8 +129,8 @@ Test(log, json_fields)
 	cr_assert_not_null(nl);
 	cr_assert_eq(nl[1], '\0', "one line: %s", out);
 	j = json_line(out);
-	cr_assert_str_eq(
-	    json_string_value(json_object_get(j, "level")), "warn");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "level")),
+	    "warn");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "msg")),
 	    "sd file app.json written");
 	cr_assert(json_is_number(json_object_get(j, "ts")));
@@ -163,8 +163,8 @@ Test(log, json_long_message_stays_valid)
 	out = collect();
 	cr_assert_eq(strchr(out, '\n')[1], '\0');
 	j = json_line(out);
-	cr_assert_gt(
-	    strlen(json_string_value(json_object_get(j, "msg"))), 1000);
+	cr_assert_gt(strlen(json_string_value(json_object_get(j, "msg"))),
+	    1000);
 	json_decref(j);
 }
 
@@ -187,8 +187,8 @@ Test(log, journal_json_keeps_priority)
 	out = collect();
 	cr_assert_eq(strncmp(out, "<4>{", 4), 0, "got %s", out);
 	j = json_line(out + 3);
-	cr_assert_str_eq(
-	    json_string_value(json_object_get(j, "level")), "warn");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "level")),
+	    "warn");
 	json_decref(j);
 }
 

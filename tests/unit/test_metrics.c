@@ -51,7 +51,8 @@ check_exposition(const char *text)
 		p = nl + 1;
 		if (sscanf(line, "# HELP %127s %127s", name, help) == 2) {
 			for (i = 0; i < nseen; i++)
-				cr_assert_str_neq(seen[i], name, "%s twice", name);
+				cr_assert_str_neq(seen[i], name, "%s twice",
+				    name);
 			cr_assert_lt(nseen, 64);
 			strcpy(seen[nseen++], name);
 			strcpy(family, name);
@@ -60,7 +61,8 @@ check_exposition(const char *text)
 		if (sscanf(line, "# TYPE %127s %127s", name, help) == 2) {
 			cr_assert_str_eq(name, family, "TYPE after its HELP");
 			cr_assert(strcmp(help, "counter") == 0 ||
-			    strcmp(help, "gauge") == 0, "%s", line);
+				strcmp(help, "gauge") == 0,
+			    "%s", line);
 			continue;
 		}
 		{
@@ -70,8 +72,8 @@ check_exposition(const char *text)
 
 			cr_assert_neq(line[0], '#', "stray comment: %s", line);
 			cr_assert(strncmp(line, family, n) == 0 &&
-			    family[n] == '\0', "sample %s outside family %s",
-			    line, family);
+				family[n] == '\0',
+			    "sample %s outside family %s", line, family);
 			cr_assert_not_null(v);
 			strtod(v + 1, &end);
 			cr_assert(end != v + 1 && *end == '\0', "value: %s",
@@ -134,26 +136,34 @@ Test(metrics, own_and_per_worker_families)
 	cr_assert(strstr(text, "\npromfork_registrations_total 5\n") != NULL);
 	cr_assert(strstr(text, "\npromfork_registration_refusals_total 1\n"));
 	cr_assert(strstr(text, "promfork_releases_total{reason=\"exit\"} 3\n"));
-	cr_assert(strstr(text, "promfork_releases_total{reason=\"shutdown\"} "
+	cr_assert(strstr(text,
+	    "promfork_releases_total{reason=\"shutdown\"} "
 	    "0\n"));
 	cr_assert(strstr(text, "\npromfork_port_pool_size 64\n"));
 	cr_assert(strstr(text, "\npromfork_port_pool_free 62\n"));
 	cr_assert(strstr(text, "\npromfork_child_exits_total 7\n"));
-	cr_assert(strstr(text, "promfork_worker_cpu_seconds_total{worker=\"0\"}"
+	cr_assert(strstr(text,
+	    "promfork_worker_cpu_seconds_total{worker=\"0\"}"
 	    " 0.250\n"));
-	cr_assert(strstr(text, "promfork_worker_resident_memory_bytes{worker="
+	cr_assert(strstr(text,
+	    "promfork_worker_resident_memory_bytes{worker="
 	    "\"0\"} 1048576\n"));
-	cr_assert(strstr(text, "promfork_worker_start_time_seconds{worker=\"0\"}"
+	cr_assert(strstr(text,
+	    "promfork_worker_start_time_seconds{worker=\"0\"}"
 	    " 1700000050.125\n"));
-	cr_assert(strstr(text, "promfork_worker_restarts_total{worker=\"0\"} "
+	cr_assert(strstr(text,
+	    "promfork_worker_restarts_total{worker=\"0\"} "
 	    "2\n"));
-	cr_assert(strstr(text, "promfork_worker_restarts_total{worker=\"1\"} "
-	    "0\n"), "a free slot keeps its counter");
+	cr_assert(strstr(text,
+		      "promfork_worker_restarts_total{worker=\"1\"} "
+		      "0\n"),
+	    "a free slot keeps its counter");
 	cr_assert_null(strstr(text, "cpu_seconds_total{worker=\"1\"}"),
 	    "no process numbers for a free slot");
 	cr_assert_null(strstr(text, "cpu_seconds_total{worker=\"2\"}"),
 	    "no process numbers when /proc could not be read");
-	cr_assert_null(strstr(text, "promfork_sd_"), "no sd file, no sd "
+	cr_assert_null(strstr(text, "promfork_sd_"),
+	    "no sd file, no sd "
 	    "metrics");
 	free(text);
 }
@@ -173,7 +183,8 @@ Test(metrics, sd_file_families)
 	check_exposition(text);
 	cr_assert(strstr(text, "\npromfork_sd_writes_total 9\n"));
 	cr_assert(strstr(text, "\npromfork_sd_write_errors_total 2\n"));
-	cr_assert(strstr(text, "\npromfork_sd_last_write_timestamp_seconds "
+	cr_assert(strstr(text,
+	    "\npromfork_sd_last_write_timestamp_seconds "
 	    "1700000099.000\n"));
 	free(text);
 }
@@ -186,8 +197,10 @@ Test(metrics, empty_registry)
 	memset(&ms, 0, sizeof ms);
 	text = render(&ms);
 	check_exposition(text);
-	cr_assert(strstr(text, "# TYPE promfork_worker_cpu_seconds_total "
-	    "counter\n"), "families are announced even without samples");
+	cr_assert(strstr(text,
+		      "# TYPE promfork_worker_cpu_seconds_total "
+		      "counter\n"),
+	    "families are announced even without samples");
 	free(text);
 }
 

@@ -13,8 +13,16 @@
 static enum options_result
 parse(struct options *o, char **argv, int argc, char **msg)
 {
+	/*
+	 * The options keep pointers into argv, which here is a compound
+	 * literal that dies with the caller's block: keep a copy alive.
+	 */
+	static char *kept[64];
+
+	cr_assert_lt(argc, 64);
+	memcpy(kept, argv, sizeof *argv * (size_t)(argc + 1));
 	*msg = NULL;
-	return options_parse(o, argc, argv, msg);
+	return options_parse(o, argc, kept, msg);
 }
 
 Test(options, full_command_line)
@@ -23,9 +31,11 @@ Test(options, full_command_line)
 	char *msg;
 
 	cr_assert_eq(PARSE(&o, &msg, "--port-range", "9400-9463", "--sd-file",
-	    "sd/a.json", "--socket", "/run/p.sock", "--target-host", "web1",
-	    "--label", "env=prod", "-l", "dc=x", "--log-level", "debug", "--",
-	    "gunicorn", "-w", "4", "app:wsgi"), OPTIONS_RUN, "%s", msg);
+			 "sd/a.json", "--socket", "/run/p.sock",
+			 "--target-host", "web1", "--label", "env=prod", "-l",
+			 "dc=x", "--log-level", "debug", "--", "gunicorn", "-w",
+			 "4", "app:wsgi"),
+	    OPTIONS_RUN, "%s", msg);
 	cr_assert_eq(o.port_low, 9400);
 	cr_assert_eq(o.port_high, 9463);
 	cr_assert_str_eq(o.sd_file, "sd/a.json");
@@ -46,7 +56,8 @@ Test(options, command_options_are_not_ours)
 	char *msg;
 
 	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "gunicorn", "--workers",
-	    "2"), OPTIONS_RUN, "%s", msg);
+			 "2"),
+	    OPTIONS_RUN, "%s", msg);
 	cr_assert_str_eq(o.command[1], "--workers");
 	cr_assert_not_null(o.target_host, "defaults to the host name");
 	options_free(&o);
@@ -116,26 +127,28 @@ Test(options, port_range_edges)
 	free(cause);
 	cause = NULL;
 	cr_assert_eq(options_parse_port_range("99999999999999999999-1", &lo,
-	    &hi, &cause), -1);
+			 &hi, &cause),
+	    -1);
 	free(cause);
 }
 
 Test(options, spawn_mode)
 {
+	/* o.command points into argv: it must outlive the assertions */
+	char *argv[] = { "promfork", "-r", "9400-9403", "--workers", "4",
+		"--grace", "2.5", "--", "srv", "--port={port}", NULL };
 	struct options o;
 	char *msg;
 
-	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--workers", "4",
-	    "--grace", "2.5", "--", "srv", "--port={port}"), OPTIONS_RUN, "%s",
-	    msg);
+	cr_assert_eq(parse(&o, argv, 10, &msg), OPTIONS_RUN, "%s", msg);
 	cr_assert_eq(o.workers, 4);
 	cr_assert_eq(o.grace_ms, 2500);
 	cr_assert_str_eq(o.command[1], "--port={port}");
 	options_free(&o);
 	REFUSED("--workers 5 needs as many ports", "-r", "9400-9403",
 	    "--workers", "5", "--", "srv");
-	REFUSED("--workers needs a COMMAND", "-r", "9400-9403", "--socket",
-	    "s", "--workers", "2");
+	REFUSED("--workers needs a COMMAND", "-r", "9400-9403", "--socket", "s",
+	    "--workers", "2");
 	REFUSED("--workers \"0\"", "-r", "9400-9403", "--workers", "0", "x");
 	REFUSED("--workers \"-1\"", "-r", "9400-9403", "--workers", "-1", "x");
 	REFUSED("--workers \"2x\"", "-r", "9400-9403", "--workers", "2x", "x");
@@ -150,8 +163,9 @@ Test(options, standalone_mode)
 	char *msg;
 
 	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--socket", "/run/p.s",
-	    "--state-file", "/var/lib/p/state.json", "--allow-uid", "1000",
-	    "--allow-uid", "root", "--allow-gid", "0", "--allow-gid", "100"),
+			 "--state-file", "/var/lib/p/state.json", "--allow-uid",
+			 "1000", "--allow-uid", "root", "--allow-gid", "0",
+			 "--allow-gid", "100"),
 	    OPTIONS_RUN, "%s", msg);
 	cr_assert_null(o.command, "no COMMAND: standalone");
 	cr_assert_str_eq(o.state_file, "/var/lib/p/state.json");
@@ -186,7 +200,8 @@ Test(options, discover)
 	cr_assert_eq(o.discover_interval_ms, DISCOVER_INTERVAL_MS);
 	options_free(&o);
 	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--discover",
-	    "--discover-interval", "50", "--", "srv"), OPTIONS_RUN, "%s", msg);
+			 "--discover-interval", "50", "--", "srv"),
+	    OPTIONS_RUN, "%s", msg);
 	cr_assert_eq(o.discover, 1);
 	cr_assert_eq(o.discover_interval_ms, 50);
 	options_free(&o);

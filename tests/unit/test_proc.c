@@ -6,7 +6,8 @@
 
 #include "promfork.h"
 
-static const char stat_line[] = "1234 (gunicorn: worker [app]) S 1200 1200 "
+static const char stat_line[] =
+    "1234 (gunicorn: worker [app]) S 1200 1200 "
     "1200 0 -1 4194560 5093 0 0 0 150 25 0 0 20 0 3 0 987654 123456789 "
     "4321 18446744073709551615 1 1 0 0 0 0 0 16781312 134234626 0 0 0 17 1 "
     "0 0 0 0 0\n";
@@ -16,8 +17,8 @@ Test(proc, parses_a_real_line)
 	struct proc_stat st;
 	char *cause = NULL;
 
-	cr_assert_eq(proc_stat_parse(stat_line, strlen(stat_line), &st,
-	    &cause), 0);
+	cr_assert_eq(proc_stat_parse(stat_line, strlen(stat_line), &st, &cause),
+	    0);
 	cr_assert_eq(st.pid, 1234);
 	cr_assert_eq(st.state, 'S');
 	cr_assert_eq(st.ppid, 1200);
@@ -30,7 +31,7 @@ Test(proc, parses_a_real_line)
 Test(proc, command_names_with_parentheses_and_spaces)
 {
 	const char *line = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 "
-	    "1 0 55 0 9 0\n";
+			   "1 0 55 0 9 0\n";
 	struct proc_stat st;
 	char *cause = NULL;
 
@@ -46,8 +47,10 @@ bad(const char *line, size_t len)
 	struct proc_stat st;
 	char *cause = NULL;
 
-	cr_assert_eq(proc_stat_parse(line, len, &st, &cause), -1, "accepted "
-	    "%.*s", (int)len, line);
+	cr_assert_eq(proc_stat_parse(line, len, &st, &cause), -1,
+	    "accepted "
+	    "%.*s",
+	    (int)len, line);
 	cr_assert_str_eq(cause, "malformed /proc stat line");
 	free(cause);
 }
@@ -65,7 +68,8 @@ Test(proc, bad_input_refused)
 	bad("12 (x) S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 55 0\n", 50);
 	bad("12 (x) S 1 1 1 0 -1 0 0 0 0 0 1x 2 0 0 20 0 1 0 55 0 9\n", 54);
 	bad("12 (x) S 99999999999999999999999 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 "
-	    "0 1 0 55 0 9\n", 76);
+	    "0 1 0 55 0 9\n",
+	    76);
 	bad("12 (x\0) S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 55 0 9\n", 53);
 	memset(big, '1', sizeof big);
 	bad(big, sizeof big);

@@ -90,8 +90,8 @@ start(const char *response, size_t len, int hang, int worker_up)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(
-	    &reg, sleeper, NULL, LEASE_API, -1, &created, &status, &cause);
+	l = registry_lease(&reg, sleeper, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	fd = netutil_listen(&port);
 	evutil_make_socket_nonblocking(fd);

@@ -17,7 +17,8 @@ head(const char *text, struct scrape_head *h, size_t *used, char **cause)
 
 Test(scrape, head_with_length_and_type)
 {
-	const char *t = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; "
+	const char *t =
+	    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; "
 	    "version=0.0.4\r\ncontent-length:  12 \r\nX-Other: y\r\n\r\nbody";
 	struct scrape_head h;
 	size_t used;
@@ -99,13 +100,13 @@ Test(scrape, nul_byte_in_head)
 
 Test(scrape, long_content_type_and_many_headers)
 {
-	char *t, *p;
+	static char t[SCRAPE_HEAD_MAX * 2];
+	char *p;
 	struct scrape_head h;
 	size_t used;
 	char *cause;
 	int i;
 
-	t = malloc(SCRAPE_HEAD_MAX * 2);
 	p = t + sprintf(t, "HTTP/1.1 200 OK\r\nContent-Type: ");
 	memset(p, 'a', 300);
 	strcpy(p + 300, "\r\n\r\n");
@@ -119,12 +120,11 @@ Test(scrape, long_content_type_and_many_headers)
 	strcpy(p, "\r\n");
 	cr_assert_eq(head(t, &h, &used, &cause), -1);
 	free(cause);
-	free(t);
 }
 
 Test(scrape, head_without_end_is_capped)
 {
-	char *t = malloc(SCRAPE_HEAD_MAX + 10);
+	static char t[SCRAPE_HEAD_MAX + 10];
 	struct scrape_head h;
 	size_t used;
 	char *cause = NULL;
@@ -132,13 +132,14 @@ Test(scrape, head_without_end_is_capped)
 	memcpy(t, "HTTP/1.1 200 OK\r\nX: ", 20);
 	memset(t + 20, 'x', SCRAPE_HEAD_MAX - 10);
 	cr_assert_eq(scrape_parse_head(t, SCRAPE_HEAD_MAX - 1, &h, &used,
-	    &cause), 0, "still waiting below the cap");
+			 &cause),
+	    0, "still waiting below the cap");
 	memset(t + 20, 'x', SCRAPE_HEAD_MAX - 10);
 	cr_assert_eq(scrape_parse_head(t, SCRAPE_HEAD_MAX + 10, &h, &used,
-	    &cause), -1);
+			 &cause),
+	    -1);
 	cr_assert(strstr(cause, "larger") != NULL);
 	free(cause);
-	free(t);
 }
 
 /* Live scrapes: the event loop in this thread, a canned worker in another. */
@@ -180,8 +181,8 @@ got_done_cb(const struct scrape_result *r, void *arg)
 	g->status = r->status;
 	g->timed_out = r->timed_out;
 	g->bytes = r->bytes;
-	snprintf(g->error, sizeof g->error, "%s", r->error != NULL ? r->error :
-	    "");
+	snprintf(g->error, sizeof g->error, "%s",
+	    r->error != NULL ? r->error : "");
 	event_base_loopbreak(g->base);
 }
 
@@ -230,7 +231,7 @@ scrape_canned(const char *response, size_t len, const char *accept,
 Test(scrape_live, close_delimited_body)
 {
 	const char r[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
-	    "a_metric 1\n";
+			 "a_metric 1\n";
 	struct canned cw;
 
 	scrape_canned(r, sizeof r - 1, "text/plain", 2000, 1024, &cw);
@@ -240,14 +241,16 @@ Test(scrape_live, close_delimited_body)
 	cr_assert_str_eq(g.head.content_type, "text/plain");
 	cr_assert_eq(g.bytes, 11);
 	cr_assert_eq(evbuffer_get_length(g.body), 11);
-	cr_assert(strstr(cw.request, "GET /metrics HTTP/1.0\r\n") == cw.request);
+	cr_assert(
+	    strstr(cw.request, "GET /metrics HTTP/1.0\r\n") == cw.request);
 	cr_assert(strstr(cw.request, "\r\nAccept: text/plain\r\n") != NULL);
 	cr_assert(strstr(cw.request, "\r\nHost: 127.0.0.1:") != NULL);
 }
 
 Test(scrape_live, length_delimited_body_ignores_extra_bytes)
 {
-	const char r[] = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcdEXTRA";
+	const char r[] =
+	    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcdEXTRA";
 	struct canned cw;
 
 	scrape_canned(r, sizeof r - 1, NULL, 2000, 1024, &cw);
@@ -391,12 +394,12 @@ Test(scrape_live, cancel_calls_nothing)
 
 Test(scrape_live, bad_paths_are_refused)
 {
-	cr_assert_null(scrape_start(base, 1, "metrics", NULL, 100, 10, &got_cb,
-	    &g));
-	cr_assert_null(scrape_start(base, 1, "/a b", NULL, 100, 10, &got_cb,
-	    &g));
-	cr_assert_null(scrape_start(base, 1, "/a\r\nX: y", NULL, 100, 10,
-	    &got_cb, &g));
+	cr_assert_null(
+	    scrape_start(base, 1, "metrics", NULL, 100, 10, &got_cb, &g));
+	cr_assert_null(
+	    scrape_start(base, 1, "/a b", NULL, 100, 10, &got_cb, &g));
+	cr_assert_null(
+	    scrape_start(base, 1, "/a\r\nX: y", NULL, 100, 10, &got_cb, &g));
 }
 
 Test(scrape, record_into_lease)

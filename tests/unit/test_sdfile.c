@@ -42,8 +42,8 @@ refused(const char *path, const char *needle)
 	char *cause = NULL;
 
 	cr_assert_eq(sdfile_check(path, &cause), -1, "accepted %s", path);
-	cr_assert(strstr(cause, needle) != NULL, "\"%s\" not in \"%s\"",
-	    needle, cause);
+	cr_assert(strstr(cause, needle) != NULL, "\"%s\" not in \"%s\"", needle,
+	    cause);
 	free(cause);
 }
 
@@ -75,8 +75,7 @@ Test(sdfile, replace_is_whole_and_leaves_no_temp_files)
 	int n = 0;
 
 	cr_assert_eq(sdfile_replace(path, "[1]\n", 4, &cause), 0, "%s", cause);
-	cr_assert_eq(sdfile_replace(path, "[22]\n", 5, &cause), 0, "%s",
-	    cause);
+	cr_assert_eq(sdfile_replace(path, "[22]\n", 5, &cause), 0, "%s", cause);
 	f = fopen(path, "r");
 	cr_assert_not_null(f);
 	cr_assert_eq(fread(buf, 1, sizeof buf, f), 5);

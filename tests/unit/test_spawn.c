@@ -358,8 +358,8 @@ Test(spawn, crash_loop_backs_off_and_keeps_the_slot)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(
-	    &fx.reg, other, NULL, LEASE_API, -1, &created, &status, &cause);
+	l = registry_lease(&fx.reg, other, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_neq(l->worker, 0);
 	kill(other, SIGKILL);
@@ -453,7 +453,7 @@ all_replaced(struct fixture *f)
 	return 1;
 }
 
-Test(spawn, hup_restarts_one_at_a_time, .timeout = 40)
+Test(spawn, hup_restarts_one_at_a_time)
 {
 	int s;
 
@@ -470,7 +470,7 @@ Test(spawn, hup_restarts_one_at_a_time, .timeout = 40)
 	cr_assert_eq(spawn_stats(fx.sp)->deaths, 0);
 }
 
-Test(spawn, hup_stops_when_the_new_worker_dies, .timeout = 40)
+Test(spawn, hup_stops_when_the_new_worker_dies)
 {
 	char *cmd;
 	FILE *f;

@@ -135,8 +135,8 @@ Test(state, parse_good)
 	char *cause = NULL;
 	size_t n;
 
-	cr_assert_eq(
-	    state_parse(text, strlen(text), &e, &n, &cause), 0, "%s", cause);
+	cr_assert_eq(state_parse(text, strlen(text), &e, &n, &cause), 0, "%s",
+	    cause);
 	cr_assert_eq(n, 2);
 	cr_assert_eq(e[0].worker, 1);
 	cr_assert_eq(e[0].port, 42001);
@@ -179,9 +179,9 @@ Test(state, parse_bad)
 	refused(FILE1(LEASE(0, 42000, 1, "")), "\"pid\"");
 	refused(FILE1(LEASE(0, 42000, 2147483648, "")), "\"pid\"");
 	refused(FILE1(LEASE(0, 42000, "100", "")), "\"pid\"");
-	refused(
-	    FILE1("{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
-		  "\"starttime\": -1, \"source\": \"api\", \"created\": 5}"),
+	refused(FILE1(
+		    "{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
+		    "\"starttime\": -1, \"source\": \"api\", \"created\": 5}"),
 	    "\"starttime\"");
 	refused(FILE1("{\"worker\": 0, \"port\": 42000, \"pid\": 100, "
 		      "\"starttime\": 1, \"source\": \"api\"}"),
@@ -197,15 +197,15 @@ Test(state, parse_bad)
 	    "must be a string");
 	refused(FILE1(LEASE(0, 42000, 100, ", \"labels\": {\"__a\": \"1\"}")),
 	    "reserved");
-	refused(
-	    FILE1(LEASE(0, 42000, 100, ", \"labels\": {\"worker\": \"1\"}")),
+	refused(FILE1(
+		    LEASE(0, 42000, 100, ", \"labels\": {\"worker\": \"1\"}")),
 	    "reserved");
 	refused(FILE1(LEASE(2, 42002, 100, "") "," LEASE(1, 42001, 200, "")),
 	    "sorted by worker");
 	refused(FILE1(LEASE(1, 42001, 100, "") "," LEASE(1, 42001, 200, "")),
 	    "sorted by worker");
-	refused(FILE1(LEASE(1, 42001, 100, "") "," LEASE(
-		    2, 42002, 300, "") "," LEASE(3, 42003, 100, "")),
+	refused(FILE1(LEASE(1, 42001, 100, "") "," LEASE(2, 42002, 300,
+		    "") "," LEASE(3, 42003, 100, "")),
 	    "pid 100 has more than one lease");
 }
 
@@ -245,8 +245,8 @@ lease(pid_t pid, int slot, const char *role)
 		labels_set(&ls, "role", role, &cause);
 		labels_set(&ls, "app", "a", &cause);
 	}
-	l = registry_lease(
-	    &reg, pid, &ls, LEASE_API, slot, &created, &status, &cause);
+	l = registry_lease(&reg, pid, &ls, LEASE_API, slot, &created, &status,
+	    &cause);
 	cr_assert_not_null(l, "%s", cause);
 	labels_clear(&ls);
 	return l;
@@ -261,8 +261,8 @@ Test(state, render_parses_back)
 	lease(kid(0), 3, "web");
 	lease(kid(1), 1, NULL);
 	text = state_render(&reg, &len);
-	cr_assert_eq(
-	    state_parse(text, len, &e, &n, &cause), 0, "%s: %s", cause, text);
+	cr_assert_eq(state_parse(text, len, &e, &n, &cause), 0, "%s: %s", cause,
+	    text);
 	cr_assert_eq(n, 2);
 	cr_assert_eq(e[0].worker, 1);
 	cr_assert_eq(e[0].pid, kids[1]);

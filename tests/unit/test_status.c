@@ -53,7 +53,8 @@ fake(struct metrics_snapshot *ms, struct metrics_worker *w)
 	memset(w, 0, 3 * sizeof *w);
 	memset(&labels, 0, sizeof labels);
 	cr_assert_eq(labels_set(&labels, "role", "<script>alert('x')</script>",
-	    &cause), 0);
+			 &cause),
+	    0);
 	w[0].worker = 0;
 	w[0].live = 1;
 	w[0].pid = 4242;
@@ -91,9 +92,11 @@ Test(status, rows_for_live_workers)
 	html = render(&ms);
 	cr_assert(strncmp(html, "<!DOCTYPE html>", 15) == 0);
 	cr_assert_eq(count(html, "<tr class=\"worker\""), 2);
-	cr_assert(strstr(html, "data-worker=\"0\" data-pid=\"4242\" "
+	cr_assert(strstr(html,
+	    "data-worker=\"0\" data-pid=\"4242\" "
 	    "data-port=\"9400\" data-scrape=\"ok\""));
-	cr_assert(strstr(html, "data-worker=\"2\" data-pid=\"4343\" "
+	cr_assert(strstr(html,
+	    "data-worker=\"2\" data-pid=\"4343\" "
 	    "data-port=\"9402\" data-scrape=\"error\""));
 	cr_assert(strstr(html, "<td class=\"num\">1m 40s</td>"), "uptime");
 	cr_assert(strstr(html, "12.50 s"), "CPU");
@@ -114,7 +117,8 @@ Test(status, everything_from_outside_is_escaped)
 	fake(&ms, w);
 	html = render(&ms);
 	cr_assert_null(strstr(html, "<script"), "a label cannot inject script");
-	cr_assert(strstr(html, "role=&lt;script&gt;alert(&#39;x&#39;)&lt;/"
+	cr_assert(strstr(html,
+	    "role=&lt;script&gt;alert(&#39;x&#39;)&lt;/"
 	    "script&gt;"));
 	cr_assert_null(strstr(html, "<refused>"));
 	cr_assert(strstr(html, "&lt;refused&gt; &amp; &quot;gone&quot;"));

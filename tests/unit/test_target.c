@@ -71,20 +71,30 @@ Test(target, groups_sorted_by_worker_with_labels)
 	cr_assert(json_is_array(j), "%s", text);
 	cr_assert_eq(json_array_size(j), 2);
 	g = json_array_get(j, 0);
-	cr_assert_str_eq(json_string_value(json_array_get(
-	    json_object_get(g, "targets"), 0)), "web1:9402");
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "worker")), "2");
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "role")), "default");
+	cr_assert_str_eq(json_string_value(
+			     json_array_get(json_object_get(g, "targets"), 0)),
+	    "web1:9402");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "worker")),
+	    "2");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "role")),
+	    "default");
 	g = json_array_get(j, 1);
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "worker")), "7");
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "role")), "web",
-	    "a worker's own label wins over a static one");
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "env")), "prod");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "worker")),
+	    "7");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "role")),
+	    "web", "a worker's own label wins over a static one");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "env")),
+	    "prod");
 	json_decref(j);
 	free(text);
 	labels_clear(&statics);
@@ -114,16 +124,19 @@ Test(target, label_values_are_escaped_json)
 	text = target_render(&reg, &tc, &len);
 	j = json_loads(text, 0, NULL);
 	cr_assert_not_null(j, "valid JSON: %s", text);
-	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(
-	    json_array_get(j, 0), "labels"), "quote")), "a\"b\\c\nd");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(json_array_get(j,
+								 0),
+						 "labels"),
+				 "quote")),
+	    "a\"b\\c\nd");
 	json_decref(j);
 	free(text);
 }
 
 Test(target, proxy_targets_name_the_listener)
 {
-	struct target_config tc = { .host = "h",
-		.proxy_address = "web1:9399" };
+	struct target_config tc = { .host = "h", .proxy_address = "web1:9399" };
 	json_t *j, *g;
 	size_t len;
 	char *text;
@@ -132,13 +145,51 @@ Test(target, proxy_targets_name_the_listener)
 	text = target_render(&reg, &tc, &len);
 	j = json_loads(text, 0, NULL);
 	g = json_array_get(j, 0);
-	cr_assert_str_eq(json_string_value(json_array_get(
-	    json_object_get(g, "targets"), 0)), "web1:9399");
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "__metrics_path__")),
+	cr_assert_str_eq(json_string_value(
+			     json_array_get(json_object_get(g, "targets"), 0)),
+	    "web1:9399");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "__metrics_path__")),
 	    "/workers/3/metrics");
-	cr_assert_str_eq(json_string_value(json_object_get(
-	    json_object_get(g, "labels"), "worker")), "3");
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(json_object_get(g, "labels"),
+				 "worker")),
+	    "3");
 	json_decref(j);
 	free(text);
+}
+
+/* The file is rendered directly, not through jansson (issue #9): it must
+ * say exactly what target_groups says, one group per line. */
+Test(target, render_matches_the_groups)
+{
+	struct labels statics = { NULL, 0 };
+	struct target_config tc = { .host = "h\"x", .labels = &statics };
+	char *cause = NULL, *text, *nl;
+	json_t *parsed, *tree;
+	size_t len, lines = 0;
+
+	labels_set(&statics, "env", "pr\x01od", &cause);
+	labels_set(&statics, "role", "default", &cause);
+	fake_lease(0, 7, "role", "w\u00e9b \t\\ \"q\"");
+	fake_lease(1, 2, "zone", "\u65e5\u672c");
+	fake_lease(2, 4, NULL, NULL);
+	for (int proxy = 0; proxy < 2; proxy++) {
+		tc.proxy_address = proxy ? "web1:9399" : NULL;
+		text = target_render(&reg, &tc, &len);
+		cr_assert_eq(strlen(text), len);
+		parsed = json_loads(text, 0, NULL);
+		tree = target_groups(&reg, &tc);
+		cr_assert_not_null(parsed, "valid JSON: %s", text);
+		cr_assert(json_equal(parsed, tree), "%s", text);
+		for (lines = 0, nl = text; (nl = strchr(nl, '\n')) != NULL;
+		     nl++)
+			lines++;
+		cr_assert_eq(lines, 5, "[, 3 groups, ]: %s", text);
+		json_decref(parsed);
+		json_decref(tree);
+		free(text);
+	}
+	labels_clear(&statics);
 }

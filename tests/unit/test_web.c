@@ -164,8 +164,8 @@ live_setup(void)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(
-	    &reg, sleeper, NULL, LEASE_API, -1, &created, &status, &cause);
+	l = registry_lease(&reg, sleeper, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 
 	fd = web_listen("127.0.0.1:0", &cause);
@@ -236,16 +236,17 @@ Test(web_live, targets_are_http_sd)
 	groups = json_loads(body_of(r), 0, &err);
 	cr_assert_not_null(groups, "%s", err.text);
 	cr_assert_eq(json_array_size(groups), 1);
-	cr_assert_str_eq(
-	    json_string_value(json_array_get(
-		json_object_get(json_array_get(groups, 0), "targets"), 0)),
+	cr_assert_str_eq(json_string_value(json_array_get(
+			     json_object_get(json_array_get(groups, 0),
+				 "targets"),
+			     0)),
 	    proxy_address);
 	labels = json_object_get(json_array_get(groups, 0), "labels");
-	cr_assert_str_eq(
-	    json_string_value(json_object_get(labels, "worker")), "0");
+	cr_assert_str_eq(json_string_value(json_object_get(labels, "worker")),
+	    "0");
 	snprintf(path, sizeof path, "/workers/0/metrics");
-	cr_assert_str_eq(
-	    json_string_value(json_object_get(labels, "__metrics_path__")),
+	cr_assert_str_eq(json_string_value(
+			     json_object_get(labels, "__metrics_path__")),
 	    path);
 	json_decref(groups);
 	free(r);
@@ -320,7 +321,8 @@ Test(web_live, not_found_and_not_allowed)
 
 Test(web_live, oversized_and_malformed_requests)
 {
-	char *req = malloc(20000), *r;
+	static char req[20000];
+	char *r;
 	int n;
 
 	n = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
@@ -339,7 +341,6 @@ Test(web_live, oversized_and_malformed_requests)
 	netutil_exchange(web_port, req, strlen(req), 5000, &r);
 	cr_assert(strncmp(r, "HTTP/1.1 400 ", 13) == 0, "%s", r);
 	free(r);
-	free(req);
 }
 
 Test(web_live, slow_client_is_cut_off_others_served)

@@ -74,6 +74,8 @@ struct expo_value {
 	int ndigits; /* 0: render from v alone */
 	uint64_t digits; /* no trailing zeros */
 	int exp; /* power of ten of the first digit */
+	const char *text; /* as the worker wrote it, when that is plain */
+	size_t textlen; /* decimal: 0 otherwise */
 };
 
 struct expo_label {
@@ -107,6 +109,9 @@ struct expo_merge {
 	size_t localscap;
 
 	struct expo_local *last; /* the last sample's, while it stays put */
+
+	struct expo_buf *spare; /* samples buffers kept by expo_merge_reset */
+	size_t nspare;
 
 	struct expo_buf worker; /* escaped worker label value */
 	struct expo_stats *st;
@@ -396,6 +401,8 @@ expo_value_parse(const char *s, size_t len, struct expo_value *val)
 	char c;
 
 	val->neg = len > 0 && s[0] == '-';
+	val->text = s;
+	val->textlen = 0;
 	if (len > 0 && (s[0] == '+' || s[0] == '-'))
 		i++;
 	for (; i < len; i++) {
@@ -447,6 +454,7 @@ expo_value_parse(const char *s, size_t len, struct expo_value *val)
 	if (!started) {
 		val->v = val->neg ? -0.0 : 0.0;
 		val->ndigits = 0;
+		val->textlen = len;
 		return 0;
 	}
 	if (many || x > 308 || x < -300)
@@ -459,6 +467,7 @@ expo_value_parse(const char *s, size_t len, struct expo_value *val)
 	val->ndigits = nd;
 	val->digits = m;
 	val->exp = x;
+	val->textlen = len;
 	return 0;
 
 other:
@@ -744,6 +753,8 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 	}
 
 	fam = xcalloc(1, sizeof *fam);
+	if (m->nspare > 0)
+		fam->samples = m->spare[--m->nspare];
 	fam->name = xstrndup(name, len);
 	fam->namelen = len;
 	fam->type = type;
@@ -969,7 +980,7 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	size_t i, k, need;
 	char *o;
 
-	need = s->namelen + 16 + m->worker.len + 64;
+	need = s->namelen + 16 + m->worker.len + 128;
 	for (i = 0; i < s->nlabels; i++)
 		need += s->labels[i].namelen + s->labels[i].valuelen + 4;
 	need += (EXPO_LABELS_MAX + 1) * 9; /* exported_ prefixes */
@@ -1003,7 +1014,15 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	}
 	*o++ = '}';
 	*o++ = ' ';
-	o += expo_value_format(o, &s->value);
+	/*
+	 * A plain decimal goes out as it came: any such text reads back as
+	 * the same double, and copying it costs less than formatting it.
+	 */
+	if (s->value.textlen != 0 && s->value.textlen <= 64) {
+		memcpy(o, s->value.text, s->value.textlen);
+		o += s->value.textlen;
+	} else
+		o += expo_value_format(o, &s->value);
 	if (s->has_ts) {
 		*o++ = ' ';
 		o += expo_int_format(o, s->ts);
@@ -1376,24 +1395,52 @@ expo_merge_render(struct expo_merge *m, struct expo_buf *out)
 	}
 }
 
+/*
+ * Forgets every family, for the next scrape, but keeps the sample buffers
+ * and tables at their size: a fan-out scrape then neither grows buffers
+ * nor faults in fresh pages, which cost more than the merge itself.
+ */
 void
-expo_merge_free(struct expo_merge *m)
+expo_merge_reset(struct expo_merge *m)
 {
 	struct expo_family *fam;
 	size_t i;
 
-	if (m == NULL)
-		return;
+	if (m->nfamilies > 0)
+		m->spare = xreallocarray(m->spare, m->nspare + m->nfamilies,
+		    sizeof *m->spare);
 	for (i = 0; i < m->nfamilies; i++) {
 		fam = m->families[i];
+		fam->samples.len = 0;
+		m->spare[m->nspare++] = fam->samples;
 		free(fam->name);
 		free(fam->help);
-		expo_buf_finish(&fam->samples);
 		free(fam);
 	}
-	free(m->families);
+	m->nfamilies = 0;
 	for (i = 0; i < m->claimscap; i++)
 		free(m->claims[i].name);
+	if (m->claimscap > 0)
+		memset(m->claims, 0, m->claimscap * sizeof *m->claims);
+	m->nclaims = 0;
+	if (m->localscap > 0)
+		memset(m->locals, 0, m->localscap * sizeof *m->locals);
+	m->nlocals = 0;
+	m->last = NULL;
+}
+
+void
+expo_merge_free(struct expo_merge *m)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	expo_merge_reset(m);
+	for (i = 0; i < m->nspare; i++)
+		expo_buf_finish(&m->spare[i]);
+	free(m->spare);
+	free(m->families);
 	free(m->claims);
 	free(m->locals);
 	expo_buf_finish(&m->worker);

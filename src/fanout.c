@@ -6,6 +6,7 @@
  * it; a worker that failed, timed out or sent garbage shows up as
  * promfork_worker_up 0 rather than going missing.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ struct fanout_worker {
 struct fanout {
 	struct http_conn *conn;
 	struct registry *reg;
+	struct fanout_scratch *scratch;
 	struct fanout_worker *workers; /* in slot order */
 	size_t nworkers;
 	size_t pending;
@@ -81,12 +83,28 @@ fanout_merge_worker(struct expo_merge *m, struct fanout_worker *fw,
 	return rc == 0;
 }
 
+/* Appends a line promfork writes itself; never longer than 512 bytes. */
 static void
-fanout_family(struct evbuffer *out, const char *name, const char *type,
+fanout_printf(struct expo_buf *out, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line)
+		fatalx("fan-out line too long");
+	expo_buf_add(out, line, (size_t)n);
+}
+
+static void
+fanout_family(struct expo_buf *out, const char *name, const char *type,
     const char *help)
 {
-	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-	    name, type);
+	fanout_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+	    type);
 }
 
 /* Merges what arrived and answers; the connection is ours until then. */
@@ -94,33 +112,31 @@ static void
 fanout_reply(struct fanout *f)
 {
 	struct http_conn *c = f->conn;
-	struct expo_merge *m = expo_merge_create();
-	struct expo_buf merged = { NULL, 0, 0 };
-	struct evbuffer *out = evbuffer_new();
+	struct fanout_scratch *fs = f->scratch;
+	struct expo_buf *out = &fs->out;
 	size_t i, *malformed;
 	int *up;
 
-	if (out == NULL)
-		fatalx("evbuffer_new");
+	if (fs->merge == NULL)
+		fs->merge = expo_merge_create();
+	expo_merge_reset(fs->merge);
+	out->len = 0;
 	up = xcalloc(f->nworkers + 1, sizeof *up);
 	malformed = xcalloc(f->nworkers + 1, sizeof *malformed);
 	for (i = 0; i < f->nworkers; i++)
-		up[i] = fanout_merge_worker(m, &f->workers[i], &malformed[i]);
-	expo_merge_render(m, &merged);
-	expo_merge_free(m);
-	evbuffer_add(out, merged.data != NULL ? merged.data : "", merged.len);
-	free(merged.data);
+		up[i] = fanout_merge_worker(fs->merge, &f->workers[i],
+		    &malformed[i]);
+	expo_merge_render(fs->merge, out);
 
 	fanout_family(out, "promfork_worker_up", "gauge",
 	    "1 when the worker answered this scrape with metrics, else 0.");
 	for (i = 0; i < f->nworkers; i++)
-		evbuffer_add_printf(out,
-		    "promfork_worker_up{worker=\"%d\"} %d\n",
+		fanout_printf(out, "promfork_worker_up{worker=\"%d\"} %d\n",
 		    f->workers[i].worker, up[i]);
 	fanout_family(out, "promfork_worker_scrape_duration_seconds", "gauge",
 	    "How long scraping the worker took in this scrape.");
 	for (i = 0; i < f->nworkers; i++)
-		evbuffer_add_printf(out,
+		fanout_printf(out,
 		    "promfork_worker_scrape_duration_seconds"
 		    "{worker=\"%d\"} %.6f\n",
 		    f->workers[i].worker, f->workers[i].seconds);
@@ -128,7 +144,7 @@ fanout_reply(struct fanout *f)
 	    "Lines of the worker's answer dropped as malformed in this "
 	    "scrape.");
 	for (i = 0; i < f->nworkers; i++)
-		evbuffer_add_printf(out,
+		fanout_printf(out,
 		    "promfork_worker_scrape_malformed_lines"
 		    "{worker=\"%d\"} %zu\n",
 		    f->workers[i].worker, malformed[i]);
@@ -139,8 +155,7 @@ fanout_reply(struct fanout *f)
 	http_conn_on_close(c, NULL, NULL);
 	f->conn = NULL;
 	http_reply(c, 200, FANOUT_CONTENT_TYPE,
-	    (const char *)evbuffer_pullup(out, -1), evbuffer_get_length(out));
-	evbuffer_free(out);
+	    out->data != NULL ? out->data : "", out->len);
 }
 
 static int
@@ -203,7 +218,7 @@ fanout_client_close_cb(void *arg)
 /* Answers GET /workers/metrics once every live worker has answered. */
 void
 fanout_serve(struct http_conn *c, const struct http_request *req,
-    struct registry *reg, int deadline_ms)
+    struct registry *reg, int deadline_ms, struct fanout_scratch *fs)
 {
 	static const struct scrape_callbacks cb = { fanout_head_cb,
 		fanout_body_cb, fanout_done_cb };
@@ -213,6 +228,7 @@ fanout_serve(struct http_conn *c, const struct http_request *req,
 
 	f->conn = c;
 	f->reg = reg;
+	f->scratch = fs;
 	f->workers = xcalloc(reg->count + 1, sizeof *f->workers);
 	for (s = 0; s < reg->pool.size && f->nworkers < reg->count; s++) {
 		struct lease *l = reg->slots[s];
@@ -238,4 +254,12 @@ fanout_serve(struct http_conn *c, const struct http_request *req,
 		return;
 	}
 	http_conn_on_close(c, fanout_client_close_cb, f);
+}
+
+void
+fanout_scratch_free(struct fanout_scratch *fs)
+{
+	expo_merge_free(fs->merge);
+	fs->merge = NULL;
+	expo_buf_finish(&fs->out);
 }

@@ -405,10 +405,44 @@ void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 int proxy_deadline(const struct http_request *, int max_ms);
 
+/* expo.c */
+#define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
+#define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
+struct expo_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+struct expo_stats {
+	size_t lines;
+	size_t samples; /* kept */
+	size_t dropped; /* samples of families lost to a type conflict */
+	size_t malformed; /* lines dropped */
+	size_t malformed_line; /* the first of them, from 1; 0 when none */
+	size_t type_conflicts; /* families another worker typed otherwise */
+	char conflict[64]; /* the first such family, truncated */
+};
+struct expo_merge;
+void expo_buf_add(struct expo_buf *, const void *, size_t);
+void expo_buf_finish(struct expo_buf *);
+struct expo_merge *expo_merge_create(void);
+int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
+    size_t len, struct expo_stats *);
+void expo_merge_render(struct expo_merge *, struct expo_buf *);
+void expo_merge_reset(struct expo_merge *);
+void expo_merge_free(struct expo_merge *);
+
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */
+/* Kept from one fan-out scrape to the next, so that a scrape reuses
+ * warm buffers instead of growing fresh ones. */
+struct fanout_scratch {
+	struct expo_merge *merge;
+	struct expo_buf out;
+};
 void fanout_serve(struct http_conn *, const struct http_request *,
-    struct registry *, int deadline_ms);
+    struct registry *, int deadline_ms, struct fanout_scratch *);
+void fanout_scratch_free(struct fanout_scratch *);
 
 /* metrics.c */
 struct metrics_worker {
@@ -575,31 +609,5 @@ struct check_sock {
 int check_tcp_parse(const char *, size_t, struct check_sock *);
 int check_socket(const char *path, char **cause);
 int check_run(const struct options *);
-
-/* expo.c */
-#define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
-#define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
-struct expo_buf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
-struct expo_stats {
-	size_t lines;
-	size_t samples; /* kept */
-	size_t dropped; /* samples of families lost to a type conflict */
-	size_t malformed; /* lines dropped */
-	size_t malformed_line; /* the first of them, from 1; 0 when none */
-	size_t type_conflicts; /* families another worker typed otherwise */
-	char conflict[64]; /* the first such family, truncated */
-};
-struct expo_merge;
-void expo_buf_add(struct expo_buf *, const void *, size_t);
-void expo_buf_finish(struct expo_buf *);
-struct expo_merge *expo_merge_create(void);
-int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
-    size_t len, struct expo_stats *);
-void expo_merge_render(struct expo_merge *, struct expo_buf *);
-void expo_merge_free(struct expo_merge *);
 
 #endif

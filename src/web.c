@@ -34,6 +34,7 @@ struct web {
 	struct metrics_sources src;
 	int probe_ms; /* the status page's scrapes, well within the deadline */
 	int proxy_ms; /* a proxied scrape, with time left to pass it on */
+	struct fanout_scratch fanout;
 };
 
 static int
@@ -271,7 +272,7 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c);
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
-		fanout_serve(c, req, w->cfg.reg, w->proxy_ms);
+		fanout_serve(c, req, w->cfg.reg, w->proxy_ms, &w->fanout);
 	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
 	    strncmp(path + len - slen, suffix, slen) == 0) {
 		worker = web_worker(path + plen, len - plen - slen);
@@ -320,5 +321,6 @@ web_free(struct web *w)
 	if (w == NULL)
 		return;
 	http_server_free(w->server);
+	fanout_scratch_free(&w->fanout);
 	free(w);
 }

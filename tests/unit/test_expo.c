@@ -102,7 +102,7 @@ Test(expo, types)
 		"u 7\n",
 	    "# HELP a_total Things done.\n"
 	    "# TYPE a_total counter\n"
-	    "a_total{worker=\"0\",x=\"1\"} 1\n"
+	    "a_total{worker=\"0\",x=\"1\"} 1.0\n"
 	    "# TYPE g gauge\n"
 	    "g{worker=\"0\"} -2.5\n"
 	    "# TYPE u untyped\n"
@@ -124,7 +124,7 @@ Test(expo, histogram)
 	    "h_seconds_bucket{worker=\"0\",le=\"+Inf\"} 2\n"
 	    "h_seconds_sum{worker=\"0\"} 0.35\n"
 	    "h_seconds_count{worker=\"0\"} 2\n"
-	    "h_seconds_created{worker=\"0\"} 1700000000\n");
+	    "h_seconds_created{worker=\"0\"} 1.7e9\n");
 }
 
 Test(expo, summary)
@@ -158,16 +158,16 @@ Test(expo, created_family)
 		"l_created 1.7e9\n",
 	    "# HELP r_total R.\n"
 	    "# TYPE r_total counter\n"
-	    "r_total{worker=\"0\"} 1\n"
+	    "r_total{worker=\"0\"} 1.0\n"
 	    "# HELP r_created R.\n"
 	    "# TYPE r_created gauge\n"
-	    "r_created{worker=\"0\"} 1700000000\n"
+	    "r_created{worker=\"0\"} 1.7e9\n"
 	    "# TYPE l histogram\n"
-	    "l_bucket{worker=\"0\",le=\"+Inf\"} 1\n"
-	    "l_count{worker=\"0\"} 1\n"
+	    "l_bucket{worker=\"0\",le=\"+Inf\"} 1.0\n"
+	    "l_count{worker=\"0\"} 1.0\n"
 	    "l_sum{worker=\"0\"} 0.5\n"
 	    "# TYPE l_created gauge\n"
-	    "l_created{worker=\"0\"} 1700000000\n");
+	    "l_created{worker=\"0\"} 1.7e9\n");
 }
 
 Test(expo, escapes)
@@ -199,55 +199,50 @@ Test(expo, values_and_timestamps)
 		"v{k=\"l\"} Infinity -9223372036854775808\n"
 		"v{k=\"m\"} 5. 9223372036854775807\n",
 	    "# TYPE v gauge\n"
-	    "v{worker=\"0\",k=\"a\"} 1 1700000000000\n"
+	    "v{worker=\"0\",k=\"a\"} 1.0 1700000000000\n"
 	    "v{worker=\"0\",k=\"b\"} +Inf\n"
 	    "v{worker=\"0\",k=\"c\"} -Inf\n"
 	    "v{worker=\"0\",k=\"d\"} NaN\n"
-	    "v{worker=\"0\",k=\"e\"} 1000 -5\n"
+	    "v{worker=\"0\",k=\"e\"} 1e3 -5\n"
 	    "v{worker=\"0\",k=\"f\"} 0.1\n"
-	    "v{worker=\"0\",k=\"g\"} -0.0005\n"
-	    "v{worker=\"0\",k=\"h\"} 1.5e+300\n"
-	    "v{worker=\"0\",k=\"i\"} 0.5 7\n"
+	    "v{worker=\"0\",k=\"g\"} -0.5e-3\n"
+	    "v{worker=\"0\",k=\"h\"} 1.5E300\n"
+	    "v{worker=\"0\",k=\"i\"} .5 7\n"
 	    "v{worker=\"0\",k=\"j\"} 1.2345678901234568e+29\n"
 	    "v{worker=\"0\",k=\"k\"} -0\n"
 	    "v{worker=\"0\",k=\"l\"} +Inf -9223372036854775808\n"
-	    "v{worker=\"0\",k=\"m\"} 5 9223372036854775807\n");
+	    "v{worker=\"0\",k=\"m\"} 5. 9223372036854775807\n");
 }
 
 /* The fewest digits that read back as the same double, printf-style. */
-Test(expo, values_canonical)
+/*
+ * A plain decimal is passed on as the worker wrote it (it reads back as the
+ * same double); only what is not one (more than 17 digits, the edges of
+ * the range) is written out anew, in the fewest digits that read back.
+ */
+Test(expo, values_verbatim_or_canonical)
 {
 	expect1("v{k=\"a\"} 1.7958394708559299e+09\n"
 		"v{k=\"b\"} 0.10000000000000001\n"
 		"v{k=\"c\"} 1e-5\n"
-		"v{k=\"d\"} 0.0001\n"
-		"v{k=\"e\"} 1e16\n"
+		"v{k=\"d\"} 00012.500\n"
+		"v{k=\"e\"} 1E+2\n"
 		"v{k=\"f\"} 123456789012345678\n"
 		"v{k=\"g\"} 4.9e-324\n"
-		"v{k=\"h\"} -1.5e-7\n"
-		"v{k=\"i\"} 12345.678e-2\n"
-		"v{k=\"j\"} 0.30000000000000004\n"
-		"v{k=\"k\"} 1.5e-310\n"
-		"v{k=\"l\"} 00012.500\n"
-		"v{k=\"m\"} 1E+2\n"
-		"v{k=\"n\"} 9.999999999999999e22\n"
-		"v{k=\"o\"} 0.99999999999999999\n",
+		"v{k=\"h\"} 1.5e-310\n"
+		"v{k=\"i\"} 0.99999999999999999\n"
+		"v{k=\"j\"} 1234567890123456789012345\n",
 	    "# TYPE v untyped\n"
-	    "v{worker=\"0\",k=\"a\"} 1795839470.8559299\n"
-	    "v{worker=\"0\",k=\"b\"} 0.1\n"
-	    "v{worker=\"0\",k=\"c\"} 1e-05\n"
-	    "v{worker=\"0\",k=\"d\"} 0.0001\n"
-	    "v{worker=\"0\",k=\"e\"} 1e+16\n"
+	    "v{worker=\"0\",k=\"a\"} 1.7958394708559299e+09\n"
+	    "v{worker=\"0\",k=\"b\"} 0.10000000000000001\n"
+	    "v{worker=\"0\",k=\"c\"} 1e-5\n"
+	    "v{worker=\"0\",k=\"d\"} 00012.500\n"
+	    "v{worker=\"0\",k=\"e\"} 1E+2\n"
 	    "v{worker=\"0\",k=\"f\"} 1.2345678901234568e+17\n"
 	    "v{worker=\"0\",k=\"g\"} 5e-324\n"
-	    "v{worker=\"0\",k=\"h\"} -1.5e-07\n"
-	    "v{worker=\"0\",k=\"i\"} 123.45678\n"
-	    "v{worker=\"0\",k=\"j\"} 0.30000000000000004\n"
-	    "v{worker=\"0\",k=\"k\"} 1.5e-310\n"
-	    "v{worker=\"0\",k=\"l\"} 12.5\n"
-	    "v{worker=\"0\",k=\"m\"} 100\n"
-	    "v{worker=\"0\",k=\"n\"} 1e+23\n"
-	    "v{worker=\"0\",k=\"o\"} 1\n");
+	    "v{worker=\"0\",k=\"h\"} 1.5e-310\n"
+	    "v{worker=\"0\",k=\"i\"} 0.99999999999999999\n"
+	    "v{worker=\"0\",k=\"j\"} 1.2345678901234568e+24\n");
 }
 
 Test(expo, untyped_without_type)

@@ -1,0 +1,385 @@
+/*
+ * The fan-out scrape (/workers/metrics) against prometheus_client's
+ * multiprocess mode, on the same metrics: every worker serves 1 000
+ * counter series (10 families of 100 paths).
+ *
+ *   merge     the exposition merge alone, in this process: 16 and 64
+ *             workers' answers into one;
+ *   scrape    GET /workers/metrics on a real promfork whose COMMAND is this
+ *             program (--master N: it forks N workers that register and
+ *             serve their answer, and replaces each that dies), with 16
+ *             workers, then again after 256 of them were killed and
+ *             replaced;
+ *   baseline  multiproc_baseline.py: a MultiProcessCollector over 16
+ *             workers' files, then over the files 256 restarts leave.
+ *
+ *     bench_fanout [ROUNDS]
+ */
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "promfork.h"
+#include "bench.h"
+
+#define FAMILIES 10
+#define PATHS 100
+#define WORKERS_MAX 64
+#define RESTARTS 256
+#define ROUNDS_MAX 1000
+#define RESP_MAX (64 * 1024 * 1024)
+
+static const char post_req[] =
+    "POST /v1/workers HTTP/1.1\r\nHost: "
+    "promfork\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+
+/* What worker w serves: the series multiproc_baseline.py writes. */
+static char *
+worker_text(int w, size_t *len)
+{
+	struct expo_buf b = { NULL, 0, 0 };
+	char line[256];
+	int f, p, n;
+
+	for (f = 0; f < FAMILIES; f++) {
+		n = snprintf(line, sizeof line,
+		    "# HELP bench_family_%d_total Family %d.\n"
+		    "# TYPE bench_family_%d_total counter\n",
+		    f, f, f);
+		expo_buf_add(&b, line, (size_t)n);
+		for (p = 0; p < PATHS; p++) {
+			n = snprintf(line, sizeof line,
+			    "bench_family_%d_total{path=\"/api/v1/item/%d\"} "
+			    "%d.0\n",
+			    f, p, w + f + p + 1);
+			expo_buf_add(&b, line, (size_t)n);
+		}
+	}
+	*len = b.len;
+	return b.data;
+}
+
+/*
+ * Median ms of merging n workers' answers.  Warm, as promfork does it: one
+ * merge reset between rounds, its buffers kept; cold: all from scratch.
+ */
+static double
+bench_merge(int n, int rounds, int warm, size_t *out_len)
+{
+	static double t[ROUNDS_MAX];
+	char *text[WORKERS_MAX], name[16];
+	size_t len[WORKERS_MAX];
+	struct expo_merge *m = expo_merge_create();
+	struct expo_buf out = { NULL, 0, 0 };
+	int i, r;
+
+	for (i = 0; i < n; i++)
+		text[i] = worker_text(i, &len[i]);
+	for (r = 0; r < rounds; r++) {
+		double t0 = bench_now_us();
+
+		if (!warm) {
+			expo_merge_free(m);
+			expo_buf_finish(&out);
+			m = expo_merge_create();
+		}
+		expo_merge_reset(m);
+		out.len = 0;
+		for (i = 0; i < n; i++) {
+			snprintf(name, sizeof name, "%d", i);
+			if (expo_merge_add(m, name, text[i], len[i], NULL) != 0)
+				return -1;
+		}
+		expo_merge_render(m, &out);
+		t[r] = bench_now_us() - t0;
+		*out_len = out.len;
+	}
+	expo_merge_free(m);
+	expo_buf_finish(&out);
+	for (i = 0; i < n; i++)
+		free(text[i]);
+	return bench_pct(t, (size_t)rounds, 50) / 1e3;
+}
+
+/* A worker: registers, then answers every connection with its text. */
+static void
+serve(void)
+{
+	const char *sock = getenv("PROMFORK_SOCKET"), *body, *p;
+	char buf[4096], head[256], *text;
+	struct sockaddr_in sin;
+	size_t blen, tlen;
+	int fd, lfd, on = 1, port, hlen;
+
+	if (sock == NULL || (fd = bench_unix_connect(sock)) == -1 ||
+	    bench_http(fd, post_req, sizeof post_req - 1, buf, sizeof buf,
+		&body, &blen) != 201 ||
+	    (p = strstr(body, "\"port\":")) == NULL ||
+	    (p = strstr(body, "\"worker\":")) == NULL)
+		_exit(1);
+	close(fd);
+	port = atoi(strstr(body, "\"port\":") + 7);
+	text = worker_text(atoi(p + 9), &tlen);
+	hlen = snprintf(head, sizeof head,
+	    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; "
+	    "version=0.0.4\r\nContent-Length: %zu\r\n\r\n",
+	    tlen);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)port);
+	if (bind(lfd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
+	    listen(lfd, 64) != 0)
+		_exit(1);
+	for (;;) {
+		int c = accept(lfd, NULL, NULL);
+		size_t have = 0;
+		ssize_t r;
+
+		if (c == -1)
+			continue;
+		while ((r = read(c, buf + have, sizeof buf - 1 - have)) > 0) {
+			have += (size_t)r;
+			buf[have] = '\0';
+			if (strstr(buf, "\r\n\r\n") != NULL ||
+			    have == sizeof buf - 1)
+				break;
+		}
+		if (write(c, head, (size_t)hlen) == hlen &&
+		    write(c, text, tlen) == (ssize_t)tlen)
+			shutdown(c, SHUT_WR);
+		close(c);
+	}
+}
+
+/* The pre-fork master: keeps n workers, replacing each that dies. */
+static int
+master(int n)
+{
+	pid_t pid;
+	int i;
+
+	alarm(600);
+	for (i = 0; i < n; i++)
+		if (fork() == 0)
+			serve();
+	for (;;) {
+		pid = wait(NULL);
+		if (pid == -1 && errno == ECHILD)
+			return 1;
+		if (pid > 0 && fork() == 0)
+			serve();
+	}
+}
+
+/* One GET on a new connection; ms, or -1.  *len gets the body length. */
+static double
+get(uint16_t port, const char *path, char *buf, size_t *len)
+{
+	char req[256];
+	const char *body;
+	double t0 = bench_now_us();
+	int fd, st;
+
+	snprintf(req, sizeof req,
+	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	    "Connection: close\r\n\r\n",
+	    path);
+	if ((fd = bench_tcp_connect(port)) == -1)
+		return -1;
+	st = bench_http(fd, req, strlen(req), buf, RESP_MAX, &body, len);
+	close(fd);
+	return st == 200 ? (bench_now_us() - t0) / 1e3 : -1;
+}
+
+/* The pids of the leases now, from the registration API. */
+static int
+lease_pids(const char *sock, pid_t *pids, int max)
+{
+	static const char req[] = "GET /v1/workers HTTP/1.1\r\nHost: "
+				  "promfork\r\nConnection: close\r\n\r\n";
+	static char buf[256 * 1024];
+	const char *body, *p;
+	size_t blen;
+	int fd, n = 0;
+
+	if ((fd = bench_unix_connect(sock)) == -1)
+		return -1;
+	if (bench_http(fd, req, sizeof req - 1, buf, sizeof buf, &body,
+		&blen) != 200) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	for (p = body; n < max && (p = strstr(p, "\"pid\":")) != NULL; p += 6)
+		pids[n++] = atoi(p + 6);
+	return n;
+}
+
+/* Median ms of rounds fan-out scrapes that carry every worker's series. */
+static double
+bench_scrape(uint16_t port, int rounds, int n, char *buf)
+{
+	static double t[ROUNDS_MAX];
+	size_t len;
+	int r;
+
+	for (r = 0; r < rounds; r++) {
+		t[r] = get(port, "/workers/metrics", buf, &len);
+		if (t[r] < 0 ||
+		    strstr(buf, "promfork_worker_up{worker=\"0\"} 1") == NULL)
+			return -1;
+	}
+	(void)n;
+	return bench_pct(t, (size_t)rounds, 50);
+}
+
+/* Waits until n workers are registered and answer; 0 when they do. */
+static int
+wait_workers(uint16_t port, const char *sock, int n, char *buf)
+{
+	pid_t pids[WORKERS_MAX];
+	size_t len;
+	char up[64];
+	int i, tries;
+
+	for (tries = 0; tries < 2000; tries++) {
+		if (lease_pids(sock, pids, WORKERS_MAX) == n &&
+		    get(port, "/workers/metrics", buf, &len) >= 0) {
+			for (i = 0; i < n; i++) {
+				snprintf(up, sizeof up,
+				    "promfork_worker_up{worker=\"%d\"} 1", i);
+				if (strstr(buf, up) == NULL)
+					break;
+			}
+			if (i == n)
+				return 0;
+		}
+		usleep(5000);
+	}
+	return -1;
+}
+
+/* Runs multiproc_baseline.py; its medians for 16 and 16 + RESTARTS files. */
+static int
+baseline(double *live, double *restarted)
+{
+	const char *src = getenv("BENCH_SOURCE");
+	char cmd[1024], line[256];
+	int files, got = 0;
+	double ms;
+	FILE *p;
+
+	snprintf(cmd, sizeof cmd,
+	    "/usr/bin/python3 %s/multiproc_baseline.py 16 %d",
+	    src != NULL ? src : ".", RESTARTS);
+	if ((p = popen(cmd, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof line, p) != NULL)
+		if (sscanf(line, "multiproc %d %lf", &files, &ms) == 2)
+			*(got++ == 0 ? live : restarted) = ms;
+	return pclose(p) == 0 && got == 2 ? 0 : -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	int rounds = argc > 1 ? atoi(argv[1]) : 200, i, failed = 0;
+	char range[32], sock[512], listen[64], sixteen[] = "16", *dir, *self;
+	double m16, m64, c16, s16, s256, b16, b256;
+	size_t out16, out64;
+	pid_t pid, pids[WORKERS_MAX];
+	uint16_t low, lport;
+	char *buf;
+
+	if (argc == 3 && strcmp(argv[1], "--master") == 0)
+		return master(atoi(argv[2]));
+	if (rounds < 5 || rounds > ROUNDS_MAX) {
+		fprintf(stderr, "usage: bench_fanout [ROUNDS]\n");
+		return 2;
+	}
+	m16 = bench_merge(16, rounds, 1, &out16);
+	c16 = bench_merge(16, rounds, 0, &out16);
+	m64 = bench_merge(64, rounds / 4 < 5 ? 5 : rounds / 4, 1, &out64);
+
+	buf = malloc(RESP_MAX);
+	dir = bench_tmpdir();
+	self = bench_self();
+	if (buf == NULL || bench_port_range(20, &low) != 0) {
+		fprintf(stderr, "no free ports\n");
+		return 1;
+	}
+	lport = (uint16_t)(low + 19);
+	snprintf(range, sizeof range, "%u-%u", low, low + 18);
+	snprintf(listen, sizeof listen, "127.0.0.1:%u", lport);
+	snprintf(sock, sizeof sock, "%s/s", dir);
+	{
+		char *av[] = { (char *)bench_promfork(), "--port-range", range,
+			"--socket", sock, "--listen", listen, "--target-host",
+			"127.0.0.1", "--", self, "--master", sixteen, NULL };
+
+		pid = bench_spawn(av, 1);
+	}
+	s16 = s256 = -1;
+	if (wait_workers(lport, sock, 16, buf) == 0)
+		s16 = bench_scrape(lport, rounds, 16, buf);
+	for (i = 0; i < RESTARTS && s16 >= 0; i++) {
+		/* Kill one worker and wait for its replacement to answer. */
+		if (lease_pids(sock, pids, WORKERS_MAX) != 16 ||
+		    kill(pids[i % 16], SIGKILL) != 0) {
+			failed = 1;
+			break;
+		}
+		usleep(2000);
+		if (wait_workers(lport, sock, 16, buf) != 0) {
+			failed = 1;
+			break;
+		}
+	}
+	if (!failed && s16 >= 0)
+		s256 = bench_scrape(lport, rounds, 16, buf);
+	kill(pid, SIGTERM);
+	bench_reap(pid, 10000);
+	bench_rmtree(dir);
+
+	printf("every worker: %d series (%d families of %d)\n",
+	    FAMILIES * PATHS, FAMILIES, PATHS);
+	printf("merge alone, median ms: 16 workers %.3f (%zu bytes out; "
+	       "cold buffers %.3f)   64 workers %.3f (%zu bytes)   "
+	       "target 16 < 10 ms: %s\n",
+	    m16, out16, c16, m64, out64, m16 < 10 ? "met" : "MISSED");
+	if (s16 < 0 || s256 < 0) {
+		printf("FAILED: the fan-out scrape did not answer\n");
+		return 1;
+	}
+	printf("GET /workers/metrics, median ms: 16 workers %.3f   after %d "
+	       "restarts %.3f   ratio %.2f (flat: %s)\n",
+	    s16, RESTARTS, s256, s256 / s16, s256 / s16 < 1.5 ? "yes" : "NO");
+	if (baseline(&b16, &b256) != 0) {
+		printf("FAILED: multiproc_baseline.py did not run\n");
+		return 1;
+	}
+	printf("baseline MultiProcessCollector, median ms: 16 files %.3f   "
+	       "after %d restarts (%d files) %.3f   ratio %.2f\n",
+	    b16, RESTARTS, 16 + RESTARTS, b256, b256 / b16);
+	printf("speed-up over multiproc, 16 workers: merge %.1fx (cold "
+	       "%.1fx), whole scrape over HTTP %.1fx   target >= 10x: %s\n",
+	    b16 / m16, b16 / c16, b16 / s16,
+	    b16 / m16 >= 10 ? "met" : "MISSED");
+	printf("speed-up after %d restarts: scrape %.1fx\n", RESTARTS,
+	    b256 / s256);
+	free(buf);
+	free(dir);
+	free(self);
+	return 0;
+}

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -25,6 +26,9 @@
 #define SCRAPE_HEADERS_MAX 100
 #define SCRAPE_ACCEPT_MAX 512
 #define SCRAPE_PATH_MAX 1024
+#define SCRAPE_READ_MAX (64 * 1024) /* per read(2) */
+#define SCRAPE_READS_MAX 8 /* per wakeup, so that one worker cannot hog us */
+#define SCRAPE_BUFFER_MAX (256 * 1024) /* unread body before we look */
 
 enum scrape_state { SCRAPE_CONNECTING, SCRAPE_HEAD, SCRAPE_BODY };
 
@@ -340,10 +344,49 @@ scrape_process(struct scrape *s)
 	return 0;
 }
 
+static void scrape_event_cb(struct bufferevent *, short, void *);
+
+/*
+ * Takes what the socket holds now, in big reads: libevent 2.1 reads 4 KiB
+ * per wakeup, a dozen trips through the loop for a typical scrape.  Stops
+ * at the read watermark, as libevent would.  Returns 1 at the end of the
+ * stream; errors are left for libevent to find on its next read.
+ */
+static int
+scrape_read_more(struct scrape *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	int fd = (int)bufferevent_getfd(s->bev), i;
+	struct evbuffer_iovec v;
+	ssize_t n = -1;
+
+	/* The bufferevent keeps its input's end frozen but for its reads. */
+	evbuffer_unfreeze(in, 0);
+	for (i = 0; i < SCRAPE_READS_MAX &&
+	     evbuffer_get_length(in) < SCRAPE_BUFFER_MAX;
+	     i++) {
+		if (evbuffer_reserve_space(in, SCRAPE_READ_MAX, &v, 1) < 1)
+			break;
+		n = read(fd, v.iov_base, v.iov_len);
+		v.iov_len = n > 0 ? (size_t)n : 0;
+		evbuffer_commit_space(in, &v, 1);
+		if (n <= 0)
+			break;
+	}
+	evbuffer_freeze(in, 0);
+	return n == 0;
+}
+
 static void
 scrape_read_cb(struct bufferevent *bev, void *arg)
 {
-	scrape_process(arg);
+	struct scrape *s = arg;
+
+	if (s->state != SCRAPE_CONNECTING && scrape_read_more(s)) {
+		scrape_event_cb(bev, BEV_EVENT_EOF | BEV_EVENT_READING, s);
+		return;
+	}
+	scrape_process(s);
 }
 
 static int scrape_connect(struct scrape *);
@@ -442,7 +485,7 @@ scrape_connect(struct scrape *s)
 		fatalx("bufferevent_socket_new");
 	bufferevent_setcb(s->bev, scrape_read_cb, NULL, scrape_event_cb, s);
 	/* Read no more than one step past the cap before we look. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SCRAPE_BUFFER_MAX);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	evbuffer_add(bufferevent_get_output(s->bev), s->request,
 	    strlen(s->request));

@@ -192,6 +192,32 @@ Test(api, register_self_list_and_again)
 	cr_assert_eq(reg.count, 0, "a dead worker's lease ends");
 }
 
+/* Answers sent at once must not strand requests already read behind them. */
+Test(api, pipelined_requests_all_answered_in_order)
+{
+	const char *p;
+	char *ans;
+	int n = 0;
+
+	start(20000, 20003);
+	ans = exchange("POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+		       "GET /v1/workers HTTP/1.1\r\n\r\n"
+		       "DELETE /v1/workers/0 HTTP/1.1\r\n\r\n"
+		       "GET /v1/nothing HTTP/1.1\r\nConnection: close\r\n\r\n",
+	    0);
+	for (p = ans; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+		n++;
+	cr_assert_eq(n, 4, "four answers: %s", ans);
+	p = strstr(ans, "HTTP/1.1 201");
+	cr_assert_not_null(p, "%s", ans);
+	p = strstr(p, "HTTP/1.1 200");
+	cr_assert_not_null(p, "%s", ans);
+	p = strstr(p, "HTTP/1.1 204");
+	cr_assert_not_null(p, "%s", ans);
+	cr_assert_not_null(strstr(p, "HTTP/1.1 404"), "%s", ans);
+	free(ans);
+}
+
 Test(api, same_pid_again_gets_the_same_lease)
 {
 	char *ans;

@@ -30,6 +30,7 @@ struct promfork {
 	struct api *api;
 	struct discover *discover;
 	struct web *web;
+	int web_fd; /* listening, until web_setup takes it */
 	char *web_address; /* what --proxy-targets points at */
 	char *socket_path;
 	char *socket_dir; /* our private directory, removed at exit */
@@ -191,7 +192,6 @@ static void
 setup(struct promfork *pf)
 {
 	struct api_config acfg;
-	struct web_config wcfg;
 	char *cause = NULL;
 	int fd, web_fd = -1;
 
@@ -237,21 +237,32 @@ setup(struct promfork *pf)
 	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
 	if (pf->opts.discover)
 		discover_setup(pf);
-	if (web_fd != -1) {
-		memset(&wcfg, 0, sizeof wcfg);
-		wcfg.reg = &pf->reg;
-		wcfg.tc = &pf->tc;
-		wcfg.sdfile = pf->have_sdfile ? &pf->sdfile : NULL;
-		wcfg.child = &pf->child;
-		wcfg.deadline_ms = pf->opts.http_deadline_ms;
-		pf->web = web_create(pf->base, web_fd, &wcfg);
-	}
+	pf->web_fd = web_fd;
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
 		log_warn("cannot become a subreaper; orphaned workers will "
 			 "not be reaped by promfork");
 	signal(SIGPIPE, SIG_IGN);
 	signals_init(pf);
+}
+
+/* After the workers' supervisor, whose numbers /metrics shows. */
+static void
+web_setup(struct promfork *pf)
+{
+	struct web_config wcfg;
+
+	if (pf->web_fd == -1)
+		return;
+	memset(&wcfg, 0, sizeof wcfg);
+	wcfg.reg = &pf->reg;
+	wcfg.tc = &pf->tc;
+	wcfg.sdfile = pf->have_sdfile ? &pf->sdfile : NULL;
+	wcfg.child = &pf->child;
+	wcfg.spawn = pf->spawn;
+	wcfg.discover = pf->discover;
+	wcfg.deadline_ms = pf->opts.http_deadline_ms;
+	pf->web = web_create(pf->base, pf->web_fd, &wcfg);
 }
 
 static void
@@ -319,6 +330,7 @@ main(int argc, char **argv)
 	    child_start(&pf.child, pf.opts.command, pf.socket_path, &cause) !=
 		0)
 		fatalx("%s", cause);
+	web_setup(&pf);
 	log_info("ports %u-%u, socket %s%s%s", pf.opts.port_low,
 	    pf.opts.port_high, pf.socket_path,
 	    pf.have_sdfile ? ", sd file " : "",

@@ -83,6 +83,15 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	}
 	if (src->http != NULL)
 		ms->http_conns = http_server_conns(src->http);
+	if (src->spawn != NULL) {
+		ms->have_spawn = 1;
+		ms->spawn = *spawn_stats(src->spawn);
+		ms->spawn.slot_restarts = NULL;
+	}
+	if (src->discover != NULL) {
+		ms->have_discover = 1;
+		ms->discover = *discover_stats(src->discover);
+	}
 
 	/* Slots only ever taken lowest first: this stays as small as the peak
 	 * number of workers, never as large as the churn. */
@@ -184,6 +193,47 @@ metrics_workers(struct evbuffer *out, const struct metrics_snapshot *ms,
 	}
 }
 
+/* --workers: a crash loop shows as deaths and restarts climbing. */
+static void
+metrics_render_spawn(struct evbuffer *out, const struct spawn_stats *sp)
+{
+	metrics_ull(out, "promfork_spawn_workers", "gauge",
+	    "Workers promfork is asked to keep running (--workers, TTIN, "
+	    "TTOU).",
+	    sp->workers);
+	metrics_ull(out, "promfork_spawn_starts_total", "counter",
+	    "Workers promfork started.", sp->starts);
+	metrics_ull(out, "promfork_spawn_restarts_total", "counter",
+	    "Workers started again after a death or for HUP.", sp->restarts);
+	metrics_ull(out, "promfork_spawn_deaths_total", "counter",
+	    "Workers that exited without being asked to.", sp->deaths);
+	metrics_ull(out, "promfork_spawn_backoff_workers", "gauge",
+	    "Dead workers waiting out their back-off before a restart.",
+	    sp->backoff);
+	metrics_ull(out, "promfork_spawn_crash_looping_workers", "gauge",
+	    "Workers that failed to stay up several times in a row.",
+	    sp->crash_looping);
+}
+
+static void
+metrics_render_discover(struct evbuffer *out, const struct discover_stats *d)
+{
+	metrics_ull(out, "promfork_discover_passes_total", "counter",
+	    "Passes that looked for listeners in the port range.", d->passes);
+	metrics_ull(out, "promfork_discover_walks_total", "counter",
+	    "Passes that had to read /proc to find a listener's process.",
+	    d->walks);
+	metrics_ull(out, "promfork_discover_errors_total", "counter",
+	    "Passes that failed.", d->errors);
+	metrics_family(out, "promfork_discover_last_pass_seconds", "gauge",
+	    "How long the last pass took.");
+	evbuffer_add_printf(out, "promfork_discover_last_pass_seconds %.6f\n",
+	    (double)d->last_pass_us / 1e6);
+	metrics_ull(out, "promfork_discover_listeners", "gauge",
+	    "Listeners in the port range at the last pass.",
+	    (unsigned long long)d->listeners);
+}
+
 void
 metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 {
@@ -228,6 +278,11 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	metrics_ull(out, "promfork_http_connections", "gauge",
 	    "Open connections to the HTTP listener.",
 	    (unsigned long long)(ms->http_conns > 0 ? ms->http_conns : 0));
+
+	if (ms->have_spawn)
+		metrics_render_spawn(out, &ms->spawn);
+	if (ms->have_discover)
+		metrics_render_discover(out, &ms->discover);
 
 	metrics_workers(out, ms, "promfork_worker_cpu_seconds_total", "counter",
 	    "User and system CPU time of the worker process.", METRICS_CPU);

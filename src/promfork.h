@@ -444,6 +444,17 @@ void fanout_serve(struct http_conn *, const struct http_request *,
     struct registry *, int deadline_ms, struct fanout_scratch *);
 void fanout_scratch_free(struct fanout_scratch *);
 
+/* spawn.c: what its supervisor counts, shown in /metrics */
+struct spawn_stats {
+	unsigned long long starts; /* forks of COMMAND */
+	unsigned long long restarts; /* starts after a death or for HUP */
+	unsigned long long deaths; /* exits nobody asked for */
+	unsigned long long *slot_restarts; /* per pool slot */
+	unsigned int workers; /* wanted now: --workers, TTIN, TTOU */
+	unsigned int backoff; /* dead, waiting to be restarted */
+	unsigned int crash_looping; /* failed SPAWN_LOOP_FAILURES+ in a row */
+};
+
 /* metrics.c */
 struct metrics_worker {
 	int worker;
@@ -480,6 +491,10 @@ struct metrics_snapshot {
 	pid_t child_pid;
 	unsigned long long child_exits;
 	int http_conns;
+	int have_spawn; /* --workers: the fields below are set */
+	struct spawn_stats spawn; /* without slot_restarts */
+	int have_discover; /* --discover: the fields below are set */
+	struct discover_stats discover;
 	struct metrics_worker *workers; /* slots that ever had a lease */
 	size_t nworkers;
 };
@@ -488,6 +503,8 @@ struct metrics_sources {
 	const struct sdfile *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	const struct http_server *http; /* the listener's, for its conns */
+	struct spawn *spawn; /* NULL without --workers */
+	const struct discover *discover; /* NULL without --discover */
 };
 void metrics_snapshot_take(struct metrics_snapshot *,
     const struct metrics_sources *);
@@ -507,6 +524,8 @@ struct web_config {
 	const struct target_config *tc;
 	const struct sdfile *sdfile; /* NULL without --sd-file */
 	const struct child *child;
+	struct spawn *spawn; /* NULL without --workers */
+	const struct discover *discover; /* NULL without --discover */
 	int deadline_ms; /* per request, whole */
 };
 struct web;
@@ -540,15 +559,6 @@ struct spawn_config {
 	int workers;
 	int grace_ms; /* TERM to KILL */
 	const char *socket_path;
-};
-struct spawn_stats {
-	unsigned long long starts; /* forks of COMMAND */
-	unsigned long long restarts; /* starts after a death or for HUP */
-	unsigned long long deaths; /* exits nobody asked for */
-	unsigned long long *slot_restarts; /* per pool slot */
-	unsigned int workers; /* wanted now: --workers, TTIN, TTOU */
-	unsigned int backoff; /* dead, waiting to be restarted */
-	unsigned int crash_looping; /* failed SPAWN_LOOP_FAILURES+ in a row */
 };
 struct spawn;
 struct spawn *spawn_create(struct event_base *, struct registry *,

@@ -309,6 +309,8 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 	w->src.sdfile = cfg->sdfile;
 	w->src.child = cfg->child;
 	w->src.http = w->server;
+	w->src.spawn = cfg->spawn;
+	w->src.discover = cfg->discover;
 	w->probe_ms = cfg->deadline_ms / 2 < WEB_PROBE_MS ? cfg->deadline_ms / 2
 							  : WEB_PROBE_MS;
 	w->proxy_ms = cfg->deadline_ms * 3 / 4;

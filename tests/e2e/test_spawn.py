@@ -12,8 +12,8 @@ import os
 import signal
 import time
 
-from harness import (PYTHON, SOURCE, Prometheus, Promfork, check, http_get,
-                     run_test, tmpdir, wait_until)
+from harness import (PYTHON, SOURCE, Prometheus, Promfork, check, free_port,
+                     http_get, run_test, tmpdir, wait_until)
 
 WORKER = os.path.join(SOURCE, "tests", "e2e", "spawn_worker.py")
 
@@ -123,10 +123,20 @@ def test_workers(d):
 def test_crash_loop(d):
     path = os.path.join(d, "crash.log")
     log = open(path, "w")
+    port = free_port()
     pf = Promfork(2, [PYTHON, "-c", "import sys; sys.exit(3)"],
-                  extra=["--workers", "1"], stderr=log)
+                  extra=["--workers", "1", "--listen", "127.0.0.1:%d" % port],
+                  stderr=log)
     wait_until(lambda: "crash looping" in open(path).read(), timeout=10,
                what="a crash loop in the log")
+    metrics = http_get("http://127.0.0.1:%d/metrics" % port)[2].decode()
+    looping = [l for l in metrics.splitlines()
+               if l.startswith("promfork_spawn_crash_looping_workers ")]
+    deaths = [l for l in metrics.splitlines()
+              if l.startswith("promfork_spawn_deaths_total ")]
+    check(looping == ["promfork_spawn_crash_looping_workers 1"]
+          and deaths and int(deaths[0].split()[1]) >= 3,
+          "/metrics shows the crash loop: %s, %s" % (looping, deaths))
     text = open(path).read()
     check("worker 0 is crash looping: 3 failures in a row" in text,
           "three quick deaths in a row are logged as a crash loop")

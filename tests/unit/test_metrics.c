@@ -189,6 +189,43 @@ Test(metrics, sd_file_families)
 	free(text);
 }
 
+Test(metrics, spawn_and_discover_families)
+{
+	struct metrics_snapshot ms;
+	struct metrics_worker w[3];
+	char *text;
+
+	fake_snapshot(&ms, w);
+	text = render(&ms);
+	cr_assert_null(strstr(text, "promfork_spawn_"), "only with --workers");
+	cr_assert_null(strstr(text, "promfork_discover_"));
+	free(text);
+
+	ms.have_spawn = 1;
+	ms.spawn.workers = 4;
+	ms.spawn.starts = 9;
+	ms.spawn.restarts = 5;
+	ms.spawn.deaths = 5;
+	ms.spawn.backoff = 1;
+	ms.spawn.crash_looping = 1;
+	ms.have_discover = 1;
+	ms.discover.passes = 30;
+	ms.discover.walks = 2;
+	ms.discover.last_pass_us = 1500;
+	ms.discover.listeners = 3;
+	text = render(&ms);
+	check_exposition(text);
+	cr_assert(strstr(text, "\npromfork_spawn_workers 4\n"), "%s", text);
+	cr_assert(strstr(text, "\npromfork_spawn_restarts_total 5\n"));
+	cr_assert(strstr(text, "\npromfork_spawn_deaths_total 5\n"));
+	cr_assert(strstr(text, "\npromfork_spawn_crash_looping_workers 1\n"));
+	cr_assert(strstr(text, "\npromfork_discover_passes_total 30\n"));
+	cr_assert(strstr(text, "\npromfork_discover_listeners 3\n"));
+	cr_assert(strstr(text, "\npromfork_discover_last_pass_seconds 0.0015"),
+	    "%s", text);
+	free(text);
+}
+
 Test(metrics, empty_registry)
 {
 	struct metrics_snapshot ms;

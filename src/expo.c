@@ -138,7 +138,8 @@ static const struct {
 };
 #define EXPO_NSUFFIXES (sizeof expo_suffixes / sizeof expo_suffixes[0])
 
-static void
+/* Makes room for n more bytes. */
+void
 expo_buf_reserve(struct expo_buf *b, size_t n)
 {
 	size_t cap;

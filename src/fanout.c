@@ -161,6 +161,11 @@ fanout_reply(struct fanout *f)
 static int
 fanout_head_cb(const struct scrape_head *h, void *arg)
 {
+	struct fanout_worker *fw = arg;
+
+	/* The scrape refuses a longer body, so this much is safe to take. */
+	if (h->length > 0 && (unsigned long long)h->length <= FANOUT_BODY_MAX)
+		expo_buf_reserve(&fw->body, (size_t)h->length);
 	return 0;
 }
 

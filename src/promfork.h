@@ -423,6 +423,7 @@ struct expo_stats {
 	char conflict[64]; /* the first such family, truncated */
 };
 struct expo_merge;
+void expo_buf_reserve(struct expo_buf *, size_t);
 void expo_buf_add(struct expo_buf *, const void *, size_t);
 void expo_buf_finish(struct expo_buf *);
 struct expo_merge *expo_merge_create(void);

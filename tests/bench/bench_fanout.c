@@ -37,10 +37,6 @@
 #define ROUNDS_MAX 1000
 #define RESP_MAX (64 * 1024 * 1024)
 
-static const char post_req[] =
-    "POST /v1/workers HTTP/1.1\r\nHost: "
-    "promfork\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
-
 /* What worker w serves: the series multiproc_baseline.py writes. */
 static char *
 worker_text(int w, size_t *len)
@@ -109,59 +105,6 @@ bench_merge(int n, int rounds, int warm, size_t *out_len)
 	return bench_pct(t, (size_t)rounds, 50) / 1e3;
 }
 
-/* A worker: registers, then answers every connection with its text. */
-static void
-serve(void)
-{
-	const char *sock = getenv("PROMFORK_SOCKET"), *body, *p;
-	char buf[4096], head[256], *text;
-	struct sockaddr_in sin;
-	size_t blen, tlen;
-	int fd, lfd, on = 1, port, hlen;
-
-	if (sock == NULL || (fd = bench_unix_connect(sock)) == -1 ||
-	    bench_http(fd, post_req, sizeof post_req - 1, buf, sizeof buf,
-		&body, &blen) != 201 ||
-	    (p = strstr(body, "\"port\":")) == NULL ||
-	    (p = strstr(body, "\"worker\":")) == NULL)
-		_exit(1);
-	close(fd);
-	port = atoi(strstr(body, "\"port\":") + 7);
-	text = worker_text(atoi(p + 9), &tlen);
-	hlen = snprintf(head, sizeof head,
-	    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; "
-	    "version=0.0.4\r\nContent-Length: %zu\r\n\r\n",
-	    tlen);
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = htons((uint16_t)port);
-	if (bind(lfd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
-	    listen(lfd, 64) != 0)
-		_exit(1);
-	for (;;) {
-		int c = accept(lfd, NULL, NULL);
-		size_t have = 0;
-		ssize_t r;
-
-		if (c == -1)
-			continue;
-		while ((r = read(c, buf + have, sizeof buf - 1 - have)) > 0) {
-			have += (size_t)r;
-			buf[have] = '\0';
-			if (strstr(buf, "\r\n\r\n") != NULL ||
-			    have == sizeof buf - 1)
-				break;
-		}
-		if (write(c, head, (size_t)hlen) == hlen &&
-		    write(c, text, tlen) == (ssize_t)tlen)
-			shutdown(c, SHUT_WR);
-		close(c);
-	}
-}
-
 /* The pre-fork master: keeps n workers, replacing each that dies. */
 static int
 master(int n)
@@ -172,34 +115,20 @@ master(int n)
 	alarm(600);
 	for (i = 0; i < n; i++)
 		if (fork() == 0)
-			serve();
+			bench_worker_serve(worker_text);
 	for (;;) {
 		pid = wait(NULL);
 		if (pid == -1 && errno == ECHILD)
 			return 1;
 		if (pid > 0 && fork() == 0)
-			serve();
+			bench_worker_serve(worker_text);
 	}
 }
 
-/* One GET on a new connection; ms, or -1.  *len gets the body length. */
 static double
 get(uint16_t port, const char *path, char *buf, size_t *len)
 {
-	char req[256];
-	const char *body;
-	double t0 = bench_now_us();
-	int fd, st;
-
-	snprintf(req, sizeof req,
-	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-	    "Connection: close\r\n\r\n",
-	    path);
-	if ((fd = bench_tcp_connect(port)) == -1)
-		return -1;
-	st = bench_http(fd, req, strlen(req), buf, RESP_MAX, &body, len);
-	close(fd);
-	return st == 200 ? (bench_now_us() - t0) / 1e3 : -1;
+	return bench_get(port, path, buf, RESP_MAX - 1, len);
 }
 
 /* The pids of the leases now, from the registration API. */

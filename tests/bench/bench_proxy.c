@@ -24,102 +24,39 @@
 
 #define ROUNDS_MAX 20000
 
-static const char post_req[] =
-    "POST /v1/workers HTTP/1.1\r\nHost: "
-    "promfork\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+static size_t body_size;
 
-static int
-worker(size_t size)
+/* The body every scrape gets: metrics lines, cut at body_size bytes. */
+static char *
+proxy_body(int worker, size_t *len)
 {
-	const char *sock = getenv("PROMFORK_SOCKET"), *body, *p;
-	char *resp, buf[4096], line[128];
-	size_t blen, hlen, n = 0;
-	struct sockaddr_in sin;
-	int fd, lfd, on = 1, port, i;
+	char *body = malloc(body_size), line[128];
+	size_t n = 0, k;
+	int i;
 
-	alarm(110);
-	if (sock == NULL || (fd = bench_unix_connect(sock)) == -1 ||
-	    bench_http(fd, post_req, sizeof post_req - 1, buf, sizeof buf,
-		&body, &blen) != 201 ||
-	    (p = strstr(body, "\"port\":")) == NULL)
-		return 1;
-	close(fd);
-	port = atoi(p + 7);
-	resp = malloc(size + 512);
-	if (resp == NULL)
-		return 1;
-	hlen = (size_t)snprintf(resp, 512,
-	    "HTTP/1.1 200 OK\r\nContent-Type: "
-	    "text/plain; version=0.0.4\r\nContent-Length: %zu\r\n\r\n",
-	    size);
-	for (i = 0; n < size; i++) {
-		size_t k = (size_t)snprintf(line, sizeof line,
+	if (body == NULL)
+		_exit(1);
+	for (i = 0; n < body_size; i++) {
+		k = (size_t)snprintf(line, sizeof line,
 		    "bench_metric_total{kind=\"k%d\",path=\"/api/v1/x\"} %d\n",
 		    i, i * 7);
-		if (k > size - n)
-			k = size - n;
-		memcpy(resp + hlen + n, line, k);
+		if (k > body_size - n)
+			k = body_size - n;
+		memcpy(body + n, line, k);
 		n += k;
 	}
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = htons((uint16_t)port);
-	if (bind(lfd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
-	    listen(lfd, 64) != 0)
-		return 1;
-	for (;;) {
-		int c = accept(lfd, NULL, NULL), keep = 1;
-		size_t have = 0;
-
-		if (c == -1)
-			continue;
-		while (keep) {
-			ssize_t r = read(c, buf + have, sizeof buf - 1 - have);
-			char *end;
-
-			if (r <= 0)
-				break;
-			have += (size_t)r;
-			buf[have] = '\0';
-			if ((end = strstr(buf, "\r\n\r\n")) == NULL) {
-				if (have == sizeof buf - 1)
-					break;
-				continue;
-			}
-			keep = strcasestr(buf, "connection: close") == NULL;
-			if (write(c, resp, hlen + size) !=
-			    (ssize_t)(hlen + size))
-				break;
-			have = 0;
-		}
-		close(c);
-	}
+	*len = body_size;
+	return body;
 }
 
 /* One scrape on a new connection; its time in microseconds, or -1. */
 static double
 scrape(uint16_t port, const char *path, size_t want, char *buf, size_t cap)
 {
-	char req[256];
-	const char *body;
-	size_t blen;
-	double t0 = bench_now_us();
-	int fd, st;
+	size_t len;
+	double ms = bench_get(port, path, buf, cap, &len);
 
-	snprintf(req, sizeof req,
-	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-	    "Connection: close\r\n\r\n",
-	    path);
-	if ((fd = bench_tcp_connect(port)) == -1)
-		return -1;
-	st = bench_http(fd, req, strlen(req), buf, cap, &body, &blen);
-	close(fd);
-	if (st != 200 || blen != want)
-		return -1;
-	return bench_now_us() - t0;
+	return ms < 0 || len != want ? -1 : ms * 1e3;
 }
 
 int
@@ -133,8 +70,10 @@ main(int argc, char **argv)
 	double dm, pm;
 	pid_t pid;
 
-	if (argc == 3 && strcmp(argv[1], "--worker") == 0)
-		return worker((size_t)atol(argv[2]));
+	if (argc == 3 && strcmp(argv[1], "--worker") == 0) {
+		body_size = (size_t)atol(argv[2]);
+		bench_worker_serve(proxy_body);
+	}
 	if (size < 1 || size > 8 * 1024 * 1024 || rounds < 10 ||
 	    rounds > ROUNDS_MAX) {
 		fprintf(stderr, "usage: bench_proxy [BODY_BYTES [ROUNDS]]\n");

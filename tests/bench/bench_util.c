@@ -270,7 +270,7 @@ bench_tcp_connect(uint16_t port)
 	return fd;
 }
 
-static int
+int
 bench_write_all(int fd, const char *p, size_t len)
 {
 	while (len > 0) {
@@ -349,4 +349,98 @@ bench_rss_kib(pid_t pid, const char *field)
 	}
 	fclose(f);
 	return v;
+}
+
+/*
+ * A worker: registers with $PROMFORK_SOCKET (POST {}), then answers every
+ * request on its port with body, from a plain blocking loop; make_body
+ * gets the worker number.  Never returns; exits 1 on failure.
+ */
+void
+bench_worker_serve(char *(*make_body)(int worker, size_t *len))
+{
+	static const char post_req[] =
+	    "POST /v1/workers HTTP/1.1\r\nHost: promfork\r\n"
+	    "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+	const char *sock = getenv("PROMFORK_SOCKET"), *body, *p, *w;
+	char buf[4096], head[256], *text;
+	struct sockaddr_in sin;
+	size_t blen, tlen;
+	int fd, lfd, on = 1, hlen;
+
+	alarm(600);
+	if (sock == NULL || (fd = bench_unix_connect(sock)) == -1 ||
+	    bench_http(fd, post_req, sizeof post_req - 1, buf, sizeof buf,
+		&body, &blen) != 201 ||
+	    (p = strstr(body, "\"port\":")) == NULL ||
+	    (w = strstr(body, "\"worker\":")) == NULL)
+		_exit(1);
+	close(fd);
+	text = make_body(atoi(w + 9), &tlen);
+	hlen = snprintf(head, sizeof head,
+	    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; "
+	    "version=0.0.4\r\nContent-Length: %zu\r\n\r\n",
+	    tlen);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)atoi(p + 7));
+	if (bind(lfd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
+	    listen(lfd, 64) != 0)
+		_exit(1);
+	for (;;) {
+		int c = accept(lfd, NULL, NULL), keep = 1;
+		size_t have = 0;
+
+		if (c == -1)
+			continue;
+		while (keep) {
+			ssize_t r = read(c, buf + have, sizeof buf - 1 - have);
+
+			if (r <= 0)
+				break;
+			have += (size_t)r;
+			buf[have] = '\0';
+			if (strstr(buf, "\r\n\r\n") == NULL) {
+				if (have == sizeof buf - 1)
+					break;
+				continue;
+			}
+			/* HTTP/1.0 (promfork's scrapes) or a close: one answer */
+			keep = strcasestr(buf, "connection: close") == NULL &&
+			    strstr(buf, "HTTP/1.0") == NULL;
+			if (bench_write_all(c, head, (size_t)hlen) != 0 ||
+			    bench_write_all(c, text, tlen) != 0)
+				break;
+			have = 0;
+		}
+		close(c);
+	}
+}
+
+/* GET path on a new connection; its time in ms, or -1 unless 200.  The
+ * body is left at the start of buf, NUL-terminated, its length in *len. */
+double
+bench_get(uint16_t port, const char *path, char *buf, size_t cap, size_t *len)
+{
+	char req[256];
+	const char *body;
+	double t0 = bench_now_us();
+	int fd, st;
+
+	snprintf(req, sizeof req,
+	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	    "Connection: close\r\n\r\n",
+	    path);
+	if ((fd = bench_tcp_connect(port)) == -1)
+		return -1;
+	st = bench_http(fd, req, strlen(req), buf, cap, &body, len);
+	close(fd);
+	if (st != 200)
+		return -1;
+	memmove(buf, body, *len);
+	buf[*len] = '\0'; /* the head was longer than this byte */
+	return (bench_now_us() - t0) / 1e3;
 }

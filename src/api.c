@@ -102,7 +102,7 @@ api_listen(const char *path, char **cause)
 int
 api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid, char **cause)
 {
-	pid_t self = getpid();
+	pid_t self = cfg->tree_root != 0 ? cfg->tree_root : getpid();
 
 	if (pid <= 1 || pid == self) {
 		xasprintf(cause, "pid %d cannot be leased a port", (int)pid);

@@ -43,8 +43,8 @@ static const char options_help[] =
     "  -t, --target-host HOST     host part of every target (default: hostname)\n"
     "  -l, --label NAME=VALUE     static label on every target (repeatable)\n"
     "      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
-    "                             /metrics, /targets (http_sd) and\n"
-    "                             /workers/N/metrics (proxy); ADDR:PORT is e.g.\n"
+    "                             /metrics, /targets (http_sd), /workers/N/metrics\n"
+    "                             (proxy), /workers/metrics (all, merged); e.g.\n"
     "                             127.0.0.1:9399, [::1]:9399 or :9399 (all)\n"
     "      --proxy-targets        targets name the --listen address with\n"
     "                             __metrics_path__ /workers/N/metrics, so that\n"
@@ -68,7 +68,10 @@ static const char options_help[] =
     "                             TTIN/TTOU add/remove one, HUP restarts them one\n"
     "                             at a time, TERM stops them\n"
     "      --grace SECONDS        spawn mode: SIGKILL a worker this long after\n"
-    "                             SIGTERM (default 10)\n"
+    "                             SIGTERM (default 10)\n";
+
+/* Two strings: C compilers need not take one longer than 4 095 bytes. */
+static const char options_help_tail[] =
     "Standalone (no COMMAND: one promfork per host that many apps share):\n"
     "      --state-file PATH      keep the leases in PATH and, after a restart,\n"
     "                             take up every worker still running with its\n"
@@ -93,6 +96,7 @@ void
 options_usage(void)
 {
 	fputs(options_help, stdout);
+	fputs(options_help_tail, stdout);
 }
 
 static int

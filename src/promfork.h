@@ -301,7 +301,8 @@ void http_reply_abort(struct http_conn *, const char *why);
 
 /* api.c */
 struct api_config {
-	pid_t tree_root; /* wrapped command's pid; 0 when standalone */
+	pid_t tree_root; /* promfork's pid, the root of the tree that may
+			  * register; 0 when standalone */
 	const struct target_config *tc;
 	/* standalone: who may register besides root and promfork's uid */
 	const uid_t *allow_uids;

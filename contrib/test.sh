@@ -83,10 +83,12 @@ fi
 
 note "valgrind"
 if [ -d build-test ]; then
+	# meson names the log of a wrapped run after the wrapper
+	rm -f build-test/meson-logs/testlog-valgrind.json
 	meson test -C build-test --suite unit --suite fuzz --print-errorlogs \
 		--num-processes 2 --timeout-multiplier 10 \
 		--wrap='valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --trace-children=yes --trace-children-skip=*/sh,*/bash,*/python3*,*/promtool,*/sleep'
-	count_meson build-test/meson-logs/testlog.json valgrind
+	count_meson build-test/meson-logs/testlog-valgrind.json valgrind
 fi
 
 note "fuzzing, ${FUZZ_SECONDS}s per target"

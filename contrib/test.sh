@@ -72,11 +72,19 @@ fi
 note "sanitizers: address, undefined"
 rm -rf build-asan
 if meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
-	-De2e=false >/dev/null && ninja -C build-asan; then
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		meson test -C build-asan --print-errorlogs --num-processes 2
+	>/dev/null && ninja -C build-asan; then
+	# unit and fuzz suites, and the daemon itself under real traffic in
+	# the end-to-end tests that do not need gunicorn or uWSGI's minutes
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+	export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+	meson test -C build-asan --print-errorlogs --num-processes 2 \
+		--suite unit --suite fuzz
 	count_meson build-asan/meson-logs/testlog.json asan
+	meson test -C build-asan --print-errorlogs e2e-core e2e-supervise \
+		e2e-spawn e2e-standalone e2e-faults e2e-http e2e-proxy \
+		e2e-fanout e2e-http-limits
+	count_meson build-asan/meson-logs/testlog.json asan
+	unset ASAN_OPTIONS UBSAN_OPTIONS
 else
 	fail "sanitizer build"
 fi

@@ -32,19 +32,52 @@ child_reset_signals(void)
 }
 
 /*
+ * promfork's environment with the NAME=VALUE strings of env put in, built
+ * before fork: the child of a process with threads (the sd file writer)
+ * must not allocate.  The strings are shared, only the array is new.
+ */
+static char **
+child_environ(char *const *env)
+{
+	extern char **environ;
+	size_t n = 0, k = 0, i, j, len;
+	char **out;
+
+	while (environ[n] != NULL)
+		n++;
+	while (env != NULL && env[k] != NULL)
+		k++;
+	out = xcalloc(n + k + 1, sizeof *out);
+	for (i = 0, n = 0; environ[i] != NULL; i++) {
+		for (j = 0; j < k; j++) {
+			len = strcspn(env[j], "=") + 1;
+			if (strncmp(environ[i], env[j], len) == 0)
+				break;
+		}
+		if (j == k) /* not replaced */
+			out[n++] = environ[i];
+	}
+	for (j = 0; j < k; j++)
+		out[n++] = env[j];
+	return out;
+}
+
+/*
  * Forks and runs argv with the NAME=VALUE strings of env (NULL-terminated,
  * may be NULL) added to its environment; deathsig, when not 0, is sent to it
  * should promfork die.  Exit 127/126 when argv[0] cannot be run, as a shell
- * does.  promfork has no threads, so putenv after fork is safe.
+ * does.
  */
 pid_t
 child_fork(char **argv, char *const *env, int deathsig, char **cause)
 {
 	pid_t pid, parent = getpid();
+	char **envp = child_environ(env);
 
 	pid = fork();
 	if (pid == -1) {
 		xasprintf(cause, "fork: %s", strerror(errno));
+		free(envp);
 		return -1;
 	}
 	if (pid == 0) {
@@ -54,13 +87,12 @@ child_fork(char **argv, char *const *env, int deathsig, char **cause)
 		    (prctl(PR_SET_PDEATHSIG, deathsig) != 0 ||
 			getppid() != parent))
 			_exit(128 + deathsig);
-		for (; env != NULL && *env != NULL; env++)
-			(void)putenv(*env);
-		execvp(argv[0], argv);
+		execvpe(argv[0], argv, envp);
 		dprintf(2, "promfork: error: cannot run %s: %s\n", argv[0],
 		    strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
+	free(envp);
 	return pid;
 }
 

@@ -228,11 +228,24 @@ target_render(const struct registry *, const struct target_config *, size_t *);
 char *target_address(const struct target_config *, uint16_t port);
 
 /* sdfile.c */
+/* writer.c */
+/* results: writes finished since the last call; cause: why the last of
+ * them failed, NULL when it succeeded */
+typedef void (*writer_done_fn)(int results, const char *cause, void *arg);
+struct writer;
+struct writer *
+writer_create(struct event_base *, const char *path, writer_done_fn, void *arg);
+void writer_submit(struct writer *, char *data, size_t len);
+void writer_drain(struct writer *);
+void writer_free(struct writer *);
+
+/* sdfile.c */
 struct sdfile {
 	char *path;
 	struct registry *reg;
 	const struct target_config *tc;
 	struct event *ev_write;
+	struct writer *writer; /* writes off the loop */
 	unsigned long long writes;
 	unsigned long long errors;
 	time_t last_write;

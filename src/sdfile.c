@@ -3,7 +3,8 @@
  * must never see it half written: each write goes to a temporary file in the
  * same directory (named so that no *.json glob matches it), is synced and
  * renamed over the old one, and the directory is synced.  Bursts of registry
- * changes are coalesced into one write a few milliseconds later.
+ * changes are coalesced into one write a few milliseconds later, rendered
+ * on the loop and written on the writer's thread (writer.c).
  */
 #include <sys/stat.h>
 
@@ -149,24 +150,35 @@ out:
 	return rc;
 }
 
+static void
+sdfile_failed(struct sdfile *sf, const char *cause)
+{
+	struct timeval retry = { SDFILE_RETRY_MS / 1000, 0 };
+
+	sf->errors++;
+	log_warnx("sd file not updated, will retry: %s", cause);
+	if (!event_pending(sf->ev_write, EV_TIMEOUT, NULL))
+		event_add(sf->ev_write, &retry);
+}
+
+/* Writes the file now, on the loop: at start, to fail early, and at exit. */
 int
 sdfile_flush(struct sdfile *sf)
 {
-	struct timeval retry = { SDFILE_RETRY_MS / 1000, 0 };
 	char *text, *cause = NULL;
 	size_t len;
 	int rc;
 
 	if (event_pending(sf->ev_write, EV_TIMEOUT, NULL))
 		event_del(sf->ev_write);
+	if (sf->writer != NULL)
+		writer_drain(sf->writer); /* an older text must not land last */
 	text = target_render(sf->reg, sf->tc, &len);
 	rc = sdfile_replace(sf->path, text, len, &cause);
 	free(text);
 	if (rc != 0) {
-		sf->errors++;
-		log_warnx("sd file not updated, will retry: %s", cause);
+		sdfile_failed(sf, cause);
 		free(cause);
-		event_add(sf->ev_write, &retry);
 		return -1;
 	}
 	sf->writes++;
@@ -175,10 +187,28 @@ sdfile_flush(struct sdfile *sf)
 	return 0;
 }
 
+/* The writer thread's results, back on the loop. */
+static void
+sdfile_written_cb(int results, const char *cause, void *arg)
+{
+	struct sdfile *sf = arg;
+
+	sf->writes += (unsigned long long)results - (cause != NULL);
+	if (cause != NULL)
+		sdfile_failed(sf, cause);
+	else
+		sf->last_write = time(NULL);
+}
+
+/* After the debounce: render now, write on the writer's thread. */
 static void
 sdfile_write_cb(evutil_socket_t fd, short events, void *arg)
 {
-	sdfile_flush(arg);
+	struct sdfile *sf = arg;
+	size_t len;
+	char *text = target_render(sf->reg, sf->tc, &len);
+
+	writer_submit(sf->writer, text, len);
 }
 
 static void
@@ -200,6 +230,7 @@ sdfile_init(struct sdfile *sf, const char *path, struct registry *reg,
 	sf->reg = reg;
 	sf->tc = tc;
 	sf->ev_write = event_new(reg->base, -1, 0, sdfile_write_cb, sf);
+	sf->writer = writer_create(reg->base, path, sdfile_written_cb, sf);
 	registry_listen(reg, sdfile_changed_cb, sf);
 }
 
@@ -213,6 +244,9 @@ sdfile_finish(struct sdfile *sf, int remove)
 	char *cause = NULL;
 	int rc = 0;
 
+	/* What is queued is stale: the last write is ours, below. */
+	writer_free(sf->writer);
+	sf->writer = NULL;
 	if (remove == SDFILE_KEEP) {
 		registry_unlisten(sf->reg, sdfile_changed_cb, sf);
 		rc = sdfile_flush(sf);

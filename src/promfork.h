@@ -603,6 +603,7 @@ struct state {
 	char *path;
 	struct registry *reg;
 	struct event *ev_write;
+	struct writer *writer; /* writes off the loop */
 	unsigned long long writes;
 	unsigned long long errors;
 };

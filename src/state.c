@@ -369,34 +369,61 @@ state_adopt(struct state *st, char **cause)
 	return adopted;
 }
 
+static void
+state_failed(struct state *st, const char *cause)
+{
+	struct timeval retry = { STATE_RETRY_MS / 1000, 0 };
+
+	st->errors++;
+	log_warnx("state file not updated, will retry: %s", cause);
+	if (!event_pending(st->ev_write, EV_TIMEOUT, NULL))
+		event_add(st->ev_write, &retry);
+}
+
+/* Writes the file now, on the loop: at start and at exit. */
 int
 state_flush(struct state *st)
 {
-	struct timeval retry = { STATE_RETRY_MS / 1000, 0 };
 	char *text, *cause = NULL;
 	size_t len;
 	int rc;
 
 	if (event_pending(st->ev_write, EV_TIMEOUT, NULL))
 		event_del(st->ev_write);
+	if (st->writer != NULL)
+		writer_drain(st->writer); /* an older text must not land last */
 	text = state_render(st->reg, &len);
 	rc = sdfile_replace(st->path, text, len, &cause);
 	free(text);
 	if (rc != 0) {
-		st->errors++;
-		log_warnx("state file not updated, will retry: %s", cause);
+		state_failed(st, cause);
 		free(cause);
-		event_add(st->ev_write, &retry);
 		return -1;
 	}
 	st->writes++;
 	return 0;
 }
 
+/* The writer thread's results, back on the loop. */
+static void
+state_written_cb(int results, const char *cause, void *arg)
+{
+	struct state *st = arg;
+
+	st->writes += (unsigned long long)results - (cause != NULL);
+	if (cause != NULL)
+		state_failed(st, cause);
+}
+
+/* After the debounce: render now, write on the writer's thread. */
 static void
 state_write_cb(evutil_socket_t fd, short events, void *arg)
 {
-	state_flush(arg);
+	struct state *st = arg;
+	size_t len;
+	char *text = state_render(st->reg, &len);
+
+	writer_submit(st->writer, text, len);
 }
 
 static void
@@ -416,6 +443,7 @@ state_init(struct state *st, const char *path, struct registry *reg)
 	st->path = xstrdup(path);
 	st->reg = reg;
 	st->ev_write = evtimer_new(reg->base, state_write_cb, st);
+	st->writer = writer_create(reg->base, path, state_written_cb, st);
 	registry_listen(reg, state_changed_cb, st);
 }
 
@@ -427,6 +455,9 @@ void
 state_finish(struct state *st)
 {
 	registry_unlisten(st->reg, state_changed_cb, st);
+	/* What is queued is stale: the last write is ours, below. */
+	writer_free(st->writer);
+	st->writer = NULL;
 	state_flush(st);
 	event_free(st->ev_write);
 	free(st->path);

@@ -239,16 +239,39 @@ void writer_submit(struct writer *, char *data, size_t len);
 void writer_drain(struct writer *);
 void writer_free(struct writer *);
 
-/* sdfile.c */
-struct sdfile {
-	char *path;
+/* writer.c: a file kept in step with the registry */
+struct mirror_config {
+	const char *path;
+	const char *what; /* for the log: "sd file" */
 	struct registry *reg;
-	const struct target_config *tc;
+	char *(*render)(void *arg, size_t *len); /* malloc'd text */
+	void *arg;
+	int debounce_ms; /* changes coalesced this long */
+	int retry_ms; /* after a failed write */
+};
+struct mirror {
+	char *path;
+	const char *what;
+	struct registry *reg;
+	char *(*render)(void *arg, size_t *len);
+	void *arg;
+	int debounce_ms;
+	int retry_ms;
 	struct event *ev_write;
 	struct writer *writer; /* writes off the loop */
 	unsigned long long writes;
 	unsigned long long errors;
 	time_t last_write;
+};
+void mirror_init(struct mirror *, const struct mirror_config *);
+int mirror_flush(struct mirror *);
+void mirror_stop(struct mirror *);
+void mirror_free(struct mirror *);
+
+/* sdfile.c */
+struct sdfile {
+	struct mirror m;
+	const struct target_config *tc;
 };
 int sdfile_check(const char *path, char **cause);
 int
@@ -600,12 +623,7 @@ struct state_entry {
 	struct labels labels;
 };
 struct state {
-	char *path;
-	struct registry *reg;
-	struct event *ev_write;
-	struct writer *writer; /* writes off the loop */
-	unsigned long long writes;
-	unsigned long long errors;
+	struct mirror m;
 };
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
     char **cause);

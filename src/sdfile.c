@@ -4,7 +4,7 @@
  * same directory (named so that no *.json glob matches it), is synced and
  * renamed over the old one, and the directory is synced.  Bursts of registry
  * changes are coalesced into one write a few milliseconds later, rendered
- * on the loop and written on the writer's thread (writer.c).
+ * on the loop and written on the writer's thread (a mirror, writer.c).
  */
 #include <sys/stat.h>
 
@@ -150,88 +150,37 @@ out:
 	return rc;
 }
 
-static void
-sdfile_failed(struct sdfile *sf, const char *cause)
-{
-	struct timeval retry = { SDFILE_RETRY_MS / 1000, 0 };
-
-	sf->errors++;
-	log_warnx("sd file not updated, will retry: %s", cause);
-	if (!event_pending(sf->ev_write, EV_TIMEOUT, NULL))
-		event_add(sf->ev_write, &retry);
-}
-
-/* Writes the file now, on the loop: at start, to fail early, and at exit. */
-int
-sdfile_flush(struct sdfile *sf)
-{
-	char *text, *cause = NULL;
-	size_t len;
-	int rc;
-
-	if (event_pending(sf->ev_write, EV_TIMEOUT, NULL))
-		event_del(sf->ev_write);
-	if (sf->writer != NULL)
-		writer_drain(sf->writer); /* an older text must not land last */
-	text = target_render(sf->reg, sf->tc, &len);
-	rc = sdfile_replace(sf->path, text, len, &cause);
-	free(text);
-	if (rc != 0) {
-		sdfile_failed(sf, cause);
-		free(cause);
-		return -1;
-	}
-	sf->writes++;
-	sf->last_write = time(NULL);
-	log_debug("wrote %s (%zu workers)", sf->path, sf->reg->count);
-	return 0;
-}
-
-/* The writer thread's results, back on the loop. */
-static void
-sdfile_written_cb(int results, const char *cause, void *arg)
+static char *
+sdfile_render(void *arg, size_t *len)
 {
 	struct sdfile *sf = arg;
 
-	sf->writes += (unsigned long long)results - (cause != NULL);
-	if (cause != NULL)
-		sdfile_failed(sf, cause);
-	else
-		sf->last_write = time(NULL);
-}
-
-/* After the debounce: render now, write on the writer's thread. */
-static void
-sdfile_write_cb(evutil_socket_t fd, short events, void *arg)
-{
-	struct sdfile *sf = arg;
-	size_t len;
-	char *text = target_render(sf->reg, sf->tc, &len);
-
-	writer_submit(sf->writer, text, len);
-}
-
-static void
-sdfile_changed_cb(void *arg)
-{
-	struct sdfile *sf = arg;
-	struct timeval tv = { 0, SDFILE_DEBOUNCE_MS * 1000 };
-
-	if (!event_pending(sf->ev_write, EV_TIMEOUT, NULL))
-		event_add(sf->ev_write, &tv);
+	return target_render(sf->m.reg, sf->tc, len);
 }
 
 void
 sdfile_init(struct sdfile *sf, const char *path, struct registry *reg,
     const struct target_config *tc)
 {
-	memset(sf, 0, sizeof *sf);
-	sf->path = xstrdup(path);
-	sf->reg = reg;
+	struct mirror_config cfg = {
+		.path = path,
+		.what = "sd file",
+		.reg = reg,
+		.render = sdfile_render,
+		.arg = sf,
+		.debounce_ms = SDFILE_DEBOUNCE_MS,
+		.retry_ms = SDFILE_RETRY_MS,
+	};
+
 	sf->tc = tc;
-	sf->ev_write = event_new(reg->base, -1, 0, sdfile_write_cb, sf);
-	sf->writer = writer_create(reg->base, path, sdfile_written_cb, sf);
-	registry_listen(reg, sdfile_changed_cb, sf);
+	mirror_init(&sf->m, &cfg);
+}
+
+/* Writes the file now, on the loop: at start, to fail early. */
+int
+sdfile_flush(struct sdfile *sf)
+{
+	return mirror_flush(&sf->m);
 }
 
 /*
@@ -244,27 +193,19 @@ sdfile_finish(struct sdfile *sf, int remove)
 	char *cause = NULL;
 	int rc = 0;
 
-	/* What is queued is stale: the last write is ours, below. */
-	writer_free(sf->writer);
-	sf->writer = NULL;
-	if (remove == SDFILE_KEEP) {
-		registry_unlisten(sf->reg, sdfile_changed_cb, sf);
-		rc = sdfile_flush(sf);
-		event_free(sf->ev_write);
-		free(sf->path);
-		return rc;
-	}
-	event_free(sf->ev_write);
-	if (remove) {
-		if (unlink(sf->path) != 0 && errno != ENOENT) {
-			log_warn("cannot remove %s", sf->path);
+	mirror_stop(&sf->m);
+	if (remove == SDFILE_KEEP)
+		rc = mirror_flush(&sf->m);
+	else if (remove) {
+		if (unlink(sf->m.path) != 0 && errno != ENOENT) {
+			log_warn("cannot remove %s", sf->m.path);
 			rc = -1;
 		}
-	} else if (sdfile_replace(sf->path, "[]\n", 3, &cause) != 0) {
-		log_warnx("cannot empty %s: %s", sf->path, cause);
+	} else if (sdfile_replace(sf->m.path, "[]\n", 3, &cause) != 0) {
+		log_warnx("cannot empty %s: %s", sf->m.path, cause);
 		free(cause);
 		rc = -1;
 	}
-	free(sf->path);
+	mirror_free(&sf->m);
 	return rc;
 }

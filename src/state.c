@@ -297,7 +297,7 @@ state_read(const char *path, char **buf, size_t *len, char **cause)
 static int
 state_adopt_entry(struct state *st, const struct state_entry *e)
 {
-	struct registry *reg = st->reg;
+	struct registry *reg = st->m.reg;
 	struct proc_stat ps;
 	struct lease *l;
 	char *cause = NULL;
@@ -348,12 +348,12 @@ state_adopt(struct state *st, char **cause)
 	size_t len;
 	int adopted = 0;
 
-	if (state_read(st->path, &buf, &len, cause) != 0)
+	if (state_read(st->m.path, &buf, &len, cause) != 0)
 		return -1;
 	if (buf == NULL)
 		return 0;
 	if (state_parse(buf, len, &e, &n, &inner) != 0) {
-		xasprintf(cause, "%s: %s", st->path, inner);
+		xasprintf(cause, "%s: %s", st->m.path, inner);
 		free(inner);
 		free(buf);
 		return -1;
@@ -365,86 +365,39 @@ state_adopt(struct state *st, char **cause)
 	}
 	state_entries_free(e, n);
 	log_info("state: took up %d of %zu workers from %s", adopted, n,
-	    st->path);
+	    st->m.path);
 	return adopted;
 }
 
-static void
-state_failed(struct state *st, const char *cause)
+static char *
+state_render_mirror(void *arg, size_t *len)
 {
-	struct timeval retry = { STATE_RETRY_MS / 1000, 0 };
+	struct state *st = arg;
 
-	st->errors++;
-	log_warnx("state file not updated, will retry: %s", cause);
-	if (!event_pending(st->ev_write, EV_TIMEOUT, NULL))
-		event_add(st->ev_write, &retry);
+	return state_render(st->m.reg, len);
 }
 
-/* Writes the file now, on the loop: at start and at exit. */
+/* Writes the file now, on the loop: at start. */
 int
 state_flush(struct state *st)
 {
-	char *text, *cause = NULL;
-	size_t len;
-	int rc;
-
-	if (event_pending(st->ev_write, EV_TIMEOUT, NULL))
-		event_del(st->ev_write);
-	if (st->writer != NULL)
-		writer_drain(st->writer); /* an older text must not land last */
-	text = state_render(st->reg, &len);
-	rc = sdfile_replace(st->path, text, len, &cause);
-	free(text);
-	if (rc != 0) {
-		state_failed(st, cause);
-		free(cause);
-		return -1;
-	}
-	st->writes++;
-	return 0;
-}
-
-/* The writer thread's results, back on the loop. */
-static void
-state_written_cb(int results, const char *cause, void *arg)
-{
-	struct state *st = arg;
-
-	st->writes += (unsigned long long)results - (cause != NULL);
-	if (cause != NULL)
-		state_failed(st, cause);
-}
-
-/* After the debounce: render now, write on the writer's thread. */
-static void
-state_write_cb(evutil_socket_t fd, short events, void *arg)
-{
-	struct state *st = arg;
-	size_t len;
-	char *text = state_render(st->reg, &len);
-
-	writer_submit(st->writer, text, len);
-}
-
-static void
-state_changed_cb(void *arg)
-{
-	struct state *st = arg;
-	struct timeval tv = { 0, STATE_DEBOUNCE_MS * 1000 };
-
-	if (!event_pending(st->ev_write, EV_TIMEOUT, NULL))
-		event_add(st->ev_write, &tv);
+	return mirror_flush(&st->m);
 }
 
 void
 state_init(struct state *st, const char *path, struct registry *reg)
 {
-	memset(st, 0, sizeof *st);
-	st->path = xstrdup(path);
-	st->reg = reg;
-	st->ev_write = evtimer_new(reg->base, state_write_cb, st);
-	st->writer = writer_create(reg->base, path, state_written_cb, st);
-	registry_listen(reg, state_changed_cb, st);
+	struct mirror_config cfg = {
+		.path = path,
+		.what = "state file",
+		.reg = reg,
+		.render = state_render_mirror,
+		.arg = st,
+		.debounce_ms = STATE_DEBOUNCE_MS,
+		.retry_ms = STATE_RETRY_MS,
+	};
+
+	mirror_init(&st->m, &cfg);
 }
 
 /*
@@ -454,11 +407,7 @@ state_init(struct state *st, const char *path, struct registry *reg)
 void
 state_finish(struct state *st)
 {
-	registry_unlisten(st->reg, state_changed_cb, st);
-	/* What is queued is stale: the last write is ours, below. */
-	writer_free(st->writer);
-	st->writer = NULL;
-	state_flush(st);
-	event_free(st->ev_write);
-	free(st->path);
+	mirror_stop(&st->m);
+	(void)mirror_flush(&st->m);
+	mirror_free(&st->m);
 }

@@ -5,7 +5,8 @@
  * serves registrations and scrapes meanwhile.  One write at a time; a
  * newer text submitted while one is in flight replaces any older one still
  * waiting, since only the latest matters.  The result of each write comes
- * back on the loop, through an eventfd.
+ * back on the loop, through an eventfd.  Below it, the mirror: a file kept
+ * in step with the registry through a writer (the sd and state files).
  */
 #include <sys/eventfd.h>
 
@@ -14,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -168,4 +170,118 @@ writer_free(struct writer *w)
 	free(w->cause);
 	free(w->path);
 	free(w);
+}
+
+/*
+ * A mirror: a file kept in step with the registry (the sd file, the state
+ * file).  Changes are coalesced for debounce_ms, rendered on the loop and
+ * written by the writer; a failed write is counted, logged and retried
+ * after retry_ms.
+ */
+static void
+mirror_failed(struct mirror *m, const char *cause)
+{
+	struct timeval retry = { m->retry_ms / 1000,
+		(m->retry_ms % 1000) * 1000 };
+
+	m->errors++;
+	log_warnx("%s not updated, will retry: %s", m->what, cause);
+	if (!event_pending(m->ev_write, EV_TIMEOUT, NULL))
+		event_add(m->ev_write, &retry);
+}
+
+/* The writer thread's results, back on the loop. */
+static void
+mirror_written_cb(int results, const char *cause, void *arg)
+{
+	struct mirror *m = arg;
+
+	m->writes += (unsigned long long)results - (cause != NULL);
+	if (cause != NULL)
+		mirror_failed(m, cause);
+	else
+		m->last_write = time(NULL);
+}
+
+/* After the debounce: render now, write on the writer's thread. */
+static void
+mirror_write_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct mirror *m = arg;
+	size_t len;
+	char *text = m->render(m->arg, &len);
+
+	writer_submit(m->writer, text, len);
+}
+
+static void
+mirror_changed_cb(void *arg)
+{
+	struct mirror *m = arg;
+	struct timeval tv = { m->debounce_ms / 1000,
+		(m->debounce_ms % 1000) * 1000 };
+
+	if (!event_pending(m->ev_write, EV_TIMEOUT, NULL))
+		event_add(m->ev_write, &tv);
+}
+
+void
+mirror_init(struct mirror *m, const struct mirror_config *cfg)
+{
+	memset(m, 0, sizeof *m);
+	m->path = xstrdup(cfg->path);
+	m->what = cfg->what;
+	m->reg = cfg->reg;
+	m->render = cfg->render;
+	m->arg = cfg->arg;
+	m->debounce_ms = cfg->debounce_ms;
+	m->retry_ms = cfg->retry_ms;
+	m->ev_write = evtimer_new(m->reg->base, mirror_write_cb, m);
+	m->writer = writer_create(m->reg->base, m->path, mirror_written_cb, m);
+	registry_listen(m->reg, mirror_changed_cb, m);
+}
+
+/* Writes the file now, on the loop: at start, to fail early, and at exit. */
+int
+mirror_flush(struct mirror *m)
+{
+	char *text, *cause = NULL;
+	size_t len;
+	int rc;
+
+	if (event_pending(m->ev_write, EV_TIMEOUT, NULL))
+		event_del(m->ev_write);
+	if (m->writer != NULL)
+		writer_drain(m->writer); /* an older text must not land last */
+	text = m->render(m->arg, &len);
+	rc = sdfile_replace(m->path, text, len, &cause);
+	free(text);
+	if (rc != 0) {
+		mirror_failed(m, cause);
+		free(cause);
+		return -1;
+	}
+	m->writes++;
+	m->last_write = time(NULL);
+	log_debug("wrote %s (%zu workers)", m->path, m->reg->count);
+	return 0;
+}
+
+/* Stops following the registry and drops what is queued: the last write,
+ * if any, is the caller's (mirror_flush before mirror_free). */
+void
+mirror_stop(struct mirror *m)
+{
+	registry_unlisten(m->reg, mirror_changed_cb, m);
+	writer_free(m->writer);
+	m->writer = NULL;
+	if (event_pending(m->ev_write, EV_TIMEOUT, NULL))
+		event_del(m->ev_write);
+}
+
+void
+mirror_free(struct mirror *m)
+{
+	event_free(m->ev_write);
+	free(m->path);
 }

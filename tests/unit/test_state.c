@@ -365,7 +365,7 @@ Test(state, every_change_is_written_and_finish_keeps_the_leases)
 	text = read_file(path);
 	cr_assert(strstr(text, "\"leases\": []") != NULL, "%s", text);
 	free(text);
-	cr_assert_geq(st.writes, 2);
+	cr_assert_geq(st.m.writes, 2);
 
 	lease(kids[0], -1, NULL);
 	state_finish(&st);
@@ -382,7 +382,7 @@ Test(state, unwritable_directory_is_an_error)
 	xasprintf(&p, "%s/no/such/dir/state.json", dir);
 	state_init(&st, p, &reg);
 	cr_assert_eq(state_flush(&st), -1);
-	cr_assert_eq(st.errors, 1);
+	cr_assert_eq(st.m.errors, 1);
 	state_finish(&st);
 	free(p);
 }

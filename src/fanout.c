@@ -228,7 +228,7 @@ fanout_serve(struct http_conn *c, const struct http_request *req,
 	static const struct scrape_callbacks cb = { fanout_head_cb,
 		fanout_body_cb, fanout_done_cb };
 	struct fanout *f = xcalloc(1, sizeof *f);
-	int ms = proxy_deadline(req, deadline_ms);
+	int ms = scrape_deadline(req, deadline_ms);
 	size_t s;
 
 	f->conn = c;

@@ -431,6 +431,7 @@ struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *, void *arg);
 void scrape_cancel(struct scrape *);
+int scrape_deadline(const struct http_request *, int max_ms);
 void scrape_record(struct lease *, const struct scrape_result *);
 struct lease *scrape_lease(struct registry *, int worker, pid_t,
     unsigned long long starttime);
@@ -440,7 +441,6 @@ struct lease *scrape_lease(struct registry *, int worker, pid_t,
 #define PROXY_WORKER_PATH "/metrics"
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
-int proxy_deadline(const struct http_request *, int max_ms);
 
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */

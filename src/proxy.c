@@ -5,7 +5,6 @@
  * the registry, so only a live registered worker's own port can be reached,
  * always at PROXY_WORKER_PATH; nothing from the request picks the address.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,29 +95,6 @@ proxy_done_cb(const struct scrape_result *r, void *arg)
 	proxy_free(p);
 }
 
-/*
- * How long a proxied scrape may take: Prometheus says its own timeout in
- * X-Prometheus-Scrape-Timeout-Seconds; never more than max_ms.
- */
-int
-proxy_deadline(const struct http_request *req, int max_ms)
-{
-	const char *v = http_request_header(req,
-	    "X-Prometheus-Scrape-Timeout-"
-	    "Seconds");
-	char *end;
-	double secs;
-
-	if (v == NULL)
-		return max_ms;
-	secs = strtod(v, &end);
-	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
-		return max_ms;
-	if (secs * 1000 < max_ms)
-		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
-	return max_ms;
-}
-
 /* Answers GET /workers/N/metrics, now or when the worker has answered. */
 void
 proxy_serve(struct http_conn *c, const struct http_request *req,
@@ -141,7 +117,7 @@ proxy_serve(struct http_conn *c, const struct http_request *req,
 	p->starttime = l->starttime;
 	p->scrape = scrape_start(reg->base, l->port, PROXY_WORKER_PATH,
 	    http_request_header(req, "Accept"),
-	    proxy_deadline(req, deadline_ms), PROXY_BODY_MAX, &cb, p);
+	    scrape_deadline(req, deadline_ms), PROXY_BODY_MAX, &cb, p);
 	if (p->scrape == NULL) {
 		free(p);
 		http_reply_error(c, 500, "cannot scrape worker %d", worker);

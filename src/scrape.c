@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -597,4 +598,28 @@ scrape_lease(struct registry *reg, int worker, pid_t pid,
 	if (l == NULL || l->pid != pid || l->starttime != starttime)
 		return NULL;
 	return l;
+}
+
+/*
+ * How long a scrape made for Prometheus' request may take (proxy, fan-out):
+ * Prometheus says its own timeout in X-Prometheus-Scrape-Timeout-Seconds;
+ * never more than max_ms.
+ */
+int
+scrape_deadline(const struct http_request *req, int max_ms)
+{
+	const char *v = http_request_header(req,
+	    "X-Prometheus-Scrape-Timeout-"
+	    "Seconds");
+	char *end;
+	double secs;
+
+	if (v == NULL)
+		return max_ms;
+	secs = strtod(v, &end);
+	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
+		return max_ms;
+	if (secs * 1000 < max_ms)
+		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
+	return max_ms;
 }

@@ -36,6 +36,8 @@ int bench_http(int fd, const char *req, size_t len, char *buf, size_t cap,
     const char **body, size_t *body_len);
 long bench_rss_kib(pid_t pid, const char *field);
 int bench_write_all(int fd, const char *p, size_t len);
+/* promfork running this program: SELF --driver SD_FILE ARGS... */
+int bench_run_driver(int nports, char *const args[]);
 void bench_worker_serve(char *(*make_body)(int worker, size_t *len));
 double
 bench_get(uint16_t port, const char *path, char *buf, size_t cap, size_t *len);

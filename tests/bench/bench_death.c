@@ -149,12 +149,8 @@ driver(char **argv)
 int
 main(int argc, char **argv)
 {
-	char range[32], sock[512], sd[512], ro[16];
 	int rounds = argc > 1 ? atoi(argv[1]) : 200;
-	char *dir, *self;
-	uint16_t low;
-	pid_t pid;
-	int rc;
+	char ro[16];
 
 	if (argc == 4 && strcmp(argv[1], "--driver") == 0)
 		return driver(argv);
@@ -162,28 +158,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: bench_death [ROUNDS]\n");
 		return 2;
 	}
-	dir = bench_tmpdir();
-	self = bench_self();
-	if (bench_port_range(8, &low) != 0) {
-		fprintf(stderr, "no free ports\n");
-		return 1;
-	}
-	snprintf(range, sizeof range, "%u-%u", low, low + 7);
-	snprintf(sock, sizeof sock, "%s/s", dir);
-	snprintf(sd, sizeof sd, "%s/app.json", dir);
 	snprintf(ro, sizeof ro, "%d", rounds);
 	{
-		char *av[] = { (char *)bench_promfork(), "--port-range", range,
-			"--socket", sock, "--sd-file", sd, "--target-host",
-			"127.0.0.1", "--", self, "--driver", sd, ro, NULL };
+		char *args[] = { ro, NULL };
 
-		pid = bench_spawn(av, 1);
+		(void)bench_run_driver(8, args);
 	}
-	rc = bench_reap(pid, 100000);
-	bench_rmtree(dir);
-	free(dir);
-	free(self);
-	if (rc != 0)
-		fprintf(stderr, "promfork or the driver failed (%d)\n", rc);
 	return 0;
 }

@@ -232,8 +232,8 @@ static int
 driver(int argc, char **argv)
 {
 	const char *sock = getenv("PROMFORK_SOCKET");
-	int clients = atoi(argv[2]), cycles = atoi(argv[3]);
-	int rounds = atoi(argv[4]), r, lfd;
+	int clients = atoi(argv[3]), cycles = atoi(argv[4]);
+	int rounds = atoi(argv[5]), r, lfd;
 	size_t n = (size_t)clients * (size_t)cycles;
 	struct result pf[ROUNDS_MAX], echo[ROUNDS_MAX], mp, me;
 	struct shared *sh;
@@ -291,16 +291,12 @@ driver(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
-	char range[32], sock[512], sd[512], cl[16], cy[16], ro[16];
 	int clients = argc > 1 ? atoi(argv[1]) : 4;
 	int cycles = argc > 2 ? atoi(argv[2]) : 5000;
 	int rounds = argc > 3 ? atoi(argv[3]) : 3;
-	char *dir, *self;
-	uint16_t low;
-	pid_t pid;
-	int rc;
+	char cl[16], cy[16], ro[16];
 
-	if (argc == 5 && strcmp(argv[1], "--driver") == 0)
+	if (argc == 6 && strcmp(argv[1], "--driver") == 0)
 		return driver(argc, argv);
 	if (clients < 1 || clients > 256 || cycles < 1 || cycles > 1000000 ||
 	    rounds < 1 || rounds > ROUNDS_MAX) {
@@ -309,30 +305,13 @@ main(int argc, char **argv)
 		    "[ROUNDS]]]\n");
 		return 2;
 	}
-	dir = bench_tmpdir();
-	self = bench_self();
-	if (bench_port_range(clients + 8, &low) != 0) {
-		fprintf(stderr, "no free ports\n");
-		return 1;
-	}
-	snprintf(range, sizeof range, "%u-%u", low, low + clients + 7);
-	snprintf(sock, sizeof sock, "%s/s", dir);
-	snprintf(sd, sizeof sd, "%s/app.json", dir);
 	snprintf(cl, sizeof cl, "%d", clients);
 	snprintf(cy, sizeof cy, "%d", cycles);
 	snprintf(ro, sizeof ro, "%d", rounds);
 	{
-		char *av[] = { (char *)bench_promfork(), "--port-range", range,
-			"--socket", sock, "--sd-file", sd, "--target-host",
-			"127.0.0.1", "--", self, "--driver", cl, cy, ro, NULL };
+		char *args[] = { cl, cy, ro, NULL };
 
-		pid = bench_spawn(av, 1);
+		(void)bench_run_driver(clients + 8, args);
 	}
-	rc = bench_reap(pid, 100000);
-	bench_rmtree(dir);
-	free(dir);
-	free(self);
-	if (rc != 0)
-		fprintf(stderr, "promfork or the driver failed (%d)\n", rc);
 	return 0;
 }

@@ -28,7 +28,7 @@ static int
 driver(char **argv)
 {
 	const char *sock = getenv("PROMFORK_SOCKET");
-	int n = atoi(argv[2]), i, errors = 0, p[2];
+	int n = atoi(argv[3]), i, errors = 0, p[2];
 	static pid_t kids[WORKERS_MAX];
 	static double lat[WORKERS_MAX];
 	pid_t pf = getppid();
@@ -102,43 +102,21 @@ driver(char **argv)
 int
 main(int argc, char **argv)
 {
-	char range[32], sock[512], nw[16];
 	int n = argc > 1 ? atoi(argv[1]) : 1024;
-	char *dir, *self;
-	uint16_t low;
-	pid_t pid;
-	int rc;
+	char nw[16];
 
-	if (argc == 3 && strcmp(argv[1], "--driver") == 0)
+	if (argc == 4 && strcmp(argv[1], "--driver") == 0)
 		return driver(argv);
 	if (n < 200 || n > WORKERS_MAX) {
 		fprintf(stderr, "usage: bench_rss [WORKERS, 200 to %d]\n",
 		    WORKERS_MAX);
 		return 2;
 	}
-	dir = bench_tmpdir();
-	self = bench_self();
-	if (bench_port_range(n + 8, &low) != 0) {
-		fprintf(stderr, "no free run of %d ports\n", n + 8);
-		return 1;
-	}
-	snprintf(range, sizeof range, "%u-%u", low, low + n + 7);
-	snprintf(sock, sizeof sock, "%s/s", dir);
 	snprintf(nw, sizeof nw, "%d", n);
 	{
-		char sd[512];
-		char *av[] = { (char *)bench_promfork(), "--port-range", range,
-			"--socket", sock, "--sd-file", sd, "--target-host",
-			"127.0.0.1", "--", self, "--driver", nw, NULL };
+		char *args[] = { nw, NULL };
 
-		snprintf(sd, sizeof sd, "%s/app.json", dir);
-		pid = bench_spawn(av, 1);
+		(void)bench_run_driver(n + 8, args);
 	}
-	rc = bench_reap(pid, 100000);
-	bench_rmtree(dir);
-	free(dir);
-	free(self);
-	if (rc != 0)
-		fprintf(stderr, "promfork or the driver failed (%d)\n", rc);
 	return 0;
 }

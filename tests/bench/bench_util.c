@@ -444,3 +444,51 @@ bench_get(uint16_t port, const char *path, char *buf, size_t cap, size_t *len)
 	buf[*len] = '\0'; /* the head was longer than this byte */
 	return (bench_now_us() - t0) / 1e3;
 }
+
+/*
+ * Runs promfork on nports free ports, with a socket and an sd file in a
+ * fresh directory, and this program as its COMMAND: `SELF --driver SD_FILE
+ * ARGS...`; waits for it (100 s at most) and cleans up.  0 when both
+ * succeeded.
+ */
+int
+bench_run_driver(int nports, char *const args[])
+{
+	char range[32], sock[512], sd[512], *dir, *self, *av[32];
+	size_t n = 0, i;
+	uint16_t low;
+	int rc;
+
+	if (bench_port_range(nports, &low) != 0) {
+		fprintf(stderr, "no free run of %d ports\n", nports);
+		return 1;
+	}
+	dir = bench_tmpdir();
+	self = bench_self();
+	snprintf(range, sizeof range, "%u-%u", low, low + nports - 1);
+	snprintf(sock, sizeof sock, "%s/s", dir);
+	snprintf(sd, sizeof sd, "%s/app.json", dir);
+	av[n++] = (char *)bench_promfork();
+	av[n++] = "--port-range";
+	av[n++] = range;
+	av[n++] = "--socket";
+	av[n++] = sock;
+	av[n++] = "--sd-file";
+	av[n++] = sd;
+	av[n++] = "--target-host";
+	av[n++] = "127.0.0.1";
+	av[n++] = "--";
+	av[n++] = self;
+	av[n++] = "--driver";
+	av[n++] = sd;
+	for (i = 0; args[i] != NULL && n < 31; i++)
+		av[n++] = args[i];
+	av[n] = NULL;
+	rc = bench_reap(bench_spawn(av, 1), 100000);
+	bench_rmtree(dir);
+	free(dir);
+	free(self);
+	if (rc != 0)
+		fprintf(stderr, "promfork or the driver failed (%d)\n", rc);
+	return rc;
+}

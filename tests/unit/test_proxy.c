@@ -11,36 +11,6 @@
 #include "netutil.h"
 #include "promfork.h"
 
-static struct http_request *
-request(const char *timeout)
-{
-	static struct http_request req;
-
-	memset(&req, 0, sizeof req);
-	if (timeout != NULL) {
-		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
-		req.headers[0].value = (char *)timeout;
-		req.nheaders = 1;
-	}
-	return &req;
-}
-
-Test(proxy, deadline_from_prometheus)
-{
-	cr_assert_eq(proxy_deadline(request(NULL), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("0.9"), 7500), 900);
-	cr_assert_eq(proxy_deadline(request("10"), 7500), 7500, "capped");
-	cr_assert_eq(proxy_deadline(request("0.0001"), 7500), 1);
-	cr_assert_eq(proxy_deadline(request("0"), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("-3"), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("abc"), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("1s"), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request(""), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("nan"), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("inf"), 7500), 7500);
-	cr_assert_eq(proxy_deadline(request("1e999"), 7500), 7500);
-}
-
 /* A server whose only handler is the proxy to worker 0, live. */
 static struct event_base *base;
 static struct registry reg;

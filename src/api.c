@@ -94,32 +94,34 @@ api_listen(const char *path, char **cause)
 }
 
 /*
- * May peer lease (or release) pid?  pid must be the peer or an ancestor of
- * it, so a process speaks only for itself or its own parents, and it must
- * be one of promfork's descendants (orphans are re-parented to promfork, the
- * subreaper, so they stay inside).
+ * May peer lease (or release) the process st describes?  It must be the
+ * peer or an ancestor of it, so a process speaks only for itself or its own
+ * parents, and it must be one of promfork's descendants (orphans are
+ * re-parented to promfork, the subreaper, so they stay inside).
  */
 int
-api_authorise(const struct api_config *cfg, pid_t peer, pid_t pid, char **cause)
+api_authorise(const struct api_config *cfg, pid_t peer,
+    const struct proc_stat *st, char **cause)
 {
 	pid_t self = cfg->tree_root != 0 ? cfg->tree_root : getpid();
 
-	if (pid <= 1 || pid == self) {
-		xasprintf(cause, "pid %d cannot be leased a port", (int)pid);
+	if (st->pid <= 1 || st->pid == self) {
+		xasprintf(cause, "pid %d cannot be leased a port",
+		    (int)st->pid);
 		return -1;
 	}
-	if (!proc_in_tree(peer, pid)) {
+	if (!proc_in_tree(peer, st->pid)) {
 		xasprintf(cause,
 		    "process %d may lease a port only for itself "
 		    "or its ancestors, not for pid %d",
-		    (int)peer, (int)pid);
+		    (int)peer, (int)st->pid);
 		return -1;
 	}
-	if (cfg->tree_root != 0 && !proc_in_tree(pid, self)) {
+	if (cfg->tree_root != 0 && !proc_in_tree(st->ppid, self)) {
 		xasprintf(cause,
 		    "process %d is not part of the command "
 		    "promfork runs",
-		    (int)pid);
+		    (int)st->pid);
 		return -1;
 	}
 	return 0;
@@ -169,11 +171,10 @@ api_peer_user(struct api *api, struct http_conn *c, uid_t *uid, char **cause)
 {
 	struct ucred cred;
 	gid_t groups[256];
-	socklen_t len = sizeof cred, glen = sizeof groups;
+	socklen_t glen = sizeof groups;
 	size_t ngroups = 0;
 
-	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred, &len) !=
-	    0) {
+	if (http_conn_peercred(c, &cred) != 0) {
 		xasprintf(cause, "SO_PEERCRED: %s", strerror(errno));
 		return -1;
 	}
@@ -227,11 +228,8 @@ static int
 api_peer(struct http_conn *c, pid_t *peer)
 {
 	struct ucred cred;
-	socklen_t len = sizeof cred;
 
-	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cred, &len) !=
-		0 ||
-	    cred.pid <= 0) {
+	if (http_conn_peercred(c, &cred) != 0 || cred.pid <= 0) {
 		log_warn("SO_PEERCRED");
 		return -1;
 	}
@@ -297,9 +295,9 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
     pid_t peer)
 {
 	struct labels labels = { NULL, 0 };
+	struct proc_ref ref;
 	struct lease *l;
-	struct proc_stat st;
-	char *cause = NULL, *gone = NULL;
+	char *cause = NULL;
 	int created, status;
 	pid_t pid;
 
@@ -307,22 +305,21 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, 400, "%s", cause);
 		goto out;
 	}
-	if (api_authorise(&api->cfg, peer, pid, &cause) != 0) {
-		/* A pid that names no live process (a dead worker's) is not
-		 * found, rather than someone else's. */
-		if (proc_stat_read(pid, &st, &gone) != 0) {
-			log_warnx("registration of pid %d refused: %s",
-			    (int)pid, gone);
-			http_reply_error(c, 404, "%s", gone);
-			free(gone);
-			goto out;
-		}
+	/* A pid that names no live process (a dead worker's) is not found. */
+	if (proc_ref_open(pid, &ref, &cause) != 0) {
+		log_warnx("registration of pid %d refused: %s", (int)pid,
+		    cause);
+		http_reply_error(c, 404, "%s", cause);
+		goto out;
+	}
+	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0) {
+		proc_ref_close(&ref);
 		log_warnx("registration refused: %s", cause);
 		api->reg->stats.refusals++;
 		http_reply_error(c, 403, "%s", cause);
 		goto out;
 	}
-	l = registry_lease(api->reg, pid, &labels, LEASE_API, -1, &created,
+	l = registry_lease(api->reg, &ref, &labels, LEASE_API, -1, &created,
 	    &status, &cause);
 	if (l == NULL) {
 		log_warnx("registration of pid %d refused: %s", (int)pid,
@@ -350,6 +347,24 @@ api_list(struct api *api, struct http_conn *c)
 	http_reply_json(c, 200, arr);
 }
 
+/*
+ * May peer release leases?  A process that holds a live lease is in the
+ * tree: it was when it registered, and no process ever leaves it.  Others
+ * are looked up.
+ */
+static int
+api_authorise_release(struct api *api, pid_t peer, char **cause)
+{
+	struct lease *l = registry_find_pid(api->reg, peer);
+	struct proc_stat st;
+
+	if (l != NULL && l->pidfd != -1 && !proc_exited(l->pidfd))
+		return 0;
+	if (proc_stat_read(peer, &st, cause) != 0)
+		return -1;
+	return api_authorise(&api->cfg, peer, &st, cause);
+}
+
 static void
 api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 {
@@ -364,7 +379,7 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 		    id);
 		return;
 	}
-	if (api_authorise(&api->cfg, peer, peer, &cause) != 0) {
+	if (api_authorise_release(api, peer, &cause) != 0) {
 		log_warnx("release refused: %s", cause);
 		http_reply_error(c, 403, "%s", cause);
 		free(cause);

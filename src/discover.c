@@ -698,8 +698,8 @@ discover_apply(struct discover *d)
 		if (e->state != DISCOVER_OWNED || reg->slots[s] != NULL)
 			continue;
 		cause = NULL;
-		l = registry_lease(reg, e->pid, NULL, LEASE_DISCOVER, (int)s,
-		    &created, &status, &cause);
+		l = registry_lease_pid(reg, e->pid, NULL, LEASE_DISCOVER,
+		    (int)s, &created, &status, &cause);
 		if (l == NULL) {
 			log_debug("discovery: port %u of pid %d: %s", e->port,
 			    (int)e->pid, cause);

@@ -44,6 +44,8 @@ struct http_conn {
 	int busy; /* inside http_conn_process: closing must not free */
 	int dead; /* closed while busy: http_conn_process frees it */
 	struct http_request req;
+	struct ucred peer; /* valid when peer_known */
+	int peer_known;
 	http_close_fn close_fn;
 	void *close_arg;
 	struct http_conn *prev, *next;
@@ -311,6 +313,23 @@ int
 http_conn_fd(const struct http_conn *c)
 {
 	return (int)bufferevent_getfd(c->bev);
+}
+
+/* The peer's credentials as of its connect(2): they never change, so read
+ * once per connection. */
+int
+http_conn_peercred(struct http_conn *c, struct ucred *cred)
+{
+	socklen_t len = sizeof c->peer;
+
+	if (!c->peer_known) {
+		if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED,
+			&c->peer, &len) != 0)
+			return -1;
+		c->peer_known = 1;
+	}
+	*cred = c->peer;
+	return 0;
 }
 
 void

@@ -97,12 +97,18 @@ pool_free(const struct pool *p)
 	return p->size - p->nused;
 }
 
+/*
+ * Can this family's wildcard address take the port?  For AF_INET6 the
+ * socket is dual-stack, so one bind asks for IPv4 and IPv6 at once (an
+ * IPv4 listener on any address conflicts with it, as an IPv6 one does).
+ * -1: the family is not supported here.
+ */
 static int
 pool_try_bind(int family, uint16_t port)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int fd, on = 1, ok;
+	int fd, on = 1, off = 0, ok;
 
 	memset(&ss, 0, sizeof ss);
 	if (family == AF_INET) {
@@ -116,13 +122,15 @@ pool_try_bind(int family, uint16_t port)
 		sin6->sin6_port = htons(port);
 		len = sizeof *sin6;
 	}
-	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return family == AF_INET6; /* no IPv6: nothing can hold it */
+	if ((fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return -1;
 	/* Workers bind with SO_REUSEADDR: only a listener should count. */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-	if (family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+	if (family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
+		close(fd);
+		return -1;
+	}
 	ok = bind(fd, (struct sockaddr *)&ss, len) == 0 ||
 	    errno == EADDRNOTAVAIL;
 	close(fd);
@@ -133,5 +141,7 @@ pool_try_bind(int family, uint16_t port)
 int
 pool_port_bindable(uint16_t port, void *arg)
 {
-	return pool_try_bind(AF_INET, port) && pool_try_bind(AF_INET6, port);
+	int ok = pool_try_bind(AF_INET6, port);
+
+	return ok != -1 ? ok : pool_try_bind(AF_INET, port) == 1;
 }

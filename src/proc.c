@@ -4,10 +4,12 @@
  * process that had it before.
  */
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +120,21 @@ proc_stat_read(pid_t pid, struct proc_stat *st, char **cause)
 	return 0;
 }
 
+/*
+ * True when pid is a running child of this process.  Its pid cannot be
+ * reused before we reap it, so its parent is known without reading /proc.
+ */
+static int
+proc_is_own_child(pid_t pid)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof si);
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
+	    0 &&
+	    si.si_pid == 0;
+}
+
 /* True when pid is root or one of root's descendants. */
 int
 proc_in_tree(pid_t pid, pid_t root)
@@ -129,6 +146,10 @@ proc_in_tree(pid_t pid, pid_t root)
 	for (depth = 0; depth < PROC_TREE_DEPTH && pid > 1; depth++) {
 		if (pid == root)
 			return 1;
+		if (proc_is_own_child(pid)) {
+			pid = getpid();
+			continue;
+		}
 		if (proc_stat_read(pid, &st, &cause) != 0) {
 			free(cause);
 			return 0;
@@ -147,4 +168,50 @@ proc_pidfd_open(pid_t pid)
 	errno = ENOSYS;
 	return -1;
 #endif
+}
+
+int
+proc_exited(int pidfd)
+{
+	struct pollfd pfd = { pidfd, POLLIN, 0 };
+
+	return poll(&pfd, 1, 0) == 1;
+}
+
+/*
+ * Holds pid by a pidfd, then reads its stat: while the pidfd shows it
+ * running, that stat is its own and not that of a process that reused the
+ * pid.  Where pidfd_open is unavailable (ENOSYS, EPERM) ref->pidfd is -1
+ * and the caller must check the start time again later.
+ */
+int
+proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
+{
+	ref->pid = pid;
+	ref->pidfd = proc_pidfd_open(pid);
+	if (ref->pidfd == -1 && errno == ESRCH) {
+		xasprintf(cause, "process %d has exited", (int)pid);
+		return -1;
+	}
+	if (ref->pidfd == -1 && errno != ENOSYS && errno != EPERM)
+		log_warn("pidfd_open %d, falling back to polling", (int)pid);
+	if (proc_stat_read(pid, &ref->st, cause) != 0)
+		goto fail;
+	if (ref->pidfd != -1 && proc_exited(ref->pidfd)) {
+		xasprintf(cause, "process %d has exited", (int)pid);
+		goto fail;
+	}
+	return 0;
+
+fail:
+	proc_ref_close(ref);
+	return -1;
+}
+
+void
+proc_ref_close(struct proc_ref *ref)
+{
+	if (ref->pidfd != -1)
+		close(ref->pidfd);
+	ref->pidfd = -1;
 }

@@ -144,6 +144,15 @@ int proc_stat_parse(const char *, size_t, struct proc_stat *, char **cause);
 int proc_stat_read(pid_t, struct proc_stat *, char **cause);
 int proc_in_tree(pid_t pid, pid_t root);
 int proc_pidfd_open(pid_t);
+int proc_exited(int pidfd);
+/* A process held by its pidfd (-1 where there is none), and its stat. */
+struct proc_ref {
+	pid_t pid;
+	int pidfd;
+	struct proc_stat st;
+};
+int proc_ref_open(pid_t, struct proc_ref *, char **cause);
+void proc_ref_close(struct proc_ref *);
 
 /* registry.c */
 enum lease_source { LEASE_API, LEASE_DISCOVER, LEASE_SPAWN };
@@ -169,8 +178,7 @@ struct lease {
 	uint16_t port;
 	pid_t pid;
 	unsigned long long starttime;
-	int pidfd;
-	struct event *ev_exit;
+	int pidfd; /* in the registry's exit set */
 	struct labels labels;
 	enum lease_source source;
 	time_t created; /* wall clock, for people */
@@ -194,7 +202,8 @@ struct registry {
 	struct lease **slots; /* pool.size entries, NULL when free */
 	size_t count;
 	struct event *ev_check; /* liveness poll for leases without pidfd */
-	int exit_fd; /* epoll set of the leases' pidfds, for the sweep */
+	int exit_fd; /* epoll set of the leases' pidfds */
+	struct event *ev_exits; /* exit_fd readable: a lease's process exited */
 	struct registry_listener listeners[8];
 	size_t nlisteners;
 	struct registry_stats stats;
@@ -204,7 +213,11 @@ void registry_init(struct registry *, struct event_base *, uint16_t low,
 void registry_finish(struct registry *);
 void registry_listen(struct registry *, registry_change_fn, void *);
 void registry_unlisten(struct registry *, registry_change_fn, void *);
-struct lease *registry_lease(struct registry *, pid_t, const struct labels *,
+struct lease *
+registry_lease(struct registry *, struct proc_ref *, const struct labels *,
+    enum lease_source, int slot, int *created, int *status, char **cause);
+struct lease *
+registry_lease_pid(struct registry *, pid_t, const struct labels *,
     enum lease_source, int slot, int *created, int *status, char **cause);
 struct lease *registry_find_pid(struct registry *, pid_t);
 struct lease *registry_find_worker(struct registry *, int);
@@ -320,6 +333,7 @@ int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);
 int http_conn_fd(const struct http_conn *);
+int http_conn_peercred(struct http_conn *, struct ucred *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
     const char *body, size_t len);
@@ -351,8 +365,8 @@ int api_listen(const char *path, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
 void api_free(struct api *);
-int
-api_authorise(const struct api_config *, pid_t peer, pid_t pid, char **cause);
+int api_authorise(const struct api_config *, pid_t peer,
+    const struct proc_stat *, char **cause);
 int api_authorise_user(const struct api_config *, uid_t, gid_t,
     const gid_t *groups, size_t ngroups, char **cause);
 

@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +21,8 @@
 static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
 	"gone", "shutdown" };
 static const char *const lease_source_names[] = { "api", "discover", "spawn" };
+
+static void registry_exits_cb(evutil_socket_t, short, void *);
 
 const char *
 lease_end_name(enum lease_end e)
@@ -66,6 +67,9 @@ registry_init(struct registry *reg, struct event_base *base, uint16_t low,
 	event_add(reg->ev_check, &tv);
 	if ((reg->exit_fd = epoll_create1(EPOLL_CLOEXEC)) == -1)
 		fatal("epoll_create1");
+	reg->ev_exits = event_new(base, reg->exit_fd, EV_READ | EV_PERSIST,
+	    registry_exits_cb, reg);
+	event_add(reg->ev_exits, NULL);
 }
 
 void
@@ -74,6 +78,7 @@ registry_finish(struct registry *reg)
 	reg->nlisteners = 0; /* sinks are gone first; tell no one */
 	registry_clear(reg, LEASE_END_SHUTDOWN);
 	event_free(reg->ev_check);
+	event_free(reg->ev_exits);
 	close(reg->exit_fd);
 	free(reg->slots);
 	free(reg->stats.slot_leases);
@@ -142,12 +147,6 @@ lease_alive(const struct lease *l)
 	return st.starttime == l->starttime;
 }
 
-static void
-lease_exit_cb(evutil_socket_t fd, short events, void *arg)
-{
-	lease_close(arg, LEASE_END_EXIT);
-}
-
 /* The single teardown path of a lease. */
 void
 lease_close(struct lease *l, enum lease_end why)
@@ -156,10 +155,8 @@ lease_close(struct lease *l, enum lease_end why)
 
 	log_info("worker %d (pid %d, port %u) released: %s", l->worker,
 	    (int)l->pid, l->port, lease_end_name(why));
-	if (l->ev_exit != NULL)
-		event_free(l->ev_exit);
 	if (l->pidfd != -1)
-		close(l->pidfd);
+		close(l->pidfd); /* and so leaves the exit set */
 	reg->slots[l->worker] = NULL;
 	reg->count--;
 	pool_release(&reg->pool, l->worker);
@@ -169,21 +166,14 @@ lease_close(struct lease *l, enum lease_end why)
 	registry_changed(reg);
 }
 
-static int
-registry_pidfd_exited(int pidfd)
-{
-	struct pollfd pfd = { pidfd, POLLIN, 0 };
-
-	return poll(&pfd, 1, 0) == 1;
-}
-
 /*
- * Ends leases whose process has exited but whose pidfd event has not run
- * yet.  A pre-fork master replaces a dead worker at once, and the new one
- * must find the old slot free, not race the event loop for it.  One
- * epoll_wait on the set of all pidfds finds them, however many leases
- * there are; each is confirmed on its own pidfd, as the set may still
- * name a pidfd closed since.
+ * Ends the leases whose process has exited.  The loop runs it when the
+ * exit set turns readable, and a new lease runs it first: a pre-fork master
+ * replaces a dead worker at once, and the new one must find the old slot
+ * free, not race the event loop for it.  One epoll_wait on the set of all
+ * pidfds finds them, however many leases there are; each is confirmed on
+ * its own pidfd, as the set may still name a pidfd closed since (a child
+ * forked meanwhile holds a copy until it execs).
  */
 static void
 registry_sweep(struct registry *reg)
@@ -201,7 +191,7 @@ registry_sweep(struct registry *reg)
 
 			if (l != NULL && l->pidfd != -1 &&
 			    (uint64_t)l->pidfd == evs[i].data.u64 >> 32 &&
-			    registry_pidfd_exited(l->pidfd))
+			    proc_exited(l->pidfd))
 				lease_close(l, LEASE_END_EXIT);
 		}
 		if (n < 64)
@@ -209,54 +199,57 @@ registry_sweep(struct registry *reg)
 	}
 }
 
+static void
+registry_exits_cb(evutil_socket_t fd, short events, void *arg)
+{
+	registry_sweep(arg);
+}
+
 /*
- * Finds or makes the lease of pid.  slot is -1 for the lowest free port, or
- * the one slot a source requires.  On failure *status is the HTTP status
- * that fits and *cause says why.
+ * Adds the lease's pidfd to the exit set.  One-shot: a process exits once,
+ * and a stale entry must not keep the set readable.
+ */
+static void
+registry_watch_exit(struct registry *reg, struct lease *l)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof ev);
+	ev.events = EPOLLIN | EPOLLONESHOT;
+	ev.data.u64 = (uint64_t)l->pidfd << 32 | (uint32_t)l->worker;
+	if (epoll_ctl(reg->exit_fd, EPOLL_CTL_ADD, l->pidfd, &ev) != 0)
+		log_warn("epoll_ctl pidfd %d", l->pidfd);
+}
+
+/*
+ * Finds or makes the lease of ref's process, taking over its pidfd.  slot
+ * is -1 for the lowest free port, or the one slot a source requires.  On
+ * failure *status is the HTTP status that fits and *cause says why.
  */
 struct lease *
-registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
-    enum lease_source source, int slot, int *created, int *status, char **cause)
+registry_lease(struct registry *reg, struct proc_ref *ref,
+    const struct labels *labels, enum lease_source source, int slot,
+    int *created, int *status, char **cause)
 {
 	struct lease *l;
-	struct proc_stat st;
-	int pidfd;
+	pid_t pid = ref->pid;
 
 	*created = 0;
 	if ((l = registry_find_pid(reg, pid)) != NULL) {
-		if (lease_alive(l)) {
+		if (l->starttime == ref->st.starttime) {
 			/* registered now: no longer ends with its listener */
 			if (source == LEASE_API && l->source == LEASE_DISCOVER)
 				l->source = LEASE_API;
+			proc_ref_close(ref);
 			return l;
 		}
 		lease_close(l, LEASE_END_EXIT);
-	}
-	pidfd = proc_pidfd_open(pid);
-	if (pidfd == -1 && errno == ESRCH) {
-		xasprintf(cause, "process %d has exited", (int)pid);
-		*status = 404;
-		return NULL;
-	}
-	if (pidfd == -1 && errno != ENOSYS && errno != EPERM)
-		log_warn("pidfd_open %d, falling back to polling", (int)pid);
-	/* The pidfd holds on to the process: while it runs, the stat read
-	 * after pidfd_open is its own and not that of a reused pid. */
-	if (proc_stat_read(pid, &st, cause) != 0 ||
-	    (pidfd != -1 && registry_pidfd_exited(pidfd))) {
-		if (*cause == NULL)
-			xasprintf(cause, "process %d has exited", (int)pid);
-		if (pidfd != -1)
-			close(pidfd);
-		*status = 404;
-		return NULL;
 	}
 
 	registry_sweep(reg);
 	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
 	if (slot < 0) {
-		if (pidfd != -1)
-			close(pidfd);
+		proc_ref_close(ref);
 		xasprintf(cause,
 		    "no free port in %u-%u: all %zu ports are "
 		    "leased or held by other processes; widen --port-range",
@@ -273,8 +266,9 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 	l->worker = slot;
 	l->port = pool_port(&reg->pool, slot);
 	l->pid = pid;
-	l->starttime = st.starttime;
-	l->pidfd = pidfd;
+	l->starttime = ref->st.starttime;
+	l->pidfd = ref->pidfd;
+	ref->pidfd = -1;
 	l->source = source;
 	if (labels != NULL)
 		labels_copy(&l->labels, labels);
@@ -287,29 +281,35 @@ registry_lease(struct registry *reg, pid_t pid, const struct labels *labels,
 	*created = 1;
 
 	/* Without a pidfd, the pid may have been reused since stat was read. */
-	if (pidfd == -1 && !lease_alive(l)) {
+	if (l->pidfd == -1 && !lease_alive(l)) {
 		xasprintf(cause, "process %d has exited", (int)pid);
 		*status = 404;
 		*created = 0;
 		lease_close(l, LEASE_END_EXIT);
 		return NULL;
 	}
-	if (pidfd != -1) {
-		struct epoll_event ev;
-
-		l->ev_exit =
-		    event_new(reg->base, pidfd, EV_READ, lease_exit_cb, l);
-		event_add(l->ev_exit, NULL);
-		memset(&ev, 0, sizeof ev);
-		ev.events = EPOLLIN;
-		ev.data.u64 = (uint64_t)pidfd << 32 | (uint32_t)slot;
-		if (epoll_ctl(reg->exit_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0)
-			log_warn("epoll_ctl pidfd %d", pidfd);
-	}
+	if (l->pidfd != -1)
+		registry_watch_exit(reg, l);
 	log_info("worker %d (pid %d) leased port %u (%s)", l->worker, (int)pid,
 	    l->port, lease_source_name(source));
 	registry_changed(reg);
 	return l;
+}
+
+/* registry_lease for a pid not yet held. */
+struct lease *
+registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
+    enum lease_source source, int slot, int *created, int *status, char **cause)
+{
+	struct proc_ref ref;
+
+	*created = 0;
+	if (proc_ref_open(pid, &ref, cause) != 0) {
+		*status = 404;
+		return NULL;
+	}
+	return registry_lease(reg, &ref, labels, source, slot, created, status,
+	    cause);
 }
 
 /*

@@ -338,7 +338,7 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 	/* Other leases may end inside registry_lease: keep our slot free. */
 	spawn_unreserve(w);
 	sp->starting = w;
-	l = registry_lease(reg, pid, NULL, LEASE_SPAWN, w->slot, &created,
+	l = registry_lease_pid(reg, pid, NULL, LEASE_SPAWN, w->slot, &created,
 	    &status, &cause);
 	sp->starting = NULL;
 	if (l == NULL) {

@@ -298,7 +298,7 @@ static int
 state_adopt_entry(struct state *st, const struct state_entry *e)
 {
 	struct registry *reg = st->m.reg;
-	struct proc_stat ps;
+	struct proc_ref ref;
 	struct lease *l;
 	char *cause = NULL;
 	int created, status;
@@ -310,24 +310,20 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 		    e->worker, (int)e->pid, e->port);
 		return -1;
 	}
-	if (proc_stat_read(e->pid, &ps, &cause) != 0 ||
-	    ps.starttime != e->starttime) {
+	if (proc_ref_open(e->pid, &ref, &cause) != 0 ||
+	    ref.st.starttime != e->starttime) {
 		log_info("state: worker %d (pid %d, port %u) is gone; dropped",
 		    e->worker, (int)e->pid, e->port);
+		proc_ref_close(&ref);
 		free(cause);
 		return -1;
 	}
-	l = registry_lease(reg, e->pid, &e->labels, e->source, e->worker,
+	l = registry_lease(reg, &ref, &e->labels, e->source, e->worker,
 	    &created, &status, &cause);
 	if (l == NULL) {
 		log_warnx("state: worker %d (pid %d) not taken up: %s",
 		    e->worker, (int)e->pid, cause);
 		free(cause);
-		return -1;
-	}
-	/* The pid may have been reused since proc_stat_read. */
-	if (l->starttime != e->starttime) {
-		lease_close(l, LEASE_END_EXIT);
 		return -1;
 	}
 	l->created = e->created;

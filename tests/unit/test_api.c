@@ -289,8 +289,8 @@ Test(api, list_shows_leases)
 		_exit(0);
 	}
 	start(20000, 20003);
-	l = registry_lease(&reg, kid, NULL, LEASE_API, -1, &created, &status,
-	    &cause);
+	l = registry_lease_pid(&reg, kid, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	ans = exchange("GET /v1/workers HTTP/1.1\r\nConnection: close\r\n\r\n",
 	    0);
@@ -378,8 +378,8 @@ Test(api, exhausted_range_is_503)
 		_exit(0);
 	}
 	start(20000, 20000);
-	l = registry_lease(&reg, kid, NULL, LEASE_API, -1, &created, &status,
-	    &cause);
+	l = registry_lease_pid(&reg, kid, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_not_null(l);
 	ans = post("");
 	cr_assert_eq(status_of(ans), 503, "%s", ans);

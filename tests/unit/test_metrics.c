@@ -266,8 +266,8 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(&reg, pid, NULL, LEASE_API, -1, &created, &status,
-	    &cause);
+	l = registry_lease_pid(&reg, pid, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	l->scrape.when = 1;
 	memset(&src, 0, sizeof src);

@@ -1,5 +1,8 @@
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,20 +84,74 @@ Test(pool, whole_port_space)
 	pool_finish(&p);
 }
 
-Test(pool, real_probe_sees_a_listener)
+/* A socket of family on addr, port 0; returns its fd and *port. */
+static int
+probe_holder(int family, const char *addr, int reuse, int listening,
+    uint16_t *port)
 {
-	struct sockaddr_in sin = { 0 };
-	socklen_t len = sizeof sin;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	int fd = socket(family, SOCK_STREAM, 0), on = 1;
 
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-	cr_assert_eq(listen(fd, 1), 0);
-	getsockname(fd, (struct sockaddr *)&sin, &len);
-	cr_assert_eq(pool_port_bindable(ntohs(sin.sin_port), NULL), 0,
-	    "a port with a listener is not bindable");
-	close(fd);
-	cr_assert_eq(pool_port_bindable(ntohs(sin.sin_port), NULL), 1,
-	    "free again once closed");
+	memset(&ss, 0, sizeof ss);
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		sin->sin_family = AF_INET;
+		inet_pton(AF_INET, addr, &sin->sin_addr);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		sin6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, addr, &sin6->sin6_addr);
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+	}
+	if (reuse)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&ss, len), 0, "bind %s: %s",
+	    addr, strerror(errno));
+	if (listening)
+		cr_assert_eq(listen(fd, 1), 0);
+	getsockname(fd, (struct sockaddr *)&ss, &len);
+	*port =
+	    ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+				    : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	return fd;
+}
+
+Test(pool, real_probe_sees_a_listener_on_any_address)
+{
+	static const struct {
+		int family;
+		const char *addr;
+		int reuse, listening, bindable;
+	} cases[] = {
+		{ AF_INET, "127.0.0.1", 0, 1, 0 },
+		{ AF_INET, "127.0.0.1", 1, 1, 0 },
+		{ AF_INET, "0.0.0.0", 1, 1, 0 },
+		{ AF_INET6, "::1", 1, 1, 0 },
+		{ AF_INET6, "::", 0, 1, 0 },
+		/* bound by a worker about to listen, with SO_REUSEADDR: free */
+		{ AF_INET, "127.0.0.1", 1, 0, 1 },
+		{ AF_INET6, "::1", 1, 0, 1 },
+		/* bound without SO_REUSEADDR: a worker could not bind it */
+		{ AF_INET, "0.0.0.0", 0, 0, 0 },
+	};
+	int fd = socket(AF_INET6, SOCK_STREAM, 0), ipv6 = fd != -1;
+	size_t i;
+
+	if (ipv6)
+		close(fd);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint16_t port;
+
+		if (cases[i].family == AF_INET6 && !ipv6)
+			continue;
+		fd = probe_holder(cases[i].family, cases[i].addr,
+		    cases[i].reuse, cases[i].listening, &port);
+		cr_assert_eq(pool_port_bindable(port, NULL), cases[i].bindable,
+		    "case %zu: %s reuse=%d listening=%d", i, cases[i].addr,
+		    cases[i].reuse, cases[i].listening);
+		close(fd);
+		cr_assert_eq(pool_port_bindable(port, NULL), 1,
+		    "case %zu: free again once closed", i);
+	}
 }

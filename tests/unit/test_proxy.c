@@ -60,7 +60,7 @@ start(const char *response, size_t len, int hang, int worker_up)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(&reg, sleeper, NULL, LEASE_API, -1, &created,
+	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
 	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	fd = netutil_listen(&port);

@@ -59,7 +59,7 @@ lease(pid_t pid, int slot, int *status)
 {
 	char *cause = NULL;
 	int created, st = 0;
-	struct lease *l = registry_lease(&reg, pid, NULL, LEASE_API, slot,
+	struct lease *l = registry_lease_pid(&reg, pid, NULL, LEASE_API, slot,
 	    &created, &st, &cause);
 
 	if (status != NULL)
@@ -163,10 +163,7 @@ Test(registry, polling_fallback_without_pidfd)
 	pid_t a = sleeper();
 	struct lease *l = lease(a, -1, NULL);
 
-	/* As on a kernel without pidfd_open. */
-	if (l->ev_exit != NULL)
-		event_free(l->ev_exit);
-	l->ev_exit = NULL;
+	/* As on a kernel without pidfd_open; closing it leaves the exit set. */
 	if (l->pidfd != -1)
 		close(l->pidfd);
 	l->pidfd = -1;

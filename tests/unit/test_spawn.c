@@ -358,7 +358,7 @@ Test(spawn, crash_loop_backs_off_and_keeps_the_slot)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(&fx.reg, other, NULL, LEASE_API, -1, &created,
+	l = registry_lease_pid(&fx.reg, other, NULL, LEASE_API, -1, &created,
 	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_neq(l->worker, 0);

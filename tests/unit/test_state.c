@@ -245,8 +245,8 @@ lease(pid_t pid, int slot, const char *role)
 		labels_set(&ls, "role", role, &cause);
 		labels_set(&ls, "app", "a", &cause);
 	}
-	l = registry_lease(&reg, pid, &ls, LEASE_API, slot, &created, &status,
-	    &cause);
+	l = registry_lease_pid(&reg, pid, &ls, LEASE_API, slot, &created,
+	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	labels_clear(&ls);
 	return l;

@@ -164,7 +164,7 @@ live_setup(void)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease(&reg, sleeper, NULL, LEASE_API, -1, &created,
+	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
 	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
 

@@ -101,7 +101,7 @@ pool_free(const struct pool *p)
  * Can this family's wildcard address take the port?  For AF_INET6 the
  * socket is dual-stack, so one bind asks for IPv4 and IPv6 at once (an
  * IPv4 listener on any address conflicts with it, as an IPv6 one does).
- * -1: the family is not supported here.
+ * -1: this kernel has no such family.
  */
 static int
 pool_try_bind(int family, uint16_t port)
@@ -123,14 +123,11 @@ pool_try_bind(int family, uint16_t port)
 		len = sizeof *sin6;
 	}
 	if ((fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
-		return -1;
+		return errno == EAFNOSUPPORT ? -1 : 0;
 	/* Workers bind with SO_REUSEADDR: only a listener should count. */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-	if (family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
-		close(fd);
-		return -1;
-	}
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
 	ok = bind(fd, (struct sockaddr *)&ss, len) == 0 ||
 	    errno == EADDRNOTAVAIL;
 	close(fd);

@@ -190,7 +190,7 @@ proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
 	ref->pid = pid;
 	ref->pidfd = proc_pidfd_open(pid);
 	if (ref->pidfd == -1 && errno == ESRCH) {
-		xasprintf(cause, "process %d has exited", (int)pid);
+		xasprintf(cause, "no process %d", (int)pid);
 		return -1;
 	}
 	if (ref->pidfd == -1 && errno != ENOSYS && errno != EPERM)

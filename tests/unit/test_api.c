@@ -406,6 +406,32 @@ Test(api, process_outside_the_tree_is_refused)
 	free(ans);
 }
 
+Test(api, release_from_outside_the_tree_is_refused)
+{
+	char *ans, *cause = NULL;
+	int created, status;
+	pid_t kid = fork();
+
+	if (kid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* even if an assert fails */
+		pause();
+		_exit(0);
+	}
+	start(20000, 20003);
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	cr_assert_not_null(registry_lease_pid(&reg, kid, NULL, LEASE_API, -1,
+			       &created, &status, &cause),
+	    "%s", cause);
+	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
+		       "\r\n",
+	    1);
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	cr_assert_eq(reg.count, 1, "the lease stays");
+	free(ans);
+	kill(kid, SIGKILL);
+	waitpid(kid, NULL, 0);
+}
+
 Test(api, socket_in_use_is_refused)
 {
 	char *cause = NULL;

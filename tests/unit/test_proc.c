@@ -1,6 +1,8 @@
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,5 +112,92 @@ Test(proc, gone_and_zombie_processes_refused)
 	cause = NULL;
 	waitpid(pid, NULL, 0);
 	cr_assert_eq(proc_stat_read(pid, &st, &cause), -1);
+	free(cause);
+}
+
+/* A child that forks a grandchild; both sleep until killed.  *grandchild
+ * is read from a pipe. */
+static pid_t
+proc_family(pid_t *grandchild)
+{
+	int p[2];
+	pid_t child;
+
+	cr_assert_eq(pipe(p), 0);
+	if ((child = fork()) == 0) {
+		pid_t g;
+
+		/* both go with the test, even if an assert fails */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if ((g = fork()) == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			pause();
+			_exit(0);
+		}
+		(void)write(p[1], &g, sizeof g);
+		pause();
+		_exit(0);
+	}
+	cr_assert_eq(read(p[0], grandchild, sizeof *grandchild),
+	    (ssize_t)sizeof *grandchild);
+	close(p[0]);
+	close(p[1]);
+	return child;
+}
+
+Test(proc, walks_through_a_running_child)
+{
+	pid_t grandchild, child = proc_family(&grandchild);
+
+	cr_assert(proc_in_tree(child, getpid()));
+	cr_assert(proc_in_tree(grandchild, getpid()));
+	cr_assert(proc_in_tree(grandchild, child));
+	cr_assert(proc_in_tree(grandchild, getppid()), "on past promfork");
+	cr_assert(!proc_in_tree(child, grandchild));
+	kill(grandchild, SIGKILL);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	/* reaped: neither is anyone's descendant now */
+	cr_assert(!proc_in_tree(child, getpid()));
+}
+
+Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
+{
+	struct proc_ref ref;
+	char *cause = NULL;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		pause();
+		_exit(0);
+	}
+	cr_assert_eq(proc_ref_open(pid, &ref, &cause), 0, "%s", cause);
+	cr_assert_eq(ref.pid, pid);
+	cr_assert_eq(ref.st.pid, pid);
+	cr_assert_eq(ref.st.ppid, getpid());
+	/* valgrind knows no pidfd_open: then there is no pidfd */
+	if (ref.pidfd != -1)
+		cr_assert(!proc_exited(ref.pidfd));
+	kill(pid, SIGKILL);
+	if (ref.pidfd != -1) {
+		for (int i = 0; i < 300 && !proc_exited(ref.pidfd); i++)
+			usleep(10000);
+		cr_assert(proc_exited(ref.pidfd), "the pidfd saw the exit");
+	}
+	proc_ref_close(&ref);
+	cr_assert_eq(ref.pidfd, -1);
+
+	/* exited, not yet reaped */
+	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
+	cr_assert(strstr(cause, "exited") != NULL, "%s", cause);
+	cr_assert_eq(ref.pidfd, -1);
+	free(cause);
+	cause = NULL;
+
+	/* reaped: no such process */
+	waitpid(pid, NULL, 0);
+	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
+	cr_assert(strstr(cause, "no process") != NULL, "%s", cause);
 	free(cause);
 }

@@ -207,7 +207,8 @@ registry_exits_cb(evutil_socket_t fd, short events, void *arg)
 
 /*
  * Adds the lease's pidfd to the exit set.  One-shot: a process exits once,
- * and a stale entry must not keep the set readable.
+ * and a stale entry must not keep the set readable.  Should the set refuse
+ * it, the liveness poll watches the lease instead.
  */
 static void
 registry_watch_exit(struct registry *reg, struct lease *l)
@@ -217,8 +218,13 @@ registry_watch_exit(struct registry *reg, struct lease *l)
 	memset(&ev, 0, sizeof ev);
 	ev.events = EPOLLIN | EPOLLONESHOT;
 	ev.data.u64 = (uint64_t)l->pidfd << 32 | (uint32_t)l->worker;
-	if (epoll_ctl(reg->exit_fd, EPOLL_CTL_ADD, l->pidfd, &ev) != 0)
-		log_warn("epoll_ctl pidfd %d", l->pidfd);
+	if (epoll_ctl(reg->exit_fd, EPOLL_CTL_ADD, l->pidfd, &ev) != 0) {
+		log_warn("worker %d (pid %d): epoll_ctl, falling back to "
+			 "polling",
+		    l->worker, (int)l->pid);
+		close(l->pidfd);
+		l->pidfd = -1;
+	}
 }
 
 /*

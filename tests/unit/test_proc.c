@@ -188,7 +188,13 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 	proc_ref_close(&ref);
 	cr_assert_eq(ref.pidfd, -1);
 
-	/* exited, not yet reaped */
+	/* exited, not yet reaped: waitid without reaping waits for that */
+	{
+		siginfo_t si;
+
+		cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT),
+		    0);
+	}
 	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
 	cr_assert(strstr(cause, "exited") != NULL, "%s", cause);
 	cr_assert_eq(ref.pidfd, -1);

@@ -116,15 +116,19 @@ struct pool {
 	size_t size;
 	unsigned char *used;
 	size_t nused;
+	uint64_t *exited_ms; /* per slot: when an exit freed it; 0: never */
 	pool_probe_fn probe;
 	void *probe_arg;
 };
 void
 pool_init(struct pool *, uint16_t low, uint16_t high, pool_probe_fn, void *);
 void pool_finish(struct pool *);
+#define POOL_RECENT_MS 10000 /* a slot freed by an exit is kept this long */
 int pool_take(struct pool *);
+int pool_take_preferred(struct pool *, int preferred, uint64_t now_ms);
 int pool_claim(struct pool *, int slot);
 void pool_release(struct pool *, int slot);
+void pool_release_exited(struct pool *, int slot, uint64_t now_ms);
 uint16_t pool_port(const struct pool *, int slot);
 int pool_slot(const struct pool *, uint16_t port);
 size_t pool_free(const struct pool *);

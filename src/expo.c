@@ -16,14 +16,6 @@
 
 #include "promfork.h"
 
-enum expo_type {
-	EXPO_UNTYPED,
-	EXPO_COUNTER,
-	EXPO_GAUGE,
-	EXPO_HISTOGRAM,
-	EXPO_SUMMARY,
-	EXPO_TYPE_COUNT
-};
 static const char *const expo_type_names[EXPO_TYPE_COUNT] = { "untyped",
 	"counter", "gauge", "histogram", "summary" };
 
@@ -76,13 +68,6 @@ struct expo_value {
 	int exp; /* power of ten of the first digit */
 	const char *text; /* as the worker wrote it, when that is plain */
 	size_t textlen; /* decimal: 0 otherwise */
-};
-
-struct expo_label {
-	const char *name;
-	size_t namelen;
-	const char *value; /* escaped, as on the wire, which is canonical */
-	size_t valuelen;
 };
 
 struct expo_sample {
@@ -1446,4 +1431,299 @@ expo_merge_free(struct expo_merge *m)
 	free(m->locals);
 	expo_buf_finish(&m->worker);
 	free(m);
+}
+
+/*
+ * The reader: one line at a time, with its family resolved, for code that
+ * looks at samples one by one (the carried totals) rather than merging
+ * whole scrapes.  A sample's family is the one a TYPE line of this text
+ * names for it, or for its base name when that is a histogram or summary
+ * (or a counter, for _total), else an untyped family of its own name.
+ */
+struct expo_reader_type {
+	const char *name; /* NULL: empty slot */
+	size_t len;
+	uint64_t hash;
+	enum expo_type type;
+};
+
+struct expo_reader {
+	const char *p;
+	const char *end;
+	size_t lineno;
+	struct expo_reader_type *types; /* open addressing, power of two */
+	size_t ntypes;
+	size_t typescap;
+	struct expo_sample sample;
+};
+
+static struct expo_reader_type *
+expo_reader_type_slot(struct expo_reader *r, const char *name, size_t len)
+{
+	uint64_t hash = expo_hash(name, len);
+	size_t i, mask = r->typescap - 1;
+	struct expo_reader_type *t;
+
+	for (i = hash & mask;; i = (i + 1) & mask) {
+		t = &r->types[i];
+		if (t->name == NULL ||
+		    (t->hash == hash && t->len == len &&
+			memcmp(t->name, name, len) == 0))
+			return t;
+	}
+}
+
+/* Records a TYPE line: 0, or -1 when the name was typed before. */
+static int
+expo_reader_type_add(struct expo_reader *r, const char *name, size_t len,
+    enum expo_type type)
+{
+	struct expo_reader_type *old = r->types, *t;
+	size_t oldcap = r->typescap, i;
+
+	if ((r->ntypes + 1) * 2 > r->typescap) {
+		r->typescap = oldcap != 0 ? oldcap * 2 : 64;
+		r->types = xcalloc(r->typescap, sizeof *r->types);
+		for (i = 0; i < oldcap; i++) {
+			if (old[i].name != NULL)
+				*expo_reader_type_slot(r, old[i].name,
+				    old[i].len) = old[i];
+		}
+		free(old);
+	}
+	t = expo_reader_type_slot(r, name, len);
+	if (t->name != NULL)
+		return -1;
+	t->name = name;
+	t->len = len;
+	t->hash = expo_hash(name, len);
+	t->type = type;
+	r->ntypes++;
+	return 0;
+}
+
+static const struct expo_reader_type *
+expo_reader_type_get(struct expo_reader *r, const char *name, size_t len)
+{
+	struct expo_reader_type *t;
+
+	if (r->typescap == 0)
+		return NULL;
+	t = expo_reader_type_slot(r, name, len);
+	return t->name != NULL ? t : NULL;
+}
+
+/* The family of sample name s, as the comment above says. */
+static void
+expo_reader_family(struct expo_reader *r, struct expo_line *line)
+{
+	static const struct {
+		const char *suffix;
+		size_t len;
+		enum expo_type type;
+	} owned[] = {
+		{ "_bucket", 7, EXPO_HISTOGRAM },
+		{ "_sum", 4, EXPO_HISTOGRAM },
+		{ "_count", 6, EXPO_HISTOGRAM },
+		{ "_created", 8, EXPO_HISTOGRAM },
+		{ "_sum", 4, EXPO_SUMMARY },
+		{ "_count", 6, EXPO_SUMMARY },
+		{ "_created", 8, EXPO_SUMMARY },
+		{ "_total", 6, EXPO_COUNTER },
+		{ "_created", 8, EXPO_COUNTER },
+	};
+	const struct expo_reader_type *t;
+	size_t i, len;
+
+	line->family = line->name;
+	line->familylen = line->namelen;
+	line->type = EXPO_UNTYPED;
+	if ((t = expo_reader_type_get(r, line->name, line->namelen)) != NULL) {
+		line->type = t->type;
+		return;
+	}
+	for (i = 0; i < sizeof owned / sizeof owned[0]; i++) {
+		len = owned[i].len;
+		if (line->namelen <= len ||
+		    memcmp(line->name + line->namelen - len, owned[i].suffix,
+			len) != 0)
+			continue;
+		t = expo_reader_type_get(r, line->name, line->namelen - len);
+		if (t != NULL && t->type == owned[i].type) {
+			line->familylen = t->len;
+			line->type = t->type;
+			return;
+		}
+	}
+}
+
+/* A HELP or TYPE line, p just past the '#'. */
+static int
+expo_reader_comment(struct expo_reader *r, struct expo_line *line,
+    const char *p, const char *end)
+{
+	const char *kw, *name, *last;
+	size_t n;
+	int help;
+
+	p = expo_skip_blanks(p, end);
+	for (kw = p; p < end && !expo_is_blank(*p); p++)
+		;
+	if (p == end)
+		return 0;
+	if (p - kw == 4 && memcmp(kw, "HELP", 4) == 0)
+		help = 1;
+	else if (p - kw == 4 && memcmp(kw, "TYPE", 4) == 0)
+		help = 0;
+	else
+		return 0;
+	p = expo_skip_blanks(p, end);
+	name = p;
+	n = expo_name_len(p, end, 1);
+	p += n;
+	if (p == end)
+		return 0;
+	if (n == 0 || !expo_is_blank(*p))
+		return -1;
+	p = expo_skip_blanks(p, end);
+	if (p == end)
+		return 0;
+	line->family = name;
+	line->familylen = n;
+	if (help) {
+		if (expo_help_check(p, (size_t)(end - p)) != 0)
+			return -1;
+		line->kind = EXPO_LINE_HELP;
+		line->help = p;
+		line->helplen = (size_t)(end - p);
+		return 0;
+	}
+	for (last = end; last > p && expo_is_blank(last[-1]); last--)
+		;
+	if (expo_type_parse(p, (size_t)(last - p), &line->type) != 0 ||
+	    expo_reader_type_add(r, name, n, line->type) != 0)
+		return -1;
+	line->kind = EXPO_LINE_TYPE;
+	return 0;
+}
+
+/* name{labels} value [timestamp] */
+static int
+expo_reader_sample(struct expo_reader *r, struct expo_line *line, const char *p,
+    const char *end)
+{
+	struct expo_sample *s = &r->sample;
+	const char *tok;
+	size_t n;
+	long long ts;
+
+	if ((n = expo_name_len(p, end, 1)) == 0)
+		return -1;
+	s->nlabels = 0;
+	line->name = p;
+	line->namelen = n;
+	p += n;
+	tok = expo_skip_blanks(p, end);
+	if (tok < end && *tok == '{') {
+		if ((p = expo_labels_parse(s, tok + 1, end)) == NULL)
+			return -1;
+	} else if (tok == p)
+		return -1;
+	p = expo_skip_blanks(p, end);
+	for (tok = p; p < end && !expo_is_blank(*p); p++)
+		;
+	if (p == tok || expo_value_parse(tok, (size_t)(p - tok), &s->value))
+		return -1;
+	line->valuetext = tok;
+	line->valuelen = (size_t)(p - tok);
+	line->value = s->value.v;
+	p = expo_skip_blanks(p, end);
+	if (p < end) {
+		for (tok = p; p < end && !expo_is_blank(*p); p++)
+			;
+		if (expo_ts_parse(tok, (size_t)(p - tok), &ts) != 0 ||
+		    expo_skip_blanks(p, end) != end)
+			return -1;
+	}
+	expo_reader_family(r, line);
+	if (expo_labels_check(s, line->type) != 0)
+		return -1;
+	line->labels = s->labels;
+	line->nlabels = s->nlabels;
+	line->kind = EXPO_LINE_SAMPLE;
+	return 0;
+}
+
+struct expo_reader *
+expo_reader_create(const char *text, size_t len)
+{
+	struct expo_reader *r = xcalloc(1, sizeof *r);
+
+	r->p = text;
+	r->end = text + len;
+	return r;
+}
+
+/*
+ * The next line: 1 when there is one, 0 at the end, -1 when the line is
+ * malformed (then only its text, len and lineno are set; the next call
+ * goes on after it).
+ */
+int
+expo_reader_next(struct expo_reader *r, struct expo_line *line)
+{
+	const char *p = r->p, *nl, *end;
+	size_t len;
+	int rc;
+
+	if (p >= r->end)
+		return 0;
+	memset(line, 0, sizeof *line);
+	nl = memchr(p, '\n', (size_t)(r->end - p));
+	end = nl != NULL ? nl : r->end;
+	r->p = nl != NULL ? nl + 1 : r->end;
+	line->text = p;
+	line->len = len = (size_t)(end - p);
+	line->lineno = ++r->lineno;
+	if (len > EXPO_LINE_MAX || memchr(p, '\0', len) != NULL)
+		return -1;
+	if (len > 0 && p[len - 1] == '\r')
+		end--;
+	p = expo_skip_blanks(p, end);
+	if (p == end) {
+		line->kind = EXPO_LINE_BLANK;
+		return 1;
+	}
+	line->kind = EXPO_LINE_COMMENT;
+	if (*p == '#')
+		rc = expo_reader_comment(r, line, p + 1, end);
+	else
+		rc = expo_reader_sample(r, line, p, end);
+	if (rc != 0) {
+		line->kind = EXPO_LINE_COMMENT;
+		return -1;
+	}
+	return 1;
+}
+
+void
+expo_reader_free(struct expo_reader *r)
+{
+	if (r == NULL)
+		return;
+	free(r->types);
+	free(r);
+}
+
+const char *
+expo_type_name(enum expo_type type)
+{
+	return expo_type_names[type];
+}
+
+/* The canonical text of v, as the merge writes values; buf holds 32. */
+size_t
+expo_double_text(char *buf, double v)
+{
+	return expo_double_format(buf, v);
 }

@@ -463,6 +463,20 @@ void proxy_serve(struct http_conn *, const struct http_request *,
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
+enum expo_type {
+	EXPO_UNTYPED,
+	EXPO_COUNTER,
+	EXPO_GAUGE,
+	EXPO_HISTOGRAM,
+	EXPO_SUMMARY,
+	EXPO_TYPE_COUNT
+};
+struct expo_label {
+	const char *name;
+	size_t namelen;
+	const char *value; /* escaped, as on the wire, which is canonical */
+	size_t valuelen;
+};
 struct expo_buf {
 	char *data;
 	size_t len;
@@ -487,6 +501,64 @@ int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
 void expo_merge_render(struct expo_merge *, struct expo_buf *);
 void expo_merge_reset(struct expo_merge *);
 void expo_merge_free(struct expo_merge *);
+/* One line of an exposition, as expo_reader_next reads it. */
+enum expo_line_kind {
+	EXPO_LINE_BLANK,
+	EXPO_LINE_COMMENT, /* a comment, or a HELP or TYPE line without text */
+	EXPO_LINE_HELP,
+	EXPO_LINE_TYPE,
+	EXPO_LINE_SAMPLE
+};
+struct expo_line {
+	enum expo_line_kind kind;
+	const char *text; /* the whole line, without its newline */
+	size_t len;
+	size_t lineno; /* from 1 */
+	/* HELP, TYPE: the name they describe; SAMPLE: its family */
+	const char *family;
+	size_t familylen;
+	enum expo_type type; /* TYPE, SAMPLE */
+	const char *help; /* HELP: escaped as on the wire */
+	size_t helplen;
+	/* SAMPLE */
+	const char *name;
+	size_t namelen;
+	const struct expo_label *labels; /* valid until the next line */
+	size_t nlabels;
+	double value;
+	const char *valuetext; /* into text */
+	size_t valuelen;
+};
+struct expo_reader;
+struct expo_reader *expo_reader_create(const char *, size_t);
+int expo_reader_next(struct expo_reader *, struct expo_line *);
+void expo_reader_free(struct expo_reader *);
+const char *expo_type_name(enum expo_type);
+size_t expo_double_text(char *, double);
+
+/* carry.c */
+/* Shared by the carries of all slots. */
+struct carry_limits {
+	size_t max_series; /* carried series, all slots together */
+	size_t series; /* carried now */
+	unsigned long long dropped; /* values not carried: over the cap */
+	unsigned long long type_changes; /* families dropped: type changed */
+};
+enum carry_action { CARRY_KEEP, CARRY_SET, CARRY_DROP };
+struct carry;
+struct carry *carry_create(struct carry_limits *);
+void carry_clear(struct carry *);
+void carry_free(struct carry *);
+int carry_empty(const struct carry *);
+size_t carry_series(const struct carry *);
+void carry_begin(struct carry *, uint64_t stamp);
+enum carry_action
+carry_apply(struct carry *, const struct expo_line *, double *served);
+void carry_end_lifetime(struct carry *);
+int carry_add_lifetime(struct carry *, const char *, size_t, size_t *malformed);
+void carry_render(struct carry *, struct expo_buf *);
+void carry_rewrite(struct carry *, uint64_t stamp, const char *, size_t,
+    struct expo_buf *);
 
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */

@@ -852,3 +852,124 @@ Test(expo, promtool_hostile)
 	free(said);
 	free(out);
 }
+
+/* The reader: one line at a time, each sample with its family. */
+Test(expo_reader, lines_and_families)
+{
+	const char *text = "# HELP h Latency.\n"
+			   "# TYPE h histogram\n"
+			   "h_bucket{le=\"1\",a=\"x\\\"y\"} 2\n"
+			   "h_count 2\r\n"
+			   "\n"
+			   "# a comment\n"
+			   "# TYPE c_total counter\n"
+			   "c_total 1e3 1700000000000\n"
+			   "# TYPE s summary\n"
+			   "s_total 4\n"
+			   "loose 5\n";
+	struct expo_reader *r = expo_reader_create(text, strlen(text));
+	struct expo_line l;
+
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_HELP);
+	cr_assert_eq(l.familylen, 1);
+	cr_assert_eq(l.helplen, 8);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_TYPE);
+	cr_assert_eq(l.type, EXPO_HISTOGRAM);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_SAMPLE);
+	cr_assert_eq(l.type, EXPO_HISTOGRAM);
+	cr_assert_eq(l.familylen, 1, "h_bucket belongs to h");
+	cr_assert_eq(l.namelen, 8);
+	cr_assert_eq(l.nlabels, 2);
+	cr_assert_eq(l.labels[1].valuelen, 4, "escaped as on the wire");
+	cr_assert_eq(l.value, 2);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.value, 2, "CRLF");
+	cr_assert_eq(l.valuelen, 1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_BLANK);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_COMMENT);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.type, EXPO_COUNTER);
+	cr_assert_eq(l.value, 1000);
+	cr_assert_eq(l.valuelen, 3);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.type, EXPO_UNTYPED, "a summary owns no _total");
+	cr_assert_eq(l.familylen, 7);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.type, EXPO_UNTYPED);
+	cr_assert_eq(l.lineno, 11);
+	cr_assert_eq(expo_reader_next(r, &l), 0);
+	cr_assert_eq(expo_reader_next(r, &l), 0);
+	expo_reader_free(r);
+}
+
+Test(expo_reader, malformed_lines_are_reported_and_skipped)
+{
+	static const char *const bad[] = {
+		"x{a=\"1\" 1",
+		"x{a=\"1\",a=\"2\"} 1",
+		"x 1 2 3",
+		"x one",
+		"x 1e999",
+		"x{__name__=\"y\"} 1",
+		"# TYPE x counter\n# TYPE x gauge",
+		"# TYPE x frobnicator",
+		"# HELP x bad \\escape",
+		"# TYPE h histogram\nh_bucket{le=\"high\"} 1",
+		"x{a=\"\xff\"} 1",
+		"x 1 99999999999999999999",
+	};
+	struct expo_reader *r;
+	struct expo_line l;
+	size_t i;
+	int rc, fails;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		r = expo_reader_create(bad[i], strlen(bad[i]));
+		fails = 0;
+		while ((rc = expo_reader_next(r, &l)) != 0)
+			fails += rc == -1;
+		cr_assert_eq(fails, 1, "%s", bad[i]);
+		expo_reader_free(r);
+	}
+	/* a NUL byte, and a line over the cap */
+	r = expo_reader_create("x\0 1\ny 2\n", 9);
+	cr_assert_eq(expo_reader_next(r, &l), -1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.value, 2);
+	expo_reader_free(r);
+	{
+		size_t n = EXPO_LINE_MAX + 10;
+		char *big = malloc(n);
+
+		memset(big, 'a', n);
+		r = expo_reader_create(big, n);
+		cr_assert_eq(expo_reader_next(r, &l), -1);
+		cr_assert_eq(expo_reader_next(r, &l), 0);
+		expo_reader_free(r);
+		free(big);
+	}
+}
+
+Test(expo_reader, double_text_reads_back)
+{
+	static const double v[] = { 0, 1, 0.1 + 0.2, 1e21, 123456789012345678.0,
+		-2.5e-300, 4.9e-324 };
+	char buf[40];
+	size_t i, n;
+
+	for (i = 0; i < sizeof v / sizeof v[0]; i++) {
+		n = expo_double_text(buf, v[i]);
+		buf[n] = '\0';
+		cr_assert_eq(strtod(buf, NULL), v[i], "%s", buf);
+	}
+	n = expo_double_text(buf, 1.0 / 0.0);
+	cr_assert_eq(n, 4);
+	cr_assert_eq(memcmp(buf, "+Inf", 4), 0);
+}

@@ -1,0 +1,745 @@
+/*
+ * Carried totals: a slot outlives its processes.  For every counter series
+ * of a slot (counters, histogram _bucket, _count and _sum, summary _count
+ * and _sum) the carry keeps the sum of the slot's finished lifetimes' final
+ * values, and what promfork serves for the slot is that sum plus the live
+ * worker's value, so a slot's counters never go down across recycles.
+ * Gauges, untyped series and summary quantiles are the live worker's only.
+ *
+ * - A lifetime's final values are the answer to its retire scrape, else the
+ *   last answer promfork had from it (carry_add_lifetime).
+ * - A counter that goes down within one lifetime had a reset of its own:
+ *   its last value is folded into the carry, so the served value does not
+ *   go down either.  Only an answer that started after the newest one
+ *   applied may say so (carry_begin's stamp): two scrapes in flight at once
+ *   may finish in either order.
+ * - A carried series the live worker does not produce (yet) is still
+ *   served, with its carried value.
+ * - A family whose type changed between lifetimes is dropped, and counted.
+ * - _created samples of carried families are dropped: a creation time that
+ *   jumps at every recycle tells readers that the series was reset, which
+ *   is exactly what the carry hides, and no one creation time is true of a
+ *   series made of several lifetimes.
+ * - All slots share one cap on carried series (carry_limits); what does
+ *   not fit is served raw and counted.
+ *
+ * Pure logic, no I/O: tests and the fuzzer call it directly.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "promfork.h"
+
+struct carry_family {
+	char *name;
+	size_t len;
+	enum expo_type type;
+	char *help; /* escaped as on the wire; NULL when none was seen */
+	size_t helplen;
+	uint32_t *series; /* indices into carry->series, first-seen order */
+	size_t nseries;
+	size_t seriescap;
+	uint64_t seen; /* generation of the last live answer that had it */
+};
+
+struct carry_series {
+	char *key; /* name{labels sorted by name}: the series as rendered */
+	size_t keylen;
+	uint64_t hash;
+	uint32_t family;
+	double carried; /* finished lifetimes, and resets folded in */
+	double last; /* the current lifetime's newest value */
+	int has_last;
+	uint64_t seen; /* generation of the last live answer that had it */
+};
+
+struct carry {
+	struct carry_limits *limits;
+	struct carry_family *families;
+	size_t nfamilies;
+	size_t familiescap;
+	struct carry_series *series;
+	size_t nseries;
+	size_t seriescap;
+	uint32_t *sindex; /* open addressing: series index + 1; 0 is empty */
+	size_t sindexcap;
+	uint32_t *findex; /* the same for families */
+	size_t findexcap;
+	uint64_t generation; /* one per carry_begin */
+	uint64_t stamp; /* of the newest answer applied */
+	int stale; /* the answer being applied started before that one */
+	struct expo_buf key; /* scratch */
+	struct expo_buf last; /* the family last checked, in this answer */
+	enum expo_type lasttype;
+	size_t lastfam; /* its index; SIZE_MAX when not carried */
+};
+
+/* FNV-1a: keys are a worker's own names; it can slow only its own slot. */
+static uint64_t
+carry_hash(const char *s, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+struct carry *
+carry_create(struct carry_limits *limits)
+{
+	struct carry *c = xcalloc(1, sizeof *c);
+
+	c->limits = limits;
+	return c;
+}
+
+/* Forgets everything carried. */
+void
+carry_clear(struct carry *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nseries; i++)
+		free(c->series[i].key);
+	for (i = 0; i < c->nfamilies; i++) {
+		free(c->families[i].name);
+		free(c->families[i].help);
+		free(c->families[i].series);
+	}
+	c->limits->series -= c->nseries;
+	c->nseries = c->nfamilies = 0;
+	c->last.len = 0;
+	if (c->sindexcap != 0)
+		memset(c->sindex, 0, c->sindexcap * sizeof *c->sindex);
+	if (c->findexcap != 0)
+		memset(c->findex, 0, c->findexcap * sizeof *c->findex);
+}
+
+void
+carry_free(struct carry *c)
+{
+	if (c == NULL)
+		return;
+	carry_clear(c);
+	free(c->series);
+	free(c->families);
+	free(c->sindex);
+	free(c->findex);
+	expo_buf_finish(&c->key);
+	expo_buf_finish(&c->last);
+	free(c);
+}
+
+int
+carry_empty(const struct carry *c)
+{
+	return c->nseries == 0;
+}
+
+size_t
+carry_series(const struct carry *c)
+{
+	return c->nseries;
+}
+
+/* The index slot of key in an index over series or families. */
+static uint32_t *
+carry_index_slot(const struct carry *c, int family, const char *key, size_t len,
+    uint64_t hash)
+{
+	uint32_t *index = family ? c->findex : c->sindex;
+	size_t cap = family ? c->findexcap : c->sindexcap, i, mask = cap - 1;
+	const char *k;
+	size_t klen;
+	uint64_t khash;
+
+	for (i = hash & mask;; i = (i + 1) & mask) {
+		if (index[i] == 0)
+			return &index[i];
+		if (family) {
+			k = c->families[index[i] - 1].name;
+			klen = c->families[index[i] - 1].len;
+			khash = carry_hash(k, klen);
+		} else {
+			k = c->series[index[i] - 1].key;
+			klen = c->series[index[i] - 1].keylen;
+			khash = c->series[index[i] - 1].hash;
+		}
+		if (khash == hash && klen == len && memcmp(k, key, len) == 0)
+			return &index[i];
+	}
+}
+
+/* Makes room for one more entry in an index, rebuilding it when grown. */
+static void
+carry_index_grow(struct carry *c, int family)
+{
+	size_t n = family ? c->nfamilies : c->nseries, cap, i;
+	uint32_t **index = family ? &c->findex : &c->sindex;
+	size_t *capp = family ? &c->findexcap : &c->sindexcap;
+
+	if ((n + 1) * 2 <= *capp)
+		return;
+	cap = *capp != 0 ? *capp * 2 : 64;
+	free(*index);
+	*index = xcalloc(cap, sizeof **index);
+	*capp = cap;
+	for (i = 0; i < n; i++) {
+		if (family)
+			*carry_index_slot(c, 1, c->families[i].name,
+			    c->families[i].len,
+			    carry_hash(c->families[i].name,
+				c->families[i].len)) = (uint32_t)i + 1;
+		else
+			*carry_index_slot(c, 0, c->series[i].key,
+			    c->series[i].keylen, c->series[i].hash) =
+			    (uint32_t)i + 1;
+	}
+}
+
+static struct carry_family *
+carry_family_get(const struct carry *c, const char *name, size_t len)
+{
+	uint32_t *slot;
+
+	if (c->nfamilies == 0)
+		return NULL;
+	slot = carry_index_slot(c, 1, name, len, carry_hash(name, len));
+	return *slot != 0 ? &c->families[*slot - 1] : NULL;
+}
+
+static struct carry_series *
+carry_series_get(const struct carry *c, const char *key, size_t len,
+    uint64_t hash)
+{
+	uint32_t *slot;
+
+	if (c->nseries == 0)
+		return NULL;
+	slot = carry_index_slot(c, 0, key, len, hash);
+	return *slot != 0 ? &c->series[*slot - 1] : NULL;
+}
+
+/* Drops family fam and its series; the others move, so do the indices. */
+static void
+carry_family_drop(struct carry *c, struct carry_family *fam)
+{
+	size_t f = (size_t)(fam - c->families), i, n = 0, nf = 0;
+	uint32_t *map = xcalloc(c->nseries + 1, sizeof *map);
+	struct carry_family *g;
+
+	c->limits->type_changes++;
+	c->last.len = 0;
+	for (i = 0; i < c->nseries; i++) {
+		if (c->series[i].family == f) {
+			free(c->series[i].key);
+			continue;
+		}
+		map[i] = (uint32_t)n;
+		c->series[n] = c->series[i];
+		if (c->series[n].family > f)
+			c->series[n].family--;
+		n++;
+	}
+	c->limits->series -= c->nseries - n;
+	c->nseries = n;
+	free(fam->name);
+	free(fam->help);
+	free(fam->series);
+	for (i = 0; i < c->nfamilies; i++) {
+		if (i == f)
+			continue;
+		g = &c->families[nf++];
+		*g = c->families[i];
+		for (n = 0; n < g->nseries; n++)
+			g->series[n] = map[g->series[n]];
+	}
+	c->nfamilies = nf;
+	free(map);
+	memset(c->sindex, 0, c->sindexcap * sizeof *c->sindex);
+	memset(c->findex, 0, c->findexcap * sizeof *c->findex);
+	for (i = 0; i < c->nseries; i++)
+		*carry_index_slot(c, 0, c->series[i].key, c->series[i].keylen,
+		    c->series[i].hash) = (uint32_t)i + 1;
+	for (i = 0; i < c->nfamilies; i++)
+		*carry_index_slot(c, 1, c->families[i].name, c->families[i].len,
+		    carry_hash(c->families[i].name, c->families[i].len)) =
+		    (uint32_t)i + 1;
+}
+
+/*
+ * The carried family called name, checked against the type the worker
+ * gives it now: a family whose type changed is dropped (NULL).
+ */
+static struct carry_family *
+carry_family_check(struct carry *c, const char *name, size_t len,
+    enum expo_type type)
+{
+	struct carry_family *fam = carry_family_get(c, name, len);
+
+	if (fam != NULL && fam->type != type) {
+		carry_family_drop(c, fam);
+		return NULL;
+	}
+	return fam;
+}
+
+/*
+ * Drops the carried families that the live answer's family fam (of type)
+ * or sample name (NULL for a TYPE line) contradicts: one of that name but
+ * another type, one named like a sample of another family, and a histogram
+ * or summary whose _sum, _count, _bucket or _created names fam now takes.
+ * Their series, rendered beside the live ones, would make an exposition
+ * whose families clash.  Returns fam's carried family, if it stays.
+ */
+static struct carry_family *
+carry_names_check(struct carry *c, const char *fam, size_t famlen,
+    enum expo_type type, const char *name, size_t namelen)
+{
+	static const char *const suffixes[] = { "_bucket", "_sum", "_count",
+		"_created" };
+	struct carry_family *cf, *f;
+	size_t i, n;
+
+	if (c->nfamilies == 0)
+		return NULL;
+	if (name != NULL && namelen != famlen &&
+	    (f = carry_family_get(c, name, namelen)) != NULL)
+		carry_family_drop(c, f);
+	/* Samples come in runs of one family: check it once per run. */
+	if (c->last.len == famlen && c->last.data != NULL &&
+	    memcmp(c->last.data, fam, famlen) == 0 && c->lasttype == type)
+		return c->lastfam < c->nfamilies ? &c->families[c->lastfam]
+						 : NULL;
+	c->last.len = 0;
+	expo_buf_add(&c->last, fam, famlen);
+	c->lasttype = type;
+	cf = carry_family_check(c, fam, famlen, type);
+	for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		n = strlen(suffixes[i]);
+		if (famlen <= n ||
+		    memcmp(fam + famlen - n, suffixes[i], n) != 0)
+			continue;
+		f = carry_family_get(c, fam, famlen - n);
+		if (f != NULL &&
+		    (f->type == EXPO_HISTOGRAM || f->type == EXPO_SUMMARY))
+			carry_family_drop(c, f);
+	}
+	cf = cf != NULL ? carry_family_get(c, fam, famlen) : NULL;
+	c->lastfam = cf != NULL ? (size_t)(cf - c->families) : SIZE_MAX;
+	return cf;
+}
+
+static struct carry_family *
+carry_family_add(struct carry *c, const char *name, size_t len,
+    enum expo_type type)
+{
+	struct carry_family *fam;
+
+	carry_index_grow(c, 1);
+	if (c->nfamilies == c->familiescap) {
+		c->familiescap = c->familiescap != 0 ? c->familiescap * 2 : 16;
+		c->families = xreallocarray(c->families, c->familiescap,
+		    sizeof *c->families);
+	}
+	fam = &c->families[c->nfamilies++];
+	memset(fam, 0, sizeof *fam);
+	c->last.len = 0;
+	fam->name = xstrndup(name, len);
+	fam->len = len;
+	fam->type = type;
+	*carry_index_slot(c, 1, name, len, carry_hash(name, len)) =
+	    (uint32_t)c->nfamilies;
+	return fam;
+}
+
+static int
+carry_ends_with(const char *s, size_t len, const char *suffix)
+{
+	size_t n = strlen(suffix);
+
+	return len > n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+/* Is sample name (of a family of type) one whose values add up? */
+static int
+carry_kind(const struct expo_line *s)
+{
+	const char *suffix;
+	size_t n = s->namelen - s->familylen;
+
+	switch (s->type) {
+	case EXPO_COUNTER:
+		return !carry_ends_with(s->name, s->namelen, "_created");
+	case EXPO_HISTOGRAM:
+	case EXPO_SUMMARY:
+		if (n == 0)
+			return 0; /* quantiles */
+		suffix = s->name + s->familylen;
+		return (n == 4 && memcmp(suffix, "_sum", 4) == 0) ||
+		    (n == 6 && memcmp(suffix, "_count", 6) == 0) ||
+		    (s->type == EXPO_HISTOGRAM && n == 7 &&
+			memcmp(suffix, "_bucket", 7) == 0);
+	default:
+		return 0;
+	}
+}
+
+/* A _created sample of a family whose totals are carried? */
+static int
+carry_created(const struct carry *c, const struct expo_line *s)
+{
+	const struct carry_family *fam;
+	char *total;
+	size_t len;
+
+	if (!carry_ends_with(s->name, s->namelen, "_created"))
+		return 0;
+	if (s->type == EXPO_COUNTER || s->type == EXPO_HISTOGRAM ||
+	    s->type == EXPO_SUMMARY)
+		return s->familylen != s->namelen;
+	/* client_python's text format: a gauge family of its own. */
+	len = s->namelen - 8;
+	if (carry_family_get(c, s->name, len) != NULL)
+		return 1;
+	total = xmalloc(len + 6);
+	memcpy(total, s->name, len);
+	memcpy(total + len, "_total", 6);
+	fam = carry_family_get(c, total, len + 6);
+	free(total);
+	return fam != NULL;
+}
+
+/* The series' key in c->key: its name and labels sorted by name. */
+static void
+carry_key(struct carry *c, const struct expo_line *s)
+{
+	const struct expo_label *order[EXPO_LABELS_MAX], *l;
+	struct expo_buf *b = &c->key;
+	size_t i, j,
+	    n = s->nlabels < EXPO_LABELS_MAX ? s->nlabels : EXPO_LABELS_MAX;
+
+	for (i = 0; i < n; i++) {
+		l = &s->labels[i];
+		for (j = i; j > 0; j--) {
+			size_t a = order[j - 1]->namelen,
+			       m = a < l->namelen ? a : l->namelen;
+			int cmp = memcmp(order[j - 1]->name, l->name, m);
+			if (cmp < 0 || (cmp == 0 && a <= l->namelen))
+				break;
+			order[j] = order[j - 1];
+		}
+		order[j] = l;
+	}
+	b->len = 0;
+	expo_buf_add(b, s->name, s->namelen);
+	if (n == 0)
+		return;
+	expo_buf_add(b, "{", 1);
+	for (i = 0; i < n; i++) {
+		if (i > 0)
+			expo_buf_add(b, ",", 1);
+		expo_buf_add(b, order[i]->name, order[i]->namelen);
+		expo_buf_add(b, "=\"", 2);
+		expo_buf_add(b, order[i]->value, order[i]->valuelen);
+		expo_buf_add(b, "\"", 1);
+	}
+	expo_buf_add(b, "}", 1);
+}
+
+/* The carried series s, made if there is room under the cap. */
+static struct carry_series *
+carry_series_find(struct carry *c, const struct expo_line *s)
+{
+	struct carry_family *fam;
+	struct carry_series *cs;
+	uint64_t hash;
+
+	carry_key(c, s);
+	hash = carry_hash(c->key.data, c->key.len);
+	if ((cs = carry_series_get(c, c->key.data, c->key.len, hash)) != NULL)
+		return cs;
+	if (c->limits->series >= c->limits->max_series ||
+	    c->nseries >= UINT32_MAX - 1) {
+		c->limits->dropped++;
+		return NULL;
+	}
+	fam = carry_family_get(c, s->family, s->familylen);
+	if (fam == NULL)
+		fam = carry_family_add(c, s->family, s->familylen, s->type);
+	carry_index_grow(c, 0);
+	if (c->nseries == c->seriescap) {
+		c->seriescap = c->seriescap != 0 ? c->seriescap * 2 : 64;
+		c->series =
+		    xreallocarray(c->series, c->seriescap, sizeof *c->series);
+	}
+	cs = &c->series[c->nseries++];
+	memset(cs, 0, sizeof *cs);
+	cs->key = xstrndup(c->key.data, c->key.len);
+	cs->keylen = c->key.len;
+	cs->hash = hash;
+	cs->family = (uint32_t)(fam - c->families);
+	*carry_index_slot(c, 0, cs->key, cs->keylen, hash) =
+	    (uint32_t)c->nseries;
+	if (fam->nseries == fam->seriescap) {
+		fam->seriescap = fam->seriescap != 0 ? fam->seriescap * 2 : 8;
+		fam->series = xreallocarray(fam->series, fam->seriescap,
+		    sizeof *fam->series);
+	}
+	fam->series[fam->nseries++] = (uint32_t)(c->nseries - 1);
+	c->limits->series++;
+	return cs;
+}
+
+/*
+ * A live answer starts.  stamp orders answers by when their scrape
+ * started (any clock that does not go back): an answer older than one
+ * already applied may not take a counter's drop for a reset.
+ */
+void
+carry_begin(struct carry *c, uint64_t stamp)
+{
+	c->generation++;
+	c->last.len = 0;
+	c->stale = stamp < c->stamp;
+	if (!c->stale)
+		c->stamp = stamp;
+}
+
+/*
+ * One sample of the live answer: CARRY_KEEP to serve it as it is,
+ * CARRY_SET to serve *served instead, CARRY_DROP to leave it out.
+ */
+enum carry_action
+carry_apply(struct carry *c, const struct expo_line *s, double *served)
+{
+	struct carry_family *fam;
+	struct carry_series *cs;
+
+	if (s->kind != EXPO_LINE_SAMPLE)
+		return CARRY_KEEP;
+	fam = carry_names_check(c, s->family, s->familylen, s->type, s->name,
+	    s->namelen);
+	if (fam != NULL)
+		fam->seen = c->generation;
+	if (carry_created(c, s))
+		return CARRY_DROP;
+	if (!carry_kind(s) || isnan(s->value))
+		return CARRY_KEEP;
+	if ((cs = carry_series_find(c, s)) == NULL)
+		return CARRY_KEEP;
+	c->families[cs->family].seen = c->generation;
+	cs->seen = c->generation;
+	if (!c->stale) {
+		if (cs->has_last && s->value < cs->last)
+			cs->carried += cs->last; /* a reset of its own */
+		cs->last = s->value;
+		cs->has_last = 1;
+	}
+	*served = cs->carried + s->value;
+	return CARRY_SET;
+}
+
+/* The current lifetime is over: its last values join the carried ones. */
+void
+carry_end_lifetime(struct carry *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nseries; i++) {
+		if (c->series[i].has_last)
+			c->series[i].carried += c->series[i].last;
+		c->series[i].last = 0;
+		c->series[i].has_last = 0;
+	}
+}
+
+static void
+carry_help(struct carry *c, const struct expo_line *h)
+{
+	struct carry_family *fam;
+
+	fam = carry_family_get(c, h->family, h->familylen);
+	if (fam == NULL || fam->help != NULL)
+		return;
+	fam->help = xstrndup(h->help, h->helplen);
+	fam->helplen = h->helplen;
+}
+
+/*
+ * Ends the current lifetime with text, its final answer: every counter
+ * series in it is carried at its value there.  Returns -1 when text held
+ * malformed lines and nothing else, 0 otherwise (malformed lines are
+ * skipped and counted in *malformed when not NULL).
+ */
+int
+carry_add_lifetime(struct carry *c, const char *text, size_t len,
+    size_t *malformed)
+{
+	struct expo_reader *r = expo_reader_create(text, len);
+	struct expo_line line, help;
+	size_t bad = 0, good = 0;
+	double v;
+	int rc;
+
+	memset(&help, 0, sizeof help);
+	carry_begin(c, c->stamp);
+	while ((rc = expo_reader_next(r, &line)) != 0) {
+		if (rc == -1) {
+			bad++;
+			continue;
+		}
+		good++;
+		if (line.kind == EXPO_LINE_HELP) {
+			help = line; /* the family may follow */
+			carry_help(c, &line);
+		} else if (line.kind == EXPO_LINE_TYPE)
+			carry_names_check(c, line.family, line.familylen,
+			    line.type, NULL, 0);
+		else if (line.kind == EXPO_LINE_SAMPLE) {
+			carry_apply(c, &line, &v);
+			if (help.kind == EXPO_LINE_HELP &&
+			    help.familylen == line.familylen &&
+			    memcmp(help.family, line.family, line.familylen) ==
+				0)
+				carry_help(c, &help);
+		}
+	}
+	expo_reader_free(r);
+	carry_end_lifetime(c);
+	if (malformed != NULL)
+		*malformed = bad;
+	return good == 0 && bad != 0 ? -1 : 0;
+}
+
+static void
+carry_value(struct expo_buf *out, double v)
+{
+	char buf[32];
+
+	expo_buf_add(out, buf, expo_double_text(buf, v));
+}
+
+/* Series of fam not seen since carry_begin; they count as seen after. */
+static size_t
+carry_render_series(struct carry *c, struct carry_family *fam,
+    struct expo_buf *out, int header)
+{
+	struct carry_series *cs;
+	size_t i, n = 0;
+
+	for (i = 0; i < fam->nseries; i++) {
+		cs = &c->series[fam->series[i]];
+		if (cs->seen == c->generation)
+			continue;
+		cs->seen = c->generation;
+		if (n++ == 0 && header) {
+			if (fam->help != NULL) {
+				expo_buf_add(out, "# HELP ", 7);
+				expo_buf_add(out, fam->name, fam->len);
+				expo_buf_add(out, " ", 1);
+				expo_buf_add(out, fam->help, fam->helplen);
+				expo_buf_add(out, "\n", 1);
+			}
+			expo_buf_add(out, "# TYPE ", 7);
+			expo_buf_add(out, fam->name, fam->len);
+			expo_buf_add(out, " ", 1);
+			expo_buf_add(out, expo_type_name(fam->type),
+			    strlen(expo_type_name(fam->type)));
+			expo_buf_add(out, "\n", 1);
+		}
+		expo_buf_add(out, cs->key, cs->keylen);
+		expo_buf_add(out, " ", 1);
+		carry_value(out, cs->carried + (cs->has_last ? cs->last : 0));
+		expo_buf_add(out, "\n", 1);
+	}
+	fam->seen = c->generation;
+	return n;
+}
+
+/*
+ * Appends, as an exposition, every carried series the live answer since
+ * carry_begin did not have (after carry_begin alone: all of them), each
+ * family with its HELP and TYPE.
+ */
+void
+carry_render(struct carry *c, struct expo_buf *out)
+{
+	size_t i;
+
+	for (i = 0; i < c->nfamilies; i++)
+		carry_render_series(c, &c->families[i], out, 1);
+}
+
+/* Leaving the live family name: its carried series not seen go here. */
+static void
+carry_rewrite_leave(struct carry *c, const char *name, size_t len,
+    struct expo_buf *out)
+{
+	struct carry_family *fam;
+
+	if (name == NULL || (fam = carry_family_get(c, name, len)) == NULL)
+		return;
+	carry_render_series(c, fam, out, 0);
+}
+
+/*
+ * The live answer text of a slot with carried totals, as promfork serves
+ * it: counter values plus their carry, _created of carried families left
+ * out, and the carried series the answer lacks added to their families.
+ * Other lines, malformed ones included, pass as they are.
+ */
+void
+carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
+    struct expo_buf *out)
+{
+	struct expo_reader *r = expo_reader_create(text, len);
+	struct expo_line line;
+	const char *cur = NULL;
+	size_t curlen = 0, off;
+	double v;
+	int rc;
+
+	carry_begin(c, stamp);
+	expo_buf_reserve(out, len + len / 8);
+	while ((rc = expo_reader_next(r, &line)) != 0) {
+		if (rc == 1 && line.kind >= EXPO_LINE_HELP &&
+		    (cur == NULL || curlen != line.familylen ||
+			memcmp(cur, line.family, curlen) != 0)) {
+			carry_rewrite_leave(c, cur, curlen, out);
+			cur = line.family;
+			curlen = line.familylen;
+		}
+		if (rc == 1 && line.kind == EXPO_LINE_TYPE)
+			carry_names_check(c, line.family, line.familylen,
+			    line.type, NULL, 0);
+		if (rc == 1 && line.kind == EXPO_LINE_SAMPLE) {
+			switch (carry_apply(c, &line, &v)) {
+			case CARRY_DROP:
+				continue;
+			case CARRY_SET:
+				off = (size_t)(line.valuetext - line.text);
+				expo_buf_add(out, line.text, off);
+				carry_value(out, v);
+				expo_buf_add(out,
+				    line.valuetext + line.valuelen,
+				    line.len - off - line.valuelen);
+				expo_buf_add(out, "\n", 1);
+				continue;
+			case CARRY_KEEP:
+				break;
+			}
+		}
+		expo_buf_add(out, line.text, line.len);
+		expo_buf_add(out, "\n", 1);
+	}
+	expo_reader_free(r);
+	carry_rewrite_leave(c, cur, curlen, out);
+	carry_render(c, out);
+}

@@ -1440,10 +1440,15 @@ expo_merge_free(struct expo_merge *m)
  * names for it, or for its base name when that is a histogram or summary
  * (or a counter, for _total), else an untyped family of its own name.
  */
+/* What the text said about one name; the merge refuses the same things. */
+#define EXPO_READER_TYPED 0x1 /* a TYPE line named it */
+#define EXPO_READER_HELPED 0x2 /* a HELP line named it */
+#define EXPO_READER_SAMPLED 0x4 /* a sample or its family had it */
 struct expo_reader_type {
 	const char *name; /* NULL: empty slot */
 	size_t len;
 	uint64_t hash;
+	int flags;
 	enum expo_type type;
 };
 
@@ -1454,6 +1459,8 @@ struct expo_reader {
 	struct expo_reader_type *types; /* open addressing, power of two */
 	size_t ntypes;
 	size_t typescap;
+	const char *sampled; /* the last sample's name, marked already */
+	size_t sampledlen;
 	struct expo_sample sample;
 };
 
@@ -1473,10 +1480,9 @@ expo_reader_type_slot(struct expo_reader *r, const char *name, size_t len)
 	}
 }
 
-/* Records a TYPE line: 0, or -1 when the name was typed before. */
-static int
-expo_reader_type_add(struct expo_reader *r, const char *name, size_t len,
-    enum expo_type type)
+/* The entry of name, made if new. */
+static struct expo_reader_type *
+expo_reader_type_add(struct expo_reader *r, const char *name, size_t len)
 {
 	struct expo_reader_type *old = r->types, *t;
 	size_t oldcap = r->typescap, i;
@@ -1493,12 +1499,28 @@ expo_reader_type_add(struct expo_reader *r, const char *name, size_t len,
 	}
 	t = expo_reader_type_slot(r, name, len);
 	if (t->name != NULL)
-		return -1;
+		return t;
 	t->name = name;
 	t->len = len;
 	t->hash = expo_hash(name, len);
-	t->type = type;
 	r->ntypes++;
+	return t;
+}
+
+/* Sets flag on name: 0, or -1 when it was set, or refuses to be now. */
+static int
+expo_reader_mark(struct expo_reader *r, const char *name, size_t len, int flag,
+    enum expo_type type)
+{
+	struct expo_reader_type *t = expo_reader_type_add(r, name, len);
+
+	/* A second TYPE or HELP, or a TYPE after the name's samples. */
+	if ((t->flags & flag & ~EXPO_READER_SAMPLED) ||
+	    (flag == EXPO_READER_TYPED && (t->flags & EXPO_READER_SAMPLED)))
+		return -1;
+	t->flags |= flag;
+	if (flag == EXPO_READER_TYPED)
+		t->type = type;
 	return 0;
 }
 
@@ -1510,7 +1532,7 @@ expo_reader_type_get(struct expo_reader *r, const char *name, size_t len)
 	if (r->typescap == 0)
 		return NULL;
 	t = expo_reader_type_slot(r, name, len);
-	return t->name != NULL ? t : NULL;
+	return t->name != NULL && (t->flags & EXPO_READER_TYPED) ? t : NULL;
 }
 
 /* The family of sample name s, as the comment above says. */
@@ -1591,7 +1613,8 @@ expo_reader_comment(struct expo_reader *r, struct expo_line *line,
 	line->family = name;
 	line->familylen = n;
 	if (help) {
-		if (expo_help_check(p, (size_t)(end - p)) != 0)
+		if (expo_help_check(p, (size_t)(end - p)) != 0 ||
+		    expo_reader_mark(r, name, n, EXPO_READER_HELPED, 0) != 0)
 			return -1;
 		line->kind = EXPO_LINE_HELP;
 		line->help = p;
@@ -1601,7 +1624,7 @@ expo_reader_comment(struct expo_reader *r, struct expo_line *line,
 	for (last = end; last > p && expo_is_blank(last[-1]); last--)
 		;
 	if (expo_type_parse(p, (size_t)(last - p), &line->type) != 0 ||
-	    expo_reader_type_add(r, name, n, line->type) != 0)
+	    expo_reader_mark(r, name, n, EXPO_READER_TYPED, line->type) != 0)
 		return -1;
 	line->kind = EXPO_LINE_TYPE;
 	return 0;
@@ -1648,6 +1671,16 @@ expo_reader_sample(struct expo_reader *r, struct expo_line *line, const char *p,
 	expo_reader_family(r, line);
 	if (expo_labels_check(s, line->type) != 0)
 		return -1;
+	/* Samples come in runs of one name: mark it once per run. */
+	if (r->sampled == NULL || r->sampledlen != line->namelen ||
+	    memcmp(r->sampled, line->name, line->namelen) != 0) {
+		expo_reader_mark(r, line->name, line->namelen,
+		    EXPO_READER_SAMPLED, 0);
+		expo_reader_mark(r, line->family, line->familylen,
+		    EXPO_READER_SAMPLED, 0);
+		r->sampled = line->name;
+		r->sampledlen = line->namelen;
+	}
 	line->labels = s->labels;
 	line->nlabels = s->nlabels;
 	line->kind = EXPO_LINE_SAMPLE;

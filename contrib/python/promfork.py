@@ -11,9 +11,15 @@ serve its own /metrics.  The lease ends by itself when the process exits.
 
 Without PROMFORK_SOCKET, register() and start_http_server() return None
 (logged once, at INFO), so the same app runs unchanged without promfork.
+
+A worker about to exit gracefully calls ``lease.retire()`` (or
+``promfork.retire()``): promfork scrapes it one last time, so that what it
+counted since the last scrape is kept in its slot's totals.  The lease that
+start_http_server() made is retired by an ``atexit`` handler too.
 """
 
 import http.client
+import atexit
 import json
 import logging
 import os
@@ -23,11 +29,14 @@ import time
 
 __all__ = [
     "Lease", "PromforkError", "SOCKET_ENV", "enabled", "register", "release",
-    "leases", "start_http_server",
+    "retire", "leases", "start_http_server",
 ]
 
 SOCKET_ENV = "PROMFORK_SOCKET"
 ADDR_ENV = "PROMFORK_METRICS_ADDR"  # default listen address of start_http_server
+# How long a retiring worker waits for promfork's last scrape of it: promfork
+# bounds the scrape itself, this bounds the worker's exit whatever happens.
+RETIRE_TIMEOUT = 2.0
 
 log = logging.getLogger("promfork")
 
@@ -52,7 +61,8 @@ class PromforkError(Exception):
 class Lease:
     """One registered worker: ``worker`` slot, ``port``, ``target``, ``pid``."""
 
-    __slots__ = ("worker", "port", "target", "pid", "labels", "created", "socket_path")
+    __slots__ = ("worker", "port", "target", "pid", "labels", "created", "socket_path",
+                 "retired")
 
     def __init__(self, worker, port, target, pid, labels=None, created=True,
                  socket_path=None):
@@ -63,6 +73,11 @@ class Lease:
         self.labels = dict(labels or {})
         self.created = created  # False when promfork returned an existing lease (200)
         self.socket_path = socket_path
+        self.retired = False
+
+    def retire(self, timeout=RETIRE_TIMEOUT):
+        """Tell promfork this worker is about to exit: see retire()."""
+        return retire(self, timeout=timeout)
 
     def __repr__(self):
         return "Lease(worker=%r, port=%r, target=%r, pid=%r)" % (
@@ -140,8 +155,13 @@ def _request(path, method, url, body=None, timeout=5.0):
     return status, doc
 
 
-def register(labels=None, pid=None, socket_path=None, timeout=5.0):
+def register(labels=None, pid=None, socket_path=None, timeout=5.0, slot=None):
     """Register ``pid`` (default: this process) and return its Lease.
+
+    ``slot``: the worker slot to take when it is free (a server's own
+    worker index, so that a replacement takes its predecessor's slot);
+    promfork makes its usual choice otherwise, and ``lease.worker`` says
+    which slot was given.
 
     Returns None when PROMFORK_SOCKET is not set; raises PromforkError when
     promfork refuses (403, 503 = port range exhausted, ...) or is unreachable.
@@ -156,7 +176,16 @@ def register(labels=None, pid=None, socket_path=None, timeout=5.0):
         body["pid"] = int(pid)
     if labels:
         labels = body["labels"] = {str(k): str(v) for k, v in labels.items()}
-    status, doc = _request(path, "POST", "/v1/workers", body, timeout)
+    if slot is not None:
+        body["slot"] = int(slot)
+    try:
+        status, doc = _request(path, "POST", "/v1/workers", body, timeout)
+    except PromforkError as e:
+        # A promfork older than preferred slots refuses the field.
+        if e.status != 400 or "slot" not in body or '"slot"' not in e.message:
+            raise
+        del body["slot"]
+        status, doc = _request(path, "POST", "/v1/workers", body, timeout)
     try:
         worker, port = doc["worker"], doc["port"]
         if isinstance(worker, bool) or isinstance(port, bool):
@@ -196,6 +225,50 @@ def release(lease, socket_path=None, timeout=5.0):
     return True
 
 
+def retire(lease=None, socket_path=None, timeout=RETIRE_TIMEOUT):
+    """Tell promfork that ``lease``'s worker is about to exit gracefully.
+
+    promfork scrapes the worker's metrics port once more (its metrics
+    server must still run), keeps that answer as the lifetime's final
+    values and ends the lease.  ``lease`` None: the lease start_http_server()
+    made in this process.  Waits at most ``timeout`` seconds and never
+    raises: a worker's exit must not fail over metrics.  Returns True when
+    promfork took the final scrape, False otherwise (no lease, already
+    retired, an older promfork without retire, an error).
+    """
+    if lease is None:
+        with _lock:
+            if _served is None or _served[0] != os.getpid():
+                return False
+            lease = _served[1]
+    if lease is None or lease.retired or lease.pid != os.getpid():
+        return False
+    path = _socket_path(socket_path) or lease.socket_path
+    if not path:
+        return False
+    lease.retired = True
+    try:
+        _request(path, "POST", "/v1/workers/%d/retire" % lease.worker, None, timeout)
+    except PromforkError as e:
+        if e.status not in (404, 405):  # 404, 405: gone, or an older promfork
+            log.warning("worker %d: retire: %s", lease.worker, e)
+        return False
+    log.debug("retired %r", lease)
+    return True
+
+
+def _retire_at_exit():
+    # Only the process that made the lease: a child forked from it inherits
+    # this handler but not the lease.
+    try:
+        retire()
+    except Exception:  # never let an exit hook raise
+        pass
+
+
+atexit.register(_retire_at_exit)
+
+
 def leases(socket_path=None, timeout=5.0):
     """All current leases as a list of dicts (GET /v1/workers); [] without promfork."""
     path = _socket_path(socket_path)
@@ -205,7 +278,7 @@ def leases(socket_path=None, timeout=5.0):
 
 
 def start_http_server(labels=None, addr="", registry=None, socket_path=None,
-                      timeout=5.0, retry=0.0):
+                      timeout=5.0, retry=0.0, slot=None):
     """Register this process and serve prometheus_client metrics on its port.
 
     ``addr`` "" means $PROMFORK_METRICS_ADDR, else all IPv4 interfaces.
@@ -216,16 +289,20 @@ def start_http_server(labels=None, addr="", registry=None, socket_path=None,
     ``retry`` > 0: when the port range is exhausted (503, e.g. during a
     reload while old and new workers overlap), return None and keep trying
     in a daemon thread, once a second for ``retry`` seconds.
+
+    ``slot``: the preferred worker slot, as for register().  The lease is
+    retired (retire()) when the process exits through ``atexit``.
     """
     global _served
     kwargs = dict(labels=labels, addr=addr, registry=registry,
-                  socket_path=socket_path, timeout=timeout)
+                  socket_path=socket_path, timeout=timeout, slot=slot)
     with _lock:
         pid = os.getpid()
         if _served is not None and _served[0] == pid:
             return _served[1]
         try:
-            lease = register(labels=labels, socket_path=socket_path, timeout=timeout)
+            lease = register(labels=labels, socket_path=socket_path, timeout=timeout,
+                             slot=slot)
         except PromforkError as e:
             if e.status != 503 or retry <= 0:
                 raise
@@ -271,7 +348,7 @@ def _retry(pid, retry, kwargs):
             return  # forked: the child must register for itself
         try:
             lease = register(labels=kwargs["labels"], socket_path=kwargs["socket_path"],
-                             timeout=kwargs["timeout"])
+                             timeout=kwargs["timeout"], slot=kwargs["slot"])
         except PromforkError as e:
             if e.status == 503:
                 continue

@@ -973,3 +973,26 @@ Test(expo_reader, double_text_reads_back)
 	cr_assert_eq(n, 4);
 	cr_assert_eq(memcmp(buf, "+Inf", 4), 0);
 }
+
+/* What the merge refuses, the reader refuses too. */
+Test(expo_reader, refuses_what_the_merge_refuses)
+{
+	static const char *const bad[] = {
+		"# HELP x a\n# HELP x b\n",
+		"x 1\n# TYPE x counter\n",
+		"# TYPE h histogram\nh_sum 1\n# TYPE h summary\n",
+	};
+	struct expo_reader *r;
+	struct expo_line l;
+	size_t i;
+	int rc, fails;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		r = expo_reader_create(bad[i], strlen(bad[i]));
+		fails = 0;
+		while ((rc = expo_reader_next(r, &l)) != 0)
+			fails += rc == -1;
+		cr_assert_eq(fails, 1, "%s", bad[i]);
+		expo_reader_free(r);
+	}
+}

@@ -55,6 +55,14 @@ struct carry_series {
 	uint64_t seen; /* generation of the last live answer that had it */
 };
 
+/* The n-th counter line of the last answer: its series, and the line up to
+ * the value as the worker wrote it, in carry->raw. */
+struct carry_pos {
+	uint32_t series;
+	uint32_t rawlen;
+	size_t rawoff;
+};
+
 struct carry {
 	struct carry_limits *limits;
 	struct carry_family *families;
@@ -67,6 +75,19 @@ struct carry {
 	size_t sindexcap;
 	uint32_t *findex; /* the same for families */
 	size_t findexcap;
+	/*
+	 * The carried series in the order the last answer gave them: a worker
+	 * writes the same lines in the same order every time, so the next
+	 * answer's n-th counter line is checked against order[n] with one
+	 * memcmp, not looked up.  The lines are kept one after the other in
+	 * raw, which only grows where an answer differed from the last.
+	 */
+	struct carry_pos *order;
+	struct expo_buf raw;
+	size_t norder;
+	size_t ordercap;
+	size_t pos; /* counter lines of this answer so far */
+	size_t nseen; /* series seen in this answer */
 	uint64_t generation; /* one per carry_begin */
 	uint64_t stamp; /* of the newest answer applied */
 	int stale; /* the answer being applied started before that one */
@@ -107,6 +128,8 @@ carry_clear(struct carry *c)
 
 	for (i = 0; i < c->nseries; i++)
 		free(c->series[i].key);
+	c->norder = 0;
+	c->raw.len = 0;
 	for (i = 0; i < c->nfamilies; i++) {
 		free(c->families[i].name);
 		free(c->families[i].help);
@@ -131,6 +154,8 @@ carry_free(struct carry *c)
 	free(c->families);
 	free(c->sindex);
 	free(c->findex);
+	free(c->order);
+	expo_buf_finish(&c->raw);
 	expo_buf_finish(&c->key);
 	expo_buf_finish(&c->last);
 	free(c);
@@ -236,6 +261,9 @@ carry_family_drop(struct carry *c, struct carry_family *fam)
 
 	c->limits->type_changes++;
 	c->last.len = 0;
+	c->norder = 0; /* indices move */
+	c->raw.len = 0;
+	c->nseen = 0;
 	for (i = 0; i < c->nseries; i++) {
 		if (c->series[i].family == f) {
 			free(c->series[i].key);
@@ -249,6 +277,8 @@ carry_family_drop(struct carry *c, struct carry_family *fam)
 	}
 	c->limits->series -= c->nseries - n;
 	c->nseries = n;
+	for (i = 0; i < n; i++)
+		c->nseen += c->series[i].seen == c->generation;
 	free(fam->name);
 	free(fam->help);
 	free(fam->series);
@@ -330,6 +360,18 @@ carry_names_check(struct carry *c, const char *fam, size_t famlen,
 		if (f != NULL &&
 		    (f->type == EXPO_HISTOGRAM || f->type == EXPO_SUMMARY))
 			carry_family_drop(c, f);
+	}
+	/* The converse: the names a live histogram or summary takes. */
+	if (type == EXPO_HISTOGRAM || type == EXPO_SUMMARY) {
+		expo_buf_reserve(&c->key, famlen + 16);
+		memcpy(c->key.data, fam, famlen);
+		for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+			n = strlen(suffixes[i]);
+			memcpy(c->key.data + famlen, suffixes[i], n);
+			if ((f = carry_family_get(c, c->key.data,
+				 famlen + n)) != NULL)
+				carry_family_drop(c, f);
+		}
 	}
 	cf = cf != NULL ? carry_family_get(c, fam, famlen) : NULL;
 	c->lastfam = cf != NULL ? (size_t)(cf - c->families) : SIZE_MAX;
@@ -507,35 +549,93 @@ carry_begin(struct carry *c, uint64_t stamp)
 {
 	c->generation++;
 	c->last.len = 0;
+	c->pos = 0;
+	c->nseen = 0;
 	c->stale = stamp < c->stamp;
 	if (!c->stale)
 		c->stamp = stamp;
 }
 
+/* Remembers that the answer's next counter line was series cs. */
+static void
+carry_order(struct carry *c, struct carry_series *cs, const char *raw,
+    size_t rawlen)
+{
+	struct carry_pos *o;
+	size_t i, used = 0;
+
+	if (c->pos >= c->ordercap) {
+		c->ordercap = c->ordercap != 0 ? c->ordercap * 2 : 64;
+		c->order =
+		    xreallocarray(c->order, c->ordercap, sizeof *c->order);
+	}
+	/* Answers that keep differing would grow raw without end. */
+	if (c->raw.len > 65536 && c->raw.len / 4 > c->norder * 16) {
+		for (i = 0; i < c->pos; i++)
+			used += c->order[i].rawlen;
+		if (c->raw.len > 4 * used) {
+			c->norder = c->pos;
+			c->raw.len = 0;
+			for (i = 0; i < c->norder; i++) {
+				o = &c->order[i];
+				/* Copies forward: never past its source. */
+				memmove(c->raw.data + c->raw.len,
+				    c->raw.data + o->rawoff, o->rawlen);
+				o->rawoff = c->raw.len;
+				c->raw.len += o->rawlen;
+			}
+		}
+	}
+	o = &c->order[c->pos];
+	o->series = (uint32_t)(cs - c->series);
+	o->rawoff = c->raw.len;
+	o->rawlen = (uint32_t)rawlen;
+	expo_buf_add(&c->raw, raw, rawlen);
+	if (c->pos >= c->norder)
+		c->norder = c->pos + 1;
+}
+
 /*
- * One sample of the live answer: CARRY_KEEP to serve it as it is,
- * CARRY_SET to serve *served instead, CARRY_DROP to leave it out.
+ * One sample of the live answer: EXPO_EDIT_KEEP to serve it as it is,
+ * EXPO_EDIT_SET to serve *served instead, EXPO_EDIT_DROP to leave it out.
  */
-enum carry_action
+enum expo_edit
 carry_apply(struct carry *c, const struct expo_line *s, double *served)
 {
-	struct carry_family *fam;
-	struct carry_series *cs;
+	struct carry_series *cs = NULL;
+	const char *raw = s->text;
+	size_t rawlen = (size_t)(s->valuetext - s->text);
 
 	if (s->kind != EXPO_LINE_SAMPLE)
-		return CARRY_KEEP;
-	fam = carry_names_check(c, s->family, s->familylen, s->type, s->name,
+		return EXPO_EDIT_KEEP;
+	carry_names_check(c, s->family, s->familylen, s->type, s->name,
 	    s->namelen);
-	if (fam != NULL)
-		fam->seen = c->generation;
-	if (carry_created(c, s))
-		return CARRY_DROP;
-	if (!carry_kind(s) || isnan(s->value))
-		return CARRY_KEEP;
-	if ((cs = carry_series_find(c, s)) == NULL)
-		return CARRY_KEEP;
+	if (isnan(s->value))
+		return EXPO_EDIT_KEEP;
+	if (c->pos < c->norder) {
+		const struct carry_pos *o = &c->order[c->pos];
+
+		cs = &c->series[o->series];
+		if (o->rawlen != rawlen ||
+		    memcmp(c->raw.data + o->rawoff, raw, rawlen) != 0 ||
+		    c->families[cs->family].len != s->familylen)
+			cs = NULL;
+	}
+	if (cs == NULL) {
+		if (carry_created(c, s))
+			return EXPO_EDIT_DROP;
+		if (!carry_kind(s))
+			return EXPO_EDIT_KEEP;
+		if ((cs = carry_series_find(c, s)) == NULL)
+			return EXPO_EDIT_KEEP;
+		carry_order(c, cs, raw, rawlen);
+	}
+	c->pos++;
 	c->families[cs->family].seen = c->generation;
-	cs->seen = c->generation;
+	if (cs->seen != c->generation) {
+		cs->seen = c->generation;
+		c->nseen++;
+	}
 	if (!c->stale) {
 		if (cs->has_last && s->value < cs->last)
 			cs->carried += cs->last; /* a reset of its own */
@@ -543,7 +643,56 @@ carry_apply(struct carry *c, const struct expo_line *s, double *served)
 		cs->has_last = 1;
 	}
 	*served = cs->carried + s->value;
-	return CARRY_SET;
+	return EXPO_EDIT_SET;
+}
+
+static const char carry_digits[200] =
+    "000102030405060708091011121314151617181920212223242526272829"
+    "303132333435363738394041424344454647484950515253545556575859"
+    "606162636465666768697071727374757677787980818283848586878889"
+    "90919293949596979899";
+
+/* The text of a served value; buf holds 32. */
+static size_t
+carry_format(char *buf, double v)
+{
+	unsigned long long u;
+	char tmp[24];
+	size_t n = 0, len = 0;
+
+	/* Counts are whole numbers: no need for the general formatter. */
+	if (!(v >= 0 && v <= 9007199254740992.0) ||
+	    v != (double)(u = (unsigned long long)v))
+		return expo_double_text(buf, v);
+	for (; u >= 100; u /= 100) {
+		tmp[n++] = carry_digits[u % 100 * 2 + 1];
+		tmp[n++] = carry_digits[u % 100 * 2];
+	}
+	tmp[n++] = (char)('0' + u % 10);
+	if (u >= 10)
+		tmp[n++] = (char)('0' + u / 10);
+	while (n > 0)
+		buf[len++] = tmp[--n];
+	return len;
+}
+
+/* carry_apply as the merge's edit (expo_merge_add_edited). */
+enum expo_edit
+carry_edit(void *arg, const struct expo_line *s, char *buf, size_t *len)
+{
+	enum expo_edit e;
+	double v;
+
+	if ((e = carry_apply(arg, s, &v)) == EXPO_EDIT_SET)
+		*len = carry_format(buf, v);
+	return e;
+}
+
+/* Did the answer since carry_begin have every carried series? */
+int
+carry_complete(const struct carry *c)
+{
+	return c->nseen == c->nseries;
 }
 
 /* The current lifetime is over: its last values join the carried ones. */
@@ -623,7 +772,7 @@ carry_value(struct expo_buf *out, double v)
 {
 	char buf[32];
 
-	expo_buf_add(out, buf, expo_double_text(buf, v));
+	expo_buf_add(out, buf, carry_format(buf, v));
 }
 
 /* Series of fam not seen since carry_begin; they count as seen after. */
@@ -639,6 +788,7 @@ carry_render_series(struct carry *c, struct carry_family *fam,
 		if (cs->seen == c->generation)
 			continue;
 		cs->seen = c->generation;
+		c->nseen++;
 		if (n++ == 0 && header) {
 			if (fam->help != NULL) {
 				expo_buf_add(out, "# HELP ", 7);
@@ -673,7 +823,7 @@ carry_render(struct carry *c, struct expo_buf *out)
 {
 	size_t i;
 
-	for (i = 0; i < c->nfamilies; i++)
+	for (i = 0; i < c->nfamilies && !carry_complete(c); i++)
 		carry_render_series(c, &c->families[i], out, 1);
 }
 
@@ -721,9 +871,9 @@ carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
 			    line.type, NULL, 0);
 		if (rc == 1 && line.kind == EXPO_LINE_SAMPLE) {
 			switch (carry_apply(c, &line, &v)) {
-			case CARRY_DROP:
+			case EXPO_EDIT_DROP:
 				continue;
-			case CARRY_SET:
+			case EXPO_EDIT_SET:
 				off = (size_t)(line.valuetext - line.text);
 				expo_buf_add(out, line.text, off);
 				carry_value(out, v);
@@ -732,7 +882,7 @@ carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
 				    line.len - off - line.valuelen);
 				expo_buf_add(out, "\n", 1);
 				continue;
-			case CARRY_KEEP:
+			case EXPO_EDIT_KEEP:
 				break;
 			}
 		}
@@ -742,4 +892,28 @@ carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
 	expo_reader_free(r);
 	carry_rewrite_leave(c, cur, curlen, out);
 	carry_render(c, out);
+}
+
+/*
+ * Adds a slot's live answer to a fan-out merge with its carried totals:
+ * the merge asks the carry about every sample as it parses it (one pass),
+ * then the carried series the answer lacked follow as a second text of
+ * the same worker.  scratch is a buffer for them, kept warm by the caller.
+ * Returns what expo_merge_add returns for the answer.
+ */
+int
+carry_merge_add(struct carry *c, uint64_t stamp, struct expo_merge *m,
+    const char *worker, const char *text, size_t len, struct expo_buf *scratch,
+    struct expo_stats *st)
+{
+	int rc;
+
+	carry_begin(c, stamp);
+	rc = expo_merge_add_edited(m, worker, text, len, carry_edit, c, st);
+	if (!carry_complete(c)) {
+		scratch->len = 0;
+		carry_render(c, scratch);
+		expo_merge_add(m, worker, scratch->data, scratch->len, NULL);
+	}
+	return rc;
 }

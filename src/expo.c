@@ -101,6 +101,10 @@ struct expo_merge {
 	struct expo_buf worker; /* escaped worker label value */
 	struct expo_stats *st;
 	struct expo_sample sample;
+	const char *line; /* the sample line being added */
+	expo_edit_fn edit; /* NULL: samples go as they came */
+	void *edit_arg;
+	char edited[32]; /* the value edit gave */
 };
 
 /*
@@ -1017,9 +1021,45 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	b->len = (size_t)(o - b->data);
 }
 
+/*
+ * Asks the merge's edit about sample s of family fam: 1 to drop it, else
+ * 0, with s's value replaced when the edit says so.
+ */
+static int
+expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
+    struct expo_sample *s)
+{
+	struct expo_line line;
+	size_t len = 0;
+
+	line.kind = EXPO_LINE_SAMPLE;
+	line.text = m->line;
+	line.len = (size_t)(s->value.text - m->line) + s->value.textlen;
+	line.family = fam->name;
+	line.familylen = fam->namelen;
+	line.type = fam->type;
+	line.name = s->name;
+	line.namelen = s->namelen;
+	line.labels = s->labels;
+	line.nlabels = s->nlabels;
+	line.value = s->value.v;
+	line.valuetext = s->value.text;
+	switch (m->edit(m->edit_arg, &line, m->edited, &len)) {
+	case EXPO_EDIT_DROP:
+		return 1;
+	case EXPO_EDIT_SET:
+		s->value.text = m->edited;
+		s->value.textlen = len;
+		break;
+	case EXPO_EDIT_KEEP:
+		break;
+	}
+	return 0;
+}
+
 /* Files one parsed sample under its family: 0, or -1 when malformed. */
 static int
-expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
+expo_sample_add(struct expo_merge *m, struct expo_sample *s)
 {
 	struct expo_local *x, *l = NULL;
 	struct expo_family *fam;
@@ -1048,6 +1088,8 @@ expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
 		m->st->dropped++;
 		return 0;
 	}
+	if (m->edit != NULL && expo_sample_edit(m, fam, s) != 0)
+		return 0;
 	expo_sample_render(m, fam, s);
 	m->st->samples++;
 	return 0;
@@ -1131,6 +1173,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 
 	if ((n = expo_name_len(p, end, 1)) == 0)
 		return -1;
+	m->line = p;
 	s->name = p;
 	s->namelen = n;
 	s->nlabels = 0;
@@ -1312,6 +1355,18 @@ int
 expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
     size_t len, struct expo_stats *st)
 {
+	return expo_merge_add_edited(m, worker, text, len, NULL, NULL, st);
+}
+
+/*
+ * expo_merge_add, with edit asked about every sample the merge keeps: it
+ * may leave the sample out or give it another value (the carried totals).
+ */
+int
+expo_merge_add_edited(struct expo_merge *m, const char *worker,
+    const char *text, size_t len, expo_edit_fn edit, void *edit_arg,
+    struct expo_stats *st)
+{
 	struct expo_stats scratch;
 	const char *p = text, *end = text + len, *nl, *eol;
 	size_t good = 0;
@@ -1326,6 +1381,8 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 		m->nlocals = 0;
 	}
 	m->last = NULL;
+	m->edit = edit;
+	m->edit_arg = edit_arg;
 	expo_worker_set(m, worker);
 
 	while (p < end) {
@@ -1341,6 +1398,7 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 		p = nl != NULL ? nl + 1 : end;
 	}
 	m->st = NULL;
+	m->edit = NULL;
 	return good == 0 && st->malformed != 0 ? -1 : 0;
 }
 

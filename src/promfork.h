@@ -529,6 +529,13 @@ struct expo_line {
 	const char *valuetext; /* into text */
 	size_t valuelen;
 };
+/* What an edit does to a sample the merge adds. */
+enum expo_edit { EXPO_EDIT_KEEP, EXPO_EDIT_SET, EXPO_EDIT_DROP };
+/* EXPO_EDIT_SET: the new value's text in buf (32 bytes), *len long. */
+typedef enum expo_edit (
+    *expo_edit_fn)(void *arg, const struct expo_line *, char *buf, size_t *len);
+int expo_merge_add_edited(struct expo_merge *, const char *worker,
+    const char *text, size_t len, expo_edit_fn, void *arg, struct expo_stats *);
 struct expo_reader;
 struct expo_reader *expo_reader_create(const char *, size_t);
 int expo_reader_next(struct expo_reader *, struct expo_line *);
@@ -544,7 +551,6 @@ struct carry_limits {
 	unsigned long long dropped; /* values not carried: over the cap */
 	unsigned long long type_changes; /* families dropped: type changed */
 };
-enum carry_action { CARRY_KEEP, CARRY_SET, CARRY_DROP };
 struct carry;
 struct carry *carry_create(struct carry_limits *);
 void carry_clear(struct carry *);
@@ -552,13 +558,19 @@ void carry_free(struct carry *);
 int carry_empty(const struct carry *);
 size_t carry_series(const struct carry *);
 void carry_begin(struct carry *, uint64_t stamp);
-enum carry_action
+enum expo_edit
 carry_apply(struct carry *, const struct expo_line *, double *served);
+enum expo_edit
+carry_edit(void *carry, const struct expo_line *, char *buf, size_t *len);
+int carry_complete(const struct carry *);
 void carry_end_lifetime(struct carry *);
 int carry_add_lifetime(struct carry *, const char *, size_t, size_t *malformed);
 void carry_render(struct carry *, struct expo_buf *);
 void carry_rewrite(struct carry *, uint64_t stamp, const char *, size_t,
     struct expo_buf *);
+int carry_merge_add(struct carry *, uint64_t stamp, struct expo_merge *,
+    const char *worker, const char *, size_t, struct expo_buf *scratch,
+    struct expo_stats *);
 
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */

@@ -428,3 +428,89 @@ Test(carry, nan_and_timestamps)
 	free(out);
 	carry_free(c);
 }
+
+Test(carry, whole_numbers_format_exactly)
+{
+	struct carry *c = carry_create(&limits);
+	const char *l1 = "# TYPE a_total counter\na_total 9007199254740000\n"
+			 "# TYPE b_total counter\nb_total 0.25\n"
+			 "# TYPE z_total counter\nz_total 0\n";
+	char *out;
+
+	carry_add_lifetime(c, l1, strlen(l1), NULL);
+	out = rewrite(c, 1,
+	    "# TYPE a_total counter\na_total 992\n"
+	    "# TYPE b_total counter\nb_total 1e-1\n"
+	    "# TYPE z_total counter\nz_total 7\n");
+	cr_assert(has_line(out, "a_total 9007199254740992"), "%s", out);
+	cr_assert(has_line(out, "b_total 0.35"), "%s", out);
+	cr_assert(has_line(out, "z_total 7"), "%s", out);
+	free(out);
+	out = rewrite(c, 2,
+	    "# TYPE a_total counter\na_total 1000\n"
+	    "# TYPE z_total counter\nz_total 1234567\n");
+	/* past 2^53: the general formatter, exact all the same */
+	cr_assert_eq(value_of(out, "a_total"), 9007199254741000.0, "%s", out);
+	cr_assert(has_line(out, "z_total 1234567"), "%s", out);
+	free(out);
+	carry_free(c);
+}
+
+/* A histogram that takes the names of carried counters replaces them. */
+Test(carry, live_histogram_takes_the_names_of_carried_counters)
+{
+	struct carry *c = carry_create(&limits);
+	const char *l1 = "# TYPE x_bucket counter\nx_bucket 3\n";
+	char *out;
+
+	carry_add_lifetime(c, l1, strlen(l1), NULL);
+	out = rewrite(c, 1, "# TYPE x histogram\nx_sum 1\nx_count 1\n");
+	assert_valid(out);
+	cr_assert_null(strstr(out, "x_bucket"), "%s", out);
+	cr_assert_eq(limits.type_changes, 1);
+	free(out);
+	carry_free(c);
+}
+
+/* The fan-out's way: one pass through the merge, then what is missing. */
+Test(carry, merge_add_gives_the_same_as_rewrite)
+{
+	struct carry *a = carry_create(&limits), *b = carry_create(&limits);
+	struct expo_merge *m1 = expo_merge_create(), *m2 = expo_merge_create();
+	struct expo_buf o1 = { 0 }, o2 = { 0 }, scratch = { 0 };
+	char *rw;
+	int round;
+
+	carry_add_lifetime(a, lifetime1, strlen(lifetime1), NULL);
+	carry_add_lifetime(b, lifetime1, strlen(lifetime1), NULL);
+	for (round = 1; round <= 3; round++) {
+		expo_merge_reset(m1);
+		expo_merge_reset(m2);
+		o1.len = o2.len = 0;
+		cr_assert_eq(carry_merge_add(a, (uint64_t)round, m1, "3",
+				 lifetime2, strlen(lifetime2), &scratch, NULL),
+		    0);
+		rw = rewrite(b, (uint64_t)round, lifetime2);
+		expo_merge_add(m2, "3", rw, strlen(rw), NULL);
+		free(rw);
+		expo_merge_render(m1, &o1);
+		expo_merge_render(m2, &o2);
+		expo_buf_add(&o1, "", 1);
+		expo_buf_add(&o2, "", 1);
+		cr_assert_str_eq(o1.data, o2.data);
+	}
+	cr_assert(has_line(o1.data,
+		      "req_total{worker=\"3\",code=\"200\","
+		      "path=\"/b\"} 4"),
+	    "%s", o1.data);
+	cr_assert(has_line(o1.data, "lat_count{worker=\"3\"} 6"), "%s",
+	    o1.data);
+	cr_assert_null(strstr(o1.data, "lat_created"));
+	expo_buf_finish(&o1);
+	expo_buf_finish(&o2);
+	expo_buf_finish(&scratch);
+	expo_merge_free(m1);
+	expo_merge_free(m2);
+	carry_free(a);
+	carry_free(b);
+}

@@ -87,6 +87,9 @@ struct options {
 	char *listen; /* --listen ADDR:PORT, NULL when off */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
+	int continuity; /* carried totals: on unless --no-continuity */
+	int carry_hold_ms; /* --carry-hold */
+	size_t carry_max_series; /* --carry-max-series */
 	enum log_level log_level;
 	int log_json;
 	int discover; /* --discover */
@@ -544,6 +547,8 @@ const char *expo_type_name(enum expo_type);
 size_t expo_double_text(char *, double);
 
 /* carry.c */
+#define CARRY_HOLD_MS (300 * 1000) /* default --carry-hold */
+#define CARRY_MAX_SERIES 100000 /* default --carry-max-series */
 /* Shared by the carries of all slots. */
 struct carry_limits {
 	size_t max_series; /* carried series, all slots together */

@@ -917,3 +917,46 @@ carry_merge_add(struct carry *c, uint64_t stamp, struct expo_merge *m,
 	}
 	return rc;
 }
+
+/*
+ * Appends the finished lifetimes' totals alone, not the current one's: what
+ * a promfork restart takes up again (carry_add_lifetime reads it back) while
+ * the live workers go on and are scraped afresh.  Zero totals are left out.
+ */
+void
+carry_render_finished(const struct carry *c, struct expo_buf *out)
+{
+	const struct carry_family *fam;
+	const struct carry_series *cs;
+	size_t f, i, n;
+	const char *type;
+
+	for (f = 0; f < c->nfamilies; f++) {
+		fam = &c->families[f];
+		for (i = 0, n = 0; i < fam->nseries; i++) {
+			cs = &c->series[fam->series[i]];
+			if (cs->carried == 0)
+				continue;
+			if (n++ == 0) {
+				if (fam->help != NULL) {
+					expo_buf_add(out, "# HELP ", 7);
+					expo_buf_add(out, fam->name, fam->len);
+					expo_buf_add(out, " ", 1);
+					expo_buf_add(out, fam->help,
+					    fam->helplen);
+					expo_buf_add(out, "\n", 1);
+				}
+				type = expo_type_name(fam->type);
+				expo_buf_add(out, "# TYPE ", 7);
+				expo_buf_add(out, fam->name, fam->len);
+				expo_buf_add(out, " ", 1);
+				expo_buf_add(out, type, strlen(type));
+				expo_buf_add(out, "\n", 1);
+			}
+			expo_buf_add(out, cs->key, cs->keylen);
+			expo_buf_add(out, " ", 1);
+			carry_value(out, cs->carried);
+			expo_buf_add(out, "\n", 1);
+		}
+	}
+}

@@ -573,9 +573,41 @@ int carry_add_lifetime(struct carry *, const char *, size_t, size_t *malformed);
 void carry_render(struct carry *, struct expo_buf *);
 void carry_rewrite(struct carry *, uint64_t stamp, const char *, size_t,
     struct expo_buf *);
+void carry_render_finished(const struct carry *, struct expo_buf *);
 int carry_merge_add(struct carry *, uint64_t stamp, struct expo_merge *,
     const char *worker, const char *, size_t, struct expo_buf *scratch,
     struct expo_stats *);
+
+/* continuity.c */
+struct continuity_config {
+	int on; /* --no-continuity turns it off */
+	int hold_ms; /* --carry-hold */
+	size_t max_series; /* --carry-max-series */
+};
+struct continuity {
+	int on;
+	int hold_ms;
+	struct carry_limits limits;
+	struct carry **carries; /* per slot, NULL until a lifetime ends */
+	uint64_t *until_ms; /* per slot: served without a worker until then */
+	size_t nslots;
+	uint64_t stamp; /* the last scrape's */
+	unsigned long long lifetimes; /* ended and carried */
+	unsigned long long dropped_logged;
+};
+void continuity_init(struct continuity *, size_t slots,
+    const struct continuity_config *);
+void continuity_finish(struct continuity *);
+uint64_t continuity_stamp(struct continuity *);
+size_t continuity_end(struct continuity *, int slot, const char *final,
+    size_t len, uint64_t now_ms);
+struct carry *
+continuity_carry(struct continuity *, int slot, int live, uint64_t now_ms);
+void continuity_expire(struct continuity *, const unsigned char *live,
+    uint64_t now_ms);
+int continuity_adopt(struct continuity *, int slot, const char *, size_t,
+    uint64_t now_ms);
+size_t continuity_render_slot(struct continuity *, int slot, struct expo_buf *);
 
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */

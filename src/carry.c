@@ -27,6 +27,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -556,6 +557,50 @@ carry_begin(struct carry *c, uint64_t stamp)
 		c->stamp = stamp;
 }
 
+static const double carry_pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+	1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+	1e20, 1e21, 1e22 };
+
+/*
+ * The number a sample value the parser accepted stands for.  Counts are
+ * mostly plain decimals of few digits ("123.0"): those are one exact
+ * division (both operands are exact doubles, so it rounds correctly);
+ * the rest go to strtod.
+ */
+static double
+carry_number(const char *s, size_t len)
+{
+	char tmp[64], *copy = tmp;
+	uint64_t m = 0;
+	size_t i;
+	int nd = 0, frac = 0, point = 0;
+	double v;
+
+	for (i = 0; i < len; i++) {
+		if (s[i] >= '0' && s[i] <= '9') {
+			if (m != 0 || s[i] != '0')
+				nd++;
+			m = m * 10 + (uint64_t)(s[i] - '0');
+			frac += point;
+			if (nd > 15 || frac > 22)
+				break;
+		} else if (s[i] == '.' && !point)
+			point = 1;
+		else
+			break;
+	}
+	if (i == len && len > (size_t)point)
+		return frac != 0 ? (double)m / carry_pow10[frac] : (double)m;
+	if (len >= sizeof tmp)
+		copy = xmalloc(len + 1);
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	v = strtod(copy, NULL);
+	if (copy != tmp)
+		free(copy);
+	return v;
+}
+
 /* Remembers that the answer's next counter line was series cs. */
 static void
 carry_order(struct carry *c, struct carry_series *cs, const char *raw,
@@ -605,13 +650,12 @@ carry_apply(struct carry *c, const struct expo_line *s, double *served)
 	struct carry_series *cs = NULL;
 	const char *raw = s->text;
 	size_t rawlen = (size_t)(s->valuetext - s->text);
+	double v;
 
 	if (s->kind != EXPO_LINE_SAMPLE)
 		return EXPO_EDIT_KEEP;
 	carry_names_check(c, s->family, s->familylen, s->type, s->name,
 	    s->namelen);
-	if (isnan(s->value))
-		return EXPO_EDIT_KEEP;
 	if (c->pos < c->norder) {
 		const struct carry_pos *o = &c->order[c->pos];
 
@@ -631,18 +675,20 @@ carry_apply(struct carry *c, const struct expo_line *s, double *served)
 		carry_order(c, cs, raw, rawlen);
 	}
 	c->pos++;
+	if (isnan(v = carry_number(s->valuetext, s->valuelen)))
+		return EXPO_EDIT_KEEP;
 	c->families[cs->family].seen = c->generation;
 	if (cs->seen != c->generation) {
 		cs->seen = c->generation;
 		c->nseen++;
 	}
 	if (!c->stale) {
-		if (cs->has_last && s->value < cs->last)
+		if (cs->has_last && v < cs->last)
 			cs->carried += cs->last; /* a reset of its own */
-		cs->last = s->value;
+		cs->last = v;
 		cs->has_last = 1;
 	}
-	*served = cs->carried + s->value;
+	*served = cs->carried + v;
 	return EXPO_EDIT_SET;
 }
 
@@ -651,6 +697,28 @@ static const char carry_digits[200] =
     "303132333435363738394041424344454647484950515253545556575859"
     "606162636465666768697071727374757677787980818283848586878889"
     "90919293949596979899";
+
+/* The shortest text that reads back as v, as Go's parser takes it. */
+static size_t
+carry_format_double(char *buf, double v)
+{
+	int prec, n = 0;
+
+	if (isnan(v)) {
+		memcpy(buf, "NaN", 3);
+		return 3;
+	}
+	if (isinf(v)) {
+		memcpy(buf, v > 0 ? "+Inf" : "-Inf", 4);
+		return 4;
+	}
+	for (prec = 15; prec <= 17; prec++) {
+		n = snprintf(buf, 32, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	return (size_t)n;
+}
 
 /* The text of a served value; buf holds 32. */
 static size_t
@@ -663,7 +731,7 @@ carry_format(char *buf, double v)
 	/* Counts are whole numbers: no need for the general formatter. */
 	if (!(v >= 0 && v <= 9007199254740992.0) ||
 	    v != (double)(u = (unsigned long long)v))
-		return expo_double_text(buf, v);
+		return carry_format_double(buf, v);
 	for (; u >= 100; u /= 100) {
 		tmp[n++] = carry_digits[u % 100 * 2 + 1];
 		tmp[n++] = carry_digits[u % 100 * 2];

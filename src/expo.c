@@ -102,6 +102,7 @@ struct expo_merge {
 	struct expo_stats *st;
 	struct expo_sample sample;
 	const char *line; /* the sample line being added */
+	size_t valuelen; /* its value's */
 	expo_edit_fn edit; /* NULL: samples go as they came */
 	void *edit_arg;
 	char edited[32]; /* the value edit gave */
@@ -1034,7 +1035,7 @@ expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
 
 	line.kind = EXPO_LINE_SAMPLE;
 	line.text = m->line;
-	line.len = (size_t)(s->value.text - m->line) + s->value.textlen;
+	line.len = (size_t)(s->value.text - m->line) + m->valuelen;
 	line.family = fam->name;
 	line.familylen = fam->namelen;
 	line.type = fam->type;
@@ -1042,8 +1043,8 @@ expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
 	line.namelen = s->namelen;
 	line.labels = s->labels;
 	line.nlabels = s->nlabels;
-	line.value = s->value.v;
 	line.valuetext = s->value.text;
+	line.valuelen = m->valuelen;
 	switch (m->edit(m->edit_arg, &line, m->edited, &len)) {
 	case EXPO_EDIT_DROP:
 		return 1;
@@ -1191,6 +1192,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 		;
 	if (p == tok || expo_value_parse(tok, (size_t)(p - tok), &s->value))
 		return -1;
+	m->valuelen = (size_t)(p - tok);
 	p = expo_skip_blanks(p, end);
 	if (p < end) {
 		for (tok = p; p < end && !expo_is_blank(*p); p++)
@@ -1717,7 +1719,6 @@ expo_reader_sample(struct expo_reader *r, struct expo_line *line, const char *p,
 		return -1;
 	line->valuetext = tok;
 	line->valuelen = (size_t)(p - tok);
-	line->value = s->value.v;
 	p = expo_skip_blanks(p, end);
 	if (p < end) {
 		for (tok = p; p < end && !expo_is_blank(*p); p++)
@@ -1810,11 +1811,4 @@ const char *
 expo_type_name(enum expo_type type)
 {
 	return expo_type_names[type];
-}
-
-/* The canonical text of v, as the merge writes values; buf holds 32. */
-size_t
-expo_double_text(char *buf, double v)
-{
-	return expo_double_format(buf, v);
 }

@@ -528,7 +528,6 @@ struct expo_line {
 	size_t namelen;
 	const struct expo_label *labels; /* valid until the next line */
 	size_t nlabels;
-	double value;
 	const char *valuetext; /* into text */
 	size_t valuelen;
 };
@@ -544,7 +543,6 @@ struct expo_reader *expo_reader_create(const char *, size_t);
 int expo_reader_next(struct expo_reader *, struct expo_line *);
 void expo_reader_free(struct expo_reader *);
 const char *expo_type_name(enum expo_type);
-size_t expo_double_text(char *, double);
 
 /* carry.c */
 #define CARRY_HOLD_MS (300 * 1000) /* default --carry-hold */

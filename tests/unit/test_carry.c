@@ -514,3 +514,30 @@ Test(carry, merge_add_gives_the_same_as_rewrite)
 	carry_free(a);
 	carry_free(b);
 }
+
+/* Values that are not whole numbers read back as the exact sum. */
+Test(carry, fractions_read_back_exactly)
+{
+	static const char *const pairs[][2] = { { "0.1", "0.2" },
+		{ "1e-300", "2.5e-300" }, { "123456.789", "0.001" },
+		{ "1e21", "1" }, { "12345678901234567890", "1.5" },
+		{ "0.000001", "3" }, { "+Inf", "1" } };
+	struct carry *c;
+	char text[128], *out;
+	size_t i;
+
+	for (i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+		c = carry_create(&limits);
+		snprintf(text, sizeof text,
+		    "# TYPE s_total counter\ns_total %s\n", pairs[i][0]);
+		carry_add_lifetime(c, text, strlen(text), NULL);
+		snprintf(text, sizeof text,
+		    "# TYPE s_total counter\ns_total %s\n", pairs[i][1]);
+		out = rewrite(c, 1, text);
+		cr_assert_eq(value_of(out, "s_total"),
+		    strtod(pairs[i][0], NULL) + strtod(pairs[i][1], NULL),
+		    "%s + %s: %s", pairs[i][0], pairs[i][1], out);
+		free(out);
+		carry_free(c);
+	}
+}

@@ -342,11 +342,11 @@ def fanout_config(job, listen):
             "static_configs": [{"targets": [listen]}]}
 
 
-def expo_values(text, name, **labels):
-    """{worker label: value} of the samples called name in an exposition
-    (the fan-out's, where every sample has a worker label) whose labels
-    include `labels`.  Plain text parsing: label values without commas."""
-    out = {}
+def expo_samples(text, name, **labels):
+    """[(labels, value)] of the samples called name in an exposition whose
+    labels include `labels`.  Plain text parsing, for label values without
+    commas or escapes."""
+    out = []
     for line in text.splitlines():
         if not line.startswith(name + "{"):
             continue
@@ -354,5 +354,5 @@ def expo_values(text, name, **labels):
         got = dict(kv.split("=", 1) for kv in lab.split(",") if "=" in kv)
         got = {k: v.strip('"') for k, v in got.items()}
         if all(got.get(k) == str(v) for k, v in labels.items()):
-            out[got.get("worker", "")] = float(value.split()[0])
+            out.append((got, float(value.split()[0])))
     return out

@@ -11,7 +11,7 @@ import json
 import os
 
 from harness import (CONTINUITY, SOURCE, Prometheus, Promfork, TestFailure,
-                     check, expo_values, fanout_config, free_port, http_get,
+                     check, expo_samples, fanout_config, free_port, http_get,
                      log, wait_until)
 from apptest import JOB, direct_sum, prom_sum
 
@@ -68,8 +68,8 @@ def fanout_text(pf, timeout_header=None):
 
 def fanout_sum(pf):
     """The counter summed over the slots of one GET /workers/metrics."""
-    return int(sum(expo_values(fanout_text(pf), "app_requests_total",
-                               path="/").values()))
+    return int(sum(v for _, v in expo_samples(fanout_text(pf),
+                                              "app_requests_total", path="/")))
 
 
 def prom_fanout_sum(prom):
@@ -115,6 +115,11 @@ def check_sums(pf, prom, raw, total, what):
           "%s: /workers/metrics sums to %d, between the live workers' %d and "
           "the %d served (exact total: PROMFORK_E2E_CONTINUITY=1, issue 14)"
           % (what, got, raw, total))
+
+
+def by_worker(text, name, **labels):
+    """{worker label: value} of one series per worker of a fan-out answer."""
+    return {l["worker"]: v for l, v in expo_samples(text, name, **labels)}
 
 
 def leases(pf):

@@ -25,10 +25,10 @@ import os
 import signal
 import time
 
-from harness import (check, expo_values, free_port, http_get, run_test,
+from harness import (check, free_port, http_get, run_test,
                      tmpdir, wait_until)
 from apptest import check_targets, end, send, signal_command, worker_count
-from nodetest import (APP, NODE, check_sums, fanout_text, leases, note,
+from nodetest import (APP, NODE, by_worker, check_sums, fanout_text, leases, note,
                       require_modules, start)
 
 N = 3
@@ -108,8 +108,8 @@ def run(logf):
         t0 = time.monotonic()
         text = fanout_text(pf, timeout_header="0.9")
         took = time.monotonic() - t0
-        up = expo_values(text, "promfork_worker_up")
-        counts = expo_values(text, "app_requests_total", path="/")
+        up = by_worker(text, "promfork_worker_up")
+        counts = by_worker(text, "app_requests_total", path="/")
         others = [str(s) for s in leases(pf) if s != stuck_slot]
         check(took < 2.0 and up.get(str(stuck_slot)) == 0
               and all(up.get(s) == 1 for s in others),

@@ -9,11 +9,13 @@ continuity carries the totals of recycled workers).
 
 import json
 import os
+import signal
 
 from harness import (CONTINUITY, SOURCE, Prometheus, Promfork, TestFailure,
                      check, expo_samples, fanout_config, free_port, http_get,
-                     log, wait_until)
-from apptest import JOB, direct_sum, prom_sum
+                     log, tmpdir, wait_until)
+from apptest import (JOB, check_targets, direct_sum, prom_sum, send,
+                     worker_count)
 
 NODE = "/usr/bin/node"
 NODE_DIR = os.path.join(SOURCE, "contrib", "node")
@@ -117,6 +119,23 @@ def check_sums(pf, prom, raw, total, what):
           % (what, got, raw, total))
 
 
+def kill_one(pf, prom, n, total, replaced):
+    """kill -9 of the worker in the second slot; once the server replaced
+    it (`replaced` says how), 20 more requests.  Returns what the live
+    workers counted then; total + 20 were served."""
+    slot, victim = sorted(leases(pf).items())[1]
+    lost = worker_count(pf.low + slot)
+    note("kill -9 worker %d (pid %d, %d requests)" % (slot, victim, lost))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: (lambda l: len(l) == n and victim not in l.values())(
+        leases(pf)), timeout=30, what=replaced)
+    check_targets(pf, prom, n, "after kill -9")
+    send(pf.app_port, 20)
+    check_sums(pf, prom, total + 20 - lost, total + 20,
+               "after kill -9 and 20 more requests")
+    return total + 20 - lost
+
+
 def by_worker(text, name, **labels):
     """{worker label: value} of one series per worker of a fan-out answer."""
     return {l["worker"]: v for l, v in expo_samples(text, name, **labels)}
@@ -129,3 +148,18 @@ def leases(pf):
 
 def note(msg):
     log("# " + msg)
+
+
+def with_log(run, name):
+    """Checks the npm modules, then runs run(logf) with the log of promfork
+    and the app in a file, whose tail is shown when the test fails."""
+    require_modules()
+    logname = os.path.join(tmpdir(), "log")
+    with open(logname, "w") as logf:
+        try:
+            run(logf)
+        except BaseException:
+            logf.flush()
+            with open(logname) as f:
+                note("%s (tail)\n%s" % (name, f.read()[-6000:]))
+            raise

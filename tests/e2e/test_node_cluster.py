@@ -25,11 +25,10 @@ import os
 import signal
 import time
 
-from harness import (check, free_port, http_get, run_test,
-                     tmpdir, wait_until)
-from apptest import check_targets, end, send, signal_command, worker_count
-from nodetest import (APP, NODE, by_worker, check_sums, fanout_text, leases, note,
-                      require_modules, start)
+from harness import check, free_port, http_get, run_test, wait_until
+from apptest import check_targets, end, send, signal_command
+from nodetest import (APP, NODE, by_worker, check_sums, fanout_text,
+                      kill_one, leases, note, start, with_log)
 
 N = 3
 
@@ -64,22 +63,11 @@ def run(logf):
           "(%d)" % got)
 
     # kill -9: the master forks a replacement with the same index
-    before = leases(pf)
-    slot, victim = sorted(before.items())[1]
-    lost = worker_count(pf.low + slot)
-    note("kill -9 worker %d (pid %d, %d requests)" % (slot, victim, lost))
-    os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: (lambda l: len(l) == N and victim not in l.values())(
-        leases(pf)), timeout=20, what="a replacement for the killed worker")
-    check_targets(pf, prom, N, "after kill -9")
-    send(pf.app_port, 20)
+    raw = kill_one(pf, prom, N, total, "a replacement for the killed worker")
     total += 20
-    check_sums(pf, prom, total - lost, total, "after kill -9 and 20 more "
-               "requests")
 
     # the app's own reload: SIGHUP, forwarded by promfork to the master
     old = set(leases(pf).values())
-    raw_before = total - lost
     signal_command(pf, signal.SIGHUP)
     t0 = time.monotonic()
     wait_until(lambda: (lambda l: len(l) == N and not old & set(l.values()))(
@@ -89,7 +77,7 @@ def run(logf):
     send(pf.app_port, 15)
     total += 15
     check_sums(pf, prom, 15, total, "after the reload and 15 requests (the "
-               "live workers had %d before it)" % raw_before)
+               "live workers had %d before it)" % raw)
 
     # one worker that does not answer
     stuck_slot, stuck = sorted(leases(pf).items())[0]
@@ -131,17 +119,7 @@ def run(logf):
 
 
 def test():
-    require_modules()
-    logname = os.path.join(tmpdir(), "log")
-    with open(logname, "w") as logf:
-        try:
-            run(logf)
-        except BaseException:
-            logf.flush()
-            with open(logname) as f:
-                tail = f.read()[-6000:]
-            note("promfork/node log (tail)\n" + tail)
-            raise
+    with_log(run, "promfork/node log")
 
 
 run_test(test)

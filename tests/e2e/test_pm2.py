@@ -21,14 +21,13 @@ needs continuity (issue 14): asserted with PROMFORK_E2E_CONTINUITY=1.
 
 import os
 import re
-import signal
 import subprocess
 import time
 
 from harness import check, run_test, tmpdir, wait_until
-from apptest import check_targets, end, send, worker_count
-from nodetest import (APP, MODULES, NODE, check_sums, leases, note,
-                      require_modules, start)
+from apptest import check_targets, end, send
+from nodetest import (APP, MODULES, NODE, check_sums, kill_one, leases, note,
+                      start, with_log)
 
 N = 3
 PM2_BIN = os.path.join(MODULES, "pm2", "bin")
@@ -75,22 +74,11 @@ def run(logf):
     check_sums(pf, prom, total, total, "40 requests")
 
     # kill -9: PM2 restarts the worker
-    before = leases(pf)
-    slot, victim = sorted(before.items())[1]
-    lost = worker_count(pf.low + slot)
-    note("kill -9 worker %d (pid %d, %d requests)" % (slot, victim, lost))
-    os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: (lambda l: len(l) == N and victim not in l.values())(
-        leases(pf)), timeout=30, what="PM2 to restart the killed worker")
-    check_targets(pf, prom, N, "after kill -9")
-    send(pf.app_port, 20)
+    raw = kill_one(pf, prom, N, total, "PM2 to restart the killed worker")
     total += 20
-    check_sums(pf, prom, total - lost, total, "after kill -9 and 20 more "
-               "requests")
 
     # PM2's zero-downtime reload
     old = set(leases(pf).values())
-    raw_before = total - lost
     t0 = time.monotonic()
     out = pm2(home, "reload", "app")
     note("pm2 reload app: %.1f s: %s" % (time.monotonic() - t0,
@@ -104,22 +92,12 @@ def run(logf):
     send(pf.app_port, 15)
     total += 15
     check_sums(pf, prom, 15, total, "after pm2 reload and 15 requests (the "
-               "live workers had %d before it)" % raw_before)
+               "live workers had %d before it)" % raw)
     end(pf, prom)
 
 
 def test():
-    require_modules()
-    logname = os.path.join(tmpdir(), "log")
-    with open(logname, "w") as logf:
-        try:
-            run(logf)
-        except BaseException:
-            logf.flush()
-            with open(logname) as f:
-                tail = f.read()[-6000:]
-            note("promfork/pm2 log (tail)\n" + tail)
-            raise
+    with_log(run, "promfork/pm2 log")
 
 
 run_test(test)

@@ -45,14 +45,17 @@ function master() {
 	function fork(i) {
 		const w = cluster.fork({ NODE_APP_INSTANCE: String(i) });
 		w.index = i;
+		w.started = Date.now();
 		slots.set(i, w);
 		return w;
 	}
 
 	cluster.on('exit', (w, code, sig) => {
-		if (replaced.delete(w) || stopping) return;
+		if (replaced.delete(w) || stopping || slots.get(w.index) !== w) return;
 		console.error(`worker ${w.index} (pid ${w.process.pid}) died (${sig || code}); starting another`);
-		if (slots.get(w.index) === w) fork(w.index);
+		// A worker that dies as it starts is not restarted in a busy loop.
+		const wait = Date.now() - w.started < 1000 ? 1000 : 0;
+		setTimeout(() => stopping || slots.get(w.index) !== w || fork(w.index), wait);
 	});
 
 	// A rolling reload: one index at a time, the new worker first, the old

@@ -231,6 +231,13 @@ fanout_serve(struct http_conn *c, const struct http_request *req,
 	int ms = scrape_deadline(req, deadline_ms);
 	size_t s;
 
+	/*
+	 * A tenth of Prometheus' timeout is left for the merge and the answer:
+	 * with a worker that never answers, a scrape given the whole timeout
+	 * reaches Prometheus just after it gave up, and the target is down.
+	 */
+	ms -= ms / 10;
+
 	f->conn = c;
 	f->reg = reg;
 	f->scratch = fs;

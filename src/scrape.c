@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -568,58 +567,4 @@ scrape_cancel(struct scrape *s)
 {
 	if (s != NULL)
 		scrape_free(s);
-}
-
-void
-scrape_record(struct lease *l, const struct scrape_result *r)
-{
-	struct lease_scrape *ls = &l->scrape;
-
-	ls->when = time(NULL);
-	ls->status = r->status;
-	ls->duration_ms = r->duration_ms;
-	ls->ok = r->error == NULL && r->status >= 200 && r->status < 300;
-	if (r->error != NULL)
-		snprintf(ls->error, sizeof ls->error, "%s", r->error);
-	else if (!ls->ok)
-		snprintf(ls->error, sizeof ls->error, "HTTP status %d",
-		    r->status);
-	else
-		ls->error[0] = '\0';
-}
-
-/* The lease of worker, if it still belongs to the same process. */
-struct lease *
-scrape_lease(struct registry *reg, int worker, pid_t pid,
-    unsigned long long starttime)
-{
-	struct lease *l = registry_find_worker(reg, worker);
-
-	if (l == NULL || l->pid != pid || l->starttime != starttime)
-		return NULL;
-	return l;
-}
-
-/*
- * How long a scrape made for Prometheus' request may take (proxy, fan-out):
- * Prometheus says its own timeout in X-Prometheus-Scrape-Timeout-Seconds;
- * never more than max_ms.
- */
-int
-scrape_deadline(const struct http_request *req, int max_ms)
-{
-	const char *v = http_request_header(req,
-	    "X-Prometheus-Scrape-Timeout-"
-	    "Seconds");
-	char *end;
-	double secs;
-
-	if (v == NULL)
-		return max_ms;
-	secs = strtod(v, &end);
-	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
-		return max_ms;
-	if (secs * 1000 < max_ms)
-		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
-	return max_ms;
 }

@@ -29,7 +29,7 @@ probe_all_free(uint16_t p, void *arg)
 static void
 handle(struct http_conn *c, struct http_request *req, void *arg)
 {
-	proxy_serve(c, req, &reg, 0, 1500);
+	proxy_serve(c, req, &reg, 0, web_scrape_deadline(req, 1500));
 }
 
 static void
@@ -38,7 +38,8 @@ start(const char *response, size_t len, int hang, int worker_up)
 	static const struct http_limits lim = { 8192, 1024, 3000, 16 };
 	char *cause = NULL;
 	struct lease *l;
-	int fd, created, status;
+	enum registry_error error;
+	int fd, created;
 	uint16_t wport;
 
 	/* As promfork does: a client gone is an error, not a signal. */
@@ -61,7 +62,7 @@ start(const char *response, size_t len, int hang, int worker_up)
 		_exit(0);
 	}
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	fd = netutil_listen(&port);
 	evutil_make_socket_nonblocking(fd);

@@ -15,36 +15,6 @@ head(const char *text, struct scrape_head *h, size_t *used, char **cause)
 	return scrape_parse_head(text, strlen(text), h, used, cause);
 }
 
-static struct http_request *
-request(const char *timeout)
-{
-	static struct http_request req;
-
-	memset(&req, 0, sizeof req);
-	if (timeout != NULL) {
-		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
-		req.headers[0].value = (char *)timeout;
-		req.nheaders = 1;
-	}
-	return &req;
-}
-
-Test(scrape, deadline_from_prometheus)
-{
-	cr_assert_eq(scrape_deadline(request(NULL), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("0.9"), 7500), 900);
-	cr_assert_eq(scrape_deadline(request("10"), 7500), 7500, "capped");
-	cr_assert_eq(scrape_deadline(request("0.0001"), 7500), 1);
-	cr_assert_eq(scrape_deadline(request("0"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("-3"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("abc"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("1s"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request(""), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("nan"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("inf"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("1e999"), 7500), 7500);
-}
-
 Test(scrape, head_with_length_and_type)
 {
 	const char *t =
@@ -430,28 +400,4 @@ Test(scrape_live, bad_paths_are_refused)
 	    scrape_start(base, 1, "/a b", NULL, 100, 10, &got_cb, &g));
 	cr_assert_null(
 	    scrape_start(base, 1, "/a\r\nX: y", NULL, 100, 10, &got_cb, &g));
-}
-
-Test(scrape, record_into_lease)
-{
-	struct scrape_result r = { .status = 200, .duration_ms = 12 };
-	struct lease l;
-
-	memset(&l, 0, sizeof l);
-	scrape_record(&l, &r);
-	cr_assert(l.scrape.ok);
-	cr_assert_neq(l.scrape.when, 0);
-	cr_assert_eq(l.scrape.duration_ms, 12);
-	cr_assert_str_eq(l.scrape.error, "");
-
-	r.status = 500;
-	scrape_record(&l, &r);
-	cr_assert_not(l.scrape.ok);
-	cr_assert_str_eq(l.scrape.error, "HTTP status 500");
-
-	r.status = 0;
-	r.error = "cannot connect to port 1: Connection refused";
-	scrape_record(&l, &r);
-	cr_assert_not(l.scrape.ok);
-	cr_assert_str_eq(l.scrape.error, r.error);
 }

@@ -336,7 +336,8 @@ Test(spawn, crash_loop_backs_off_and_keeps_the_slot)
 	struct spawn_config cfg;
 	const struct spawn_stats *st;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 	struct lease *l;
 	pid_t other;
 
@@ -359,7 +360,7 @@ Test(spawn, crash_loop_backs_off_and_keeps_the_slot)
 		_exit(0);
 	}
 	l = registry_lease_pid(&fx.reg, other, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_neq(l->worker, 0);
 	kill(other, SIGKILL);

@@ -5,7 +5,9 @@
  * on it, and reports once, when every scrape has ended.  The proxy (one
  * lease, streamed), the fan-out (every lease, buffered) and the status page
  * (the leases not scraped of late) are built on it.  A scrape that cannot
- * even start is a failed scrape like any other.  Nothing here knows about
+ * even start ends through scrape's done like any other failed one, so each
+ * failure has one answer: recorded on the lease, the worker down in the
+ * fan-out, 502 from the proxy.  Nothing here knows about
  * the client that asked: its owner cancels a collect when the client goes.
  */
 #include <stdio.h>
@@ -133,7 +135,6 @@ collect_start(struct event_base *base, struct registry *reg,
 		collect_body_cb, collect_scrape_done_cb };
 	struct collect *c = xcalloc(1, sizeof *c);
 	struct timeval now = { 0, 0 };
-	struct scrape_result r;
 	size_t i;
 
 	c->reg = reg;
@@ -159,13 +160,8 @@ collect_start(struct event_base *base, struct registry *reg,
 		c->pending++;
 		j->scrape = scrape_start(base, leases[i]->port, COLLECT_PATH,
 		    cfg->accept, cfg->deadline_ms, cfg->body_max, &scb, j);
-		if (j->scrape == NULL) {
-			memset(&r, 0, sizeof r);
-			r.error = "cannot start the scrape";
-			collect_end(j, &r);
-		}
 	}
-	/* Every scrape failed to start, or there were none. */
+	/* There were none: done still runs from the loop. */
 	if (c->pending == 0)
 		event_add(c->ev_done, &now);
 	return c;

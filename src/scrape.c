@@ -516,8 +516,9 @@ scrape_header_ok(const char *v, size_t max)
 
 /*
  * Starts GET path on 127.0.0.1:port (then [::1]:port if refused).  accept
- * may be NULL; one that is not plain printable text is not sent.  Returns
- * NULL only for a path that is not an absolute path of printable bytes.
+ * may be NULL; one that is not plain printable text is not sent.  Never
+ * fails: every failure, even a path that is not an absolute path of
+ * printable bytes, is reported through done, so callers have one path.
  */
 struct scrape *
 scrape_start(struct event_base *base, uint16_t port, const char *path,
@@ -528,9 +529,6 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	struct scrape *s;
 	char *accept_line = NULL;
 
-	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
-	    strchr(path, ' ') != NULL)
-		return NULL;
 	s = xcalloc(1, sizeof *s);
 	s->base = base;
 	s->port = port;
@@ -539,6 +537,20 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	s->cb = *cb;
 	s->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
+	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);
+	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
+	if (s->ev_deadline == NULL || s->ev_fail == NULL)
+		fatalx("evtimer_new");
+	/* done never runs inside scrape_start: callers are not ready yet. */
+	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
+	    strchr(path, ' ') != NULL) {
+		snprintf(s->error, sizeof s->error,
+		    "cannot scrape port %u: not an absolute path of printable "
+		    "bytes",
+		    port);
+		event_add(s->ev_fail, &now);
+		return s;
+	}
 	if (accept != NULL && scrape_header_ok(accept, SCRAPE_ACCEPT_MAX))
 		xasprintf(&accept_line, "Accept: %s\r\n", accept);
 	xasprintf(&s->request,
@@ -548,14 +560,9 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	    accept_line != NULL ? accept_line : "");
 	free(accept_line);
 
-	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);
-	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
-	if (s->ev_deadline == NULL || s->ev_fail == NULL)
-		fatalx("evtimer_new");
 	tv.tv_sec = deadline_ms / 1000;
 	tv.tv_usec = (deadline_ms % 1000) * 1000;
 	event_add(s->ev_deadline, &tv);
-	/* done never runs inside scrape_start: callers are not ready yet. */
 	if (scrape_connect(s) != 0)
 		event_add(s->ev_fail, &now);
 	return s;

@@ -392,12 +392,24 @@ Test(scrape_live, cancel_calls_nothing)
 	cr_assert_eq(g.dones, 0);
 }
 
-Test(scrape_live, bad_paths_are_refused)
+Test(scrape_live, bad_paths_fail_through_done)
 {
-	cr_assert_null(
-	    scrape_start(base, 1, "metrics", NULL, 100, 10, &got_cb, &g));
-	cr_assert_null(
-	    scrape_start(base, 1, "/a b", NULL, 100, 10, &got_cb, &g));
-	cr_assert_null(
-	    scrape_start(base, 1, "/a\r\nX: y", NULL, 100, 10, &got_cb, &g));
+	const char *bad[] = { "metrics", "/a b", "/a\r\nX: y" };
+	struct canned cw;
+
+	canned_start(&cw, "HTTP/1.0 200 OK\r\n\r\n", 19);
+	canned_run(&cw);
+	for (size_t i = 0; i < 3; i++) {
+		g.dones = 0;
+		cr_assert_not_null(scrape_start(base, cw.port, bad[i], NULL,
+		    1000, 10, &got_cb, &g));
+		cr_assert_eq(g.dones, 0, "done never runs inside scrape_start");
+		event_base_dispatch(base);
+		cr_assert_eq(g.dones, 1);
+		cr_assert(strstr(g.error, "not an absolute path"), "%s",
+		    g.error);
+		cr_assert_eq(g.status, 0);
+	}
+	canned_stop(&cw);
+	cr_assert_eq(cw.served, 0, "nothing was sent");
 }

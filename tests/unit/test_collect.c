@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,19 +39,6 @@ probe_all_free(uint16_t port, void *arg)
 	return 1;
 }
 
-static pid_t
-sleeper(void)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		pause();
-		_exit(0);
-	}
-	return pid;
-}
-
 static void
 setup(void)
 {
@@ -65,7 +51,7 @@ setup(void)
 	registry_init(&reg, base, 9400, 9400 + NLEASES, probe_all_free, NULL);
 	memset(&g, 0, sizeof g);
 	for (int i = 0; i < NLEASES; i++) {
-		sleepers[i] = sleeper();
+		sleepers[i] = netutil_sleeper();
 		leases[i] = registry_lease_pid(&reg, sleepers[i], NULL,
 		    LEASE_API, -1, &created, &error, &cause);
 		cr_assert_not_null(leases[i], "%s", cause);
@@ -287,7 +273,7 @@ Test(collect, a_lease_gone_meanwhile_is_not_recorded)
 	start(1, 2000);
 	/* Slot 0 goes to another process before the answer is in. */
 	lease_close(leases[0], LEASE_END_RELEASE);
-	sleepers[NLEASES] = sleeper();
+	sleepers[NLEASES] = netutil_sleeper();
 	l = registry_lease_pid(&reg, sleepers[NLEASES], NULL, LEASE_API, 0,
 	    &created, &error, &cause);
 	cr_assert_not_null(l, "%s", cause);

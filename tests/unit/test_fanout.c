@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,12 +62,7 @@ start(const char *const *answers, int n)
 		canned_start(&cw[i], a, strlen(a));
 		cw[i].hang = answers[i] == NULL;
 		canned_run(&cw[i]);
-		sleepers[i] = fork();
-		if (sleepers[i] == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
-			pause();
-			_exit(0);
-		}
+		sleepers[i] = netutil_sleeper();
 		l = registry_lease_pid(&reg, sleepers[i], NULL, LEASE_API, -1,
 		    &created, &error, &cause);
 		cr_assert_not_null(l, "%s", cause);
@@ -113,16 +107,8 @@ static void
 send_and_reset(const char *req)
 {
 	struct linger lg = { 1, 0 };
-	struct sockaddr_in sin;
-	int fd;
+	int fd = netutil_connect(port);
 
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons(port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_neq(fd, -1);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
 	cr_assert_eq(send(fd, req, strlen(req), MSG_NOSIGNAL),
 	    (ssize_t)strlen(req));
 	/* Let the server read the request and start the scrapes. */

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,12 +54,7 @@ start(const char *response, size_t len, int hang, int worker_up)
 	}
 	base = event_base_new();
 	registry_init(&reg, base, wport, wport, probe_all_free, NULL);
-	sleeper = fork();
-	if (sleeper == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		pause();
-		_exit(0);
-	}
+	sleeper = netutil_sleeper();
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
 	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);

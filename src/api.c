@@ -355,8 +355,8 @@ api_list(struct api *api, struct http_conn *c)
 	json_t *arr = json_array();
 	struct lease *l;
 
-	REGISTRY_FOREACH(l, api->reg)
-	json_array_append_new(arr, api_lease_json(api, l, 1));
+	REGISTRY_FOREACH (l, api->reg)
+		json_array_append_new(arr, api_lease_json(api, l, 1));
 	http_reply_json(c, 200, arr);
 }
 

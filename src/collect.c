@@ -4,11 +4,12 @@
  * ended, or its slot gone to another process meanwhile), records the result
  * on it, and reports once, when every scrape has ended.  The proxy (one
  * lease, streamed), the fan-out (every lease, buffered) and the status page
- * (the leases not scraped of late) are built on it.  A scrape that cannot
- * even start ends through scrape's done like any other failed one, so each
- * failure has one answer: recorded on the lease, the worker down in the
- * fan-out, 502 from the proxy.  Nothing here knows about
- * the client that asked: its owner cancels a collect when the client goes.
+ * (the leases not scraped of late) are built on it, and so can a single
+ * scrape that has no client at all.  A scrape that cannot even start ends
+ * through scrape's done like any other failed one, so each failure has one
+ * answer: recorded on the lease, the worker down in the fan-out, 502 from
+ * the proxy.  Nothing here knows about the client that asked: its owner
+ * cancels the collect when the client goes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,15 +65,20 @@ collect_done_cb(evutil_socket_t fd, short events, void *arg)
 	collect_report(arg);
 }
 
-/* One scrape has ended: record it on its lease, if that is still there. */
+/*
+ * One scrape has ended: its result goes on its lease, if that still
+ * belongs to the process scraped, and the last one reports.
+ */
 static void
-collect_end(struct collect_job *j, const struct scrape_result *r)
+collect_scrape_done_cb(const struct scrape_result *r, void *arg)
 {
+	struct collect_job *j = arg;
 	struct collect *c = j->c;
 	struct collect_item *it = &c->items[j->i];
 	struct timespec now;
 	struct lease *l;
 
+	j->scrape = NULL; /* it frees itself after this */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	it->seconds = (double)(now.tv_sec - j->started.tv_sec) +
 	    (double)(now.tv_nsec - j->started.tv_nsec) / 1e9;
@@ -84,7 +90,8 @@ collect_end(struct collect_job *j, const struct scrape_result *r)
 	l = registry_find_lease(c->reg, it->worker, it->pid, it->starttime);
 	if (l != NULL)
 		lease_record_scrape(l, r);
-	c->pending--;
+	if (--c->pending == 0)
+		collect_report(c);
 }
 
 static int
@@ -107,18 +114,6 @@ collect_body_cb(struct evbuffer *chunk, void *arg)
 	if (c->cb.body == NULL)
 		return 0;
 	return c->cb.body(&c->items[j->i], chunk, c->arg);
-}
-
-static void
-collect_scrape_done_cb(const struct scrape_result *r, void *arg)
-{
-	struct collect_job *j = arg;
-	struct collect *c = j->c;
-
-	j->scrape = NULL; /* it frees itself after this */
-	collect_end(j, r);
-	if (c->pending == 0)
-		collect_report(c);
 }
 
 /*

@@ -688,8 +688,7 @@ discover_apply(struct discover *d)
 		    discover_same_worker(e, l))
 			d->keep[s] = 1;
 	}
-	REGISTRY_FOREACH_SAFE(l, reg, w)
-	{
+	REGISTRY_FOREACH_SAFE (l, reg, w) {
 		if (l->source == LEASE_DISCOVER && !d->keep[w])
 			lease_close(l, LEASE_END_GONE);
 	}

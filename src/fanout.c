@@ -214,8 +214,8 @@ fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
 	struct lease **leases, *l;
 
 	leases = xcalloc(reg->count + 1, sizeof *leases);
-	REGISTRY_FOREACH(l, reg)
-	leases[f->nworkers++] = l;
+	REGISTRY_FOREACH (l, reg)
+		leases[f->nworkers++] = l;
 	f->conn = c;
 	f->scratch = fs;
 	f->bodies = xcalloc(f->nworkers + 1, sizeof *f->bodies);

@@ -138,8 +138,7 @@ registry_find_pid(struct registry *reg, pid_t pid)
 {
 	struct lease *l;
 
-	REGISTRY_FOREACH(l, reg)
-	{
+	REGISTRY_FOREACH (l, reg) {
 		if (l->pid == pid)
 			return l;
 	}
@@ -418,8 +417,7 @@ registry_check(struct registry *reg)
 	struct lease *l;
 	int w;
 
-	REGISTRY_FOREACH_SAFE(l, reg, w)
-	{
+	REGISTRY_FOREACH_SAFE (l, reg, w) {
 		if (l->pidfd == -1 && !lease_alive(l))
 			lease_close(l, LEASE_END_EXIT);
 	}
@@ -431,8 +429,8 @@ registry_clear(struct registry *reg, enum lease_end why)
 	struct lease *l;
 	int w;
 
-	REGISTRY_FOREACH_SAFE(l, reg, w)
-	lease_close(l, why);
+	REGISTRY_FOREACH_SAFE (l, reg, w)
+		lease_close(l, why);
 }
 
 void

@@ -232,8 +232,7 @@ state_render(const struct registry *reg, size_t *len)
 	char *text;
 
 	leases = json_array();
-	REGISTRY_FOREACH(l, reg)
-	{
+	REGISTRY_FOREACH (l, reg) {
 		json_array_append_new(leases,
 		    json_pack("{s:i, s:i, s:i, s:I, "
 			      "s:s, s:I, s:o}",

@@ -332,8 +332,7 @@ status_serve(struct http_conn *c, struct registry *reg,
 	sr->conn = c;
 	sr->src = *src;
 	stale = xcalloc(reg->count + 1, sizeof *stale);
-	REGISTRY_FOREACH(l, reg)
-	{
+	REGISTRY_FOREACH (l, reg) {
 		/* A failure is retried at once: it may have been a moment's. */
 		if (l->scrape.when == 0 || !l->scrape.ok ||
 		    now - l->scrape.when >= STATUS_REFRESH_S)

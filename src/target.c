@@ -225,8 +225,7 @@ target_render(const struct registry *reg, const struct target_config *tc,
 	size_t n = 0;
 
 	target_buf_str(&b, "[");
-	REGISTRY_FOREACH(l, reg)
-	{
+	REGISTRY_FOREACH (l, reg) {
 		target_buf_str(&b, n++ == 0 ? "\n" : ",\n");
 		target_render_group(&b, l, tc);
 	}

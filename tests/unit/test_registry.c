@@ -253,14 +253,13 @@ Test(registry, iteration_in_slot_order)
 	struct lease *l;
 	int seen[3] = { 0, 0, 0 }, n = 0, last = -1, w;
 
-	REGISTRY_FOREACH(l, &reg)
-	n++;
+	REGISTRY_FOREACH (l, &reg)
+		n++;
 	cr_assert_eq(n, 0, "nothing to walk in an empty registry");
 	cr_assert_not_null(lease(p[0], 2, NULL));
 	cr_assert_not_null(lease(p[1], 0, NULL));
 	cr_assert_not_null(lease(p[2], 1, NULL));
-	REGISTRY_FOREACH(l, &reg)
-	{
+	REGISTRY_FOREACH (l, &reg) {
 		cr_assert_gt(l->worker, last, "in slot order");
 		last = l->worker;
 		seen[l->worker]++;
@@ -268,8 +267,7 @@ Test(registry, iteration_in_slot_order)
 	cr_assert(seen[0] == 1 && seen[1] == 1 && seen[2] == 1);
 	/* The safe form survives ending the lease it stands on. */
 	n = 0;
-	REGISTRY_FOREACH_SAFE(l, &reg, w)
-	{
+	REGISTRY_FOREACH_SAFE (l, &reg, w) {
 		if (w != 1)
 			lease_close(l, LEASE_END_RELEASE);
 		n++;

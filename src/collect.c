@@ -35,7 +35,7 @@ struct collect {
 	struct collect_job *jobs;
 	size_t n;
 	size_t pending;
-	struct event *ev_done; /* reports when nothing was left to wait for */
+	struct event *ev_done; /* reports an empty set from the loop */
 };
 
 /* The single teardown path of a collect. */
@@ -46,7 +46,8 @@ collect_free(struct collect *c)
 
 	for (i = 0; i < c->n; i++)
 		scrape_cancel(c->jobs[i].scrape);
-	event_free(c->ev_done);
+	if (c->ev_done != NULL)
+		event_free(c->ev_done);
 	free(c->items);
 	free(c->jobs);
 	free(c);
@@ -138,9 +139,6 @@ collect_start(struct event_base *base, struct registry *reg,
 	c->n = n;
 	c->items = xcalloc(n + 1, sizeof *c->items);
 	c->jobs = xcalloc(n + 1, sizeof *c->jobs);
-	c->ev_done = evtimer_new(base, collect_done_cb, c);
-	if (c->ev_done == NULL)
-		fatalx("evtimer_new");
 	for (i = 0; i < n; i++) {
 		struct collect_item *it = &c->items[i];
 		struct collect_job *j = &c->jobs[i];
@@ -157,8 +155,12 @@ collect_start(struct event_base *base, struct registry *reg,
 		    cfg->accept, cfg->deadline_ms, cfg->body_max, &scb, j);
 	}
 	/* There were none: done still runs from the loop. */
-	if (c->pending == 0)
+	if (n == 0) {
+		c->ev_done = evtimer_new(base, collect_done_cb, c);
+		if (c->ev_done == NULL)
+			fatalx("evtimer_new");
 		event_add(c->ev_done, &now);
+	}
 	return c;
 }
 

@@ -219,7 +219,12 @@ fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
 	f->conn = c;
 	f->scratch = fs;
 	f->bodies = xcalloc(f->nworkers + 1, sizeof *f->bodies);
-	cfg.deadline_ms = deadline_ms;
+	/*
+	 * A tenth of Prometheus' timeout is left for the merge and the answer:
+	 * with a worker that never answers, a scrape given the whole timeout
+	 * reaches Prometheus just after it gave up, and the target is down.
+	 */
+	cfg.deadline_ms = deadline_ms - deadline_ms / 10;
 	f->collect =
 	    collect_start(reg->base, reg, leases, f->nworkers, &cfg, &cb, f);
 	free(leases);

@@ -52,24 +52,26 @@ def direct_sum(pf):
     return sum(worker_count(p) for p in pf.workers().values())
 
 
-def prom_sum(prom):
-    v = prom.scalar('sum(app_requests_total{job="%s",path="/"})' % JOB)
+def prom_sum(prom, job=JOB):
+    v = prom.scalar('sum(app_requests_total{job="%s",path="/"})' % job)
     return int(v) if v is not None else 0
 
 
-def wait_prom_sum(prom, expected, what, timeout=20.0):
-    """Waits until Prometheus' sum over all workers equals expected."""
+def wait_prom_sum(prom, expected, what, timeout=20.0, job=JOB):
+    """Waits until Prometheus' sum over all workers (of job) equals
+    expected."""
     last = []
 
     def ok():
-        last[:] = [prom_sum(prom)]
+        last[:] = [prom_sum(prom, job)]
         return last[0] == expected
     try:
         wait_until(ok, timeout=timeout, interval=0.25,
                    what="%s: Prometheus sum == %d" % (what, expected))
     except TestFailure as e:
         raise TestFailure("%s; last sum: %s" % (e, last))
-    check(True, "%s: sum(%s) in Prometheus == %d" % (what, COUNTER, expected))
+    check(True, "%s: sum(app_requests_total{job=\"%s\",path=\"/\"}) in "
+          "Prometheus == %d" % (what, job, expected))
 
 
 def _safe(fn):

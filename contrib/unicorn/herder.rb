@@ -12,18 +12,26 @@
 #   USR2        to the master; once the new master's workers are forked,
 #               QUIT to the old one (back to the old master if the new one
 #               fails to come up within --grace seconds, default 60);
-#   TERM, INT, QUIT, HUP, USR1, TTIN, TTOU, WINCH   to the current master;
+#   TERM        as QUIT to the current master: Unicorn's graceful stop, in
+#               which workers finish their requests and retire (its own
+#               TERM kills them at once);
+#   INT, QUIT, HUP, USR1, TTIN, TTOU, WINCH   to the current master;
 # and exits when the current master exits (with its status when it is the
 # herder's own child).
 
+require 'fileutils'
 require 'tmpdir'
 
 GRACE = (ARGV[0] == '--grace' ? (ARGV.shift && Float(ARGV.shift)) : 60.0)
 ARGV.shift if ARGV[0] == '--'
 abort('usage: herder.rb [--grace SECS] -- unicorn ARGS...') if ARGV.empty?
 
-PIDFILE = ENV['PROMFORK_UNICORN_PID'] ||=
-  File.join(Dir.mktmpdir('promfork-unicorn-'), 'unicorn.pid')
+unless ENV['PROMFORK_UNICORN_PID']
+  piddir = Dir.mktmpdir('promfork-unicorn-')
+  ENV['PROMFORK_UNICORN_PID'] = File.join(piddir, 'unicorn.pid')
+  at_exit { FileUtils.rm_rf(piddir) }
+end
+PIDFILE = ENV['PROMFORK_UNICORN_PID']
 
 def log(msg)
   warn("herder: #{msg}")
@@ -97,7 +105,11 @@ end
 loop do
   until queue.empty?
     sig = queue.pop
-    sig == 'USR2' ? upgrade.call : signal(master, sig)
+    case sig
+    when 'USR2' then upgrade.call
+    when 'TERM' then signal(master, 'QUIT')
+    else signal(master, sig)
+    end
   end
   # The first master is the herder's own child: reap it, upgraded or not.
   status ||= Process.wait2(child, Process::WNOHANG)&.last

@@ -37,10 +37,10 @@ def require(*programs):
                                      "prometheus-client-mmap"))
 
 
-def start(n_ports, argv, logf):
+def start(n_ports, argv, logf, env=None):
     listen = "127.0.0.1:%d" % free_port()
-    pf = Promfork(n_ports, argv, extra=["--listen", listen], env=ENV,
-                  stdout=logf, stderr=logf)
+    pf = Promfork(n_ports, argv, extra=["--listen", listen],
+                  env=dict(ENV, **(env or {})), stdout=logf, stderr=logf)
     prom = Prometheus([Prometheus.file_sd(JOB, pf.sd_dir),
                        Prometheus.fan_out(FANOUT, listen)])
     return pf, prom

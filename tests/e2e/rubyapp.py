@@ -16,7 +16,7 @@ import shutil
 import signal
 
 from harness import (CONTINUITY, SOURCE, Prometheus, Promfork, TestFailure,
-                     check, free_port, log, wait_until)
+                     check, free_port, log, wait_listening, wait_until)
 from apptest import (CONTRIB, ENV, JOB, check_targets, direct_sum, end,
                      leases, send, signal_command, wait_leases, wait_prom_sum,
                      worker_count)
@@ -80,6 +80,7 @@ def run(pf, prom, app_port, reload, reload_labels, name):
           "the replacement (pid %d) took slot 1, the others kept theirs"
           % after[1])
     check_targets(pf, prom, N, "after kill -9", labels=range(N))
+    wait_listening(pf.low + 1)  # leased a moment before it serves
     check(worker_count(pf.low + 1) == 0,
           "the replacement starts from empty files, not its predecessor's")
     send(app_port, 20)

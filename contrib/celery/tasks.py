@@ -1,0 +1,45 @@
+"""Example Celery tasks with per-process prometheus_client metrics
+(promfork example; see promfork_celery.py).
+
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
+        promfork --port-range 9400-9463 --listen :9399 -- \\
+        python3 celery_cli.py -A tasks worker --pool prefork -c 4 --max-tasks-per-child 100
+
+Each pool process counts in its own (default) registry; the tasks run
+are ``sum(celery_tasks_total)`` through promfork's /workers/metrics.
+"""
+
+import os
+import time
+
+from celery import Celery
+from prometheus_client import Counter, Histogram
+
+import promfork_celery  # noqa: F401  (connects the pool signals)
+
+BROKER = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+
+app = Celery("tasks", broker=BROKER,
+             backend=os.environ.get("CELERY_RESULT_BACKEND", BROKER))
+# More settings from the module named by $CELERY_CONFIG_MODULE, if any.
+app.config_from_envvar("CELERY_CONFIG_MODULE", silent=True, force=True)
+
+TASKS = Counter("celery_tasks_total", "Tasks run.", ["task"])
+DURATION = Histogram("celery_task_duration_seconds", "Time spent in a task.",
+                     ["task"])
+
+
+@app.task
+def add(x, y):
+    with DURATION.labels("add").time():
+        TASKS.labels("add").inc()
+        return x + y
+
+
+@app.task
+def pid(ms=0):
+    """The pool process that ran it (after ms milliseconds, capped at 10 s)."""
+    with DURATION.labels("pid").time():
+        TASKS.labels("pid").inc()
+        time.sleep(min(max(float(ms), 0.0), 10000.0) / 1000.0)
+        return os.getpid()

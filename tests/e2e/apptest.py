@@ -91,6 +91,23 @@ def wait_leases(pf, pred, what, timeout=30.0):
                       timeout=timeout, interval=0.1, what=what)
 
 
+def kill_replaced(pf, slot, what="worker"):
+    """kill -9 of the `what` in slot; waits until the server replaced it
+    and checks that the replacement took that slot and every other kept
+    its own.  Returns the leases after."""
+    before = leases(pf)
+    victim = before[slot]
+    log("# kill -9 %s %d (pid %d)" % (what, slot, victim))
+    os.kill(victim, signal.SIGKILL)
+    after = wait_leases(pf, lambda l: len(l) == len(before) and victim not in
+                        l.values(), "a replacement for the killed %s" % what)
+    check(sorted(after) == sorted(before) and after[slot] != victim
+          and all(after[s] == before[s] for s in before if s != slot),
+          "the replacement (pid %d) took the freed slot %d, the others kept "
+          "theirs" % (after[slot], slot))
+    return after
+
+
 def check_targets(pf, prom, n, what, labels=None, timeout=30.0):
     """Waits until Prometheus has exactly n targets, all up (none down),
     matching the sd file; checks their worker labels are `labels` when

@@ -61,6 +61,20 @@ def run_test(fn):
     sys.exit(0)
 
 
+def run_logged(body, what="promfork"):
+    """Runs body(logf), logf a file for the output of the processes it
+    starts; shows the file's tail when body fails."""
+    logname = os.path.join(tmpdir(), "log")
+    with open(logname, "w") as logf:
+        try:
+            return body(logf)
+        except BaseException:
+            logf.flush()
+            with open(logname) as f:
+                log("--- %s log (tail) ---\n%s" % (what, f.read()[-8000:]))
+            raise
+
+
 def tmpdir():
     d = tempfile.mkdtemp(prefix="promfork-e2e-")
     _tmpdirs.append(d)

@@ -16,9 +16,10 @@ from prometheus-client-mmap with one files directory per worker:
 import os
 import signal
 
-from harness import run_test, wait_listening
+from harness import free_port, run_logged, run_test, wait_listening
+from apptest import CONTRIB, signal_command
 import rubyapp
-from rubyapp import CONTRIB, N, free_port, signal_command
+from rubyapp import N
 
 PUMA = "/usr/bin/puma"
 CONF = os.path.join(CONTRIB, "puma", "puma.rb")
@@ -39,4 +40,4 @@ def body(logf):
                 "phased restart")
 
 
-run_test(lambda: rubyapp.main(body))
+run_test(lambda: run_logged(body, "promfork/server"))

@@ -19,9 +19,11 @@ prometheus-client-mmap with one files directory per worker:
 import os
 import signal
 
-from harness import check, run_test, wait_listening, wait_until
+from harness import (check, free_port, run_logged, run_test, wait_listening,
+                     wait_until)
+from apptest import CONTRIB, signal_command
 import rubyapp
-from rubyapp import CONTRIB, N, RUBY, free_port, signal_command
+from rubyapp import N, RUBY
 
 UNICORN = "/usr/bin/unicorn"
 CONF = os.path.join(CONTRIB, "unicorn", "unicorn.conf.rb")
@@ -71,4 +73,4 @@ def body(logf):
     rubyapp.run(pf, prom, app_port, usr2, None, "USR2 + QUIT")
 
 
-run_test(lambda: rubyapp.main(body))
+run_test(lambda: run_logged(body, "promfork/server"))

@@ -145,31 +145,28 @@ module Promfork
     # names, else $PROMFORK_METRICS_ADDR, else all interfaces).
     # before_serve: called with the lease once registered, before the port
     # is served (e.g. to point the metrics library at the slot's files).
+    # retry_for: when the range is exhausted (503, e.g. while old and new
+    # workers overlap in a reload), return nil and keep asking from a
+    # thread, once a second for that many seconds.
     def start_http_server(labels: nil, slot: nil, addr: nil, socket_path: nil,
-                          timeout: 5.0, before_serve: nil, &body)
+                          timeout: 5.0, before_serve: nil, retry_for: 0, &body)
       raise ArgumentError, 'start_http_server needs a block that returns the metrics' unless body
 
+      args = { labels: labels, slot: slot, addr: addr, socket_path: socket_path,
+               timeout: timeout, before_serve: before_serve, body: body }
       @lock.synchronize do
         return @served[1] if @served && @served[0] == Process.pid
 
-        lease = register(labels: labels, slot: slot, socket_path: socket_path,
-                         timeout: timeout)
-        return nil if lease.nil?
-
         begin
-          before_serve&.call(lease)
-          server = serve(lease, addr: addr, &body)
-        rescue StandardError
-          # Do not keep a slot whose port nobody serves.
-          begin
-            release(lease)
-          rescue Error
-            nil
-          end
-          raise
+          start_locked(**args)
+        rescue Error => e
+          raise unless e.status == 503 && retry_for.positive?
+
+          logger.warn("#{e.message}; retrying for #{retry_for}s in the background")
+          @served = [Process.pid, nil, nil] # the retry thread owns this process now
+          Thread.new { retry_start(Process.pid, retry_for, args) }
+          nil
         end
-        @served = [Process.pid, lease, server]
-        lease
       end
     end
 
@@ -201,6 +198,49 @@ module Promfork
     end
 
     private
+
+    # Registers and serves; the caller holds @lock.
+    def start_locked(labels:, slot:, addr:, socket_path:, timeout:, before_serve:, body:)
+      lease = register(labels: labels, slot: slot, socket_path: socket_path,
+                       timeout: timeout)
+      return nil if lease.nil?
+
+      begin
+        before_serve&.call(lease)
+        server = serve(lease, addr: addr, &body)
+      rescue StandardError
+        # Do not keep a slot whose port nobody serves.
+        begin
+          release(lease)
+        rescue Error
+          nil
+        end
+        raise
+      end
+      @served = [Process.pid, lease, server]
+      lease
+    end
+
+    def retry_start(pid, secs, args)
+      deadline = now + secs
+      while now < deadline
+        sleep 1
+        @lock.synchronize do
+          return if Process.pid != pid || @served.nil? || @served[0] != pid || @served[1]
+
+          start_locked(**args)
+          return
+        rescue Error => e
+          next if e.status == 503
+
+          logger.error("giving up on a metrics port: #{e.message}")
+          @served = nil
+          return
+        end
+      end
+      logger.error("giving up on a metrics port: port range still exhausted after #{secs}s")
+      @lock.synchronize { @served = nil if @served && @served[0] == pid && @served[1].nil? }
+    end
 
     def env_addr
       a = ENV[ADDR_ENV]

@@ -27,7 +27,9 @@ after_fork do |_server, worker|
   # worker.nr is the preferred slot, so a replaced worker keeps its label.
   if Promfork.enabled?
     begin
-      Promfork::Mmap.start(slot: worker.nr)
+      # retry_for: during a USR2 upgrade old and new workers overlap; if the
+      # range cannot hold both, keep asking until the old ones are gone.
+      Promfork::Mmap.start(slot: worker.nr, retry_for: 60)
       # QUIT ends a worker through exit, which runs at_exit (TERM and INT
       # do not: they are immediate).
       at_exit { Promfork::Mmap.finish }

@@ -49,11 +49,12 @@ module Promfork
       # prometheus-client-mmap at the slot's own directory and serves it.
       # Returns the lease, or nil without promfork (the library is then
       # left as the app configured it).
-      def start(slot: nil, labels: nil)
+      # retry_for: see Promfork.start_http_server.
+      def start(slot: nil, labels: nil, retry_for: 0)
         require 'prometheus/client'
         require 'prometheus/client/formats/text'
 
-        Promfork.start_http_server(slot: slot, labels: labels,
+        Promfork.start_http_server(slot: slot, labels: labels, retry_for: retry_for,
                                    before_serve: method(:use_slot_dir)) do
           Prometheus::Client::Formats::Text.marshal_multiprocess(@dir)
         end

@@ -39,7 +39,7 @@ on_worker_boot do |index|
   # the worker from serving requests: log and go on.
   begin
     Promfork::Mmap.start(slot: index) if Promfork.enabled?
-  rescue StandardError => e
+  rescue StandardError, LoadError => e # LoadError: no prometheus-client-mmap
     Promfork.logger.error("worker #{index} runs without a metrics port: #{e.message}")
   end
 end

@@ -33,7 +33,7 @@ after_fork do |_server, worker|
       # QUIT ends a worker through exit, which runs at_exit (TERM and INT
       # do not: they are immediate).
       at_exit { Promfork::Mmap.finish }
-    rescue StandardError => e
+    rescue StandardError, LoadError => e # LoadError: no prometheus-client-mmap
       Promfork.logger.error("worker #{worker.nr} runs without a metrics port: #{e.message}")
     end
   end

@@ -25,7 +25,8 @@ file_sd directory (job "app") and promfork's fan-out (job "fanout").
 PROMFORK_E2E_CELERY_BROKER=filesystem runs the same test with kombu's
 filesystem transport, for machines without python3-redis (a development
 aid: the test command installs python3-redis and uses Redis; the
-filesystem transport may deliver a task twice, which the run log counts).
+filesystem transport is slow, may deliver a task twice, which the run log
+counts, and now and then stops delivering after the kill -9).
 """
 
 import collections

@@ -15,7 +15,7 @@ import os
 import shutil
 
 from harness import (CONTINUITY, Prometheus, Promfork, TestFailure, check,
-                     free_port, log, wait_listening)
+                     free_port, log, tmpdir, wait_listening)
 from apptest import (CONTRIB, ENV, JOB, check_targets, direct_sum, end,
                      kill_replaced, leases, send, wait_leases, wait_prom_sum,
                      worker_count)
@@ -38,8 +38,14 @@ def require(*programs):
 
 def start(n_ports, argv, logf, env=None):
     listen = "127.0.0.1:%d" % free_port()
-    pf = Promfork(n_ports, argv, extra=["--listen", listen],
-                  env=dict(ENV, **(env or {})), stdout=logf, stderr=logf)
+    # The workers' files directories and Unicorn's pid file in the test's
+    # own directories, removed however the test ends.
+    env = dict(ENV, prometheus_multiproc_dir=tmpdir(),
+               PROMFORK_UNICORN_PID=os.path.join(tmpdir(), "unicorn.pid"),
+               **(env or {}))
+    pf = Promfork(n_ports, argv, extra=["--listen", listen], env=env,
+                  stdout=logf, stderr=logf)
+    pf.mmap_dir = env["prometheus_multiproc_dir"]
     prom = Prometheus([Prometheus.file_sd(JOB, pf.sd_dir),
                        Prometheus.fan_out(FANOUT, listen)])
     return pf, prom
@@ -96,6 +102,10 @@ def run(pf, prom, app_port, reload, reload_labels, name):
         log("# PROMFORK_E2E_CONTINUITY unset: the fan-out's exact total "
             "over the kill -9 and the %s (%d) is not asserted" % (name, total))
     end(pf, prom)
+    left = os.listdir(pf.mmap_dir)
+    check(left == [], "every worker removed its files directory on its "
+          "graceful exit; the one named by prometheus_multiproc_dir stays "
+          "(left in it: %s)" % left)
 
 
 def no_promfork():

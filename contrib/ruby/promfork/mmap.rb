@@ -19,6 +19,7 @@ require 'promfork'
 module Promfork
   module Mmap
     MULTIPROC_ENV = 'prometheus_multiproc_dir' # prometheus-client-mmap's own
+    OWNED_ENV = 'PROMFORK_MMAP_OWNED' # set to it when setup made it
 
     class << self
       attr_reader :dir
@@ -32,13 +33,15 @@ module Promfork
         if base.nil? || base.empty?
           base = Dir.mktmpdir('promfork-mmap-')
           ENV[MULTIPROC_ENV] = base
+          ENV[OWNED_ENV] = base
         end
         master = Process.pid
-        # Empty once every worker removed its own directory: the last
+        # A directory made here (by this master or the one that re-executed
+        # into it) is empty once every worker removed its own: the last
         # master out removes it; rmdir leaves it to a newer master's
-        # workers otherwise.
+        # workers otherwise.  One the operator named stays.
         at_exit do
-          Dir.rmdir(base) if Process.pid == master
+          Dir.rmdir(base) if Process.pid == master && ENV[OWNED_ENV] == base
         rescue SystemCallError
           nil
         end

@@ -16,7 +16,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
   libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
-  uwsgi-plugin-python3 chromium systemd procps iproute2"
+  uwsgi-plugin-python3 chromium systemd procps iproute2
+  ruby puma unicorn ruby-prometheus-client-mmap python3-celery python3-redis
+  redis-server"
 # Node.js for contrib/node and its tests: installed only when the node or
 # npm command is missing (a nodejs of another origin often bundles npm, and
 # Debian's npm package would not install beside it).

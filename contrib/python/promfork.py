@@ -23,11 +23,12 @@ import time
 
 __all__ = [
     "Lease", "PromforkError", "SOCKET_ENV", "enabled", "register", "release",
-    "leases", "start_http_server",
+    "retire", "leases", "start_http_server",
 ]
 
 SOCKET_ENV = "PROMFORK_SOCKET"
 ADDR_ENV = "PROMFORK_METRICS_ADDR"  # default listen address of start_http_server
+RETIRE_TIMEOUT = 2.0  # a worker's exit is never held up longer
 
 log = logging.getLogger("promfork")
 
@@ -50,12 +51,15 @@ class PromforkError(Exception):
 
 
 class Lease:
-    """One registered worker: ``worker`` slot, ``port``, ``target``, ``pid``."""
+    """One registered worker: ``worker`` slot, ``port``, ``target``, ``pid``;
+    ``bind``: the address promfork wants the metrics served on (None: the
+    caller's choice)."""
 
-    __slots__ = ("worker", "port", "target", "pid", "labels", "created", "socket_path")
+    __slots__ = ("worker", "port", "target", "pid", "labels", "created", "socket_path",
+                 "bind")
 
     def __init__(self, worker, port, target, pid, labels=None, created=True,
-                 socket_path=None):
+                 socket_path=None, bind=None):
         self.worker = worker
         self.port = port
         self.target = target
@@ -63,6 +67,7 @@ class Lease:
         self.labels = dict(labels or {})
         self.created = created  # False when promfork returned an existing lease (200)
         self.socket_path = socket_path
+        self.bind = bind
 
     def __repr__(self):
         return "Lease(worker=%r, port=%r, target=%r, pid=%r)" % (
@@ -140,8 +145,12 @@ def _request(path, method, url, body=None, timeout=5.0):
     return status, doc
 
 
-def register(labels=None, pid=None, socket_path=None, timeout=5.0):
+def register(labels=None, pid=None, socket_path=None, timeout=5.0, slot=None):
     """Register ``pid`` (default: this process) and return its Lease.
+
+    ``slot``: the preferred slot (the server's worker index); promfork
+    grants it when it is free.  A daemon that does not know the field yet
+    is asked again without it.
 
     Returns None when PROMFORK_SOCKET is not set; raises PromforkError when
     promfork refuses (403, 503 = port range exhausted, ...) or is unreachable.
@@ -156,7 +165,16 @@ def register(labels=None, pid=None, socket_path=None, timeout=5.0):
         body["pid"] = int(pid)
     if labels:
         labels = body["labels"] = {str(k): str(v) for k, v in labels.items()}
-    status, doc = _request(path, "POST", "/v1/workers", body, timeout)
+    if slot is not None:
+        body["slot"] = int(slot)
+    try:
+        status, doc = _request(path, "POST", "/v1/workers", body, timeout)
+    except PromforkError as e:
+        if e.status != 400 or "slot" not in body or "slot" not in e.message:
+            raise
+        # A daemon from before preferred slots: it makes its usual choice.
+        del body["slot"]
+        status, doc = _request(path, "POST", "/v1/workers", body, timeout)
     try:
         worker, port = doc["worker"], doc["port"]
         if isinstance(worker, bool) or isinstance(port, bool):
@@ -165,8 +183,10 @@ def register(labels=None, pid=None, socket_path=None, timeout=5.0):
     except (TypeError, KeyError, ValueError):
         raise PromforkError("promfork: POST /v1/workers: malformed answer %r" % (doc,), status)
     target = doc.get("target") or "localhost:%d" % port
+    bind = doc.get("bind")
     lease = Lease(worker, port, target, int(doc.get("pid") or pid or os.getpid()),
-                  doc.get("labels", labels), created=(status == 201), socket_path=path)
+                  doc.get("labels", labels), created=(status == 201), socket_path=path,
+                  bind=bind if isinstance(bind, str) and bind else None)
     log.debug("registered %r", lease)
     return lease
 
@@ -196,6 +216,37 @@ def release(lease, socket_path=None, timeout=5.0):
     return True
 
 
+def retire(lease, socket_path=None, timeout=RETIRE_TIMEOUT):
+    """Ask promfork for a final scrape before a graceful exit.
+
+    Call it while the metrics server still runs; waits at most
+    RETIRE_TIMEOUT seconds.  Returns True when promfork took it, False
+    otherwise (a daemon without retire answers 404 or 405: nothing to do).
+    Never raises: it runs on the way out.
+    """
+    if lease is None:
+        return False
+    path = _socket_path(socket_path) or lease.socket_path
+    if not path:
+        return False
+    try:
+        _request(path, "POST", "/v1/workers/%d/retire" % lease.worker, None,
+                 min(timeout, RETIRE_TIMEOUT))
+    except PromforkError as e:
+        if e.status not in (404, 405):
+            log.warning("retire of worker %d: %s", lease.worker, e)
+        return False
+    return True
+
+
+def served():
+    """The lease of this process' metrics server, or None."""
+    with _lock:
+        if _served is not None and _served[0] == os.getpid():
+            return _served[1]
+    return None
+
+
 def leases(socket_path=None, timeout=5.0):
     """All current leases as a list of dicts (GET /v1/workers); [] without promfork."""
     path = _socket_path(socket_path)
@@ -205,10 +256,12 @@ def leases(socket_path=None, timeout=5.0):
 
 
 def start_http_server(labels=None, addr="", registry=None, socket_path=None,
-                      timeout=5.0, retry=0.0):
+                      timeout=5.0, retry=0.0, slot=None):
     """Register this process and serve prometheus_client metrics on its port.
 
-    ``addr`` "" means $PROMFORK_METRICS_ADDR, else all IPv4 interfaces.
+    ``addr`` "" means the address promfork names, else
+    $PROMFORK_METRICS_ADDR, else all IPv4 interfaces.  ``slot``: the
+    preferred slot (see register).
     Call it in each worker after fork (never in a pre-fork master: the
     serving thread would not survive the fork).  Calling it again in the
     same process returns the same lease.  Returns None without promfork.
@@ -219,13 +272,14 @@ def start_http_server(labels=None, addr="", registry=None, socket_path=None,
     """
     global _served
     kwargs = dict(labels=labels, addr=addr, registry=registry,
-                  socket_path=socket_path, timeout=timeout)
+                  socket_path=socket_path, timeout=timeout, slot=slot)
     with _lock:
         pid = os.getpid()
         if _served is not None and _served[0] == pid:
             return _served[1]
         try:
-            lease = register(labels=labels, socket_path=socket_path, timeout=timeout)
+            lease = register(labels=labels, socket_path=socket_path, timeout=timeout,
+                             slot=slot)
         except PromforkError as e:
             if e.status != 503 or retry <= 0:
                 raise
@@ -248,7 +302,7 @@ def _serve(lease, addr, registry, timeout):
     kwargs = {}
     if registry is not None:
         kwargs["registry"] = registry
-    addr = addr or os.environ.get(ADDR_ENV) or "0.0.0.0"
+    addr = addr or lease.bind or os.environ.get(ADDR_ENV) or "0.0.0.0"
     try:
         prometheus_client.start_http_server(lease.port, addr, **kwargs)
     except Exception:
@@ -271,7 +325,7 @@ def _retry(pid, retry, kwargs):
             return  # forked: the child must register for itself
         try:
             lease = register(labels=kwargs["labels"], socket_path=kwargs["socket_path"],
-                             timeout=kwargs["timeout"])
+                             timeout=kwargs["timeout"], slot=kwargs["slot"])
         except PromforkError as e:
             if e.status == 503:
                 continue

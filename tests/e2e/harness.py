@@ -358,13 +358,6 @@ class Prometheus:
         return float(r[0]["value"][1]) if r else None
 
 
-# Totals carried across worker recycles (continuity, issue 14): tests that
-# expect the exact sum through /workers/metrics after a recycle or a reload
-# assert it only when PROMFORK_E2E_CONTINUITY=1; without it they assert what
-# holds with and without continuity.
-CONTINUITY = os.environ.get("PROMFORK_E2E_CONTINUITY") == "1"
-
-
 def fanout_config(job, listen):
     """A Prometheus scrape config for promfork's /workers/metrics at listen
     ("127.0.0.1:PORT")."""

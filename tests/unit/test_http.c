@@ -1,7 +1,12 @@
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <criterion/criterion.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "promfork.h"
 
@@ -170,4 +175,93 @@ Test(http, status_texts)
 	cr_assert_str_eq(http_status_text(404), "Not Found");
 	cr_assert_str_eq(http_status_text(413), "Content Too Large");
 	cr_assert_str_eq(http_status_text(999), "Unknown");
+}
+
+/* Live: a server on a Unix socket, served by the loop in this thread. */
+static void
+ok_handler(struct http_conn *c, struct http_request *req, void *arg)
+{
+	http_reply(c, 200, "text/plain", "ok", 2);
+}
+
+static struct event_base *
+live_server(char *dir, char *path, size_t len, const struct http_limits *l,
+    struct http_server **s)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct event_base *base = event_base_new();
+	int fd;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, len, "%s/s", dir);
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	cr_assert_eq(listen(fd, 16), 0);
+	*s = http_server_create(base, fd, l, ok_handler, NULL);
+	return base;
+}
+
+/* Sends a request and runs the loop until its answer (or the close). */
+static int
+live_ask(struct event_base *base, int fd, char *buf, size_t cap)
+{
+	static const char get[] = "GET / HTTP/1.1\r\n\r\n";
+	size_t len = 0;
+	ssize_t n;
+	int i;
+
+	if (write(fd, get, sizeof get - 1) != (ssize_t)sizeof get - 1)
+		return -1;
+	for (i = 0; i < 200; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n == 0)
+			break;
+		if (n > 0) {
+			len += (size_t)n;
+			buf[len] = '\0';
+			if (strstr(buf, "\r\n\r\nok") != NULL)
+				return (int)len;
+		}
+		usleep(5 * 1000);
+	}
+	buf[len] = '\0';
+	return (int)len;
+}
+
+/*
+ * A client that asks now and then, never idle for long, still has a
+ * bounded life: after life_ms its next answer closes the connection.
+ */
+Test(http, keep_alive_life_is_bounded, .timeout = 10)
+{
+	static const struct http_limits l = { .header_max = 1024,
+		.body_max = 64,
+		.deadline_ms = 1000,
+		.conns_max = 4,
+		.idle_ms = 300,
+		.life_ms = 400 };
+	char dir[] = "/tmp/promfork-test-http.XXXXXX", path[256], buf[1024];
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct http_server *s;
+	struct event_base *base = live_server(dir, path, sizeof path, &l, &s);
+	int fd, i, closed = 0;
+
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	for (i = 0; i < 10 && !closed; i++) {
+		cr_assert_gt(live_ask(base, fd, buf, sizeof buf), 0,
+		    "request %d answered", i);
+		closed = strstr(buf, "Connection: close") != NULL;
+		usleep(100 * 1000); /* well within the idle timeout */
+	}
+	cr_assert(closed, "closed after its life, not kept for ever");
+	cr_assert(i >= 4 && i <= 7, "after about 400 ms: request %d", i);
+	close(fd);
+	http_server_free(s);
+	event_base_free(base);
+	unlink(path);
+	rmdir(dir);
 }

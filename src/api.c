@@ -501,6 +501,27 @@ api_list(struct api *api, struct http_conn *c)
 }
 
 /*
+ * Wrapping a command: is the peer one of its processes?  One that holds a
+ * live lease is: it was when it registered, and no process ever leaves.
+ */
+static int
+api_peer_in_tree(struct api *api, pid_t peer, char **cause)
+{
+	struct lease *l;
+
+	if (api->cfg.tree_root == 0)
+		return 0;
+	l = registry_find_pid(api->reg, peer);
+	if (l != NULL && l->pidfd != -1 && !proc_exited(l->pidfd))
+		return 0;
+	if (proc_in_tree(peer, api->cfg.tree_root))
+		return 0;
+	xasprintf(cause, "process %d is not part of the command promfork runs",
+	    (int)peer);
+	return -1;
+}
+
+/*
  * DELETE /v1/workers/N.  The same authorisation serves a retire: only the
  * lease's process, its ancestors or root (api_authorise_owner).
  */
@@ -516,6 +537,14 @@ api_release(struct api *api, struct http_conn *c, const char *id)
 	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
 		http_reply_error(c, 400, "\"%.32s\" is not a worker number",
 		    id);
+		return;
+	}
+	/* Outsiders learn nothing, not even which workers exist. */
+	if (api_peer_in_tree(api, p->cred.pid, &cause) != 0) {
+		log_warnx("release refused: %s", cause);
+		api->reg->stats.refusals++;
+		http_reply_error(c, 403, "%s", cause);
+		free(cause);
 		return;
 	}
 	if ((l = registry_find_worker(api->reg, (int)worker)) == NULL) {

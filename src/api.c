@@ -406,6 +406,27 @@ out:
 }
 
 /*
+ * Is the peer of c the lease's owner (api_authorise_owner)?  Else it is
+ * answered 403: what is the request, for the log.  A retire asks the same.
+ */
+static int
+api_owner(struct api *api, struct http_conn *c, const struct lease *l,
+    const char *what)
+{
+	const struct http_peer *p = http_conn_peer(c);
+	char *cause = NULL;
+
+	if (api_authorise_owner(&api->cfg, p->cred.uid, p->cred.pid, l,
+		&cause) == 0)
+		return 0;
+	log_warnx("%s refused: %s", what, cause);
+	api->reg->stats.refusals++;
+	http_reply_error(c, 403, "%s", cause);
+	free(cause);
+	return -1;
+}
+
+/*
  * The lease exists and the body names labels: they replace its labels when
  * they differ and the peer may change them.  0 to answer with the lease.
  */
@@ -413,19 +434,10 @@ static int
 api_relabel(struct api *api, struct http_conn *c, struct lease *l,
     const struct labels *labels)
 {
-	const struct http_peer *p = http_conn_peer(c);
-	char *cause = NULL;
-
 	if (labels_equal(&l->labels, labels))
 		return 0;
-	if (api_authorise_owner(&api->cfg, p->cred.uid, p->cred.pid, l,
-		&cause) != 0) {
-		log_warnx("relabelling refused: %s", cause);
-		api->reg->stats.refusals++;
-		http_reply_error(c, 403, "%s", cause);
-		free(cause);
+	if (api_owner(api, c, l, "relabelling") != 0)
 		return -1;
-	}
 	registry_relabel(api->reg, l, labels);
 	return 0;
 }
@@ -551,14 +563,8 @@ api_release(struct api *api, struct http_conn *c, const char *id)
 		http_reply_error(c, 404, "no worker %ld", worker);
 		return;
 	}
-	if (api_authorise_owner(&api->cfg, p->cred.uid, p->cred.pid, l,
-		&cause) != 0) {
-		log_warnx("release refused: %s", cause);
-		api->reg->stats.refusals++;
-		http_reply_error(c, 403, "%s", cause);
-		free(cause);
+	if (api_owner(api, c, l, "release") != 0)
 		return;
-	}
 	/* The ancestry was read from /proc by pid: still the same peer? */
 	if (!api_peer_pinned(c))
 		return;

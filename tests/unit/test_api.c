@@ -419,25 +419,47 @@ Test(api, process_outside_the_tree_is_refused)
 	free(ans);
 }
 
-Test(api, release_from_outside_the_tree_is_refused)
+/* Forks a child that waits until killed; ours to kill, and
+ * killed with us even if an assert fails. */
+static pid_t
+fork_idle(void)
 {
-	char *ans, *cause = NULL;
-	int created, status;
 	pid_t kid = fork();
 
 	if (kid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL); /* even if an assert fails */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		pause();
 		_exit(0);
 	}
-	start(20000, 20003);
-	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	return kid;
+}
+
+static const char release0[] = "DELETE /v1/workers/0 HTTP/1.1\r\n"
+			       "Connection: close\r\n\r\n";
+
+/* A child leased worker 0 (the api started), waiting until killed. */
+static pid_t
+lease_idle_child(void)
+{
+	char *cause = NULL;
+	int created, status;
+	pid_t kid = fork_idle();
+
 	cr_assert_not_null(registry_lease_pid(&reg, kid, NULL, LEASE_API, -1,
 			       &created, &status, &cause),
 	    "%s", cause);
-	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
-		       "\r\n",
-	    1);
+	return kid;
+}
+
+Test(api, release_from_outside_the_tree_is_refused)
+{
+	char *ans;
+	pid_t kid;
+
+	start(20000, 20003);
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	kid = lease_idle_child();
+	ans = exchange(release0, 1);
 	cr_assert_eq(status_of(ans), 403, "%s", ans);
 	cr_assert_eq(reg.count, 1, "the lease stays");
 	free(ans);
@@ -841,20 +863,6 @@ Test(api, peer_identity_dies_with_the_peer)
 	}
 }
 
-/* Forks a child that waits until killed; ours to kill. */
-static pid_t
-fork_idle(void)
-{
-	pid_t kid = fork();
-
-	if (kid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		pause();
-		_exit(0);
-	}
-	return kid;
-}
-
 /* A sibling cannot release a worker's lease (as a user that is not root). */
 Test(api, sibling_cannot_release)
 {
@@ -863,25 +871,17 @@ Test(api, sibling_cannot_release)
 		.command_uid = 65534,
 		.command_gid = 65534 };
 	char *ans, *cause = NULL;
-	int created, status;
 	pid_t a;
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to act as another user");
-	a = fork_idle();
 	start_cfg(20000, 20003, &cfg);
 	chmod(dir, 0755);
-	cr_assert_not_null(registry_lease_pid(&reg, a, NULL, LEASE_API, -1,
-			       &created, &status, &cause),
-	    "%s", cause);
-	ans = exchange_as("DELETE /v1/workers/0 HTTP/1.1\r\n"
-			  "Connection: close\r\n\r\n",
-	    65534);
-	cr_assert_eq(status_of(ans), 403, "%s", ans);
-	cr_assert(strstr(ans, "only that process, its ancestors or root") !=
-		NULL,
-	    "%s", ans);
-	cr_assert_eq(reg.count, 1, "the lease stays");
+	a = lease_idle_child();
+	ans = exchange_as(release0, 65534);
+	cr_assert(status_of(ans) == 403 && reg.count == 1 &&
+		strstr(ans, "only that process, its ancestors or root") != NULL,
+	    "refused, the lease stays: %s", ans);
 	free(ans);
 	/* Root of the tree (this process, an ancestor) may. */
 	cr_assert_eq(api_authorise_owner(&cfg, 0, getpid(), reg.slots[0],

@@ -473,8 +473,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, 403, "%s", cause);
 		goto out;
 	}
-	/* The tree walk read /proc by pid: the peer must still be itself. */
-	if (!api_peer_pinned(c)) {
+	/* A walk from the peer read /proc by its pid: is it still itself? */
+	if (pid != peer && !api_peer_pinned(c)) {
 		proc_ref_close(&ref);
 		goto out;
 	}
@@ -565,8 +565,9 @@ api_release(struct api *api, struct http_conn *c, const char *id)
 	}
 	if (api_owner(api, c, l, "release") != 0)
 		return;
-	/* The ancestry was read from /proc by pid: still the same peer? */
-	if (!api_peer_pinned(c))
+	/* Ancestry read from /proc was matched to the peer's pid: is it still
+	 * the peer's? */
+	if (p->cred.pid != l->pid && !api_peer_pinned(c))
 		return;
 	lease_close(l, LEASE_END_RELEASE);
 	http_reply(c, 204, NULL, "", 0);

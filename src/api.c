@@ -60,12 +60,11 @@ api_socket_mode(const struct api_config *cfg, gid_t *gid)
 int
 api_listen(const char *path, const struct api_config *cfg, char **cause)
 {
-	mode_t mode;
-	gid_t gid;
-
 	struct sockaddr_un sun;
 	struct stat sb;
 	int fd, probe;
+	mode_t mode;
+	gid_t gid;
 
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;

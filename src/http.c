@@ -335,18 +335,8 @@ http_conn_fd(const struct http_conn *c)
 	return (int)bufferevent_getfd(c->bev);
 }
 
-/* The peer's credentials as of its connect(2), read at the accept. */
-int
-http_conn_peercred(struct http_conn *c, struct ucred *cred)
-{
-	if (c->peer.family != AF_UNIX) {
-		errno = ENOTSUP;
-		return -1;
-	}
-	*cred = c->peer.cred;
-	return 0;
-}
-
+/* Who connected, as of the accept (a Unix peer's credentials never
+ * change). */
 const struct http_peer *
 http_conn_peer(const struct http_conn *c)
 {

@@ -347,7 +347,6 @@ int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);
 int http_conn_fd(const struct http_conn *);
-int http_conn_peercred(struct http_conn *, struct ucred *);
 const struct http_peer *http_conn_peer(const struct http_conn *);
 int http_conn_peer_alive(const struct http_conn *);
 void http_conn_last(struct http_conn *);

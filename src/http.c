@@ -74,6 +74,7 @@ struct http_server {
 	struct http_limits limits;
 	http_handler_fn handler;
 	http_accept_fn accept; /* NULL: every peer */
+	int pin_by_pid; /* as without SO_PEERPIDFD */
 	void *arg;
 	int nconns;
 	struct http_conn *conns;
@@ -891,16 +892,17 @@ http_conn_pin(struct http_conn *c, int fd)
 	c->pidfd = -1;
 	if (c->peer.family != AF_UNIX)
 		return 0;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) == 0) {
+	if (!c->server->pin_by_pid &&
+	    getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) == 0) {
 		if (!proc_exited(c->pidfd))
 			return 0;
 		close(c->pidfd);
 		c->pidfd = -1;
 		return -1;
 	}
-	c->pidfd = -1;
-	if (errno != ENOPROTOOPT && errno != EINVAL)
+	if (!c->server->pin_by_pid && errno != ENOPROTOOPT && errno != EINVAL)
 		log_warn("SO_PEERPIDFD");
+	c->pidfd = -1;
 	if (c->peer.cred.pid <= 0 ||
 	    proc_ref_open(c->peer.cred.pid, &ref, &cause) != 0) {
 		free(cause);
@@ -1030,6 +1032,13 @@ http_server_create(struct event_base *base, int fd,
 		fatalx("evconnlistener_new");
 	evconnlistener_set_error_cb(s->listener, http_server_error_cb);
 	return s;
+}
+
+/* Pins Unix peers as on kernels before 6.5: for tests of that path. */
+void
+http_server_pin_by_pid(struct http_server *s)
+{
+	s->pin_by_pid = 1;
 }
 
 /* Sets who may connect at all: fn returns -1 with a cause to refuse. */

@@ -343,6 +343,7 @@ typedef int (
 struct http_server *http_server_create(struct event_base *, int listen_fd,
     const struct http_limits *, http_handler_fn, void *arg);
 void http_server_set_accept(struct http_server *, http_accept_fn);
+void http_server_pin_by_pid(struct http_server *);
 int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);

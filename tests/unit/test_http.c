@@ -1,5 +1,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+
+#include <fcntl.h>
 
 #include <criterion/criterion.h>
 #include <event2/event.h>
@@ -184,9 +187,19 @@ ok_handler(struct http_conn *c, struct http_request *req, void *arg)
 	http_reply(c, 200, "text/plain", "ok", 2);
 }
 
+/* Answers whether the peer is still the process that connected. */
+static void
+alive_handler(struct http_conn *c, struct http_request *req, void *arg)
+{
+	if (http_conn_peer_alive(c))
+		http_reply(c, 200, "text/plain", "ok", 2);
+	else
+		http_reply(c, 403, "text/plain", "ok gone", 7);
+}
+
 static struct event_base *
 live_server(char *dir, char *path, size_t len, const struct http_limits *l,
-    struct http_server **s)
+    http_handler_fn handler, struct http_server **s)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct event_base *base = event_base_new();
@@ -198,7 +211,7 @@ live_server(char *dir, char *path, size_t len, const struct http_limits *l,
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	cr_assert_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
 	cr_assert_eq(listen(fd, 16), 0);
-	*s = http_server_create(base, fd, l, ok_handler, NULL);
+	*s = http_server_create(base, fd, l, handler, NULL);
 	return base;
 }
 
@@ -245,7 +258,8 @@ Test(http, keep_alive_life_is_bounded, .timeout = 10)
 	char dir[] = "/tmp/promfork-test-http.XXXXXX", path[256], buf[1024];
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct http_server *s;
-	struct event_base *base = live_server(dir, path, sizeof path, &l, &s);
+	struct event_base *base =
+	    live_server(dir, path, sizeof path, &l, ok_handler, &s);
 	int fd, i, closed = 0;
 
 	strcpy(sun.sun_path, path);
@@ -264,4 +278,81 @@ Test(http, keep_alive_life_is_bounded, .timeout = 10)
 	event_base_free(base);
 	unlink(path);
 	rmdir(dir);
+}
+
+/*
+ * A connection handed on by a process that then exits is no longer that
+ * process's: pinned by SO_PEERPIDFD, and as on older kernels by pidfd_open
+ * and the start time.
+ */
+static void
+peer_gone(int by_pid)
+{
+	static const struct http_limits l = { .header_max = 1024,
+		.body_max = 64,
+		.deadline_ms = 2000,
+		.conns_max = 4 };
+	char dir[] = "/tmp/promfork-test-http.XXXXXX", path[256], buf[1024];
+	char cbuf[CMSG_SPACE(sizeof(int))], x = 0;
+	struct iovec iov = { &x, 1 };
+	struct msghdr msg = { 0 };
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct http_server *s;
+	struct event_base *base =
+	    live_server(dir, path, sizeof path, &l, alive_handler, &s);
+	int sv[2], fd, i;
+	pid_t kid;
+
+	if (by_pid)
+		http_server_pin_by_pid(s);
+	strcpy(sun.sun_path, path);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf;
+	msg.msg_controllen = sizeof cbuf;
+	if ((kid = fork()) == 0) {
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0)
+			_exit(3);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+		if (sendmsg(sv[1], &msg, 0) != 1 || read(sv[1], &x, 1) != 1)
+			_exit(4);
+		_exit(0);
+	}
+	cr_assert_eq(recvmsg(sv[0], &msg, 0), 1);
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof fd);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (i = 0; i < 5; i++) { /* accepted, pinned, while it lives */
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(10 * 1000);
+	}
+	cr_assert_gt(live_ask(base, fd, buf, sizeof buf), 0);
+	cr_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0, "alive: %s", buf);
+	cr_assert_eq(write(sv[0], "x", 1), 1);
+	waitpid(kid, NULL, 0);
+	cr_assert_gt(live_ask(base, fd, buf, sizeof buf), 0);
+	cr_assert(strncmp(buf, "HTTP/1.1 403", 12) == 0, "gone: %s", buf);
+	close(fd);
+	close(sv[0]);
+	close(sv[1]);
+	http_server_free(s);
+	event_base_free(base);
+	unlink(path);
+	rmdir(dir);
+}
+
+Test(http, peer_gone_by_peerpidfd, .timeout = 10)
+{
+	peer_gone(0);
+}
+
+Test(http, peer_gone_by_pid_and_start_time, .timeout = 10)
+{
+	peer_gone(1);
 }

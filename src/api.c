@@ -1,8 +1,11 @@
 /*
  * The registration API: HTTP/1.1 with JSON bodies on a Unix socket.  The
- * peer is known by SO_PEERCRED; it may lease a port for itself or for one of
- * its ancestors, and only when that process belongs to the tree promfork
- * runs, so no outside process can take or release a port.
+ * peer is known by SO_PEERCRED and pinned at the accept; only the users who
+ * may register can connect at all.  A peer may lease a port for itself or
+ * for one of its ancestors, and only when that process belongs to the tree
+ * promfork runs, so no outside process can take a port; a lease is released
+ * or relabelled only by its own process, an ancestor of it, or root; the
+ * operator's labels are the operator's.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,7 +26,6 @@
 #define API_BODY_MAX (16 * 1024)
 #define API_HEADER_MAX (8 * 1024)
 #define API_DEADLINE_MS 5000
-#define API_CONNS_MAX 256
 
 struct api {
 	struct registry *reg;
@@ -31,13 +33,38 @@ struct api {
 	struct http_server *server;
 };
 
+/*
+ * The socket's mode, and its group (-1: left as it is): only the users who
+ * may register can connect.  Wrapping a command: promfork's user and the
+ * command's (with the command's group when it is another user).
+ * Standalone: root and promfork's user; with --allow-uid or --allow-gid
+ * everyone may connect, as a mode cannot name a list of users, and the
+ * accept drops who is not on it.
+ */
+mode_t
+api_socket_mode(const struct api_config *cfg, gid_t *gid)
+{
+	*gid = (gid_t)-1;
+	if (cfg->tree_root != 0) {
+		if (cfg->command_uid == geteuid())
+			return 0600;
+		*gid = cfg->command_gid;
+		return 0660;
+	}
+	if (cfg->nallow_uids > 0 || cfg->nallow_gids > 0)
+		return 0666;
+	return 0600;
+}
+
 /* Creates the listening socket; a live socket at path is never stolen. */
 int
-api_listen(const char *path, char **cause)
+api_listen(const char *path, const struct api_config *cfg, char **cause)
 {
 	struct sockaddr_un sun;
 	struct stat sb;
 	int fd, probe;
+	mode_t mode;
+	gid_t gid;
 
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
@@ -82,8 +109,9 @@ api_listen(const char *path, char **cause)
 		close(fd);
 		return -1;
 	}
-	/* Workers may run as another user; the process tree is the guard. */
-	if (chmod(sun.sun_path, 0666) != 0 || listen(fd, 128) != 0) {
+	mode = api_socket_mode(cfg, &gid);
+	if ((gid != (gid_t)-1 && chown(sun.sun_path, (uid_t)-1, gid) != 0) ||
+	    chmod(sun.sun_path, mode) != 0 || listen(fd, 128) != 0) {
 		xasprintf(cause, "--socket %s: %s", sun.sun_path,
 		    strerror(errno));
 		close(fd);
@@ -165,43 +193,140 @@ api_authorise_user(const struct api_config *cfg, uid_t uid, gid_t gid,
 	return -1;
 }
 
-/* Standalone: checks the peer's user and groups, as of its connect(). */
-static int
-api_peer_user(struct api *api, struct http_conn *c, uid_t *uid, char **cause)
+/*
+ * Wrapping a command: may this user connect?  Root, promfork's user and the
+ * user the command runs as; the process tree is checked per request.
+ */
+int
+api_authorise_uid(const struct api_config *cfg, uid_t uid, char **cause)
 {
-	struct ucred cred;
+	if (uid == 0 || uid == geteuid() || uid == cfg->command_uid)
+		return 0;
+	xasprintf(cause,
+	    "user %u is neither promfork's user nor the one the "
+	    "command runs as",
+	    (unsigned int)uid);
+	return -1;
+}
+
+/*
+ * At the accept, before the connection counts: a user who may not
+ * register is turned away.  Standalone, the groups are those of the
+ * peer's connect().
+ */
+static int
+api_peer_accept(int fd, const struct http_peer *p, void *arg, char **cause)
+{
+	struct api *api = arg;
 	gid_t groups[256];
 	socklen_t glen = sizeof groups;
 	size_t ngroups = 0;
+	int rc;
 
-	if (http_conn_peercred(c, &cred) != 0) {
-		xasprintf(cause, "SO_PEERCRED: %s", strerror(errno));
-		return -1;
+	if (api->cfg.tree_root != 0)
+		rc = api_authorise_uid(&api->cfg, p->cred.uid, cause);
+	else {
+		/* More groups than fit, or an old kernel: the primary
+		 * group counts. */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) ==
+		    0)
+			ngroups = glen / sizeof groups[0];
+		rc = api_authorise_user(&api->cfg, p->cred.uid, p->cred.gid,
+		    groups, ngroups, cause);
 	}
-	*uid = cred.uid;
-	/* More groups than fit, or an old kernel: the primary group counts. */
-	if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERGROUPS, groups,
-		&glen) == 0)
-		ngroups = glen / sizeof groups[0];
-	return api_authorise_user(&api->cfg, cred.uid, cred.gid, groups,
-	    ngroups, cause);
+	if (rc != 0)
+		registry_count_refusal(api->reg);
+	return rc;
 }
 
-/* Standalone: one app must not end another's lease. */
-static int
-api_release_owner(uid_t peer_uid, const struct lease *l, char **cause)
+/*
+ * May the peer (uid, pid) act on lease l: release it, retire it, change
+ * its labels?  The lease's own process may, and its ancestors (a master
+ * speaks for its workers), and root.  Wrapping a command, only processes
+ * of its tree act on leases at all.  Standalone, the user that runs the
+ * lease's process may too, as one app's tools manage its leases.
+ */
+int
+api_authorise_owner(const struct api_config *cfg, uid_t uid, pid_t peer,
+    const struct lease *l, char **cause)
 {
 	char path[32];
 	struct stat sb;
 
-	if (peer_uid == 0)
-		return 0;
-	snprintf(path, sizeof path, "/proc/%d", (int)l->pid);
-	if (stat(path, &sb) == 0 && sb.st_uid != peer_uid) {
-		xasprintf(cause, "worker %d belongs to another user's process",
-		    l->worker);
+	if (peer == l->pid)
+		return 0; /* it was in the tree when it registered */
+	if (cfg->tree_root != 0 && !proc_in_tree(peer, cfg->tree_root)) {
+		xasprintf(cause,
+		    "process %d is not part of the command "
+		    "promfork runs",
+		    (int)peer);
 		return -1;
 	}
+	if (uid == 0 || proc_in_tree(l->pid, peer))
+		return 0;
+	if (cfg->tree_root == 0) {
+		snprintf(path, sizeof path, "/proc/%d", (int)l->pid);
+		if (stat(path, &sb) == 0 && sb.st_uid == uid)
+			return 0;
+	}
+	xasprintf(cause,
+	    "worker %d belongs to pid %d: only that process, its "
+	    "ancestors or root may change it",
+	    l->worker, (int)l->pid);
+	return -1;
+}
+
+/*
+ * May a worker set these labels?  Not those the operator sets: the names
+ * given with --label, and job and instance, which Prometheus gives every
+ * target.
+ */
+int
+api_labels_check(const struct api_config *cfg, const struct labels *labels,
+    char **cause)
+{
+	const struct labels *op = cfg->tc != NULL ? cfg->tc->labels : NULL;
+	size_t i;
+
+	for (i = 0; i < labels->n; i++) {
+		const char *name = labels->v[i].name;
+
+		if (strcmp(name, "job") == 0 || strcmp(name, "instance") == 0) {
+			xasprintf(cause,
+			    "label \"%s\" is Prometheus' own; "
+			    "a worker cannot set it",
+			    name);
+			return -1;
+		}
+		if (op != NULL && labels_get(op, name) != NULL) {
+			xasprintf(cause,
+			    "label \"%.64s\" is set by the operator "
+			    "(--label); a worker cannot set it",
+			    name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Is the peer still the process that connected?  Else the connection is
+ * refused and closed: its identity must not pass to another process.
+ */
+static int
+api_peer_pinned(struct http_conn *c)
+{
+	const struct http_peer *p = http_conn_peer(c);
+
+	if (http_conn_peer_alive(c))
+		return 1;
+	log_warnx("request refused: peer pid %d has exited or its pid now "
+		  "names another process",
+	    (int)p->cred.pid);
+	http_conn_last(c);
+	http_reply_error(c, 403,
+	    "the process that connected (pid %d) is gone; connect again",
+	    (int)p->cred.pid);
 	return 0;
 }
 
@@ -224,23 +349,10 @@ api_lease_json(const struct api *api, const struct lease *l, int full)
 	return obj;
 }
 
-static int
-api_peer(struct http_conn *c, pid_t *peer)
-{
-	struct ucred cred;
-
-	if (http_conn_peercred(c, &cred) != 0 || cred.pid <= 0) {
-		log_warn("SO_PEERCRED");
-		return -1;
-	}
-	*peer = cred.pid;
-	return 0;
-}
-
 /* Reads {"pid": N, "labels": {...}}; both are optional. */
 static int
 api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
-    struct labels *labels, char **cause)
+    struct labels *labels, int *has_labels, char **cause)
 {
 	json_error_t err;
 	json_t *body, *v;
@@ -248,6 +360,7 @@ api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
 	int rc = -1;
 
 	*pid = peer;
+	*has_labels = 0;
 	if (req->body_len == 0)
 		return 0;
 	body =
@@ -276,6 +389,7 @@ api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
 		} else if (strcmp(key, "labels") == 0) {
 			if (labels_from_json(labels, v, cause) != 0)
 				goto out;
+			*has_labels = 1;
 		} else {
 			xasprintf(cause,
 			    "unknown field \"%.64s\": only \"pid\" "
@@ -305,6 +419,43 @@ api_registry_status(enum registry_error error)
 	return 500;
 }
 
+/*
+ * Is the peer of c the lease's owner (api_authorise_owner)?  Else it is
+ * answered 403: what is the request, for the log.  A retire asks the same.
+ */
+static int
+api_owner(struct api *api, struct http_conn *c, const struct lease *l,
+    const char *what)
+{
+	const struct http_peer *p = http_conn_peer(c);
+	char *cause = NULL;
+
+	if (api_authorise_owner(&api->cfg, p->cred.uid, p->cred.pid, l,
+		&cause) == 0)
+		return 0;
+	log_warnx("%s refused: %s", what, cause);
+	registry_count_refusal(api->reg);
+	http_reply_error(c, 403, "%s", cause);
+	free(cause);
+	return -1;
+}
+
+/*
+ * The lease exists and the body names labels: they replace its labels when
+ * they differ and the peer may change them.  0 to answer with the lease.
+ */
+static int
+api_relabel(struct api *api, struct http_conn *c, struct lease *l,
+    const struct labels *labels)
+{
+	if (labels_equal(&l->labels, labels))
+		return 0;
+	if (api_owner(api, c, l, "relabelling") != 0)
+		return -1;
+	registry_relabel(api->reg, l, labels);
+	return 0;
+}
+
 static void
 api_register(struct api *api, struct http_conn *c, struct http_request *req,
     pid_t peer)
@@ -314,10 +465,12 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	struct proc_ref ref;
 	struct lease *l;
 	char *cause = NULL;
-	int created;
+	int created, has_labels;
 	pid_t pid;
 
-	if (api_parse_register(req, peer, &pid, &labels, &cause) != 0) {
+	if (api_parse_register(req, peer, &pid, &labels, &has_labels, &cause) !=
+		0 ||
+	    api_labels_check(&api->cfg, &labels, &cause) != 0) {
 		http_reply_error(c, 400, "%s", cause);
 		goto out;
 	}
@@ -333,6 +486,17 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		log_warnx("registration refused: %s", cause);
 		registry_count_refusal(api->reg);
 		http_reply_error(c, 403, "%s", cause);
+		goto out;
+	}
+	/* A walk from the peer read /proc by its pid: is it still itself? */
+	if (pid != peer && !api_peer_pinned(c)) {
+		proc_ref_close(&ref);
+		goto out;
+	}
+	l = registry_find_pid(api->reg, pid);
+	if (has_labels && l != NULL && l->starttime == ref.st.starttime &&
+	    api_relabel(api, c, l, &labels) != 0) {
+		proc_ref_close(&ref);
 		goto out;
 	}
 	l = registry_lease(api->reg, &ref, &labels, LEASE_API, -1, &created,
@@ -361,30 +525,37 @@ api_list(struct api *api, struct http_conn *c)
 }
 
 /*
- * May peer release leases?  A process that holds a live lease is in the
- * tree: it was when it registered, and no process ever leaves it.  Others
- * are looked up.
+ * Wrapping a command: is the peer one of its processes?  One that holds a
+ * live lease is: it was when it registered, and no process ever leaves.
  */
 static int
-api_authorise_release(struct api *api, pid_t peer, char **cause)
+api_peer_in_tree(struct api *api, pid_t peer, char **cause)
 {
-	struct lease *l = registry_find_pid(api->reg, peer);
-	struct proc_stat st;
+	struct lease *l;
 
+	if (api->cfg.tree_root == 0)
+		return 0;
+	l = registry_find_pid(api->reg, peer);
 	if (l != NULL && l->pidfd != -1 && !proc_exited(l->pidfd))
 		return 0;
-	if (proc_stat_read(peer, &st, cause) != 0)
-		return -1;
-	return api_authorise(&api->cfg, peer, &st, cause);
+	if (proc_in_tree(peer, api->cfg.tree_root))
+		return 0;
+	xasprintf(cause, "process %d is not part of the command promfork runs",
+	    (int)peer);
+	return -1;
 }
 
+/*
+ * DELETE /v1/workers/N.  The same authorisation serves a retire: only the
+ * lease's process, its ancestors or root (api_authorise_owner).
+ */
 static void
-api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
+api_release(struct api *api, struct http_conn *c, const char *id)
 {
+	const struct http_peer *p = http_conn_peer(c);
 	struct lease *l = NULL;
 	char *end, *cause = NULL;
 	long worker;
-	uid_t uid;
 
 	worker = strtol(id, &end, 10);
 	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
@@ -392,8 +563,10 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 		    id);
 		return;
 	}
-	if (api_authorise_release(api, peer, &cause) != 0) {
+	/* Outsiders learn nothing, not even which workers exist. */
+	if (api_peer_in_tree(api, p->cred.pid, &cause) != 0) {
 		log_warnx("release refused: %s", cause);
+		registry_count_refusal(api->reg);
 		http_reply_error(c, 403, "%s", cause);
 		free(cause);
 		return;
@@ -402,14 +575,12 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 		http_reply_error(c, 404, "no worker %ld", worker);
 		return;
 	}
-	if (api->cfg.tree_root == 0 &&
-	    (api_peer_user(api, c, &uid, &cause) != 0 ||
-		api_release_owner(uid, l, &cause) != 0)) {
-		log_warnx("release refused: %s", cause);
-		http_reply_error(c, 403, "%s", cause);
-		free(cause);
+	if (api_owner(api, c, l, "release") != 0)
 		return;
-	}
+	/* Ancestry read from /proc was matched to the peer's pid: is it still
+	 * the peer's? */
+	if (p->cred.pid != l->pid && !api_peer_pinned(c))
+		return;
 	lease_close(l, LEASE_END_RELEASE);
 	http_reply(c, 204, NULL, "", 0);
 }
@@ -419,22 +590,14 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	const char *path = req->target, *method = req->method;
-	char *cause = NULL;
-	uid_t uid;
-	pid_t peer;
+	pid_t peer = http_conn_peer(c)->cred.pid;
 
-	if (api_peer(c, &peer) != 0) {
+	if (peer <= 0) {
 		http_reply_error(c, 500, "cannot identify the caller");
 		return;
 	}
-	if (api->cfg.tree_root == 0 &&
-	    api_peer_user(api, c, &uid, &cause) != 0) {
-		log_warnx("request refused: %s", cause);
-		registry_count_refusal(api->reg);
-		http_reply_error(c, 403, "%s", cause);
-		free(cause);
+	if (!api_peer_pinned(c))
 		return;
-	}
 	if (strcmp(path, "/v1/workers") == 0) {
 		if (strcmp(method, "POST") == 0)
 			api_register(api, c, req, peer);
@@ -447,7 +610,7 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 			    method);
 	} else if (strncmp(path, "/v1/workers/", 12) == 0) {
 		if (strcmp(method, "DELETE") == 0)
-			api_release(api, c, path + 12, peer);
+			api_release(api, c, path + 12);
 		else
 			http_reply_error(c, 405,
 			    "%s is not allowed here: use "
@@ -469,12 +632,16 @@ api_create(struct event_base *base, int fd, struct registry *reg,
 		.body_max = API_BODY_MAX,
 		.deadline_ms = API_DEADLINE_MS,
 		.conns_max = API_CONNS_MAX,
+		.idle_ms = API_IDLE_MS,
+		.life_ms = API_LIFE_MS,
+		.peer_conns_max = API_PEER_CONNS_MAX,
 	};
 	struct api *api = xcalloc(1, sizeof *api);
 
 	api->reg = reg;
 	api->cfg = *cfg;
 	api->server = http_server_create(base, fd, &limits, api_handle, api);
+	http_server_set_accept(api->server, api_peer_accept);
 	return api;
 }
 

@@ -81,7 +81,10 @@ client_request(int fd, const char *body, char **answer)
 	    "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 	    "Connection: close\r\n\r\n%s",
 	    strlen(body), body);
-	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen) {
+	/* Refused at the accept, the answer is there before we send: read
+	 * it all the same. */
+	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen &&
+	    errno != EPIPE && errno != ECONNRESET) {
 		fprintf(stderr, "promfork lease: cannot send: %s\n",
 		    strerror(errno));
 		goto out;

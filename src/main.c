@@ -49,10 +49,16 @@ usage_exit(const char *message)
 	exit(2);
 }
 
-/* Without --socket, a private directory keeps the socket ours alone. */
+/*
+ * Without --socket, a private directory: searchable by exactly those the
+ * socket's mode lets in (api_socket_mode), and by its group when it has one.
+ */
 static void
-socket_path_default(struct promfork *pf)
+socket_path_default(struct promfork *pf, const struct api_config *acfg)
 {
+	mode_t mode;
+	gid_t gid;
+
 	const char *dir = getenv("RUNTIME_DIRECTORY");
 	char *tmpl;
 
@@ -63,7 +69,10 @@ socket_path_default(struct promfork *pf)
 	xasprintf(&tmpl, "%s/promfork.XXXXXX", dir);
 	if (mkdtemp(tmpl) == NULL)
 		fatal("cannot create a directory for the socket in %s", dir);
-	chmod(tmpl, 0755);
+	mode = api_socket_mode(acfg, &gid);
+	if (gid != (gid_t)-1 && chown(tmpl, (uid_t)-1, gid) != 0)
+		fatal("cannot give %s to group %u", tmpl, (unsigned int)gid);
+	chmod(tmpl, 0700 | (mode & 0060 ? 0010 : 0) | (mode & 0006 ? 0001 : 0));
 	pf->socket_dir = tmpl;
 	xasprintf(&pf->socket_path, "%s/promfork.sock", tmpl);
 }
@@ -198,11 +207,21 @@ setup(struct promfork *pf)
 	if (pf->opts.sd_file != NULL &&
 	    sdfile_check(pf->opts.sd_file, &cause) != 0)
 		usage_exit(cause);
+	memset(&acfg, 0, sizeof acfg);
+	acfg.tree_root = pf->opts.command != NULL ? getpid() : 0;
+	acfg.tc = &pf->tc;
+	acfg.allow_uids = pf->opts.allow_uids;
+	acfg.nallow_uids = pf->opts.nallow_uids;
+	acfg.allow_gids = pf->opts.allow_gids;
+	acfg.nallow_gids = pf->opts.nallow_gids;
+	/* COMMAND runs as promfork's own user and group. */
+	acfg.command_uid = geteuid();
+	acfg.command_gid = getegid();
 	if (pf->opts.socket_path != NULL)
 		pf->socket_path = xstrdup(pf->opts.socket_path);
 	else
-		socket_path_default(pf);
-	if ((fd = api_listen(pf->socket_path, &cause)) == -1)
+		socket_path_default(pf, &acfg);
+	if ((fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
 		usage_exit(cause);
 	if (pf->opts.listen != NULL &&
 	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
@@ -227,13 +246,6 @@ setup(struct promfork *pf)
 		if (sdfile_flush(&pf->sdfile) != 0)
 			usage_exit("cannot write the sd file");
 	}
-	memset(&acfg, 0, sizeof acfg);
-	acfg.tree_root = pf->opts.command != NULL ? getpid() : 0;
-	acfg.tc = &pf->tc;
-	acfg.allow_uids = pf->opts.allow_uids;
-	acfg.nallow_uids = pf->opts.nallow_uids;
-	acfg.allow_gids = pf->opts.allow_gids;
-	acfg.nallow_gids = pf->opts.nallow_gids;
 	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
 	if (pf->opts.discover)
 		discover_setup(pf);

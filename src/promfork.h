@@ -72,6 +72,7 @@ int labels_set_arg(struct labels *, const char *arg, char **cause);
 int labels_from_json(struct labels *, json_t *, char **cause);
 json_t *labels_to_json(const struct labels *);
 const char *labels_get(const struct labels *, const char *name);
+int labels_equal(const struct labels *, const struct labels *);
 void labels_copy(struct labels *, const struct labels *);
 void labels_clear(struct labels *);
 
@@ -238,6 +239,7 @@ struct lease *registry_next(const struct registry *, int worker);
 	for ((l) = registry_next((reg), -1); \
 	     (l) != NULL && ((w) = (l)->worker, 1); \
 	     (l) = registry_next((reg), (w)))
+void registry_relabel(struct registry *, struct lease *, const struct labels *);
 struct lease *registry_find_pid(struct registry *, pid_t);
 struct lease *registry_find_worker(const struct registry *, int);
 struct lease *registry_find_lease(const struct registry *, int worker, pid_t,
@@ -341,6 +343,15 @@ struct http_limits {
 	size_t body_max;
 	int deadline_ms; /* a whole request must arrive within this */
 	int conns_max;
+	int idle_ms; /* between requests; 0: the deadline */
+	int life_ms; /* then the next answer closes; 0: no limit */
+	int peer_conns_max; /* per uid (Unix) or address (IP); 0: no limit */
+};
+/* Who is at the other end of a connection, as of its accept. */
+struct http_peer {
+	sa_family_t family;
+	struct ucred cred; /* AF_UNIX */
+	unsigned char addr[16]; /* IP: IPv6, IPv4 as IPv4-mapped */
 };
 int http_request_parse(const char *, size_t, const struct http_limits *,
     struct http_request *, size_t *consumed, int *status);
@@ -352,13 +363,19 @@ struct http_server;
 struct http_conn;
 typedef void (
     *http_handler_fn)(struct http_conn *, struct http_request *, void *arg);
+typedef int (
+    *http_accept_fn)(int fd, const struct http_peer *, void *arg, char **cause);
 struct http_server *http_server_create(struct event_base *, int listen_fd,
     const struct http_limits *, http_handler_fn, void *arg);
+void http_server_set_accept(struct http_server *, http_accept_fn);
+void http_server_pin_by_pid(struct http_server *);
 int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);
 int http_conn_fd(const struct http_conn *);
-int http_conn_peercred(struct http_conn *, struct ucred *);
+const struct http_peer *http_conn_peer(const struct http_conn *);
+int http_conn_peer_alive(const struct http_conn *);
+void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
     const char *body, size_t len);
@@ -375,6 +392,11 @@ void http_reply_write(struct http_conn *, struct evbuffer *);
 void http_reply_abort(struct http_conn *, const char *why);
 
 /* api.c */
+#define API_CONNS_MAX 256
+/* One user may hold three quarters: a quarter is always left for others. */
+#define API_PEER_CONNS_MAX (API_CONNS_MAX * 3 / 4)
+#define API_IDLE_MS 2000 /* between requests on a kept-alive connection */
+#define API_LIFE_MS 60000 /* then the next answer closes the connection */
 struct api_config {
 	pid_t tree_root; /* promfork's pid, the root of the tree that may
 			  * register; 0 when standalone */
@@ -384,9 +406,13 @@ struct api_config {
 	size_t nallow_uids;
 	const gid_t *allow_gids;
 	size_t nallow_gids;
+	/* wrapping: the user and group the command runs as */
+	uid_t command_uid;
+	gid_t command_gid;
 };
 struct api;
-int api_listen(const char *path, char **cause);
+mode_t api_socket_mode(const struct api_config *, gid_t *);
+int api_listen(const char *path, const struct api_config *, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
 void api_free(struct api *);
@@ -394,6 +420,11 @@ int api_authorise(const struct api_config *, pid_t peer,
     const struct proc_stat *, char **cause);
 int api_authorise_user(const struct api_config *, uid_t, gid_t,
     const gid_t *groups, size_t ngroups, char **cause);
+int api_authorise_uid(const struct api_config *, uid_t, char **cause);
+int api_authorise_owner(const struct api_config *, uid_t, pid_t peer,
+    const struct lease *, char **cause);
+int api_labels_check(const struct api_config *, const struct labels *,
+    char **cause);
 
 /* discover.c */
 #define DISCOVER_INTERVAL_MS 200

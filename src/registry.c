@@ -390,6 +390,17 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	return l;
 }
 
+/* Replaces a lease's labels (its process asked, or an ancestor of it). */
+void
+registry_relabel(struct registry *reg, struct lease *l,
+    const struct labels *labels)
+{
+	labels_clear(&l->labels);
+	labels_copy(&l->labels, labels);
+	log_info("worker %d (pid %d) relabelled", l->worker, (int)l->pid);
+	registry_changed(reg);
+}
+
 /* registry_lease for a pid not yet held. */
 struct lease *
 registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,

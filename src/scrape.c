@@ -467,6 +467,7 @@ scrape_connect(struct scrape *s)
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	socklen_t len;
+	int fd;
 
 	memset(&ss, 0, sizeof ss);
 	if (s->ipv6) {
@@ -480,7 +481,15 @@ scrape_connect(struct scrape *s)
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		len = sizeof *sin;
 	}
-	s->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* Our own socket: libevent's would leak into children forked meanwhile. */
+	fd =
+	    socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(s->error, sizeof s->error, "socket: %s",
+		    strerror(errno));
+		return -1;
+	}
+	s->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL)
 		fatalx("bufferevent_socket_new");
 	bufferevent_setcb(s->bev, scrape_read_cb, NULL, scrape_event_cb, s);

@@ -25,6 +25,10 @@
 #define WEB_HEADER_MAX (8 * 1024)
 #define WEB_BODY_MAX (4 * 1024)
 #define WEB_CONNS_MAX 128
+/* One address may hold three quarters: a quarter is left for others. */
+#define WEB_PEER_CONNS_MAX (WEB_CONNS_MAX * 3 / 4)
+#define WEB_IDLE_MS 5000 /* at most; between requests of a kept-alive one */
+#define WEB_LIFE_MS 60000 /* then the next answer closes the connection */
 #define WEB_LISTEN_MAX 128 /* longer than any ADDR:PORT */
 #define WEB_PROBE_MS 1000
 
@@ -321,6 +325,10 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 		.body_max = WEB_BODY_MAX,
 		.deadline_ms = cfg->deadline_ms,
 		.conns_max = WEB_CONNS_MAX,
+		.idle_ms = cfg->deadline_ms < WEB_IDLE_MS ? cfg->deadline_ms
+							  : WEB_IDLE_MS,
+		.life_ms = WEB_LIFE_MS,
+		.peer_conns_max = WEB_PEER_CONNS_MAX,
 	};
 	struct web *w = xcalloc(1, sizeof *w);
 	char *addr = web_address(fd, "*");

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "promfork.h"
@@ -34,9 +35,8 @@ probe_all_free(uint16_t port, void *arg)
 }
 
 static void
-start(uint16_t low, uint16_t high)
+start_cfg(uint16_t low, uint16_t high, const struct api_config *cfg)
 {
-	struct api_config cfg = { .tree_root = getpid(), .tc = &tc };
 	char *cause = NULL;
 	int fd;
 
@@ -44,9 +44,20 @@ start(uint16_t low, uint16_t high)
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
 	registry_init(&reg, base, low, high, probe_all_free, NULL);
-	fd = api_listen(sock, &cause);
+	fd = api_listen(sock, cfg, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
-	api = api_create(base, fd, &reg, &cfg);
+	api = api_create(base, fd, &reg, cfg);
+}
+
+static void
+start(uint16_t low, uint16_t high)
+{
+	struct api_config cfg = { .tree_root = getpid(),
+		.tc = &tc,
+		.command_uid = geteuid(),
+		.command_gid = getegid() };
+
+	start_cfg(low, high, &cfg);
 }
 
 static void
@@ -78,7 +89,9 @@ client_exchange(const char *raw, int out)
 	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0)
 		_exit(3);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	if (write(fd, raw, strlen(raw)) != (ssize_t)strlen(raw))
+	/* Nothing to send: a write, even empty, to a socket the server
+	 * has closed would be EPIPE. */
+	if (*raw != '\0' && write(fd, raw, strlen(raw)) != (ssize_t)strlen(raw))
 		_exit(4);
 	while (
 	    len < sizeof buf && (n = read(fd, buf + len, sizeof buf - len)) > 0)
@@ -408,26 +421,48 @@ Test(api, process_outside_the_tree_is_refused)
 	free(ans);
 }
 
-Test(api, release_from_outside_the_tree_is_refused)
+/* Forks a child that waits until killed; ours to kill, and
+ * killed with us even if an assert fails. */
+static pid_t
+fork_idle(void)
 {
-	char *ans, *cause = NULL;
-	enum registry_error error;
-	int created;
 	pid_t kid = fork();
 
 	if (kid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL); /* even if an assert fails */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		pause();
 		_exit(0);
 	}
-	start(20000, 20003);
-	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	return kid;
+}
+
+static const char release0[] = "DELETE /v1/workers/0 HTTP/1.1\r\n"
+			       "Connection: close\r\n\r\n";
+
+/* A child leased worker 0 (the api started), waiting until killed. */
+static pid_t
+lease_idle_child(void)
+{
+	enum registry_error error;
+	char *cause = NULL;
+	int created;
+	pid_t kid = fork_idle();
+
 	cr_assert_not_null(registry_lease_pid(&reg, kid, NULL, LEASE_API, -1,
 			       &created, &error, &cause),
 	    "%s", cause);
-	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
-		       "\r\n",
-	    1);
+	return kid;
+}
+
+Test(api, release_from_outside_the_tree_is_refused)
+{
+	char *ans;
+	pid_t kid;
+
+	start(20000, 20003);
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	kid = lease_idle_child();
+	ans = exchange(release0, 1);
 	cr_assert_eq(status_of(ans), 403, "%s", ans);
 	cr_assert_eq(reg.count, 1, "the lease stays");
 	free(ans);
@@ -440,7 +475,9 @@ Test(api, socket_in_use_is_refused)
 	char *cause = NULL;
 
 	start(20000, 20003);
-	cr_assert_eq(api_listen(sock, &cause), -1);
+	struct api_config cfg = { .tree_root = getpid() };
+
+	cr_assert_eq(api_listen(sock, &cfg, &cause), -1);
 	cr_assert(strstr(cause, "in use") != NULL, "%s", cause);
 	free(cause);
 }
@@ -522,15 +559,450 @@ Test(api, standalone_refuses_other_users)
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
 	registry_init(&reg, base, 40100, 40103, probe_all_free, NULL);
-	fd = api_listen(sock, &cause);
+	fd = api_listen(sock, &cfg, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
 	api = api_create(base, fd, &reg, &cfg);
 
 	ans = exchange_as(reg_raw, 65534);
+	cr_assert_str_eq(ans, "", "the socket's mode keeps it out: %s", ans);
+	free(ans);
+	/* Past a mode that lets everyone in (as --allow-uid needs), the
+	 * accept turns it away, before it sends anything. */
+	chmod(sock, 0666);
+	ans = exchange_as("", 65534);
 	cr_assert_eq(status_of(ans), 403, "%s", ans);
 	cr_assert(strstr(ans, "--allow-uid 65534") != NULL, "%s", ans);
 	free(ans);
 	ans = exchange_as(reg_raw, (uid_t)-1);
 	cr_assert_eq(status_of(ans), 201, "root may: %s", ans);
 	free(ans);
+}
+
+/* Trust boundaries (issue 15): who may connect, act on a lease, label. */
+
+Test(api, socket_modes)
+{
+	static const uid_t uids[] = { 1000 };
+	struct api_config cfg = { .tree_root = 1,
+		.command_uid = geteuid(),
+		.command_gid = 77 };
+	struct stat sb;
+	gid_t gid;
+
+	cr_assert_eq(api_socket_mode(&cfg, &gid), 0600, "the command is us");
+	cr_assert_eq(gid, (gid_t)-1);
+	cfg.command_uid = geteuid() + 1;
+	cr_assert_eq(api_socket_mode(&cfg, &gid), 0660, "another user");
+	cr_assert_eq(gid, 77, "through the command's group");
+	cfg.tree_root = 0;
+	cr_assert_eq(api_socket_mode(&cfg, &gid), 0600, "standalone");
+	cfg.allow_uids = uids;
+	cfg.nallow_uids = 1;
+	cr_assert_eq(api_socket_mode(&cfg, &gid), 0666,
+	    "standalone with --allow-uid: the accept decides");
+	start(20000, 20003);
+	cr_assert_eq(stat(sock, &sb), 0);
+	cr_assert_eq(sb.st_mode & 07777, 0600, "mode %o", sb.st_mode & 07777);
+}
+
+/* Wrapping: another user is turned away at the accept, before it counts. */
+Test(api, other_user_dropped_at_accept)
+{
+	char *ans;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to act as another user");
+	start(20000, 20003);
+	chmod(dir, 0755);
+	chmod(sock, 0666); /* as if the mode were wrong: the accept holds */
+	ans = exchange_as("", 65534);
+	cr_assert_eq(status_of(ans), 403, "answered at once: %s", ans);
+	cr_assert(strstr(ans, "neither promfork's user") != NULL, "%s", ans);
+	cr_assert_eq(reg.stats.refusals, 1);
+	free(ans);
+}
+
+/* Runs the loop until fd has an answer or is closed, up to ms. */
+static char *
+answer_on(int fd, int ms)
+{
+	char *buf = calloc(1, 8193);
+	size_t len = 0;
+	ssize_t n;
+	int i;
+
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (i = 0; i < ms / 10; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = read(fd, buf + len, 8192 - len);
+		if (n == 0)
+			break;
+		if (n > 0) {
+			len += (size_t)n;
+			if (strstr(buf, "\r\n\r\n") != NULL)
+				break;
+		}
+		usleep(10 * 1000);
+	}
+	return buf;
+}
+
+static int
+connect_sock(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	strcpy(sun.sun_path, sock);
+	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One user cannot take every connection: another still gets in. */
+Test(api, connections_capped_per_user)
+{
+	static const uid_t uids[] = { 65534 };
+	static const char reg_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\n"
+	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
+	struct api_config cfg = { .tree_root = 0,
+		.tc = &tc,
+		.allow_uids = uids,
+		.nallow_uids = 1 };
+	int fds[API_PEER_CONNS_MAX], extra, i;
+	char *ans;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to act as another user");
+	start_cfg(20000, 20003, &cfg);
+	chmod(dir, 0755);
+	for (i = 0; i < API_PEER_CONNS_MAX; i++) {
+		/* Within the backlog: the loop accepts every few. */
+		if (i % 32 == 0)
+			event_base_loop(base, EVLOOP_NONBLOCK);
+		fds[i] = connect_sock();
+		cr_assert_geq(fds[i], 0, "connection %d", i);
+	}
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	extra = connect_sock();
+	cr_assert_geq(extra, 0);
+	ans = answer_on(extra, 2000);
+	cr_assert_eq(status_of(ans), 503, "over this user's share: %s", ans);
+	cr_assert(strstr(ans, "from you") != NULL, "%s", ans);
+	free(ans);
+	close(extra);
+	ans = exchange_as(reg_raw, 65534);
+	cr_assert_eq(status_of(ans), 201, "another user still registers: %s",
+	    ans);
+	free(ans);
+	for (i = 0; i < API_PEER_CONNS_MAX; i++)
+		close(fds[i]);
+}
+
+/* A kept-alive connection that goes quiet is closed at the idle timeout,
+ * well before the request deadline. */
+Test(api, idle_connection_closed)
+{
+	static const char get[] = "GET /v1/workers HTTP/1.1\r\n\r\n";
+	struct timespec t0, t1;
+	char *ans, buf[16];
+	long long ms;
+	int fd, i;
+
+	start(20000, 20003);
+	fd = connect_sock();
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, get, sizeof get - 1), (ssize_t)sizeof get - 1);
+	ans = answer_on(fd, 2000);
+	cr_assert_eq(status_of(ans), 200, "%s", ans);
+	cr_assert(strstr(ans, "keep-alive") != NULL, "%s", ans);
+	free(ans);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < 400; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		if (read(fd, buf, sizeof buf) == 0)
+			break;
+		usleep(10 * 1000);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000LL +
+	    (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	cr_assert(i < 400, "closed");
+	cr_assert(ms >= API_IDLE_MS - 100 && ms < API_IDLE_MS + 1000,
+	    "closed after %lld ms idle, not at the %d ms deadline", ms, 5000);
+	close(fd);
+}
+
+/* Sends fd over s (SCM_RIGHTS). */
+static void
+send_fd(int s, int fd)
+{
+	char c = 'f', cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &c, 1 };
+	struct msghdr msg = { 0 };
+	struct cmsghdr *cm;
+
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf;
+	msg.msg_controllen = sizeof cbuf;
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	if (sendmsg(s, &msg, 0) != 1)
+		_exit(7);
+}
+
+static int
+recv_fd(int s)
+{
+	char c, cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &c, 1 };
+	struct msghdr msg = { 0 };
+	struct cmsghdr *cm;
+	int fd;
+
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf;
+	msg.msg_controllen = sizeof cbuf;
+	cr_assert_eq(recvmsg(s, &msg, 0), 1);
+	cm = CMSG_FIRSTHDR(&msg);
+	cr_assert_not_null(cm);
+	memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+	return fd;
+}
+
+/*
+ * A child of ours with pid want, made by setting the kernel's last pid
+ * (root only); -1 when another process took the pid first.  It waits.
+ */
+static pid_t
+fork_at(pid_t want)
+{
+	char text[32];
+	int attempt, fd;
+	pid_t kid;
+
+	for (attempt = 0; attempt < 20; attempt++) {
+		fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+		if (fd == -1)
+			return -1;
+		snprintf(text, sizeof text, "%d", (int)want - 1);
+		if (write(fd, text, strlen(text)) < 0) {
+			close(fd);
+			return -1;
+		}
+		close(fd);
+		if ((kid = fork()) == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			pause();
+			_exit(0);
+		}
+		if (kid == want)
+			return kid;
+		kill(kid, SIGKILL);
+		waitpid(kid, NULL, 0);
+	}
+	return -1;
+}
+
+/*
+ * The peer's identity must not outlive it: a worker connects and hands
+ * the connection on, then exits, and its pid is given to a new worker of
+ * the tree.  The connection's holder must not speak for that new worker.
+ */
+Test(api, peer_identity_dies_with_the_peer)
+{
+	static const char reg_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\nContent-Length: 29\r\n\r\n"
+	    "{\"labels\": {\"who\": \"thief\"}}\n";
+	pid_t a, recycled;
+	int sv[2], fd, i;
+	char *ans;
+
+	start(20000, 20003);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	if ((a = fork()) == 0) {
+		int c = connect_sock();
+		char x;
+
+		if (c == -1)
+			_exit(3);
+		send_fd(sv[1], c);
+		(void)read(sv[1], &x, 1); /* exits when told */
+		_exit(0);
+	}
+	fd = recv_fd(sv[0]);
+	/* The loop accepts while a is alive: it is pinned at the accept. */
+	for (i = 0; i < 5; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(10 * 1000);
+	}
+	cr_assert_eq(write(sv[0], "x", 1), 1);
+	waitpid(a, NULL, 0);
+	close(sv[0]);
+	close(sv[1]);
+	recycled = geteuid() == 0 ? fork_at(a) : -1;
+	cr_assert_eq(write(fd, reg_raw, sizeof reg_raw - 1),
+	    (ssize_t)sizeof reg_raw - 1);
+	ans = answer_on(fd, 2000);
+	cr_assert_eq(status_of(ans), 403,
+	    "the connecting process is gone%s: %s",
+	    recycled > 0 ? " and its pid names a new worker" : "", ans);
+	cr_assert(strstr(ans, "is gone") != NULL, "%s", ans);
+	cr_assert_eq(reg.count, 0, "no lease for the pid's new owner");
+	cr_assert(strstr(ans, "Connection: close") != NULL, "%s", ans);
+	free(ans);
+	close(fd);
+	if (recycled > 0) {
+		kill(recycled, SIGKILL);
+		waitpid(recycled, NULL, 0);
+	}
+}
+
+/* A sibling cannot release a worker's lease (as a user that is not root). */
+Test(api, sibling_cannot_release)
+{
+	struct api_config cfg = { .tree_root = getpid(),
+		.tc = &tc,
+		.command_uid = 65534,
+		.command_gid = 65534 };
+	char *ans, *cause = NULL;
+	pid_t a;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to act as another user");
+	start_cfg(20000, 20003, &cfg);
+	chmod(dir, 0755);
+	a = lease_idle_child();
+	ans = exchange_as(release0, 65534);
+	cr_assert(status_of(ans) == 403 && reg.count == 1 &&
+		strstr(ans, "only that process, its ancestors or root") != NULL,
+	    "refused, the lease stays: %s", ans);
+	free(ans);
+	/* Root of the tree (this process, an ancestor) may. */
+	cr_assert_eq(api_authorise_owner(&cfg, 0, getpid(), reg.slots[0],
+			 &cause),
+	    0, "%s", cause);
+	kill(a, SIGKILL);
+	waitpid(a, NULL, 0);
+}
+
+/*
+ * Only the lease's process changes its labels when it registers again: a
+ * child of it, which may name it, may not relabel it.  p runs as nobody,
+ * waits for its lease, has child b try, then tries itself.
+ */
+Test(api, relabel_only_by_the_owner)
+{
+	static const char own[] =
+	    "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+	    "Content-Length: 30\r\n\r\n{\"labels\": {\"role\": \"batch\"}}\n";
+	struct api_config cfg = { .tree_root = getpid(),
+		.tc = &tc,
+		.command_uid = 65534,
+		.command_gid = 65534 };
+	struct collect c = { calloc(1, 8193), 0 };
+	struct labels web = { NULL, 0 };
+	char *cause = NULL, *second;
+	enum registry_error error;
+	int go[2], out[2], created;
+	struct event *ev;
+	struct lease *l;
+	pid_t p;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to act as another user");
+	start_cfg(20000, 20003, &cfg);
+	chmod(dir, 0755);
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(out), 0);
+	if ((p = fork()) == 0) {
+		char body[128], *raw, x;
+		pid_t b;
+
+		close(go[1]);
+		close(out[0]);
+		if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534) != 0 ||
+		    read(go[0], &x, 1) != 1)
+			_exit(6);
+		snprintf(body, sizeof body,
+		    "{\"pid\": %d, \"labels\": {\"role\": \"evil\"}}",
+		    (int)getpid());
+		xasprintf(&raw,
+		    "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+		    "Content-Length: %zu\r\n\r\n%s",
+		    strlen(body), body);
+		if ((b = fork()) == 0) {
+			client_exchange(raw, out[1]);
+			_exit(0);
+		}
+		waitpid(b, NULL, 0);
+		client_exchange(own, out[1]);
+		_exit(0);
+	}
+	close(go[0]);
+	close(out[1]);
+	labels_set(&web, "role", "web", &cause);
+	l = registry_lease_pid(&reg, p, &web, LEASE_API, -1, &created, &error,
+	    &cause);
+	cr_assert_not_null(l, "%s", cause);
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	ev = event_new(base, out[0], EV_READ | EV_PERSIST, collect_cb, &c);
+	event_add(ev, NULL);
+	event_base_dispatch(base);
+	event_free(ev);
+	waitpid(p, NULL, 0);
+	close(go[1]);
+	close(out[0]);
+	cr_assert_eq(status_of(c.buf), 403, "the child may not: %s", c.buf);
+	cr_assert(strstr(c.buf, "only that process") != NULL, "%s", c.buf);
+	second = strstr(c.buf + 1, "HTTP/1.1 ");
+	cr_assert_not_null(second, "%s", c.buf);
+	cr_assert_eq(status_of(second), 200, "the process itself may: %s",
+	    second);
+	labels_clear(&web);
+	free(c.buf);
+}
+
+/* Workers cannot set the operator's labels, nor job and instance. */
+Test(api, operator_labels_refused)
+{
+	static const char *const bad[] = {
+		"{\"labels\": {\"app\": \"bank\"}}",
+		"{\"labels\": {\"job\": \"payments\"}}",
+		"{\"labels\": {\"instance\": \"db1:9100\"}}",
+		"{\"labels\": {\"role\": \"web\", \"job\": \"payments\"}}",
+	};
+	static struct target_config optc = { .host = "127.0.0.1" };
+	static struct labels op = { NULL, 0 };
+	struct api_config cfg = { .tree_root = getpid(),
+		.tc = &optc,
+		.command_uid = geteuid(),
+		.command_gid = getegid() };
+	char *cause = NULL, *ans;
+	size_t i;
+
+	cr_assert_eq(labels_set(&op, "app", "shop", &cause), 0);
+	cr_assert_eq(labels_set(&op, "job", "shopjob", &cause), 0);
+	optc.labels = &op;
+	start_cfg(20000, 20003, &cfg);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ans = post(bad[i]);
+		cr_assert_eq(status_of(ans), 400, "%s: %s", bad[i], ans);
+		cr_assert(strstr(ans, "cannot set it") != NULL, "%s", ans);
+		free(ans);
+	}
+	cr_assert_eq(reg.count, 0);
+	ans = post("{\"labels\": {\"role\": \"web\"}}");
+	cr_assert_eq(status_of(ans), 201, "its own labels: %s", ans);
+	free(ans);
+	labels_clear(&op);
 }

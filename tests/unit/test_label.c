@@ -140,3 +140,21 @@ Test(label, json_round_trip_and_bad_json)
 	json_decref(j);
 	labels_clear(&ls);
 }
+
+Test(label, equal_in_any_order)
+{
+	struct labels a = { NULL, 0 }, b = { NULL, 0 };
+	char *cause = NULL;
+
+	cr_assert(labels_equal(&a, &b), "both empty");
+	labels_set(&a, "role", "web", &cause);
+	labels_set(&a, "zone", "a", &cause);
+	cr_assert_not(labels_equal(&a, &b));
+	labels_set(&b, "zone", "a", &cause);
+	labels_set(&b, "role", "web", &cause);
+	cr_assert(labels_equal(&a, &b), "the same, in another order");
+	labels_set(&b, "role", "batch", &cause);
+	cr_assert_not(labels_equal(&a, &b), "another value");
+	labels_clear(&a);
+	labels_clear(&b);
+}

@@ -34,7 +34,10 @@ handle(struct http_conn *c, struct http_request *req, void *arg)
 static void
 start(const char *response, size_t len, int hang, int worker_up)
 {
-	static const struct http_limits lim = { 8192, 1024, 3000, 16 };
+	static const struct http_limits lim = { .header_max = 8192,
+		.body_max = 1024,
+		.deadline_ms = 3000,
+		.conns_max = 16 };
 	char *cause = NULL;
 	struct lease *l;
 	enum registry_error error;

@@ -1,3 +1,6 @@
+#include <sys/stat.h>
+#include <sys/wait.h>
+
 #include <criterion/criterion.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -412,4 +415,91 @@ Test(scrape_live, bad_paths_fail_through_done)
 	}
 	canned_stop(&cw);
 	cr_assert_eq(cw.served, 0, "nothing was sent");
+}
+
+/* The sockets connected to port, in this process: the scrape's. */
+static size_t
+scrape_sockets(uint16_t port, ino_t *inodes, size_t max)
+{
+	struct sockaddr_in sin;
+	socklen_t len;
+	struct stat sb;
+	size_t n = 0;
+	int fd;
+
+	for (fd = 3; fd < 1024 && n < max; fd++) {
+		len = sizeof sin;
+		if (getpeername(fd, (struct sockaddr *)&sin, &len) == 0 &&
+		    sin.sin_family == AF_INET && ntohs(sin.sin_port) == port &&
+		    fstat(fd, &sb) == 0)
+			inodes[n++] = sb.st_ino;
+	}
+	return n;
+}
+
+struct leak {
+	struct scrape *s;
+	uint16_t port;
+	size_t found; /* scrape sockets in this process */
+	char child[8192]; /* what an exec'd child has open */
+};
+
+/* Forks and execs a child while the scrape waits, as --workers does. */
+static void
+leak_fork_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct leak *lk = arg;
+	ino_t inodes[8];
+	char want[64];
+	size_t i, got = 0;
+	ssize_t n;
+	int p[2];
+	pid_t pid;
+
+	lk->found = scrape_sockets(lk->port, inodes, 8);
+	cr_assert_eq(pipe(p), 0);
+	if ((pid = fork()) == 0) {
+		dup2(p[1], 1);
+		execl("/bin/ls", "ls", "-l", "/proc/self/fd", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	while (
+	    (n = read(p[0], lk->child + got, sizeof lk->child - 1 - got)) > 0)
+		got += (size_t)n;
+	lk->child[got] = '\0';
+	close(p[0]);
+	waitpid(pid, NULL, 0);
+	for (i = 0; i < lk->found; i++) {
+		snprintf(want, sizeof want, "socket:[%lu]",
+		    (unsigned long)inodes[i]);
+		cr_expect(strstr(lk->child, want) == NULL,
+		    "the child holds the scrape's %s:\n%s", want, lk->child);
+	}
+	scrape_cancel(lk->s);
+}
+
+Test(scrape_live, socket_not_inherited)
+{
+	struct timeval tv = { 0, 100 * 1000 };
+	struct canned cw;
+	struct leak lk;
+	struct event *ev;
+
+	memset(&lk, 0, sizeof lk);
+	canned_start(&cw, "", 0);
+	cw.hang = 1;
+	canned_run(&cw);
+	lk.port = cw.port;
+	lk.s = scrape_start(base, cw.port, "/metrics", NULL, 5000, 1000,
+	    &got_cb, &g);
+	cr_assert_not_null(lk.s);
+	ev = evtimer_new(base, leak_fork_cb, &lk);
+	evtimer_add(ev, &tv);
+	event_base_dispatch(base);
+	canned_stop(&cw);
+	event_free(ev);
+	cr_assert_eq(lk.found, 1, "one scrape socket in flight");
+	cr_assert(strstr(lk.child, " -> ") != NULL,
+	    "the child listed its fds: %s", lk.child);
 }

@@ -34,7 +34,7 @@ struct expo_family {
 	enum expo_type type;
 	char *help; /* escaped as on the wire; NULL until a worker gives one */
 	size_t helplen;
-	struct expo_buf samples;
+	struct buf samples;
 };
 
 /*
@@ -110,10 +110,10 @@ struct expo_merge {
 
 	struct expo_local *last; /* the last sample's, while it stays put */
 
-	struct expo_buf *spare; /* samples buffers kept by expo_merge_reset */
+	struct buf *spare; /* samples buffers kept by expo_merge_reset */
 	size_t nspare;
 
-	struct expo_buf worker; /* escaped worker label value */
+	struct buf worker; /* escaped worker label value */
 	struct expo_stats *st;
 	struct expo_sample sample;
 };
@@ -137,42 +137,6 @@ static const struct {
 	{ "_created", 8, 1, 1, 0 },
 };
 #define EXPO_NSUFFIXES (sizeof expo_suffixes / sizeof expo_suffixes[0])
-
-/* Makes room for n more bytes. */
-void
-expo_buf_reserve(struct expo_buf *b, size_t n)
-{
-	size_t cap;
-
-	if (b->cap - b->len >= n)
-		return;
-	cap = b->cap != 0 ? b->cap : 256;
-	while (cap - b->len < n) {
-		if (cap > SIZE_MAX / 2)
-			fatalx("expo buffer overflows");
-		cap *= 2;
-	}
-	b->data = xreallocarray(b->data, cap, 1);
-	b->cap = cap;
-}
-
-void
-expo_buf_add(struct expo_buf *b, const void *data, size_t len)
-{
-	if (len == 0)
-		return;
-	expo_buf_reserve(b, len);
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-}
-
-void
-expo_buf_finish(struct expo_buf *b)
-{
-	free(b->data);
-	b->data = NULL;
-	b->len = b->cap = 0;
-}
 
 /* A word at a time: names are short and not chosen to collide. */
 static uint64_t
@@ -977,7 +941,7 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
     const struct expo_sample *s)
 {
 	const struct expo_label *l;
-	struct expo_buf *b = &fam->samples;
+	struct buf *b = &fam->samples;
 	size_t i, k, need;
 	char *o;
 
@@ -985,7 +949,7 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	for (i = 0; i < s->nlabels; i++)
 		need += s->labels[i].namelen + s->labels[i].valuelen + 4;
 	need += (EXPO_LABELS_MAX + 1) * 9; /* exported_ prefixes */
-	expo_buf_reserve(b, need);
+	buf_reserve(b, need);
 
 	o = b->data + b->len;
 	memcpy(o, s->name, s->namelen);
@@ -1302,13 +1266,13 @@ expo_worker_set(struct expo_merge *m, const char *worker)
 	m->worker.len = 0;
 	for (s = worker; *s != '\0'; s++) {
 		if (*s == '\\')
-			expo_buf_add(&m->worker, "\\\\", 2);
+			buf_add(&m->worker, "\\\\", 2);
 		else if (*s == '"')
-			expo_buf_add(&m->worker, "\\\"", 2);
+			buf_add(&m->worker, "\\\"", 2);
 		else if (*s == '\n')
-			expo_buf_add(&m->worker, "\\n", 2);
+			buf_add(&m->worker, "\\n", 2);
 		else
-			expo_buf_add(&m->worker, s, 1);
+			buf_add(&m->worker, s, 1);
 	}
 }
 
@@ -1361,7 +1325,7 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 
 /* Appends the merged exposition; families without samples are left out. */
 void
-expo_merge_render(struct expo_merge *m, struct expo_buf *out)
+expo_merge_render(struct expo_merge *m, struct buf *out)
 {
 	struct expo_family *fam;
 	const char *type;
@@ -1373,26 +1337,26 @@ expo_merge_render(struct expo_merge *m, struct expo_buf *out)
 			total += fam->samples.len + 2 * fam->namelen +
 			    fam->helplen + 40;
 	}
-	expo_buf_reserve(out, total);
+	buf_reserve(out, total);
 
 	for (i = 0; i < m->nfamilies; i++) {
 		fam = m->families[i];
 		if (fam->samples.len == 0)
 			continue;
 		if (fam->help != NULL) {
-			expo_buf_add(out, "# HELP ", 7);
-			expo_buf_add(out, fam->name, fam->namelen);
-			expo_buf_add(out, " ", 1);
-			expo_buf_add(out, fam->help, fam->helplen);
-			expo_buf_add(out, "\n", 1);
+			buf_add(out, "# HELP ", 7);
+			buf_add(out, fam->name, fam->namelen);
+			buf_add(out, " ", 1);
+			buf_add(out, fam->help, fam->helplen);
+			buf_add(out, "\n", 1);
 		}
 		type = expo_type_names[fam->type];
-		expo_buf_add(out, "# TYPE ", 7);
-		expo_buf_add(out, fam->name, fam->namelen);
-		expo_buf_add(out, " ", 1);
-		expo_buf_add(out, type, strlen(type));
-		expo_buf_add(out, "\n", 1);
-		expo_buf_add(out, fam->samples.data, fam->samples.len);
+		buf_add(out, "# TYPE ", 7);
+		buf_add(out, fam->name, fam->namelen);
+		buf_add(out, " ", 1);
+		buf_add(out, type, strlen(type));
+		buf_add(out, "\n", 1);
+		buf_add(out, fam->samples.data, fam->samples.len);
 	}
 }
 
@@ -1439,11 +1403,11 @@ expo_merge_free(struct expo_merge *m)
 		return;
 	expo_merge_reset(m);
 	for (i = 0; i < m->nspare; i++)
-		expo_buf_finish(&m->spare[i]);
+		buf_finish(&m->spare[i]);
 	free(m->spare);
 	free(m->families);
 	free(m->claims);
 	free(m->locals);
-	expo_buf_finish(&m->worker);
+	buf_finish(&m->worker);
 	free(m);
 }

@@ -28,7 +28,7 @@ struct fanout_worker {
 	struct timespec started;
 	double seconds; /* how long the scrape took */
 	int answered; /* a whole 200 response arrived */
-	struct expo_buf body;
+	struct buf body;
 };
 
 struct fanout {
@@ -85,7 +85,7 @@ fanout_merge_worker(struct expo_merge *m, struct fanout_worker *fw,
 
 /* Appends a line promfork writes itself; never longer than 512 bytes. */
 static void
-fanout_printf(struct expo_buf *out, const char *fmt, ...)
+fanout_printf(struct buf *out, const char *fmt, ...)
 {
 	char line[512];
 	va_list ap;
@@ -96,11 +96,11 @@ fanout_printf(struct expo_buf *out, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof line)
 		fatalx("fan-out line too long");
-	expo_buf_add(out, line, (size_t)n);
+	buf_add(out, line, (size_t)n);
 }
 
 static void
-fanout_family(struct expo_buf *out, const char *name, const char *type,
+fanout_family(struct buf *out, const char *name, const char *type,
     const char *help)
 {
 	fanout_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
@@ -113,7 +113,7 @@ fanout_reply(struct fanout *f)
 {
 	struct http_conn *c = f->conn;
 	struct fanout_scratch *fs = f->scratch;
-	struct expo_buf *out = &fs->out;
+	struct buf *out = &fs->out;
 	size_t i, *malformed;
 	int *up;
 
@@ -165,7 +165,7 @@ fanout_head_cb(const struct scrape_head *h, void *arg)
 
 	/* The scrape refuses a longer body, so this much is safe to take. */
 	if (h->length > 0 && (unsigned long long)h->length <= FANOUT_BODY_MAX)
-		expo_buf_reserve(&fw->body, (size_t)h->length);
+		buf_reserve(&fw->body, (size_t)h->length);
 	return 0;
 }
 
@@ -176,7 +176,7 @@ fanout_body_cb(struct evbuffer *chunk, void *arg)
 	size_t n = evbuffer_get_length(chunk);
 
 	if (n > 0) {
-		expo_buf_add(&fw->body, evbuffer_pullup(chunk, -1), n);
+		buf_add(&fw->body, evbuffer_pullup(chunk, -1), n);
 		evbuffer_drain(chunk, n);
 	}
 	return 0;
@@ -266,5 +266,5 @@ fanout_scratch_free(struct fanout_scratch *fs)
 {
 	expo_merge_free(fs->merge);
 	fs->merge = NULL;
-	expo_buf_finish(&fs->out);
+	buf_finish(&fs->out);
 }

@@ -54,6 +54,16 @@ char *xstrndup(const char *, size_t);
 int xasprintf(char **, const char *, ...) PRINTFLIKE(2, 3);
 int xvasprintf(char **, const char *, va_list);
 
+/* buf.c */
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+void buf_reserve(struct buf *, size_t);
+void buf_add(struct buf *, const void *, size_t);
+void buf_finish(struct buf *);
+
 /* label.c */
 struct label {
 	char *name;
@@ -459,11 +469,6 @@ void proxy_serve(struct http_conn *, const struct http_request *,
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
-struct expo_buf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
 struct expo_stats {
 	size_t lines;
 	size_t samples; /* kept */
@@ -474,13 +479,10 @@ struct expo_stats {
 	char conflict[64]; /* the first such family, truncated */
 };
 struct expo_merge;
-void expo_buf_reserve(struct expo_buf *, size_t);
-void expo_buf_add(struct expo_buf *, const void *, size_t);
-void expo_buf_finish(struct expo_buf *);
 struct expo_merge *expo_merge_create(void);
 int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
     size_t len, struct expo_stats *);
-void expo_merge_render(struct expo_merge *, struct expo_buf *);
+void expo_merge_render(struct expo_merge *, struct buf *);
 void expo_merge_reset(struct expo_merge *);
 void expo_merge_free(struct expo_merge *);
 
@@ -490,7 +492,7 @@ void expo_merge_free(struct expo_merge *);
  * warm buffers instead of growing fresh ones. */
 struct fanout_scratch {
 	struct expo_merge *merge;
-	struct expo_buf out;
+	struct buf out;
 };
 void fanout_serve(struct http_conn *, const struct http_request *,
     struct registry *, int deadline_ms, struct fanout_scratch *);

@@ -19,7 +19,7 @@ static char *
 merge_n(const char *const *texts, size_t n, struct expo_stats *st, int *rc)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	char worker[24];
 	size_t i;
 	int r;
@@ -32,7 +32,7 @@ merge_n(const char *const *texts, size_t n, struct expo_stats *st, int *rc)
 			rc[i] = r;
 	}
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	expo_merge_free(m);
 	return out.data;
 }
@@ -368,35 +368,35 @@ Test(expo, merge_histograms_of_workers)
 Test(expo, merge_exported_worker)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	const char *in = "m{worker=\"x\"} 1\n"
 			 "n{worker=\"x\",exported_worker=\"y\"} 2\n";
 
 	expo_merge_add(m, "7", in, strlen(in), NULL);
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_expect_str_eq(out.data,
 	    "# TYPE m untyped\n"
 	    "m{worker=\"7\",exported_worker=\"x\"} 1\n"
 	    "# TYPE n untyped\n"
 	    "n{worker=\"7\",exported_exported_worker=\"x\","
 	    "exported_worker=\"y\"} 2\n");
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	expo_merge_free(m);
 }
 
 Test(expo, merge_worker_escaped)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 
 	expo_merge_add(m, "a\"b\\c\nd", "m 1\n", 4, NULL);
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_expect_str_eq(out.data,
 	    "# TYPE m untyped\n"
 	    "m{worker=\"a\\\"b\\\\c\\nd\"} 1\n");
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	expo_merge_free(m);
 }
 
@@ -421,15 +421,15 @@ Test(expo, merge_help_first_seen)
 Test(expo, merge_render_twice)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf a = { 0 }, b = { 0 };
+	struct buf a = { 0 }, b = { 0 };
 
 	expo_merge_add(m, "0", "m 1\n", 4, NULL);
 	expo_merge_render(m, &a);
 	expo_merge_render(m, &b);
 	cr_expect_eq(a.len, b.len);
 	cr_expect_eq(memcmp(a.data, b.data, a.len), 0);
-	expo_buf_finish(&a);
-	expo_buf_finish(&b);
+	buf_finish(&a);
+	buf_finish(&b);
 	expo_merge_free(m);
 	expo_merge_free(NULL);
 }
@@ -515,18 +515,18 @@ Test(expo, nul_bytes)
 {
 	static const char in[] = "m 1\nn\0 2\no 3\n# HELP o a\0b\n";
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	struct expo_stats st;
 
 	expo_merge_add(m, "0", in, sizeof in - 1, &st);
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_expect_eq(st.malformed, 2);
 	cr_expect_eq(st.malformed_line, 2);
 	cr_expect_str_eq(out.data,
 	    "# TYPE m untyped\nm{worker=\"0\"} 1\n"
 	    "# TYPE o untyped\no{worker=\"0\"} 3\n");
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	expo_merge_free(m);
 }
 
@@ -668,26 +668,26 @@ Test(expo, help_after_samples)
 
 Test(expo, label_cap)
 {
-	struct expo_buf in = { 0 };
+	struct buf in = { 0 };
 	struct expo_stats st;
 	char label[32], *out;
 	int i, n;
 
 	for (n = EXPO_LABELS_MAX; n <= EXPO_LABELS_MAX + 1; n++) {
-		expo_buf_add(&in, "m{", 2);
+		buf_add(&in, "m{", 2);
 		for (i = 0; i < n; i++) {
 			snprintf(label, sizeof label, "l%d=\"v\",", i);
-			expo_buf_add(&in, label, strlen(label));
+			buf_add(&in, label, strlen(label));
 		}
-		expo_buf_add(&in, "} 1\n", 4);
+		buf_add(&in, "} 1\n", 4);
 	}
-	expo_buf_add(&in, "", 1);
+	buf_add(&in, "", 1);
 	out = merge1(in.data, &st);
 	cr_expect_eq(st.samples, 1);
 	cr_expect_eq(st.malformed, 1);
 	cr_expect_eq(st.malformed_line, 2);
 	free(out);
-	expo_buf_finish(&in);
+	buf_finish(&in);
 }
 
 Test(expo, bad_names_and_values)
@@ -723,22 +723,22 @@ Test(expo, bad_names_and_values)
 		"# HELP m{} x",
 		"# HELP m bad \xff utf8",
 	};
-	struct expo_buf in = { 0 };
+	struct buf in = { 0 };
 	struct expo_stats st;
 	size_t i;
 	char *out;
 
 	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		expo_buf_add(&in, bad[i], strlen(bad[i]));
-		expo_buf_add(&in, "\n", 1);
+		buf_add(&in, bad[i], strlen(bad[i]));
+		buf_add(&in, "\n", 1);
 	}
-	expo_buf_add(&in, "", 1);
+	buf_add(&in, "", 1);
 	out = merge1(in.data, &st);
 	cr_expect_eq(st.malformed, sizeof bad / sizeof bad[0]);
 	cr_expect_eq(st.samples, 0);
 	cr_expect_str_eq(out, "");
 	free(out);
-	expo_buf_finish(&in);
+	buf_finish(&in);
 }
 
 Test(expo, bad_le_and_quantile)

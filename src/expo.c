@@ -6,13 +6,9 @@
  * clashes between workers are dropped and counted, never passed on: the
  * output must always parse.  Pure logic, no I/O: tests call it directly.
  */
-#include <float.h>
-#include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "promfork.h"
 
@@ -64,20 +60,6 @@ struct expo_local {
 	struct expo_family *fam;
 };
 
-/*
- * A sample value: the double and, for a decimal of up to 17 significant
- * digits (nearly all), those digits, which render without printf.
- */
-struct expo_value {
-	double v;
-	int neg;
-	int ndigits; /* 0: render from v alone */
-	uint64_t digits; /* no trailing zeros */
-	int exp; /* power of ten of the first digit */
-	const char *text; /* as the worker wrote it, when that is plain */
-	size_t textlen; /* decimal: 0 otherwise */
-};
-
 struct expo_label {
 	const char *name;
 	size_t namelen;
@@ -90,9 +72,10 @@ struct expo_sample {
 	size_t namelen;
 	struct expo_label labels[EXPO_LABELS_MAX];
 	size_t nlabels;
-	struct expo_value value;
-	int has_ts;
-	long long ts;
+	const char *value; /* checked, passed on as written */
+	size_t valuelen;
+	const char *ts; /* NULL when there is none */
+	size_t tslen;
 };
 
 struct expo_merge {
@@ -253,359 +236,6 @@ expo_utf8_valid(const unsigned char *s, size_t len)
 		}
 	}
 	return 1;
-}
-
-/*
- * A float as Prometheus' parsers take it (Go's strconv.ParseFloat without
- * hex or underscores): decimal, or Inf/Infinity with an optional sign, or
- * NaN, any case.  Out of range is an error there, so it is here.
- */
-static int
-expo_float_parse(const char *s, size_t len, double *v)
-{
-	char tmp[64], *copy = tmp;
-	size_t i = 0, digits = 0, rest;
-	int sign = 0;
-
-	if (len > 0 && (s[0] == '+' || s[0] == '-')) {
-		sign = s[0] == '-' ? -1 : 1;
-		i++;
-	}
-	rest = len - i;
-	if ((rest == 3 && strncasecmp(s + i, "inf", 3) == 0) ||
-	    (rest == 8 && strncasecmp(s + i, "infinity", 8) == 0)) {
-		*v = sign < 0 ? -INFINITY : INFINITY;
-		return 0;
-	}
-	if (sign == 0 && rest == 3 && strncasecmp(s, "nan", 3) == 0) {
-		*v = NAN;
-		return 0;
-	}
-	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
-		digits++;
-	if (i < len && s[i] == '.')
-		for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++)
-			digits++;
-	if (digits == 0)
-		return -1;
-	if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-		i++;
-		if (i < len && (s[i] == '+' || s[i] == '-'))
-			i++;
-		for (digits = 0; i < len && s[i] >= '0' && s[i] <= '9'; i++)
-			digits++;
-		if (digits == 0)
-			return -1;
-	}
-	if (i != len)
-		return -1;
-
-	if (len >= sizeof tmp)
-		copy = xmalloc(len + 1);
-	memcpy(copy, s, len);
-	copy[len] = '\0';
-	*v = strtod(copy, NULL);
-	if (copy != tmp)
-		free(copy);
-	return isinf(*v) ? -1 : 0;
-}
-
-static size_t
-expo_int_format(char *buf, long long v)
-{
-	char tmp[24];
-	unsigned long long u =
-	    v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-	size_t n = 0, len = 0;
-
-	do {
-		tmp[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
-	if (v < 0)
-		buf[len++] = '-';
-	while (n > 0)
-		buf[len++] = tmp[--n];
-	return len;
-}
-
-static const double expo_pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
-	1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-	1e20, 1e21, 1e22 };
-#define EXPO_EXACT_MAX 9007199254740992.0 /* 2^53 */
-
-/* The double nearest m * 10^k: one exact division or product when m and
- * 10^k are both exact doubles (Clinger's fast path), else strtod. */
-static double
-expo_digits_double(uint64_t m, int k)
-{
-	char buf[48];
-	size_t n;
-
-	if ((double)m <= EXPO_EXACT_MAX && k >= -22 && k <= 22)
-		return k >= 0 ? (double)m * expo_pow10[k]
-			      : (double)m / expo_pow10[-k];
-	n = expo_int_format(buf, (long long)m);
-	buf[n++] = 'e';
-	n += expo_int_format(buf + n, k);
-	buf[n] = '\0';
-	return strtod(buf, NULL);
-}
-
-/*
- * A sample value, as expo_float_parse takes it, also keeping its digits:
- * one pass for the grammar and the digits, and no strtod for up to 15.
- */
-static int
-expo_value_parse(const char *s, size_t len, struct expo_value *val)
-{
-	uint64_t m = 0;
-	size_t i = 0, digits = 0;
-	int nd = 0, zeros = 0, x = 0, started = 0, point = 0, many = 0;
-	int e = 0, eneg = 0, edigits = 0;
-	char c;
-
-	val->neg = len > 0 && s[0] == '-';
-	val->text = s;
-	val->textlen = 0;
-	if (len > 0 && (s[0] == '+' || s[0] == '-'))
-		i++;
-	for (; i < len; i++) {
-		c = s[i];
-		if (c == '.' && !point) {
-			point = 1;
-			continue;
-		}
-		if (c < '0' || c > '9')
-			break;
-		digits++;
-		if (!started && c == '0') {
-			if (point)
-				x--;
-			continue;
-		}
-		if (!started) {
-			started = 1;
-			x = point ? x - 1 : -1;
-		}
-		if (!point)
-			x++;
-		/* Zeros wait: they count only if a digit follows. */
-		if (c == '0') {
-			zeros++;
-			continue;
-		}
-		if (nd + zeros + 1 > 17) {
-			many = 1;
-			continue;
-		}
-		for (; zeros > 0; zeros--, nd++)
-			m *= 10;
-		m = m * 10 + (uint64_t)(c - '0');
-		nd++;
-	}
-	if (digits == 0 || (i < len && s[i] != 'e' && s[i] != 'E'))
-		goto other;
-	if (i < len) {
-		if (++i < len && (s[i] == '+' || s[i] == '-'))
-			eneg = s[i++] == '-';
-		for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, edigits++)
-			if (e < 100000)
-				e = e * 10 + (s[i] - '0');
-		if (edigits == 0 || i != len)
-			return -1;
-		x += eneg ? -e : e;
-	}
-	if (!started) {
-		val->v = val->neg ? -0.0 : 0.0;
-		val->ndigits = 0;
-		val->textlen = len;
-		return 0;
-	}
-	if (many || x > 308 || x < -300)
-		goto other;
-	val->v = expo_digits_double(m, x - nd + 1);
-	if (isinf(val->v))
-		return -1;
-	if (val->neg)
-		val->v = -val->v;
-	val->ndigits = nd;
-	val->digits = m;
-	val->exp = x;
-	val->textlen = len;
-	return 0;
-
-other:
-	/* Inf, NaN, more than 17 digits, the edges of the range, or junk. */
-	val->ndigits = 0;
-	return expo_float_parse(s, len, &val->v);
-}
-
-/* A timestamp: int64 milliseconds, as Go's strconv.ParseInt takes it. */
-static int
-expo_ts_parse(const char *s, size_t len, long long *ts)
-{
-	unsigned long long n = 0, max = (unsigned long long)LLONG_MAX;
-	size_t i = 0;
-	int neg = 0;
-
-	if (len > 0 && (s[0] == '+' || s[0] == '-')) {
-		neg = s[0] == '-';
-		i++;
-	}
-	if (i == len)
-		return -1;
-	if (neg)
-		max++;
-	for (; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		if (n > (max - (unsigned long long)(s[i] - '0')) / 10)
-			return -1;
-		n = n * 10 + (unsigned long long)(s[i] - '0');
-	}
-	/* Negate in unsigned arithmetic so LLONG_MIN does not overflow. */
-	*ts = neg ? (long long)(0 - n) : (long long)n;
-	return 0;
-}
-
-/* Digits d[0..n), the first at 10^x: whole numbers up to 2^53 in full,
- * else as printf's %g would lay them out. */
-static size_t
-expo_digits_format(char *buf, int neg, const char *d, int n, int x, double v)
-{
-	size_t len = 0;
-	int i, prec = n > 15 ? n : 15;
-
-	if (neg)
-		buf[len++] = '-';
-	if (x >= n - 1 && v >= -EXPO_EXACT_MAX && v <= EXPO_EXACT_MAX) {
-		memcpy(buf + len, d, (size_t)n);
-		len += (size_t)n;
-		for (i = n - 1; i < x; i++)
-			buf[len++] = '0';
-	} else if (x < -4 || x >= prec) {
-		buf[len++] = d[0];
-		if (n > 1) {
-			buf[len++] = '.';
-			memcpy(buf + len, d + 1, (size_t)n - 1);
-			len += (size_t)n - 1;
-		}
-		buf[len++] = 'e';
-		buf[len++] = x < 0 ? '-' : '+';
-		if (x > -10 && x < 10)
-			buf[len++] = '0';
-		len += expo_int_format(buf + len, x < 0 ? -x : x);
-	} else if (x >= 0) {
-		for (i = 0; i <= x; i++)
-			buf[len++] = i < n ? d[i] : '0';
-		if (n > x + 1) {
-			buf[len++] = '.';
-			memcpy(buf + len, d + x + 1, (size_t)(n - x - 1));
-			len += (size_t)(n - x - 1);
-		}
-	} else {
-		buf[len++] = '0';
-		buf[len++] = '.';
-		for (i = -1; i > x; i--)
-			buf[len++] = '0';
-		memcpy(buf + len, d, (size_t)n);
-		len += (size_t)n;
-	}
-	return len;
-}
-
-/*
- * The canonical text of v, given n <= 17 digits m (the first at 10^x) that
- * read back as v: the fewest digits that still do.  For a normal double up
- * to 15 digits are already the fewest (no two such decimals share one), and
- * 16 or 17 may round, either way, to 15 or 16 that read back.  Rounding the
- * digits, not v itself, keeps it cheap and gives the same text when it is
- * read again.
- */
-static size_t
-expo_shortest(char *buf, int neg, uint64_t m, int n, int x, double v)
-{
-	/* Below the normal range fewer digits tell doubles apart. */
-	int from = (neg ? -v : v) < DBL_MIN ? 1 : 15;
-	double abs = neg ? -v : v;
-	uint64_t p10, q, c;
-	int target, k, up, nc, xc;
-	char d[24];
-
-	for (target = from; target < n; target++) {
-		p10 = (uint64_t)expo_pow10[n - target];
-		q = m / p10;
-		up = (m % p10) * 2 >= p10;
-		for (k = 0; k < 2; k++) {
-			/* The nearer neighbour first, then the other. */
-			c = q + (uint64_t)(k == 0 ? up : !up);
-			nc = target;
-			xc = x;
-			if (c == (uint64_t)expo_pow10[target]) {
-				c = 1; /* 99..9 rounded up */
-				nc = 1;
-				xc++;
-			}
-			for (; c % 10 == 0; nc--)
-				c /= 10;
-			if (expo_digits_double(c, xc - nc + 1) == abs) {
-				m = c;
-				n = nc;
-				x = xc;
-				goto done;
-			}
-		}
-	}
-done:
-	expo_int_format(d, (long long)m);
-	return expo_digits_format(buf, neg, d, n, x, v);
-}
-
-/* The canonical text of any double; buf holds 32. */
-static size_t
-expo_double_format(char *buf, double v)
-{
-	char tmp[40], *p;
-	uint64_t m = 0;
-	int n = 0;
-
-	if (isnan(v)) {
-		memcpy(buf, "NaN", 3);
-		return 3;
-	}
-	if (isinf(v)) {
-		memcpy(buf, v > 0 ? "+Inf" : "-Inf", 4);
-		return 4;
-	}
-	if (v == 0) {
-		memcpy(buf, signbit(v) ? "-0" : "0", signbit(v) ? 2 : 1);
-		return signbit(v) ? 2 : 1;
-	}
-	/* 17 digits always read back: d.dddddddddddddddde[+-]x */
-	snprintf(tmp, sizeof tmp, "%.16e", v < 0 ? -v : v);
-	for (p = tmp; *p != 'e'; p++) {
-		if (*p != '.') {
-			m = m * 10 + (uint64_t)(*p - '0');
-			n++;
-		}
-	}
-	for (; m % 10 == 0; n--)
-		m /= 10;
-	return expo_shortest(buf, v < 0, m, n, atoi(p + 1), v);
-}
-
-/* The canonical text of a sample value; buf holds 32. */
-static size_t
-expo_value_format(char *buf, const struct expo_value *val)
-{
-	double abs = val->neg ? -val->v : val->v;
-
-	/* Below the normal range the digits given may not be the fewest. */
-	if (val->ndigits == 0 || !(abs >= DBL_MIN))
-		return expo_double_format(buf, val->v);
-	return expo_shortest(buf, val->neg, val->digits, val->ndigits, val->exp,
-	    val->v);
 }
 
 static void
@@ -886,7 +516,6 @@ static int
 expo_labels_check(const struct expo_sample *s, enum expo_type type)
 {
 	const struct expo_label *l;
-	struct expo_value v;
 	const char *want;
 	size_t i;
 
@@ -902,7 +531,7 @@ expo_labels_check(const struct expo_sample *s, enum expo_type type)
 		    memcmp(l->name, want, l->namelen) != 0)
 			continue;
 		if (memchr(l->value, '\\', l->valuelen) != NULL ||
-		    expo_value_parse(l->value, l->valuelen, &v) != 0)
+		    value_parse(l->value, l->valuelen) != 0)
 			return -1;
 	}
 	return 0;
@@ -945,7 +574,7 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	size_t i, k, need;
 	char *o;
 
-	need = s->namelen + 16 + m->worker.len + 128;
+	need = s->namelen + 16 + m->worker.len + s->valuelen + s->tslen + 4;
 	for (i = 0; i < s->nlabels; i++)
 		need += s->labels[i].namelen + s->labels[i].valuelen + 4;
 	need += (EXPO_LABELS_MAX + 1) * 9; /* exported_ prefixes */
@@ -979,18 +608,12 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	}
 	*o++ = '}';
 	*o++ = ' ';
-	/*
-	 * A plain decimal goes out as it came: any such text reads back as
-	 * the same double, and copying it costs less than formatting it.
-	 */
-	if (s->value.textlen != 0 && s->value.textlen <= 64) {
-		memcpy(o, s->value.text, s->value.textlen);
-		o += s->value.textlen;
-	} else
-		o += expo_value_format(o, &s->value);
-	if (s->has_ts) {
+	memcpy(o, s->value, s->valuelen);
+	o += s->valuelen;
+	if (s->ts != NULL) {
 		*o++ = ' ';
-		o += expo_int_format(o, s->ts);
+		memcpy(o, s->ts, s->tslen);
+		o += s->tslen;
 	}
 	*o++ = '\n';
 	b->len = (size_t)(o - b->data);
@@ -1106,6 +729,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 {
 	struct expo_sample *s = &m->sample;
 	const char *tok;
+	long long ts;
 	size_t n;
 
 	if ((n = expo_name_len(p, end, 1)) == 0)
@@ -1113,7 +737,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 	s->name = p;
 	s->namelen = n;
 	s->nlabels = 0;
-	s->has_ts = 0;
+	s->ts = NULL;
 	p += n;
 	tok = expo_skip_blanks(p, end);
 	if (tok < end && *tok == '{') {
@@ -1125,15 +749,18 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 
 	for (tok = p; p < end && !expo_is_blank(*p); p++)
 		;
-	if (p == tok || expo_value_parse(tok, (size_t)(p - tok), &s->value))
+	if (p == tok || value_parse(tok, (size_t)(p - tok)) != 0)
 		return -1;
+	s->value = tok;
+	s->valuelen = (size_t)(p - tok);
 	p = expo_skip_blanks(p, end);
 	if (p < end) {
 		for (tok = p; p < end && !expo_is_blank(*p); p++)
 			;
-		if (expo_ts_parse(tok, (size_t)(p - tok), &s->ts) != 0)
+		if (value_timestamp_parse(tok, (size_t)(p - tok), &ts) != 0)
 			return -1;
-		s->has_ts = 1;
+		s->ts = tok;
+		s->tslen = (size_t)(p - tok);
 		if (expo_skip_blanks(p, end) != end)
 			return -1;
 	}

@@ -466,6 +466,10 @@ struct lease *scrape_lease(struct registry *, int worker, pid_t,
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 
+/* value.c */
+int value_parse(const char *, size_t);
+int value_timestamp_parse(const char *, size_t, long long *);
+
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */

@@ -39,10 +39,8 @@ struct expo_family {
  * that a parser would mix up can never both be rendered.
  */
 struct expo_claim {
-	char *name;
-	size_t len;
-	uint64_t hash;
-	struct expo_family *fam; /* NULL: empty slot */
+	struct table_key k; /* the name, a copy the claim owns */
+	struct expo_family *fam;
 };
 
 /* What the scrape being added said about one name. */
@@ -50,9 +48,7 @@ struct expo_claim {
 #define EXPO_LOCAL_HELP 0x2 /* a HELP line named it */
 #define EXPO_LOCAL_DONE 0x4 /* samples resolved: to fam, or dropped */
 struct expo_local {
-	const char *name; /* into the worker's text; NULL: empty slot */
-	size_t len;
-	uint64_t hash;
+	struct table_key k; /* the name, into the worker's text */
 	int flags;
 	enum expo_type type;
 	const char *help;
@@ -83,13 +79,9 @@ struct expo_merge {
 	size_t nfamilies;
 	size_t familiescap;
 
-	struct expo_claim *claims; /* open addressing, power of two */
-	size_t nclaims;
-	size_t claimscap;
-
-	struct expo_local *locals; /* open addressing, power of two */
-	size_t nlocals;
-	size_t localscap;
+	struct table claims; /* of struct expo_claim */
+	struct table
+	    locals; /* of struct expo_local, for the scrape being added */
 
 	struct expo_local *last; /* the last sample's, while it stays put */
 
@@ -120,23 +112,6 @@ static const struct {
 	{ "_created", 8, 1, 1, 0 },
 };
 #define EXPO_NSUFFIXES (sizeof expo_suffixes / sizeof expo_suffixes[0])
-
-/* A word at a time: names are short and not chosen to collide. */
-static uint64_t
-expo_hash(const char *s, size_t len)
-{
-	uint64_t h = len * 0x9e3779b97f4a7c15ULL, w;
-
-	for (; len >= 8; s += 8, len -= 8) {
-		memcpy(&w, s, 8);
-		h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
-		h ^= h >> 29;
-	}
-	w = 0;
-	memcpy(&w, s, len);
-	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
-	return h ^ (h >> 32);
-}
 
 static int
 expo_is_blank(char c)
@@ -238,73 +213,28 @@ expo_utf8_valid(const unsigned char *s, size_t len)
 	return 1;
 }
 
-static void
-expo_claims_grow(struct expo_merge *m)
-{
-	struct expo_claim *old = m->claims, *c;
-	size_t oldcap = m->claimscap, i, mask;
-
-	m->claimscap = oldcap != 0 ? oldcap * 2 : 256;
-	m->claims = xcalloc(m->claimscap, sizeof *m->claims);
-	mask = m->claimscap - 1;
-	for (i = 0; i < oldcap; i++) {
-		if (old[i].fam == NULL)
-			continue;
-		c = &m->claims[old[i].hash & mask];
-		while (c->fam != NULL) {
-			if (++c == m->claims + m->claimscap)
-				c = m->claims;
-		}
-		*c = old[i];
-	}
-	free(old);
-}
-
-/* The slot for name: its claim, or the empty slot where it would go. */
-static struct expo_claim *
-expo_claim_slot(struct expo_merge *m, const char *name, size_t len,
-    uint64_t hash)
-{
-	size_t i, mask = m->claimscap - 1;
-	struct expo_claim *c;
-
-	for (i = hash & mask;; i = (i + 1) & mask) {
-		c = &m->claims[i];
-		if (c->fam == NULL)
-			return c;
-		if (c->hash == hash && c->len == len &&
-		    memcmp(c->name, name, len) == 0)
-			return c;
-	}
-}
-
 /* Gives name to fam unless another family has it: 0, or -1 on a clash. */
 static int
 expo_claim(struct expo_merge *m, const char *name, size_t len,
     struct expo_family *fam)
 {
-	uint64_t hash = expo_hash(name, len);
 	struct expo_claim *c;
+	int added;
 
-	if ((m->nclaims + 1) * 2 > m->claimscap)
-		expo_claims_grow(m);
-	c = expo_claim_slot(m, name, len, hash);
-	if (c->fam != NULL)
+	c = table_add(&m->claims, name, len, &added);
+	if (!added)
 		return c->fam == fam ? 0 : -1;
-	c->name = xstrndup(name, len);
-	c->len = len;
-	c->hash = hash;
+	c->k.name = xstrndup(name, len); /* the same bytes, for longer */
 	c->fam = fam;
-	m->nclaims++;
 	return 0;
 }
 
 static struct expo_family *
 expo_claim_owner(struct expo_merge *m, const char *name, size_t len)
 {
-	if (m->claimscap == 0)
-		return NULL;
-	return expo_claim_slot(m, name, len, expo_hash(name, len))->fam;
+	struct expo_claim *c = table_find(&m->claims, name, len);
+
+	return c != NULL ? c->fam : NULL;
 }
 
 static int
@@ -373,28 +303,6 @@ out:
 	return fam;
 }
 
-static void
-expo_locals_grow(struct expo_merge *m)
-{
-	struct expo_local *old = m->locals, *e;
-	size_t oldcap = m->localscap, i;
-
-	m->localscap = oldcap != 0 ? oldcap * 2 : 256;
-	m->locals = xcalloc(m->localscap, sizeof *m->locals);
-	m->last = NULL;
-	for (i = 0; i < oldcap; i++) {
-		if (old[i].name == NULL)
-			continue;
-		e = &m->locals[old[i].hash & (m->localscap - 1)];
-		while (e->name != NULL) {
-			if (++e == m->locals + m->localscap)
-				e = m->locals;
-		}
-		*e = old[i];
-	}
-	free(old);
-}
-
 /*
  * This scrape's entry for name, added when create is set (which may move
  * every entry: no pointer from before survives it); NULL when absent.
@@ -402,30 +310,15 @@ expo_locals_grow(struct expo_merge *m)
 static struct expo_local *
 expo_local_get(struct expo_merge *m, const char *name, size_t len, int create)
 {
-	uint64_t hash = expo_hash(name, len);
-	size_t i, mask;
-	struct expo_local *e;
+	struct expo_local *l;
+	int added;
 
-	if (create && (m->nlocals + 1) * 2 > m->localscap)
-		expo_locals_grow(m);
-	if (m->localscap == 0)
-		return NULL;
-	mask = m->localscap - 1;
-	for (i = hash & mask;; i = (i + 1) & mask) {
-		e = &m->locals[i];
-		if (e->name == NULL)
-			break;
-		if (e->hash == hash && e->len == len &&
-		    memcmp(e->name, name, len) == 0)
-			return e;
-	}
 	if (!create)
-		return NULL;
-	e->name = name;
-	e->len = len;
-	e->hash = hash;
-	m->nlocals++;
-	return e;
+		return table_find(&m->locals, name, len);
+	l = table_add(&m->locals, name, len, &added);
+	if (added)
+		m->last = NULL; /* the entries may have moved */
+	return l;
 }
 
 static void
@@ -435,7 +328,8 @@ expo_local_help(struct expo_local *l)
 
 	/* Only a family's own HELP: not that of a name it merely owns. */
 	if (fam == NULL || fam->help != NULL || l->helplen == 0 ||
-	    fam->namelen != l->len || memcmp(fam->name, l->name, l->len) != 0)
+	    fam->namelen != l->k.len ||
+	    memcmp(fam->name, l->k.name, l->k.len) != 0)
 		return;
 	fam->help = xstrndup(l->help, l->helplen);
 	fam->helplen = l->helplen;
@@ -468,11 +362,11 @@ expo_local_family(struct expo_merge *m, struct expo_local *x)
 		return x;
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		len = expo_suffixes[i].len;
-		if (x->len <= len ||
-		    memcmp(x->name + x->len - len, expo_suffixes[i].suffix,
+		if (x->k.len <= len ||
+		    memcmp(x->k.name + x->k.len - len, expo_suffixes[i].suffix,
 			len) != 0)
 			continue;
-		base = expo_local_get(m, x->name, x->len - len, 0);
+		base = expo_local_get(m, x->k.name, x->k.len - len, 0);
 		if (base != NULL && (base->flags & EXPO_LOCAL_TYPE) &&
 		    expo_suffix_owns(i, base->type))
 			return base;
@@ -495,15 +389,16 @@ expo_resolve(struct expo_merge *m, struct expo_local *x, struct expo_local *l)
 	if (!(l->flags & EXPO_LOCAL_DONE)) {
 		l->flags |= EXPO_LOCAL_DONE;
 		l->fam =
-		    expo_family_get(m, l->name, l->len, expo_local_type(l));
+		    expo_family_get(m, l->k.name, l->k.len, expo_local_type(l));
 		if (l->fam == NULL)
-			expo_conflict(m, l->name, l->len);
+			expo_conflict(m, l->k.name, l->k.len);
 		else if (l->flags & EXPO_LOCAL_HELP)
 			expo_local_help(l);
 	}
 	fam = l->fam;
-	if (x != l && fam != NULL && expo_claim(m, x->name, x->len, fam) != 0) {
-		expo_conflict(m, x->name, x->len);
+	if (x != l && fam != NULL &&
+	    expo_claim(m, x->k.name, x->k.len, fam) != 0) {
+		expo_conflict(m, x->k.name, x->k.len);
 		fam = NULL;
 	}
 	x->flags |= EXPO_LOCAL_DONE;
@@ -629,8 +524,8 @@ expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
 
 	/* Samples of one metric come in runs: skip the lookup. */
 	x = m->last;
-	if (x == NULL || x->len != s->namelen ||
-	    memcmp(x->name, s->name, x->len) != 0)
+	if (x == NULL || x->k.len != s->namelen ||
+	    memcmp(x->k.name, s->name, x->k.len) != 0)
 		x = m->last = expo_local_get(m, s->name, s->namelen, 1);
 	if (x->flags & EXPO_LOCAL_DONE) {
 		if (x->fam == NULL) {
@@ -906,7 +801,11 @@ expo_worker_set(struct expo_merge *m, const char *worker)
 struct expo_merge *
 expo_merge_create(void)
 {
-	return xcalloc(1, sizeof(struct expo_merge));
+	struct expo_merge *m = xcalloc(1, sizeof *m);
+
+	table_init(&m->claims, sizeof(struct expo_claim));
+	table_init(&m->locals, sizeof(struct expo_local));
+	return m;
 }
 
 /*
@@ -927,10 +826,7 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 		st = &scratch;
 	memset(st, 0, sizeof *st);
 	m->st = st;
-	if (m->nlocals != 0) {
-		memset(m->locals, 0, m->localscap * sizeof *m->locals);
-		m->nlocals = 0;
-	}
+	table_clear(&m->locals);
 	m->last = NULL;
 	expo_worker_set(m, worker);
 
@@ -996,6 +892,7 @@ void
 expo_merge_reset(struct expo_merge *m)
 {
 	struct expo_family *fam;
+	struct expo_claim *c;
 	size_t i;
 
 	if (m->nfamilies > 0)
@@ -1010,14 +907,11 @@ expo_merge_reset(struct expo_merge *m)
 		free(fam);
 	}
 	m->nfamilies = 0;
-	for (i = 0; i < m->claimscap; i++)
-		free(m->claims[i].name);
-	if (m->claimscap > 0)
-		memset(m->claims, 0, m->claimscap * sizeof *m->claims);
-	m->nclaims = 0;
-	if (m->localscap > 0)
-		memset(m->locals, 0, m->localscap * sizeof *m->locals);
-	m->nlocals = 0;
+	i = 0;
+	while ((c = table_next(&m->claims, &i)) != NULL)
+		free((char *)c->k.name);
+	table_clear(&m->claims);
+	table_clear(&m->locals);
 	m->last = NULL;
 }
 
@@ -1033,8 +927,8 @@ expo_merge_free(struct expo_merge *m)
 		buf_finish(&m->spare[i]);
 	free(m->spare);
 	free(m->families);
-	free(m->claims);
-	free(m->locals);
+	table_finish(&m->claims);
+	table_finish(&m->locals);
 	buf_finish(&m->worker);
 	free(m);
 }

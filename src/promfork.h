@@ -466,6 +466,28 @@ struct lease *scrape_lease(struct registry *, int worker, pid_t,
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 
+/* table.c */
+/* The first member of every entry of a table: the name it is found by. */
+struct table_key {
+	const char *name; /* NULL: an empty slot */
+	size_t len;
+	uint64_t hash;
+};
+struct table {
+	unsigned char *slots; /* cap entries of esize bytes */
+	size_t esize;
+	size_t n;
+	size_t cap; /* 0 or a power of two */
+	uint64_t key[2]; /* SipHash-1-3 key, random */
+};
+void table_init(struct table *, size_t esize);
+void table_finish(struct table *);
+uint64_t table_hash(const struct table *, const char *, size_t);
+void *table_find(const struct table *, const char *, size_t);
+void *table_add(struct table *, const char *, size_t, int *added);
+void *table_next(const struct table *, size_t *);
+void table_clear(struct table *);
+
 /* value.c */
 int value_parse(const char *, size_t);
 int value_timestamp_parse(const char *, size_t, long long *);

@@ -25,7 +25,7 @@ static const char *const expo_type_names[EXPO_TYPE_COUNT] = { "untyped",
 
 /* One merged family: its samples are rendered as they are added. */
 struct expo_family {
-	char *name;
+	char *name; /* in the merge's names */
 	size_t namelen;
 	enum expo_type type;
 	char *help; /* escaped as on the wire; NULL until a worker gives one */
@@ -33,13 +33,16 @@ struct expo_family {
 	struct buf samples;
 };
 
+/* Names chunks are never moved, so that names can point into them. */
+#define EXPO_NAMES_CHUNK (64 * 1024)
+
 /*
  * A name some family owns.  A histogram or summary also owns the _sum,
  * _count (and _bucket) names a text parser files under it, so two families
  * that a parser would mix up can never both be rendered.
  */
 struct expo_claim {
-	struct table_key k; /* the name, a copy the claim owns */
+	struct table_key k; /* the name, in the merge's names */
 	struct expo_family *fam;
 };
 
@@ -75,18 +78,25 @@ struct expo_sample {
 };
 
 struct expo_merge {
-	struct expo_family **families; /* in first-seen order */
+	/*
+	 * The families in first-seen order; past nfamilies up to nalloc, the
+	 * ones expo_merge_reset kept with their buffers, for reuse.
+	 */
+	struct expo_family **families;
 	size_t nfamilies;
+	size_t nalloc;
 	size_t familiescap;
+
+	/* Copies of family, HELP and claimed names, until the next reset. */
+	struct buf *names;
+	size_t nnames;
+	size_t name; /* the chunk being filled */
 
 	struct table claims; /* of struct expo_claim */
 	struct table
 	    locals; /* of struct expo_local, for the scrape being added */
 
 	struct expo_local *last; /* the last sample's, while it stays put */
-
-	struct buf *spare; /* samples buffers kept by expo_merge_reset */
-	size_t nspare;
 
 	struct buf worker; /* escaped worker label value */
 	struct expo_stats *st;
@@ -213,6 +223,33 @@ expo_utf8_valid(const unsigned char *s, size_t len)
 	return 1;
 }
 
+/* A copy of s that lives until the next reset, without a malloc each. */
+static char *
+expo_name_copy(struct expo_merge *m, const char *s, size_t len)
+{
+	struct buf *b;
+	char *p;
+
+	for (;; m->name++) {
+		if (m->name == m->nnames) {
+			m->names = xreallocarray(m->names, m->nnames + 1,
+			    sizeof *m->names);
+			b = &m->names[m->nnames++];
+			memset(b, 0, sizeof *b);
+			buf_reserve(b,
+			    len > EXPO_NAMES_CHUNK ? len : EXPO_NAMES_CHUNK);
+		}
+		b = &m->names[m->name];
+		if (b->cap - b->len >= len)
+			break;
+	}
+	p = b->data + b->len;
+	if (len != 0)
+		memcpy(p, s, len);
+	b->len += len;
+	return p;
+}
+
 /* Gives name to fam unless another family has it: 0, or -1 on a clash. */
 static int
 expo_claim(struct expo_merge *m, const char *name, size_t len,
@@ -224,7 +261,7 @@ expo_claim(struct expo_merge *m, const char *name, size_t len,
 	c = table_add(&m->claims, name, len, &added);
 	if (!added)
 		return c->fam == fam ? 0 : -1;
-	c->k.name = xstrndup(name, len); /* the same bytes, for longer */
+	c->k.name = expo_name_copy(m, name, len); /* the same, for longer */
 	c->fam = fam;
 	return 0;
 }
@@ -254,7 +291,7 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
     enum expo_type type)
 {
 	struct expo_family *fam;
-	char *sub;
+	char stack[256], *sub;
 	size_t i;
 
 	fam = expo_claim_owner(m, name, len);
@@ -265,7 +302,7 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 		return NULL;
 	}
 
-	sub = xmalloc(len + 16);
+	sub = len + 16 <= sizeof stack ? stack : xmalloc(len + 16);
 	memcpy(sub, name, len);
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		if (!expo_suffix_owns(i, type) || !expo_suffixes[i].eager)
@@ -277,18 +314,21 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 			goto out;
 	}
 
-	fam = xcalloc(1, sizeof *fam);
-	if (m->nspare > 0)
-		fam->samples = m->spare[--m->nspare];
-	fam->name = xstrndup(name, len);
+	if (m->nfamilies == m->nalloc) {
+		if (m->nalloc == m->familiescap) {
+			m->familiescap =
+			    m->familiescap != 0 ? m->familiescap * 2 : 64;
+			m->families = xreallocarray(m->families, m->familiescap,
+			    sizeof *m->families);
+		}
+		m->families[m->nalloc++] = xcalloc(1, sizeof *fam);
+	}
+	fam = m->families[m->nfamilies++];
+	fam->name = expo_name_copy(m, name, len);
 	fam->namelen = len;
 	fam->type = type;
-	if (m->nfamilies == m->familiescap) {
-		m->familiescap = m->familiescap != 0 ? m->familiescap * 2 : 64;
-		m->families = xreallocarray(m->families, m->familiescap,
-		    sizeof *m->families);
-	}
-	m->families[m->nfamilies++] = fam;
+	fam->help = NULL;
+	fam->helplen = 0;
 
 	expo_claim(m, name, len, fam);
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
@@ -299,7 +339,8 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 		expo_claim(m, sub, len + expo_suffixes[i].len, fam);
 	}
 out:
-	free(sub);
+	if (sub != stack)
+		free(sub);
 	return fam;
 }
 
@@ -322,7 +363,7 @@ expo_local_get(struct expo_merge *m, const char *name, size_t len, int create)
 }
 
 static void
-expo_local_help(struct expo_local *l)
+expo_local_help(struct expo_merge *m, struct expo_local *l)
 {
 	struct expo_family *fam = l->fam;
 
@@ -331,7 +372,7 @@ expo_local_help(struct expo_local *l)
 	    fam->namelen != l->k.len ||
 	    memcmp(fam->name, l->k.name, l->k.len) != 0)
 		return;
-	fam->help = xstrndup(l->help, l->helplen);
+	fam->help = expo_name_copy(m, l->help, l->helplen);
 	fam->helplen = l->helplen;
 }
 
@@ -393,7 +434,7 @@ expo_resolve(struct expo_merge *m, struct expo_local *x, struct expo_local *l)
 		if (l->fam == NULL)
 			expo_conflict(m, l->k.name, l->k.len);
 		else if (l->flags & EXPO_LOCAL_HELP)
-			expo_local_help(l);
+			expo_local_help(m, l);
 	}
 	fam = l->fam;
 	if (x != l && fam != NULL &&
@@ -550,18 +591,60 @@ expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
 	return 0;
 }
 
+/*
+ * Whether no two labels of s share a name.  A few are compared in pairs;
+ * more go through a small set under the merge's keyed hash, so that 64
+ * labels cost 64 lookups, not 2 016 comparisons of names made alike.
+ */
+static int
+expo_labels_unique(struct expo_merge *m, const struct expo_sample *s)
+{
+	unsigned char set[EXPO_LABELS_MAX * 2]; /* label index + 1; 0: empty */
+	uint64_t hash[EXPO_LABELS_MAX];
+	const struct expo_label *a, *b;
+	size_t i, j, mask = sizeof set - 1;
+
+	if (s->nlabels <= 8) {
+		for (i = 1; i < s->nlabels; i++) {
+			a = &s->labels[i];
+			for (j = 0; j < i; j++) {
+				b = &s->labels[j];
+				if (a->namelen == b->namelen &&
+				    memcmp(a->name, b->name, a->namelen) == 0)
+					return 0;
+			}
+		}
+		return 1;
+	}
+	memset(set, 0, sizeof set);
+	for (i = 0; i < s->nlabels; i++) {
+		a = &s->labels[i];
+		hash[i] = table_hash(&m->locals, a->name, a->namelen);
+		for (j = hash[i] & mask; set[j] != 0; j = (j + 1) & mask) {
+			b = &s->labels[set[j] - 1];
+			if (hash[set[j] - 1] == hash[i] &&
+			    a->namelen == b->namelen &&
+			    memcmp(a->name, b->name, a->namelen) == 0)
+				return 0;
+		}
+		set[j] = (unsigned char)(i + 1);
+	}
+	return 1;
+}
+
 /* The {...} of a sample, p just past the brace: the end, or NULL. */
 static const char *
-expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
+expo_labels_parse(struct expo_merge *m, struct expo_sample *s, const char *p,
+    const char *end)
 {
 	struct expo_label *l;
-	size_t n, i;
+	size_t n;
 	int high;
 
 	for (;;) {
 		p = expo_skip_blanks(p, end);
 		if (p < end && *p == '}')
-			return p + 1;
+			return expo_labels_unique(m, s) ? p + 1 : NULL;
 		if (s->nlabels == EXPO_LABELS_MAX)
 			return NULL;
 		l = &s->labels[s->nlabels];
@@ -601,18 +684,13 @@ expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
 			return NULL;
 		if (n == 8 && memcmp(l->name, "__name__", 8) == 0)
 			return NULL;
-		for (i = 0; i < s->nlabels; i++) {
-			if (s->labels[i].namelen == n &&
-			    memcmp(s->labels[i].name, l->name, n) == 0)
-				return NULL;
-		}
 		s->nlabels++;
 
 		p = expo_skip_blanks(p, end);
 		if (p < end && *p == ',')
 			p++;
 		else if (p < end && *p == '}')
-			return p + 1;
+			return expo_labels_unique(m, s) ? p + 1 : NULL;
 		else
 			return NULL;
 	}
@@ -636,7 +714,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 	p += n;
 	tok = expo_skip_blanks(p, end);
 	if (tok < end && *tok == '{') {
-		if ((p = expo_labels_parse(s, tok + 1, end)) == NULL)
+		if ((p = expo_labels_parse(m, s, tok + 1, end)) == NULL)
 			return -1;
 	} else if (tok == p)
 		return -1;
@@ -744,7 +822,7 @@ expo_comment_line(struct expo_merge *m, const char *p, const char *end)
 		l->help = p;
 		l->helplen = (size_t)(end - p);
 		/* A HELP after the samples still counts; it renders first. */
-		expo_local_help(l);
+		expo_local_help(m, l);
 		return 0;
 	}
 
@@ -778,6 +856,20 @@ expo_line(struct expo_merge *m, const char *p, size_t len)
 	if (*p == '#')
 		return expo_comment_line(m, p + 1, end);
 	return expo_sample_line(m, p, end);
+}
+
+/* A line past a cap: counted if a sample, not read. */
+static int
+expo_line_capped(struct expo_merge *m, const char *p, size_t len)
+{
+	const char *end = p + len;
+
+	p = expo_skip_blanks(p, end);
+	if (p == end || (p + 1 == end && *p == '\r'))
+		return 1;
+	if (*p != '#')
+		m->st->capped++;
+	return 0;
 }
 
 static void
@@ -834,7 +926,16 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 		nl = memchr(p, '\n', (size_t)(end - p));
 		eol = nl != NULL ? nl : end;
 		st->lines++;
-		rc = expo_line(m, p, (size_t)(eol - p));
+		/*
+		 * Past either cap the rest is counted, not read: every sample
+		 * line counts towards the series, taken or not, as it was
+		 * work, and a new name costs more than a sample.
+		 */
+		if (st->samples + st->dropped + st->capped < EXPO_SERIES_MAX &&
+		    m->locals.n < EXPO_NAMES_MAX)
+			rc = expo_line(m, p, (size_t)(eol - p));
+		else
+			rc = expo_line_capped(m, p, (size_t)(eol - p));
 		if (rc == -1) {
 			if (st->malformed++ == 0)
 				st->malformed_line = st->lines;
@@ -891,25 +992,14 @@ expo_merge_render(struct expo_merge *m, struct buf *out)
 void
 expo_merge_reset(struct expo_merge *m)
 {
-	struct expo_family *fam;
-	struct expo_claim *c;
 	size_t i;
 
-	if (m->nfamilies > 0)
-		m->spare = xreallocarray(m->spare, m->nspare + m->nfamilies,
-		    sizeof *m->spare);
-	for (i = 0; i < m->nfamilies; i++) {
-		fam = m->families[i];
-		fam->samples.len = 0;
-		m->spare[m->nspare++] = fam->samples;
-		free(fam->name);
-		free(fam->help);
-		free(fam);
-	}
+	for (i = 0; i < m->nfamilies; i++)
+		m->families[i]->samples.len = 0;
 	m->nfamilies = 0;
-	i = 0;
-	while ((c = table_next(&m->claims, &i)) != NULL)
-		free((char *)c->k.name);
+	for (i = 0; i < m->nnames; i++)
+		m->names[i].len = 0;
+	m->name = 0;
 	table_clear(&m->claims);
 	table_clear(&m->locals);
 	m->last = NULL;
@@ -922,11 +1012,14 @@ expo_merge_free(struct expo_merge *m)
 
 	if (m == NULL)
 		return;
-	expo_merge_reset(m);
-	for (i = 0; i < m->nspare; i++)
-		buf_finish(&m->spare[i]);
-	free(m->spare);
+	for (i = 0; i < m->nalloc; i++) {
+		buf_finish(&m->families[i]->samples);
+		free(m->families[i]);
+	}
 	free(m->families);
+	for (i = 0; i < m->nnames; i++)
+		buf_finish(&m->names[i]);
+	free(m->names);
 	table_finish(&m->claims);
 	table_finish(&m->locals);
 	buf_finish(&m->worker);

@@ -59,19 +59,20 @@ fanout_free(struct fanout *f)
 /* Adds one worker's scrape to the merge; 1 when it counts as up. */
 static int
 fanout_merge_worker(struct expo_merge *m, struct fanout_worker *fw,
-    size_t *malformed)
+    size_t *malformed, size_t *dropped)
 {
 	struct expo_stats st;
 	char name[16];
 	int rc;
 
-	*malformed = 0;
+	*malformed = *dropped = 0;
 	if (!fw->answered)
 		return 0;
 	(void)snprintf(name, sizeof name, "%d", fw->worker);
 	rc = expo_merge_add(m, name, fw->body.data != NULL ? fw->body.data : "",
 	    fw->body.len, &st);
 	*malformed = st.malformed;
+	*dropped = st.dropped + st.capped;
 	if (st.malformed > 0)
 		log_warnx("worker %d: %zu malformed metrics lines dropped, "
 			  "the first at line %zu",
@@ -80,6 +81,10 @@ fanout_merge_worker(struct expo_merge *m, struct fanout_worker *fw,
 		log_warnx("worker %d: %zu metric families typed unlike "
 			  "another worker's (first: %s); %zu samples dropped",
 		    fw->worker, st.type_conflicts, st.conflict, st.dropped);
+	if (st.capped > 0)
+		log_warnx("worker %d: over the caps of %d series or %d names "
+			  "a scrape; %zu samples dropped",
+		    fw->worker, EXPO_SERIES_MAX, EXPO_NAMES_MAX, st.capped);
 	return rc == 0;
 }
 
@@ -114,7 +119,7 @@ fanout_reply(struct fanout *f)
 	struct http_conn *c = f->conn;
 	struct fanout_scratch *fs = f->scratch;
 	struct buf *out = &fs->out;
-	size_t i, *malformed;
+	size_t i, *malformed, *dropped;
 	int *up;
 
 	if (fs->merge == NULL)
@@ -123,9 +128,10 @@ fanout_reply(struct fanout *f)
 	out->len = 0;
 	up = xcalloc(f->nworkers + 1, sizeof *up);
 	malformed = xcalloc(f->nworkers + 1, sizeof *malformed);
+	dropped = xcalloc(f->nworkers + 1, sizeof *dropped);
 	for (i = 0; i < f->nworkers; i++)
 		up[i] = fanout_merge_worker(fs->merge, &f->workers[i],
-		    &malformed[i]);
+		    &malformed[i], &dropped[i]);
 	expo_merge_render(fs->merge, out);
 
 	fanout_family(out, "promfork_worker_up", "gauge",
@@ -148,8 +154,17 @@ fanout_reply(struct fanout *f)
 		    "promfork_worker_scrape_malformed_lines"
 		    "{worker=\"%d\"} %zu\n",
 		    f->workers[i].worker, malformed[i]);
+	fanout_family(out, "promfork_worker_scrape_dropped_series", "gauge",
+	    "Samples of the worker's answer dropped in this scrape: past the "
+	    "per-worker caps, or of a family another worker typed otherwise.");
+	for (i = 0; i < f->nworkers; i++)
+		fanout_printf(out,
+		    "promfork_worker_scrape_dropped_series"
+		    "{worker=\"%d\"} %zu\n",
+		    f->workers[i].worker, dropped[i]);
 	free(up);
 	free(malformed);
+	free(dropped);
 
 	/* Replying may close the connection: forget it first. */
 	http_conn_on_close(c, NULL, NULL);

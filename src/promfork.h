@@ -469,8 +469,9 @@ void proxy_serve(struct http_conn *, const struct http_request *,
 /* table.c */
 /* The first member of every entry of a table: the name it is found by. */
 struct table_key {
-	const char *name; /* NULL: an empty slot */
-	size_t len;
+	const char *name;
+	uint32_t len;
+	uint32_t gen; /* the table's: in use; else an empty slot */
 	uint64_t hash;
 };
 struct table {
@@ -478,6 +479,7 @@ struct table {
 	size_t esize;
 	size_t n;
 	size_t cap; /* 0 or a power of two */
+	uint32_t gen; /* of the entries in use; table_clear moves it on */
 	uint64_t key[2]; /* SipHash-1-3 key, random */
 };
 void table_init(struct table *, size_t esize);
@@ -495,10 +497,15 @@ int value_timestamp_parse(const char *, size_t, long long *);
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
+/* Taken from one worker per scrape, the rest dropped and counted: bounds
+ * the merge's work and memory whatever a worker answers. */
+#define EXPO_SERIES_MAX 100000 /* samples */
+#define EXPO_NAMES_MAX 4096 /* distinct names in samples, HELP and TYPE */
 struct expo_stats {
 	size_t lines;
 	size_t samples; /* kept */
 	size_t dropped; /* samples of families lost to a type conflict */
+	size_t capped; /* samples past EXPO_SERIES_MAX or EXPO_NAMES_MAX */
 	size_t malformed; /* lines dropped */
 	size_t malformed_line; /* the first of them, from 1; 0 when none */
 	size_t type_conflicts; /* families another worker typed otherwise */

@@ -82,6 +82,7 @@ table_init(struct table *t, size_t esize)
 
 	memset(t, 0, sizeof *t);
 	t->esize = esize;
+	t->gen = 1;
 	do
 		n = getrandom(t->key, sizeof t->key, 0);
 	while (n == -1 && errno == EINTR);
@@ -112,7 +113,7 @@ table_probe(const struct table *t, const char *name, size_t len, uint64_t hash)
 
 	for (i = hash & mask;; i = (i + 1) & mask) {
 		k = table_slot(t, i);
-		if (k->name == NULL ||
+		if (k->gen != t->gen ||
 		    (k->hash == hash && k->len == len &&
 			memcmp(k->name, name, len) == 0))
 			return k;
@@ -130,7 +131,7 @@ table_grow(struct table *t)
 	t->slots = xcalloc(t->cap, t->esize);
 	for (i = 0; i < oldcap; i++) {
 		k = (struct table_key *)(void *)(old + i * t->esize);
-		if (k->name != NULL)
+		if (k->gen == t->gen)
 			memcpy(table_probe(t, k->name, k->len, k->hash), k,
 			    t->esize);
 	}
@@ -146,7 +147,7 @@ table_find(const struct table *t, const char *name, size_t len)
 	if (t->n == 0)
 		return NULL;
 	k = table_probe(t, name, len, table_hash(t, name, len));
-	return k->name != NULL ? k : NULL;
+	return k->gen == t->gen ? k : NULL;
 }
 
 /*
@@ -161,13 +162,17 @@ table_add(struct table *t, const char *name, size_t len, int *added)
 	uint64_t hash = table_hash(t, name, len);
 	struct table_key *k;
 
+	if (len > UINT32_MAX)
+		fatalx("table name too long");
 	if ((t->n + 1) * 2 > t->cap)
 		table_grow(t);
 	k = table_probe(t, name, len, hash);
-	*added = k->name == NULL;
+	*added = k->gen != t->gen;
 	if (*added) {
+		memset(k, 0, t->esize);
 		k->name = name;
-		k->len = len;
+		k->len = (uint32_t)len;
+		k->gen = t->gen;
 		k->hash = hash;
 		t->n++;
 	}
@@ -182,18 +187,24 @@ table_next(const struct table *t, size_t *i)
 
 	while (*i < t->cap) {
 		k = table_slot(t, (*i)++);
-		if (k->name != NULL)
+		if (k->gen == t->gen)
 			return k;
 	}
 	return NULL;
 }
 
-/* Forgets every entry but keeps the slots (and the key) for reuse. */
+/*
+ * Forgets every entry but keeps the slots (and the key) for reuse: a new
+ * generation, so that it costs nothing however large the table grew.
+ */
 void
 table_clear(struct table *t)
 {
 	if (t->n == 0)
 		return;
-	memset(t->slots, 0, t->cap * t->esize);
 	t->n = 0;
+	if (++t->gen == 0) {
+		memset(t->slots, 0, t->cap * t->esize);
+		t->gen = 1;
+	}
 }

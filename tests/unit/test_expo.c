@@ -835,3 +835,100 @@ Test(expo, promtool_hostile)
 	free(said);
 	free(out);
 }
+
+/* Caps: what one worker may put in one scrape */
+
+Test(expo, names_cap, .timeout = 30)
+{
+	struct buf in = { 0 };
+	struct expo_stats st;
+	char line[64], *out, *p;
+	size_t i, families = 0;
+	int n;
+
+	for (i = 0; i < EXPO_NAMES_MAX + 100; i++) {
+		n = snprintf(line, sizeof line, "n%zu 1\n", i);
+		buf_add(&in, line, (size_t)n);
+	}
+	buf_add(&in, "n0 2\n# comment\n\n", sizeof "n0 2\n# comment\n\n" - 1);
+	buf_add(&in, "", 1);
+	out = merge1(in.data, &st);
+	cr_expect_eq(st.samples, EXPO_NAMES_MAX);
+	cr_expect_eq(st.capped, 101, "the rest counted, a known name too");
+	cr_expect_eq(st.malformed, 0);
+	for (p = out; (p = strstr(p, "# TYPE ")) != NULL; p++)
+		families++;
+	cr_expect_eq(families, EXPO_NAMES_MAX);
+	free(out);
+	buf_finish(&in);
+}
+
+Test(expo, names_cap_counts_help_and_type)
+{
+	struct buf in = { 0 };
+	struct expo_stats st;
+	char line[80], *out;
+	size_t i;
+	int n;
+
+	for (i = 0; i < EXPO_NAMES_MAX; i++) {
+		n = snprintf(line, sizeof line, "# TYPE t%zu gauge\n", i);
+		buf_add(&in, line, (size_t)n);
+	}
+	buf_add(&in, "t0 1\nx 1\n", sizeof "t0 1\nx 1\n" - 1);
+	buf_add(&in, "", 1);
+	out = merge1(in.data, &st);
+	cr_expect_eq(st.samples, 0, "the names were all spent on TYPE lines");
+	cr_expect_eq(st.capped, 2);
+	cr_expect_str_eq(out, "");
+	free(out);
+	buf_finish(&in);
+}
+
+Test(expo, series_cap, .timeout = 30)
+{
+	struct buf in = { 0 };
+	struct expo_stats st;
+	char *out;
+	size_t i;
+
+	buf_add(&in, "# TYPE s gauge\n", sizeof "# TYPE s gauge\n" - 1);
+	for (i = 0; i < EXPO_SERIES_MAX + 5; i++)
+		buf_add(&in, "s 1\n", sizeof "s 1\n" - 1);
+	buf_add(&in, "# HELP s late\n \r\n\nbad line\n",
+	    sizeof "# HELP s late\n \r\n\nbad line\n" - 1);
+	buf_add(&in, "", 1);
+	out = merge1(in.data, &st);
+	cr_expect_eq(st.samples, EXPO_SERIES_MAX);
+	cr_expect_eq(st.capped, 6, "5 samples and one line not read");
+	cr_expect_eq(st.malformed, 0, "past the cap lines are not read");
+	cr_expect_eq(st.lines, EXPO_SERIES_MAX + 10);
+	cr_expect(strncmp(out, "# TYPE s gauge\ns{worker=\"0\"} 1\n", 31) == 0);
+	free(out);
+	buf_finish(&in);
+}
+
+/* Type-conflict drops count towards the series cap: they were work. */
+Test(expo, series_cap_counts_dropped, .timeout = 30)
+{
+	struct buf in[2] = { { 0 }, { 0 } };
+	struct expo_stats st[2];
+	const char *texts[2];
+	char *out;
+	size_t i;
+
+	buf_add(&in[0], "c 1\n", sizeof "c 1\n" - 1);
+	buf_add(&in[1], "# TYPE c gauge\n", sizeof "# TYPE c gauge\n" - 1);
+	for (i = 0; i < EXPO_SERIES_MAX + 3; i++)
+		buf_add(&in[1], "c 1\n", sizeof "c 1\n" - 1);
+	buf_add(&in[0], "", 1);
+	buf_add(&in[1], "", 1);
+	texts[0] = in[0].data;
+	texts[1] = in[1].data;
+	out = merge_n(texts, 2, st, NULL);
+	cr_expect_eq(st[1].dropped, EXPO_SERIES_MAX);
+	cr_expect_eq(st[1].capped, 3);
+	free(out);
+	buf_finish(&in[0]);
+	buf_finish(&in[1]);
+}

@@ -2,7 +2,9 @@
  * A growable byte buffer: the merge renders into it, the fan-out collects
  * workers' answers in it.  Embedded, zeroed to start: buf_finish frees it.
  */
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +36,25 @@ buf_add(struct buf *b, const void *data, size_t len)
 	buf_reserve(b, len);
 	memcpy(b->data + b->len, data, len);
 	b->len += len;
+}
+
+/* Appends printf's text, without its NUL. */
+void
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatalx("buf_printf: %s", fmt);
+	buf_reserve(b, (size_t)n + 1);
+	va_start(ap, fmt);
+	(void)vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
 }
 
 void

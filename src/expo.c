@@ -858,18 +858,15 @@ expo_line(struct expo_merge *m, const char *p, size_t len)
 	return expo_sample_line(m, p, end);
 }
 
-/* A line past a cap: counted if a sample, not read. */
-static int
-expo_line_capped(struct expo_merge *m, const char *p, size_t len)
+/* The lines from p on, counted (a tight loop), not read. */
+static size_t
+expo_lines_left(const char *p, const char *end)
 {
-	const char *end = p + len;
+	size_t n = end > p && end[-1] != '\n';
 
-	p = expo_skip_blanks(p, end);
-	if (p == end || (p + 1 == end && *p == '\r'))
-		return 1;
-	if (*p != '#')
-		m->st->capped++;
-	return 0;
+	for (; p < end; p++)
+		n += *p == '\n';
+	return n;
 }
 
 static void
@@ -923,19 +920,22 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 	expo_worker_set(m, worker);
 
 	while (p < end) {
+		/*
+		 * Past either cap the rest is counted as dropped, not read:
+		 * every sample line counts towards the series, taken or not,
+		 * as it was work, and a new name costs more than a sample.
+		 */
+		if (st->samples + st->dropped >= EXPO_SERIES_MAX ||
+		    m->locals.n >= EXPO_NAMES_MAX) {
+			st->capped = expo_lines_left(p, end);
+			st->lines += st->capped;
+			good += st->capped;
+			break;
+		}
 		nl = memchr(p, '\n', (size_t)(end - p));
 		eol = nl != NULL ? nl : end;
 		st->lines++;
-		/*
-		 * Past either cap the rest is counted, not read: every sample
-		 * line counts towards the series, taken or not, as it was
-		 * work, and a new name costs more than a sample.
-		 */
-		if (st->samples + st->dropped + st->capped < EXPO_SERIES_MAX &&
-		    m->locals.n < EXPO_NAMES_MAX)
-			rc = expo_line(m, p, (size_t)(eol - p));
-		else
-			rc = expo_line_capped(m, p, (size_t)(eol - p));
+		rc = expo_line(m, p, (size_t)(eol - p));
 		if (rc == -1) {
 			if (st->malformed++ == 0)
 				st->malformed_line = st->lines;

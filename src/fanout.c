@@ -83,7 +83,7 @@ fanout_merge_worker(struct expo_merge *m, struct fanout_worker *fw,
 		    fw->worker, st.type_conflicts, st.conflict, st.dropped);
 	if (st.capped > 0)
 		log_warnx("worker %d: over the caps of %d series or %d names "
-			  "a scrape; %zu samples dropped",
+			  "a scrape; %zu lines left unread",
 		    fw->worker, EXPO_SERIES_MAX, EXPO_NAMES_MAX, st.capped);
 	return rc == 0;
 }
@@ -110,6 +110,19 @@ fanout_family(struct buf *out, const char *name, const char *type,
 {
 	fanout_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
 	    type);
+}
+
+/* A gauge family of one count per worker. */
+static void
+fanout_counts(struct buf *out, const struct fanout *f, const char *name,
+    const char *help, const size_t *counts)
+{
+	size_t i;
+
+	fanout_family(out, name, "gauge", help);
+	for (i = 0; i < f->nworkers; i++)
+		fanout_printf(out, "%s{worker=\"%d\"} %zu\n", name,
+		    f->workers[i].worker, counts[i]);
 }
 
 /* Merges what arrived and answers; the connection is ours until then. */
@@ -146,22 +159,14 @@ fanout_reply(struct fanout *f)
 		    "promfork_worker_scrape_duration_seconds"
 		    "{worker=\"%d\"} %.6f\n",
 		    f->workers[i].worker, f->workers[i].seconds);
-	fanout_family(out, "promfork_worker_scrape_malformed_lines", "gauge",
+	fanout_counts(out, f, "promfork_worker_scrape_malformed_lines",
 	    "Lines of the worker's answer dropped as malformed in this "
-	    "scrape.");
-	for (i = 0; i < f->nworkers; i++)
-		fanout_printf(out,
-		    "promfork_worker_scrape_malformed_lines"
-		    "{worker=\"%d\"} %zu\n",
-		    f->workers[i].worker, malformed[i]);
-	fanout_family(out, "promfork_worker_scrape_dropped_series", "gauge",
+	    "scrape.",
+	    malformed);
+	fanout_counts(out, f, "promfork_worker_scrape_dropped_series",
 	    "Samples of the worker's answer dropped in this scrape: past the "
-	    "per-worker caps, or of a family another worker typed otherwise.");
-	for (i = 0; i < f->nworkers; i++)
-		fanout_printf(out,
-		    "promfork_worker_scrape_dropped_series"
-		    "{worker=\"%d\"} %zu\n",
-		    f->workers[i].worker, dropped[i]);
+	    "per-worker caps, or of a family another worker typed otherwise.",
+	    dropped);
 	free(up);
 	free(malformed);
 	free(dropped);

@@ -62,6 +62,7 @@ struct buf {
 };
 void buf_reserve(struct buf *, size_t);
 void buf_add(struct buf *, const void *, size_t);
+void buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
 void buf_finish(struct buf *);
 
 /* label.c */
@@ -499,13 +500,13 @@ int value_timestamp_parse(const char *, size_t, long long *);
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
 /* Taken from one worker per scrape, the rest dropped and counted: bounds
  * the merge's work and memory whatever a worker answers. */
-#define EXPO_SERIES_MAX 100000 /* samples */
+#define EXPO_SERIES_MAX 50000 /* samples */
 #define EXPO_NAMES_MAX 4096 /* distinct names in samples, HELP and TYPE */
 struct expo_stats {
 	size_t lines;
 	size_t samples; /* kept */
 	size_t dropped; /* samples of families lost to a type conflict */
-	size_t capped; /* samples past EXPO_SERIES_MAX or EXPO_NAMES_MAX */
+	size_t capped; /* lines past EXPO_SERIES_MAX or EXPO_NAMES_MAX */
 	size_t malformed; /* lines dropped */
 	size_t malformed_line; /* the first of them, from 1; 0 when none */
 	size_t type_conflicts; /* families another worker typed otherwise */

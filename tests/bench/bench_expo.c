@@ -22,7 +22,6 @@
  *
  *     bench_expo [ROUNDS]
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,34 +34,18 @@
 
 typedef void (*gen_fn)(struct buf *, size_t size);
 
-static void add(struct buf *b, const char *fmt, ...) PRINTFLIKE(2, 3);
-static void
-add(struct buf *b, const char *fmt, ...)
-{
-	char line[24 * 1024];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof line)
-		abort();
-	buf_add(b, line, (size_t)n);
-}
-
 static void
 gen_ordinary(struct buf *b, size_t size)
 {
 	int f, p;
 
 	for (f = 0; b->len < size; f++) {
-		add(b,
+		buf_printf(b,
 		    "# HELP bench_family_%d_total Family %d.\n"
 		    "# TYPE bench_family_%d_total counter\n",
 		    f, f, f);
 		for (p = 0; p < 100 && b->len < size; p++)
-			add(b,
+			buf_printf(b,
 			    "bench_family_%d_total{path=\"/api/v1/item/%d\"} "
 			    "%d.0\n",
 			    f, p, f + p + 1);
@@ -75,7 +58,7 @@ gen_names(struct buf *b, size_t size)
 	int i;
 
 	for (i = 0; b->len < size; i++)
-		add(b, "n%07d 1\n", i);
+		buf_printf(b, "n%07d 1\n", i);
 }
 
 static void
@@ -84,7 +67,7 @@ gen_histograms(struct buf *b, size_t size)
 	int i;
 
 	for (i = 0; b->len < size; i++)
-		add(b,
+		buf_printf(b,
 		    "# TYPE h%06d histogram\nh%06d_bucket{le=\"+Inf\"} 1\n"
 		    "h%06d_sum 1\nh%06d_count 1\n",
 		    i, i, i, i);
@@ -96,14 +79,14 @@ gen_metadata(struct buf *b, size_t size)
 	int i;
 
 	for (i = 0; b->len < size; i++)
-		add(b, "# HELP m%07d x\n# TYPE m%07d gauge\n", i, i);
+		buf_printf(b, "# HELP m%07d x\n# TYPE m%07d gauge\n", i, i);
 }
 
 static void
 gen_series(struct buf *b, size_t size)
 {
 	while (b->len < size)
-		add(b, "s 1\n");
+		buf_printf(b, "s 1\n");
 }
 
 static void
@@ -112,10 +95,10 @@ gen_labels(struct buf *b, size_t size)
 	int i, k;
 
 	for (i = 0; b->len < size; i++) {
-		add(b, "l{");
+		buf_printf(b, "l{");
 		for (k = 0; k < EXPO_LABELS_MAX; k++)
-			add(b, "%sa%02d=\"%d\"", k > 0 ? "," : "", k, i);
-		add(b, "} 1\n");
+			buf_printf(b, "%sa%02d=\"%d\"", k > 0 ? "," : "", k, i);
+		buf_printf(b, "} 1\n");
 	}
 }
 
@@ -125,14 +108,14 @@ gen_worker(struct buf *b, size_t size)
 	int i, k, j;
 
 	for (i = 0; b->len < size; i++) {
-		add(b, "w{");
+		buf_printf(b, "w{");
 		for (k = EXPO_LABELS_MAX - 1; k >= 0; k--) {
-			add(b, "%s", k < EXPO_LABELS_MAX - 1 ? "," : "");
+			buf_printf(b, "%s", k < EXPO_LABELS_MAX - 1 ? "," : "");
 			for (j = 0; j < k; j++)
-				add(b, "exported_");
-			add(b, "worker=\"%d\"", i);
+				buf_printf(b, "exported_");
+			buf_printf(b, "worker=\"%d\"", i);
 		}
-		add(b, "} 1\n");
+		buf_printf(b, "} 1\n");
 	}
 }
 

@@ -62,3 +62,23 @@ Test(buf, reserve_grows_to_a_power_of_two_and_keeps_data)
 	cr_assert_eq(b.cap, cap);
 	buf_finish(&b);
 }
+
+Test(buf, printf_appends_without_nul)
+{
+	struct buf b = { 0 };
+	char big[600];
+
+	buf_add(&b, "x", 1);
+	buf_printf(&b, "%d-%s", 42, "y");
+	cr_assert_eq(b.len, 5);
+	cr_assert(memcmp(b.data, "x42-y", 5) == 0);
+	buf_printf(&b, "%s", "");
+	cr_assert_eq(b.len, 5);
+	memset(big, 'z', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	buf_printf(&b, "%s!", big);
+	cr_assert_eq(b.len, 5 + 600);
+	cr_assert_eq(b.data[b.len - 1], '!');
+	cr_assert_eq(b.data[5], 'z');
+	buf_finish(&b);
+}

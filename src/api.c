@@ -290,15 +290,31 @@ out:
 	return rc;
 }
 
+/* The HTTP status that says why the registry gave no lease. */
+static int
+api_registry_status(enum registry_error error)
+{
+	switch (error) {
+	case REGISTRY_GONE:
+		return 404;
+	case REGISTRY_FULL:
+		return 503;
+	case REGISTRY_OK:
+		break;
+	}
+	return 500;
+}
+
 static void
 api_register(struct api *api, struct http_conn *c, struct http_request *req,
     pid_t peer)
 {
 	struct labels labels = { NULL, 0 };
+	enum registry_error error;
 	struct proc_ref ref;
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	int created;
 	pid_t pid;
 
 	if (api_parse_register(req, peer, &pid, &labels, &cause) != 0) {
@@ -315,16 +331,16 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0) {
 		proc_ref_close(&ref);
 		log_warnx("registration refused: %s", cause);
-		api->reg->stats.refusals++;
+		registry_count_refusal(api->reg);
 		http_reply_error(c, 403, "%s", cause);
 		goto out;
 	}
 	l = registry_lease(api->reg, &ref, &labels, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	if (l == NULL) {
 		log_warnx("registration of pid %d refused: %s", (int)pid,
 		    cause);
-		http_reply_error(c, status, "%s", cause);
+		http_reply_error(c, api_registry_status(error), "%s", cause);
 		goto out;
 	}
 	http_reply_json(c, created ? 201 : 200, api_lease_json(api, l, 0));
@@ -337,13 +353,10 @@ static void
 api_list(struct api *api, struct http_conn *c)
 {
 	json_t *arr = json_array();
-	size_t s;
+	struct lease *l;
 
-	for (s = 0; s < api->reg->pool.size; s++) {
-		if (api->reg->slots[s] != NULL)
-			json_array_append_new(arr,
-			    api_lease_json(api, api->reg->slots[s], 1));
-	}
+	REGISTRY_FOREACH (l, api->reg)
+		json_array_append_new(arr, api_lease_json(api, l, 1));
 	http_reply_json(c, 200, arr);
 }
 
@@ -417,7 +430,7 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 	if (api->cfg.tree_root == 0 &&
 	    api_peer_user(api, c, &uid, &cause) != 0) {
 		log_warnx("request refused: %s", cause);
-		api->reg->stats.refusals++;
+		registry_count_refusal(api->reg);
 		http_reply_error(c, 403, "%s", cause);
 		free(cause);
 		return;

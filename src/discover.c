@@ -673,37 +673,38 @@ discover_apply(struct discover *d)
 {
 	struct registry *reg = d->reg;
 	struct discover_entry *e;
+	enum registry_error error;
 	struct lease *l;
 	size_t i, s;
 	char *cause;
-	int created, status = 0, again = 0;
+	int created, w, again = 0;
 
 	memset(d->keep, 0, reg->pool.size);
 	for (i = 0; i < d->n; i++) {
 		e = &d->v[i];
 		s = (size_t)(e->port - d->cfg.low);
-		l = reg->slots[s];
+		l = registry_find_worker(reg, (int)s);
 		if (e->state == DISCOVER_OWNED && l != NULL &&
 		    discover_same_worker(e, l))
 			d->keep[s] = 1;
 	}
-	for (s = 0; s < reg->pool.size; s++) {
-		l = reg->slots[s];
-		if (l != NULL && l->source == LEASE_DISCOVER && !d->keep[s])
+	REGISTRY_FOREACH_SAFE (l, reg, w) {
+		if (l->source == LEASE_DISCOVER && !d->keep[w])
 			lease_close(l, LEASE_END_GONE);
 	}
 	for (i = 0; i < d->n; i++) {
 		e = &d->v[i];
 		s = (size_t)(e->port - d->cfg.low);
-		if (e->state != DISCOVER_OWNED || reg->slots[s] != NULL)
+		if (e->state != DISCOVER_OWNED ||
+		    registry_find_worker(reg, (int)s) != NULL)
 			continue;
 		cause = NULL;
 		l = registry_lease_pid(reg, e->pid, NULL, LEASE_DISCOVER,
-		    (int)s, &created, &status, &cause);
+		    (int)s, &created, &error, &cause);
 		if (l == NULL) {
 			log_debug("discovery: port %u of pid %d: %s", e->port,
 			    (int)e->pid, cause);
-			if (status == 404) {
+			if (error == REGISTRY_GONE) {
 				e->state = DISCOVER_UNRESOLVED;
 				e->pid = 0;
 				again = 1;

@@ -96,12 +96,13 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	/* Slots only ever taken lowest first: this stays as small as the peak
 	 * number of workers, never as large as the churn. */
 	for (s = 0, n = 0; s < reg->pool.size; s++) {
-		if (reg->stats.slot_leases[s] > 0 || reg->slots[s] != NULL)
+		if (reg->stats.slot_leases[s] > 0 ||
+		    registry_find_worker(reg, (int)s) != NULL)
 			n++;
 	}
 	ms->workers = n > 0 ? xcalloc(n, sizeof *ms->workers) : NULL;
 	for (s = 0, n = 0; s < reg->pool.size; s++) {
-		const struct lease *l = reg->slots[s];
+		const struct lease *l = registry_find_worker(reg, (int)s);
 
 		if (reg->stats.slot_leases[s] == 0 && l == NULL)
 			continue;

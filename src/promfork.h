@@ -207,10 +207,17 @@ struct registry_stats {
 	unsigned long long ends[LEASE_END_COUNT];
 	unsigned long long *slot_leases; /* per slot: leases ever granted */
 };
+/* Why registry_lease gave no lease; api.c says it in HTTP. */
+enum registry_error {
+	REGISTRY_OK,
+	REGISTRY_FULL, /* no free port, or the slot asked for is taken */
+	REGISTRY_GONE /* the process has exited */
+};
 struct registry {
 	struct event_base *base;
 	struct pool pool;
 	struct lease **slots; /* pool.size entries, NULL when free */
+	unsigned char *reserved; /* per slot: 1 + the source it is held for */
 	size_t count;
 	struct event *ev_check; /* liveness poll for leases without pidfd */
 	int exit_fd; /* epoll set of the leases' pidfds */
@@ -224,19 +231,35 @@ void registry_init(struct registry *, struct event_base *, uint16_t low,
 void registry_finish(struct registry *);
 void registry_listen(struct registry *, registry_change_fn, void *);
 void registry_unlisten(struct registry *, registry_change_fn, void *);
-struct lease *
-registry_lease(struct registry *, struct proc_ref *, const struct labels *,
-    enum lease_source, int slot, int *created, int *status, char **cause);
-struct lease *
-registry_lease_pid(struct registry *, pid_t, const struct labels *,
-    enum lease_source, int slot, int *created, int *status, char **cause);
+struct lease *registry_lease(struct registry *, struct proc_ref *,
+    const struct labels *, enum lease_source, int slot, int *created,
+    enum registry_error *, char **cause);
+struct lease *registry_lease_pid(struct registry *, pid_t,
+    const struct labels *, enum lease_source, int slot, int *created,
+    enum registry_error *, char **cause);
+void registry_count_refusal(struct registry *);
+int registry_reserve(struct registry *, int slot, enum lease_source);
+void registry_unreserve(struct registry *, int slot);
+struct lease *registry_next(const struct registry *, int worker);
+/* Every live lease in slot order; the _SAFE form lets the body end l. */
+#define REGISTRY_FOREACH(l, reg) \
+	for ((l) = registry_next((reg), -1); (l) != NULL; \
+	     (l) = registry_next((reg), (l)->worker))
+#define REGISTRY_FOREACH_SAFE(l, reg, w) \
+	for ((l) = registry_next((reg), -1); \
+	     (l) != NULL && ((w) = (l)->worker, 1); \
+	     (l) = registry_next((reg), (w)))
 struct lease *registry_find_pid(struct registry *, pid_t);
-struct lease *registry_find_worker(struct registry *, int);
+struct lease *registry_find_worker(const struct registry *, int);
+struct lease *registry_find_lease(const struct registry *, int worker, pid_t,
+    unsigned long long starttime);
 void registry_check(struct registry *);
 void registry_clear(struct registry *, enum lease_end);
 const char *lease_end_name(enum lease_end);
 const char *lease_source_name(enum lease_source);
 void lease_close(struct lease *, enum lease_end);
+struct scrape_result;
+void lease_record_scrape(struct lease *, const struct scrape_result *);
 
 /* target.c */
 struct target_config {
@@ -308,6 +331,8 @@ int sdfile_finish(struct sdfile *, int remove);
 
 /* http.c */
 #define HTTP_HEADERS_MAX 32
+/* The Prometheus text exposition format, as promfork serves it. */
+#define HTTP_EXPOSITION_TYPE "text/plain; version=0.0.4; charset=utf-8"
 struct http_header {
 	char *name;
 	char *value;
@@ -456,14 +481,41 @@ struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *, void *arg);
 void scrape_cancel(struct scrape *);
-int scrape_deadline(const struct http_request *, int max_ms);
-void scrape_record(struct lease *, const struct scrape_result *);
-struct lease *scrape_lease(struct registry *, int worker, pid_t,
-    unsigned long long starttime);
+
+/* collect.c */
+#define COLLECT_PATH "/metrics" /* where every worker is scraped */
+struct collect_config {
+	const char *accept; /* sent on to the workers; NULL: none */
+	int deadline_ms; /* for every scrape, from its start */
+	size_t body_max; /* per worker */
+};
+/* One lease's scrape, as far as it got. */
+struct collect_item {
+	size_t index; /* in the leases given to collect_start */
+	int worker;
+	pid_t pid;
+	unsigned long long starttime;
+	int ok; /* the whole answer arrived, whatever its status */
+	int status; /* HTTP status; 0 when there was no answer */
+	int timed_out; /* the deadline passed */
+	double seconds; /* how long the scrape took */
+	char error[160]; /* why it failed; empty when ok */
+};
+/* head and body may be NULL; they return 0 to go on, -1 to stop that
+ * worker's scrape.  done runs exactly once, when every scrape has ended. */
+struct collect_callbacks {
+	int (*head)(struct collect_item *, const struct scrape_head *, void *);
+	int (*body)(struct collect_item *, struct evbuffer *, void *);
+	void (*done)(struct collect_item *, size_t n, void *arg);
+};
+struct collect;
+struct collect *collect_start(struct event_base *, struct registry *,
+    struct lease *const *, size_t n, const struct collect_config *,
+    const struct collect_callbacks *, void *arg);
+void collect_cancel(struct collect *);
 
 /* proxy.c */
 #define PROXY_BODY_MAX (32 * 1024 * 1024)
-#define PROXY_WORKER_PATH "/metrics"
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 
@@ -528,8 +580,8 @@ struct fanout_scratch {
 	struct expo_merge *merge;
 	struct buf out;
 };
-void fanout_serve(struct http_conn *, const struct http_request *,
-    struct registry *, int deadline_ms, struct fanout_scratch *);
+void fanout_serve(struct http_conn *, struct registry *, int deadline_ms,
+    struct fanout_scratch *);
 void fanout_scratch_free(struct fanout_scratch *);
 
 /* spawn.c: what its supervisor counts, shown in /metrics */
@@ -620,6 +672,7 @@ struct web;
 int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
     char **cause);
 int web_listen(const char *, char **cause);
+int web_scrape_deadline(const struct http_request *, int max_ms);
 char *web_address(int fd, const char *target_host);
 struct web *web_create(struct event_base *, int fd, const struct web_config *);
 void web_free(struct web *);

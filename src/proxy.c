@@ -3,24 +3,18 @@
  * live worker N on loopback and its answer streamed back byte for byte, for
  * hosts and containers that expose one port.  The worker is looked up in
  * the registry, so only a live registered worker's own port can be reached,
- * always at PROXY_WORKER_PATH; nothing from the request picks the address.
+ * always at COLLECT_PATH; nothing from the request picks the address.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/buffer.h>
 
 #include "promfork.h"
 
-#define PROXY_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-
 struct proxy {
 	struct http_conn *conn;
-	struct registry *reg;
-	struct scrape *scrape;
+	struct collect *collect;
 	int worker;
-	pid_t pid;
-	unsigned long long starttime;
 	int started; /* the response head has been sent */
 };
 
@@ -30,7 +24,7 @@ proxy_free(struct proxy *p)
 {
 	if (p->conn != NULL)
 		http_conn_on_close(p->conn, NULL, NULL);
-	scrape_cancel(p->scrape);
+	collect_cancel(p->collect);
 	free(p);
 }
 
@@ -45,7 +39,7 @@ proxy_client_close_cb(void *arg)
 }
 
 static int
-proxy_head_cb(const struct scrape_head *h, void *arg)
+proxy_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 {
 	struct proxy *p = arg;
 	int status = h->status;
@@ -54,14 +48,14 @@ proxy_head_cb(const struct scrape_head *h, void *arg)
 	if (status < 200 || status > 599)
 		status = 502;
 	http_reply_stream(p->conn, status,
-	    h->content_type[0] != '\0' ? h->content_type : PROXY_CONTENT_TYPE,
+	    h->content_type[0] != '\0' ? h->content_type : HTTP_EXPOSITION_TYPE,
 	    h->length);
 	p->started = 1;
 	return 0;
 }
 
 static int
-proxy_body_cb(struct evbuffer *chunk, void *arg)
+proxy_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 {
 	struct proxy *p = arg;
 
@@ -70,58 +64,53 @@ proxy_body_cb(struct evbuffer *chunk, void *arg)
 }
 
 static void
-proxy_done_cb(const struct scrape_result *r, void *arg)
+proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 {
 	struct proxy *p = arg;
 	struct http_conn *c = p->conn;
-	struct lease *l;
+	struct collect_item *it = &items[0];
 
-	p->scrape = NULL; /* it frees itself after this */
-	if ((l = scrape_lease(p->reg, p->worker, p->pid, p->starttime)) != NULL)
-		scrape_record(l, r);
+	p->collect = NULL; /* it frees itself after this */
 	/* Ending the reply may close the connection: we are done with it. */
 	http_conn_on_close(c, NULL, NULL);
 	p->conn = NULL;
-	if (r->error == NULL)
+	if (it->ok)
 		http_reply_end(c);
 	else if (p->started) {
-		log_warnx("proxy to worker %d: %s", p->worker, r->error);
-		http_reply_abort(c, r->error);
+		log_warnx("proxy to worker %d: %s", p->worker, it->error);
+		http_reply_abort(c, it->error);
 	} else {
-		log_warnx("proxy to worker %d: %s", p->worker, r->error);
-		http_reply_error(c, r->timed_out ? 504 : 502, "worker %d: %s",
-		    p->worker, r->error);
+		log_warnx("proxy to worker %d: %s", p->worker, it->error);
+		http_reply_error(c, it->timed_out ? 504 : 502, "worker %d: %s",
+		    p->worker, it->error);
 	}
 	proxy_free(p);
 }
 
-/* Answers GET /workers/N/metrics, now or when the worker has answered. */
+/*
+ * Answers GET /workers/N/metrics, now or when the worker has answered;
+ * deadline_ms is what the listener allows the scrape.
+ */
 void
 proxy_serve(struct http_conn *c, const struct http_request *req,
     struct registry *reg, int worker, int deadline_ms)
 {
-	static const struct scrape_callbacks cb = { proxy_head_cb,
+	static const struct collect_callbacks cb = { proxy_head_cb,
 		proxy_body_cb, proxy_done_cb };
 	struct lease *l = registry_find_worker(reg, worker);
+	struct collect_config cfg;
 	struct proxy *p;
 
 	if (l == NULL) {
 		http_reply_error(c, 404, "no live worker %d", worker);
 		return;
 	}
+	cfg.accept = http_request_header(req, "Accept");
+	cfg.deadline_ms = deadline_ms;
+	cfg.body_max = PROXY_BODY_MAX;
 	p = xcalloc(1, sizeof *p);
 	p->conn = c;
-	p->reg = reg;
 	p->worker = worker;
-	p->pid = l->pid;
-	p->starttime = l->starttime;
-	p->scrape = scrape_start(reg->base, l->port, PROXY_WORKER_PATH,
-	    http_request_header(req, "Accept"),
-	    scrape_deadline(req, deadline_ms), PROXY_BODY_MAX, &cb, p);
-	if (p->scrape == NULL) {
-		free(p);
-		http_reply_error(c, 500, "cannot scrape worker %d", worker);
-		return;
-	}
+	p->collect = collect_start(reg->base, reg, &l, 1, &cfg, &cb, p);
 	http_conn_on_close(c, proxy_client_close_cb, p);
 }

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@ static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
 static const char *const lease_source_names[] = { "api", "discover", "spawn" };
 
 static void registry_exits_cb(evutil_socket_t, short, void *);
+static void registry_release(struct registry *, int slot);
 
 const char *
 lease_end_name(enum lease_end e)
@@ -61,6 +63,7 @@ registry_init(struct registry *reg, struct event_base *base, uint16_t low,
 	reg->base = base;
 	pool_init(&reg->pool, low, high, probe, probe_arg);
 	reg->slots = xcalloc(reg->pool.size, sizeof *reg->slots);
+	reg->reserved = xcalloc(reg->pool.size, sizeof *reg->reserved);
 	reg->stats.slot_leases =
 	    xcalloc(reg->pool.size, sizeof *reg->stats.slot_leases);
 	reg->ev_check = event_new(base, -1, EV_PERSIST, registry_check_cb, reg);
@@ -81,6 +84,7 @@ registry_finish(struct registry *reg)
 	event_free(reg->ev_exits);
 	close(reg->exit_fd);
 	free(reg->slots);
+	free(reg->reserved);
 	free(reg->stats.slot_leases);
 	pool_finish(&reg->pool);
 }
@@ -113,24 +117,108 @@ registry_unlisten(struct registry *reg, registry_change_fn fn, void *arg)
 	}
 }
 
+/*
+ * The live lease in the lowest slot above worker (-1: the first), so that
+ * REGISTRY_FOREACH walks the leases in slot order.
+ */
 struct lease *
-registry_find_pid(struct registry *reg, pid_t pid)
+registry_next(const struct registry *reg, int worker)
 {
 	size_t s;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] != NULL && reg->slots[s]->pid == pid)
+	for (s = (size_t)(worker + 1); s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL)
 			return reg->slots[s];
 	}
 	return NULL;
 }
 
 struct lease *
-registry_find_worker(struct registry *reg, int worker)
+registry_find_pid(struct registry *reg, pid_t pid)
+{
+	struct lease *l;
+
+	REGISTRY_FOREACH (l, reg) {
+		if (l->pid == pid)
+			return l;
+	}
+	return NULL;
+}
+
+struct lease *
+registry_find_worker(const struct registry *reg, int worker)
 {
 	if (worker < 0 || (size_t)worker >= reg->pool.size)
 		return NULL;
 	return reg->slots[worker];
+}
+
+/* The lease of worker, if it still belongs to the same process. */
+struct lease *
+registry_find_lease(const struct registry *reg, int worker, pid_t pid,
+    unsigned long long starttime)
+{
+	struct lease *l = registry_find_worker(reg, worker);
+
+	if (l == NULL || l->pid != pid || l->starttime != starttime)
+		return NULL;
+	return l;
+}
+
+/* A registration refused before it reached the registry (by the API). */
+void
+registry_count_refusal(struct registry *reg)
+{
+	reg->stats.refusals++;
+}
+
+/*
+ * Holds slot (-1: the lowest free one) for the leases of source across
+ * the lives of their processes: the pool gives it to no one else, a lease
+ * of that source naming the slot takes it, and the slot stays held when
+ * that lease ends, until registry_unreserve.  Returns the slot, or -1 when
+ * it is taken (or none is free).
+ */
+int
+registry_reserve(struct registry *reg, int slot, enum lease_source source)
+{
+	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
+	if (slot >= 0)
+		reg->reserved[slot] = (unsigned char)(source + 1);
+	return slot;
+}
+
+/* Lets slot go; a lease in it keeps it until the lease ends. */
+void
+registry_unreserve(struct registry *reg, int slot)
+{
+	if (slot < 0 || (size_t)slot >= reg->pool.size || !reg->reserved[slot])
+		return;
+	reg->reserved[slot] = 0;
+	if (reg->slots[slot] == NULL)
+		pool_release(&reg->pool, slot);
+}
+
+/* Frees a slot whose lease ended, unless it is reserved. */
+static void
+registry_release(struct registry *reg, int slot)
+{
+	if (!reg->reserved[slot])
+		pool_release(&reg->pool, slot);
+}
+
+/* Takes slot (-1: the lowest free one) for a lease of source. */
+static int
+registry_take(struct registry *reg, int slot, enum lease_source source)
+{
+	if (slot < 0)
+		return pool_take(&reg->pool);
+	if ((size_t)slot < reg->pool.size && reg->reserved[slot] != 0)
+		return reg->reserved[slot] == source + 1 &&
+			reg->slots[slot] == NULL
+		    ? slot
+		    : -1;
+	return pool_claim(&reg->pool, slot);
 }
 
 /* Is the lease's process still the one that registered? */
@@ -159,7 +247,7 @@ lease_close(struct lease *l, enum lease_end why)
 		close(l->pidfd); /* and so leaves the exit set */
 	reg->slots[l->worker] = NULL;
 	reg->count--;
-	pool_release(&reg->pool, l->worker);
+	registry_release(reg, l->worker);
 	reg->stats.ends[why]++;
 	labels_clear(&l->labels);
 	free(l);
@@ -230,17 +318,18 @@ registry_watch_exit(struct registry *reg, struct lease *l)
 /*
  * Finds or makes the lease of ref's process, taking over its pidfd.  slot
  * is -1 for the lowest free port, or the one slot a source requires.  On
- * failure *status is the HTTP status that fits and *cause says why.
+ * failure *error says what went wrong and *cause says why, for people.
  */
 struct lease *
 registry_lease(struct registry *reg, struct proc_ref *ref,
     const struct labels *labels, enum lease_source source, int slot,
-    int *created, int *status, char **cause)
+    int *created, enum registry_error *error, char **cause)
 {
 	struct lease *l;
 	pid_t pid = ref->pid;
 
 	*created = 0;
+	*error = REGISTRY_OK;
 	if ((l = registry_find_pid(reg, pid)) != NULL) {
 		if (l->starttime == ref->st.starttime) {
 			/* registered now: no longer ends with its listener */
@@ -253,8 +342,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	}
 
 	registry_sweep(reg);
-	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
-	if (slot < 0) {
+	if ((slot = registry_take(reg, slot, source)) < 0) {
 		proc_ref_close(ref);
 		xasprintf(cause,
 		    "no free port in %u-%u: all %zu ports are "
@@ -262,7 +350,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 		    reg->pool.low,
 		    pool_port(&reg->pool, (int)reg->pool.size - 1),
 		    reg->pool.size);
-		*status = 503;
+		*error = REGISTRY_FULL;
 		reg->stats.refusals++;
 		return NULL;
 	}
@@ -289,7 +377,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	/* Without a pidfd, the pid may have been reused since stat was read. */
 	if (l->pidfd == -1 && !lease_alive(l)) {
 		xasprintf(cause, "process %d has exited", (int)pid);
-		*status = 404;
+		*error = REGISTRY_GONE;
 		*created = 0;
 		lease_close(l, LEASE_END_EXIT);
 		return NULL;
@@ -305,16 +393,17 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 /* registry_lease for a pid not yet held. */
 struct lease *
 registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
-    enum lease_source source, int slot, int *created, int *status, char **cause)
+    enum lease_source source, int slot, int *created,
+    enum registry_error *error, char **cause)
 {
 	struct proc_ref ref;
 
 	*created = 0;
 	if (proc_ref_open(pid, &ref, cause) != 0) {
-		*status = 404;
+		*error = REGISTRY_GONE;
 		return NULL;
 	}
-	return registry_lease(reg, &ref, labels, source, slot, created, status,
+	return registry_lease(reg, &ref, labels, source, slot, created, error,
 	    cause);
 }
 
@@ -325,11 +414,11 @@ registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
 void
 registry_check(struct registry *reg)
 {
-	size_t s;
+	struct lease *l;
+	int w;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		struct lease *l = reg->slots[s];
-		if (l != NULL && l->pidfd == -1 && !lease_alive(l))
+	REGISTRY_FOREACH_SAFE (l, reg, w) {
+		if (l->pidfd == -1 && !lease_alive(l))
 			lease_close(l, LEASE_END_EXIT);
 	}
 }
@@ -337,10 +426,27 @@ registry_check(struct registry *reg)
 void
 registry_clear(struct registry *reg, enum lease_end why)
 {
-	size_t s;
+	struct lease *l;
+	int w;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] != NULL)
-			lease_close(reg->slots[s], why);
-	}
+	REGISTRY_FOREACH_SAFE (l, reg, w)
+		lease_close(l, why);
+}
+
+void
+lease_record_scrape(struct lease *l, const struct scrape_result *r)
+{
+	struct lease_scrape *ls = &l->scrape;
+
+	ls->when = time(NULL);
+	ls->status = r->status;
+	ls->duration_ms = r->duration_ms;
+	ls->ok = r->error == NULL && r->status >= 200 && r->status < 300;
+	if (r->error != NULL)
+		snprintf(ls->error, sizeof ls->error, "%s", r->error);
+	else if (!ls->ok)
+		snprintf(ls->error, sizeof ls->error, "HTTP status %d",
+		    r->status);
+	else
+		ls->error[0] = '\0';
 }

@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,8 +516,9 @@ scrape_header_ok(const char *v, size_t max)
 
 /*
  * Starts GET path on 127.0.0.1:port (then [::1]:port if refused).  accept
- * may be NULL; one that is not plain printable text is not sent.  Returns
- * NULL only for a path that is not an absolute path of printable bytes.
+ * may be NULL; one that is not plain printable text is not sent.  Never
+ * fails: every failure, even a path that is not an absolute path of
+ * printable bytes, is reported through done, so callers have one path.
  */
 struct scrape *
 scrape_start(struct event_base *base, uint16_t port, const char *path,
@@ -529,9 +529,6 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	struct scrape *s;
 	char *accept_line = NULL;
 
-	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
-	    strchr(path, ' ') != NULL)
-		return NULL;
 	s = xcalloc(1, sizeof *s);
 	s->base = base;
 	s->port = port;
@@ -540,6 +537,20 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	s->cb = *cb;
 	s->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
+	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);
+	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
+	if (s->ev_deadline == NULL || s->ev_fail == NULL)
+		fatalx("evtimer_new");
+	/* done never runs inside scrape_start: callers are not ready yet. */
+	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
+	    strchr(path, ' ') != NULL) {
+		snprintf(s->error, sizeof s->error,
+		    "cannot scrape port %u: not an absolute path of printable "
+		    "bytes",
+		    port);
+		event_add(s->ev_fail, &now);
+		return s;
+	}
 	if (accept != NULL && scrape_header_ok(accept, SCRAPE_ACCEPT_MAX))
 		xasprintf(&accept_line, "Accept: %s\r\n", accept);
 	xasprintf(&s->request,
@@ -549,14 +560,9 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	    accept_line != NULL ? accept_line : "");
 	free(accept_line);
 
-	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);
-	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
-	if (s->ev_deadline == NULL || s->ev_fail == NULL)
-		fatalx("evtimer_new");
 	tv.tv_sec = deadline_ms / 1000;
 	tv.tv_usec = (deadline_ms % 1000) * 1000;
 	event_add(s->ev_deadline, &tv);
-	/* done never runs inside scrape_start: callers are not ready yet. */
 	if (scrape_connect(s) != 0)
 		event_add(s->ev_fail, &now);
 	return s;
@@ -568,58 +574,4 @@ scrape_cancel(struct scrape *s)
 {
 	if (s != NULL)
 		scrape_free(s);
-}
-
-void
-scrape_record(struct lease *l, const struct scrape_result *r)
-{
-	struct lease_scrape *ls = &l->scrape;
-
-	ls->when = time(NULL);
-	ls->status = r->status;
-	ls->duration_ms = r->duration_ms;
-	ls->ok = r->error == NULL && r->status >= 200 && r->status < 300;
-	if (r->error != NULL)
-		snprintf(ls->error, sizeof ls->error, "%s", r->error);
-	else if (!ls->ok)
-		snprintf(ls->error, sizeof ls->error, "HTTP status %d",
-		    r->status);
-	else
-		ls->error[0] = '\0';
-}
-
-/* The lease of worker, if it still belongs to the same process. */
-struct lease *
-scrape_lease(struct registry *reg, int worker, pid_t pid,
-    unsigned long long starttime)
-{
-	struct lease *l = registry_find_worker(reg, worker);
-
-	if (l == NULL || l->pid != pid || l->starttime != starttime)
-		return NULL;
-	return l;
-}
-
-/*
- * How long a scrape made for Prometheus' request may take (proxy, fan-out):
- * Prometheus says its own timeout in X-Prometheus-Scrape-Timeout-Seconds;
- * never more than max_ms.
- */
-int
-scrape_deadline(const struct http_request *req, int max_ms)
-{
-	const char *v = http_request_header(req,
-	    "X-Prometheus-Scrape-Timeout-"
-	    "Seconds");
-	char *end;
-	double secs;
-
-	if (v == NULL)
-		return max_ms;
-	secs = strtod(v, &end);
-	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
-		return max_ms;
-	if (secs * 1000 < max_ms)
-		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
-	return max_ms;
 }

@@ -228,14 +228,11 @@ char *
 state_render(const struct registry *reg, size_t *len)
 {
 	json_t *root, *leases;
+	const struct lease *l;
 	char *text;
-	size_t s;
 
 	leases = json_array();
-	for (s = 0; s < reg->pool.size; s++) {
-		const struct lease *l = reg->slots[s];
-		if (l == NULL)
-			continue;
+	REGISTRY_FOREACH (l, reg) {
 		json_array_append_new(leases,
 		    json_pack("{s:i, s:i, s:i, s:I, "
 			      "s:s, s:I, s:o}",
@@ -300,8 +297,9 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 	struct registry *reg = st->m.reg;
 	struct proc_ref ref;
 	struct lease *l;
+	enum registry_error error;
 	char *cause = NULL;
-	int created, status;
+	int created;
 
 	if ((size_t)e->worker >= reg->pool.size ||
 	    pool_port(&reg->pool, e->worker) != e->port) {
@@ -319,7 +317,7 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 		return -1;
 	}
 	l = registry_lease(reg, &ref, &e->labels, e->source, e->worker,
-	    &created, &status, &cause);
+	    &created, &error, &cause);
 	if (l == NULL) {
 		log_warnx("state: worker %d (pid %d) not taken up: %s",
 		    e->worker, (int)e->pid, cause);

@@ -221,14 +221,13 @@ target_render(const struct registry *reg, const struct target_config *tc,
     size_t *len)
 {
 	struct target_buf b = { NULL, 0, 0 };
-	size_t s, n = 0;
+	const struct lease *l;
+	size_t n = 0;
 
 	target_buf_str(&b, "[");
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] == NULL)
-			continue;
+	REGISTRY_FOREACH (l, reg) {
 		target_buf_str(&b, n++ == 0 ? "\n" : ",\n");
-		target_render_group(&b, reg->slots[s], tc);
+		target_render_group(&b, l, tc);
 	}
 	target_buf_str(&b, n > 0 ? "\n]\n" : "]\n");
 	*len = b.len;

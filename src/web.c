@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,6 @@
 #define WEB_PROBE_MS 1000
 
 struct web {
-	struct event_base *base;
 	struct http_server *server;
 	struct web_config cfg;
 	struct metrics_sources src;
@@ -228,6 +228,29 @@ web_worker(const char *s, size_t len)
 	return (int)v;
 }
 
+/*
+ * How long a scrape made for Prometheus' request may take (proxy, fan-out):
+ * Prometheus says its own timeout in X-Prometheus-Scrape-Timeout-Seconds;
+ * never more than max_ms.
+ */
+int
+web_scrape_deadline(const struct http_request *req, int max_ms)
+{
+	const char *v =
+	    http_request_header(req, "X-Prometheus-Scrape-Timeout-Seconds");
+	char *end;
+	double secs;
+
+	if (v == NULL)
+		return max_ms;
+	secs = strtod(v, &end);
+	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
+		return max_ms;
+	if (secs * 1000 < max_ms)
+		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
+	return max_ms;
+}
+
 static void
 web_targets(struct web *w, struct http_conn *c)
 {
@@ -245,7 +268,7 @@ web_metrics(struct web *w, struct http_conn *c)
 	metrics_snapshot_take(&ms, &w->src);
 	metrics_render(buf, &ms);
 	metrics_snapshot_free(&ms);
-	http_reply(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
 	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
 	evbuffer_free(buf);
 }
@@ -272,7 +295,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c);
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
-		fanout_serve(c, req, w->cfg.reg, w->proxy_ms, &w->fanout);
+		fanout_serve(c, w->cfg.reg,
+		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);
 	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
 	    strncmp(path + len - slen, suffix, slen) == 0) {
 		worker = web_worker(path + plen, len - plen - slen);
@@ -281,7 +305,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 			    "no such page: workers are "
 			    "numbered from 0, as in /workers/0/metrics");
 		else
-			proxy_serve(c, req, w->cfg.reg, worker, w->proxy_ms);
+			proxy_serve(c, req, w->cfg.reg, worker,
+			    web_scrape_deadline(req, w->proxy_ms));
 	} else
 		http_reply_error(c, 404,
 		    "no such page: try /, /targets, /metrics, "
@@ -302,7 +327,6 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 
 	log_info("serving HTTP on %s", addr);
 	free(addr);
-	w->base = base;
 	w->cfg = *cfg;
 	w->server = http_server_create(base, fd, &limits, web_handle, w);
 	w->src.reg = cfg->reg;

@@ -326,3 +326,33 @@ class Prometheus:
     def scalar(self, expr):
         r = self.query(expr)
         return float(r[0]["value"][1]) if r else None
+
+
+# Totals carried across worker recycles (continuity, issue 14): tests that
+# expect the exact sum through /workers/metrics after a recycle or a reload
+# assert it only when PROMFORK_E2E_CONTINUITY=1; without it they assert what
+# holds with and without continuity.
+CONTINUITY = os.environ.get("PROMFORK_E2E_CONTINUITY") == "1"
+
+
+def fanout_config(job, listen):
+    """A Prometheus scrape config for promfork's /workers/metrics at listen
+    ("127.0.0.1:PORT")."""
+    return {"job_name": job, "metrics_path": "/workers/metrics",
+            "static_configs": [{"targets": [listen]}]}
+
+
+def expo_samples(text, name, **labels):
+    """[(labels, value)] of the samples called name in an exposition whose
+    labels include `labels`.  Plain text parsing, for label values without
+    commas or escapes."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        lab, _, value = line[len(name) + 1:].rpartition("} ")
+        got = dict(kv.split("=", 1) for kv in lab.split(",") if "=" in kv)
+        got = {k: v.strip('"') for k, v in got.items()}
+        if all(got.get(k) == str(v) for k, v in labels.items()):
+            out.append((got, float(value.split()[0])))
+    return out

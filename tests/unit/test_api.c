@@ -281,7 +281,8 @@ Test(api, list_shows_leases)
 	struct lease *l;
 	json_t *j;
 	char *ans, *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t kid = fork();
 
 	if (kid == 0) {
@@ -289,8 +290,8 @@ Test(api, list_shows_leases)
 		_exit(0);
 	}
 	start(20000, 20003);
-	l = registry_lease_pid(&reg, kid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	l = registry_lease_pid(&reg, kid, NULL, LEASE_API, -1, &created, &error,
+	    &cause);
 	cr_assert_not_null(l, "%s", cause);
 	ans = exchange("GET /v1/workers HTTP/1.1\r\nConnection: close\r\n\r\n",
 	    0);
@@ -370,7 +371,8 @@ Test(api, exhausted_range_is_503)
 {
 	struct lease *l;
 	char *ans, *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t kid = fork();
 
 	if (kid == 0) {
@@ -378,8 +380,8 @@ Test(api, exhausted_range_is_503)
 		_exit(0);
 	}
 	start(20000, 20000);
-	l = registry_lease_pid(&reg, kid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	l = registry_lease_pid(&reg, kid, NULL, LEASE_API, -1, &created, &error,
+	    &cause);
 	cr_assert_not_null(l);
 	ans = post("");
 	cr_assert_eq(status_of(ans), 503, "%s", ans);
@@ -409,7 +411,8 @@ Test(api, process_outside_the_tree_is_refused)
 Test(api, release_from_outside_the_tree_is_refused)
 {
 	char *ans, *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t kid = fork();
 
 	if (kid == 0) {
@@ -420,7 +423,7 @@ Test(api, release_from_outside_the_tree_is_refused)
 	start(20000, 20003);
 	prctl(PR_SET_CHILD_SUBREAPER, 0);
 	cr_assert_not_null(registry_lease_pid(&reg, kid, NULL, LEASE_API, -1,
-			       &created, &status, &cause),
+			       &created, &error, &cause),
 	    "%s", cause);
 	ans = exchange("DELETE /v1/workers/0 HTTP/1.1\r\nConnection: close\r\n"
 		       "\r\n",

@@ -468,12 +468,13 @@ Test(discover, registered_and_discovered_is_one_lease, .timeout = 20)
 	struct kid k;
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 
 	kid_start(&k, 0);
 	world_init(&w, k.port);
 	l = registry_lease_pid(&w.reg, k.pid, NULL, LEASE_API, 2, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(discover_scan(w.d), 0);
 	cr_assert_eq(w.reg.count, 1);
@@ -493,14 +494,15 @@ Test(discover, a_port_leased_to_an_ancestor_is_that_lease, .timeout = 20)
 	struct kid k;
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t g;
 
 	/* the kid's child gets the listener; the kid holds the lease */
 	kid_start(&k, 0);
 	world_init(&w, k.port);
 	l = registry_lease_pid(&w.reg, k.pid, NULL, LEASE_API, 2, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(write(k.cmd, "f", 1), 1);
 	cr_assert_eq(read(k.ack, &g, sizeof g), sizeof g);
@@ -571,7 +573,8 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	struct kid k;
 	struct lease *l, *r;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 
 	kid_start(&k, 0);
 	world_init(&w, k.port);
@@ -579,7 +582,7 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	l = registry_find_worker(&w.reg, 2);
 	cr_assert_not_null(l);
 	r = registry_lease_pid(&w.reg, k.pid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_eq(r, l);
 	cr_assert_eq(created, 0);
 	cr_assert_eq(l->source, LEASE_API);

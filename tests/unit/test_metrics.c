@@ -256,7 +256,8 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	struct registry reg;
 	struct lease *l;
 	char *cause = NULL, *text;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t pid;
 
 	registry_init(&reg, base, 9400, 9404, probe_all_free, NULL);
@@ -266,8 +267,8 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 		pause();
 		_exit(0);
 	}
-	l = registry_lease_pid(&reg, pid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	l = registry_lease_pid(&reg, pid, NULL, LEASE_API, -1, &created, &error,
+	    &cause);
 	cr_assert_not_null(l, "%s", cause);
 	l->scrape.when = 1;
 	memset(&src, 0, sizeof src);

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,7 +28,7 @@ probe_all_free(uint16_t p, void *arg)
 static void
 handle(struct http_conn *c, struct http_request *req, void *arg)
 {
-	proxy_serve(c, req, &reg, 0, 1500);
+	proxy_serve(c, req, &reg, 0, web_scrape_deadline(req, 1500));
 }
 
 static void
@@ -38,7 +37,8 @@ start(const char *response, size_t len, int hang, int worker_up)
 	static const struct http_limits lim = { 8192, 1024, 3000, 16 };
 	char *cause = NULL;
 	struct lease *l;
-	int fd, created, status;
+	enum registry_error error;
+	int fd, created;
 	uint16_t wport;
 
 	/* As promfork does: a client gone is an error, not a signal. */
@@ -54,14 +54,9 @@ start(const char *response, size_t len, int hang, int worker_up)
 	}
 	base = event_base_new();
 	registry_init(&reg, base, wport, wport, probe_all_free, NULL);
-	sleeper = fork();
-	if (sleeper == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		pause();
-		_exit(0);
-	}
+	sleeper = netutil_sleeper();
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	fd = netutil_listen(&port);
 	evutil_make_socket_nonblocking(fd);

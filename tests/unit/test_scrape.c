@@ -15,36 +15,6 @@ head(const char *text, struct scrape_head *h, size_t *used, char **cause)
 	return scrape_parse_head(text, strlen(text), h, used, cause);
 }
 
-static struct http_request *
-request(const char *timeout)
-{
-	static struct http_request req;
-
-	memset(&req, 0, sizeof req);
-	if (timeout != NULL) {
-		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
-		req.headers[0].value = (char *)timeout;
-		req.nheaders = 1;
-	}
-	return &req;
-}
-
-Test(scrape, deadline_from_prometheus)
-{
-	cr_assert_eq(scrape_deadline(request(NULL), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("0.9"), 7500), 900);
-	cr_assert_eq(scrape_deadline(request("10"), 7500), 7500, "capped");
-	cr_assert_eq(scrape_deadline(request("0.0001"), 7500), 1);
-	cr_assert_eq(scrape_deadline(request("0"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("-3"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("abc"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("1s"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request(""), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("nan"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("inf"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("1e999"), 7500), 7500);
-}
-
 Test(scrape, head_with_length_and_type)
 {
 	const char *t =
@@ -422,36 +392,24 @@ Test(scrape_live, cancel_calls_nothing)
 	cr_assert_eq(g.dones, 0);
 }
 
-Test(scrape_live, bad_paths_are_refused)
+Test(scrape_live, bad_paths_fail_through_done)
 {
-	cr_assert_null(
-	    scrape_start(base, 1, "metrics", NULL, 100, 10, &got_cb, &g));
-	cr_assert_null(
-	    scrape_start(base, 1, "/a b", NULL, 100, 10, &got_cb, &g));
-	cr_assert_null(
-	    scrape_start(base, 1, "/a\r\nX: y", NULL, 100, 10, &got_cb, &g));
-}
+	const char *bad[] = { "metrics", "/a b", "/a\r\nX: y" };
+	struct canned cw;
 
-Test(scrape, record_into_lease)
-{
-	struct scrape_result r = { .status = 200, .duration_ms = 12 };
-	struct lease l;
-
-	memset(&l, 0, sizeof l);
-	scrape_record(&l, &r);
-	cr_assert(l.scrape.ok);
-	cr_assert_neq(l.scrape.when, 0);
-	cr_assert_eq(l.scrape.duration_ms, 12);
-	cr_assert_str_eq(l.scrape.error, "");
-
-	r.status = 500;
-	scrape_record(&l, &r);
-	cr_assert_not(l.scrape.ok);
-	cr_assert_str_eq(l.scrape.error, "HTTP status 500");
-
-	r.status = 0;
-	r.error = "cannot connect to port 1: Connection refused";
-	scrape_record(&l, &r);
-	cr_assert_not(l.scrape.ok);
-	cr_assert_str_eq(l.scrape.error, r.error);
+	canned_start(&cw, "HTTP/1.0 200 OK\r\n\r\n", 19);
+	canned_run(&cw);
+	for (size_t i = 0; i < 3; i++) {
+		g.dones = 0;
+		cr_assert_not_null(scrape_start(base, cw.port, bad[i], NULL,
+		    1000, 10, &got_cb, &g));
+		cr_assert_eq(g.dones, 0, "done never runs inside scrape_start");
+		event_base_dispatch(base);
+		cr_assert_eq(g.dones, 1);
+		cr_assert(strstr(g.error, "not an absolute path"), "%s",
+		    g.error);
+		cr_assert_eq(g.status, 0);
+	}
+	canned_stop(&cw);
+	cr_assert_eq(cw.served, 0, "nothing was sent");
 }

@@ -239,14 +239,15 @@ lease(pid_t pid, int slot, const char *role)
 	struct labels ls = { NULL, 0 };
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 
 	if (role != NULL) {
 		labels_set(&ls, "role", role, &cause);
 		labels_set(&ls, "app", "a", &cause);
 	}
 	l = registry_lease_pid(&reg, pid, &ls, LEASE_API, slot, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	labels_clear(&ls);
 	return l;

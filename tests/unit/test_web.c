@@ -21,6 +21,36 @@ parse(const char *s, struct sockaddr_storage *ss, char **cause)
 	return web_parse_listen(s, ss, &len, cause);
 }
 
+static struct http_request *
+request(const char *timeout)
+{
+	static struct http_request req;
+
+	memset(&req, 0, sizeof req);
+	if (timeout != NULL) {
+		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
+		req.headers[0].value = (char *)timeout;
+		req.nheaders = 1;
+	}
+	return &req;
+}
+
+Test(web, scrape_deadline_from_prometheus)
+{
+	cr_assert_eq(web_scrape_deadline(request(NULL), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("0.9"), 7500), 900);
+	cr_assert_eq(web_scrape_deadline(request("10"), 7500), 7500, "capped");
+	cr_assert_eq(web_scrape_deadline(request("0.0001"), 7500), 1);
+	cr_assert_eq(web_scrape_deadline(request("0"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("-3"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("abc"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("1s"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request(""), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("nan"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("inf"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("1e999"), 7500), 7500);
+}
+
 Test(web, listen_addresses)
 {
 	struct sockaddr_storage ss;
@@ -150,7 +180,8 @@ live_setup(void)
 	struct web_config cfg;
 	char *cause = NULL, *addr;
 	struct lease *l;
-	int fd, created, status;
+	enum registry_error error;
+	int fd, created;
 
 	/* As promfork does: a client gone is an error, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
@@ -165,7 +196,7 @@ live_setup(void)
 		_exit(0);
 	}
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 
 	fd = web_listen("127.0.0.1:0", &cause);

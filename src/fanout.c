@@ -22,7 +22,7 @@ struct fanout {
 	struct http_conn *conn;
 	struct collect *collect;
 	struct fanout_scratch *scratch;
-	struct expo_buf *bodies; /* per worker, in slot order */
+	struct buf *bodies; /* per worker, in slot order */
 	size_t nworkers;
 };
 
@@ -36,7 +36,7 @@ fanout_free(struct fanout *f)
 		http_conn_on_close(f->conn, NULL, NULL);
 	collect_cancel(f->collect);
 	for (i = 0; i < f->nworkers; i++)
-		expo_buf_finish(&f->bodies[i]);
+		buf_finish(&f->bodies[i]);
 	free(f->bodies);
 	free(f);
 }
@@ -44,19 +44,20 @@ fanout_free(struct fanout *f)
 /* Adds one worker's scrape to the merge; 1 when it counts as up. */
 static int
 fanout_merge_worker(struct expo_merge *m, const struct collect_item *it,
-    const struct expo_buf *body, size_t *malformed)
+    const struct buf *body, size_t *malformed, size_t *dropped)
 {
 	struct expo_stats st;
 	char name[16];
 	int rc;
 
-	*malformed = 0;
+	*malformed = *dropped = 0;
 	if (!it->ok || it->status != 200)
 		return 0;
 	(void)snprintf(name, sizeof name, "%d", it->worker);
 	rc = expo_merge_add(m, name, body->data != NULL ? body->data : "",
 	    body->len, &st);
 	*malformed = st.malformed;
+	*dropped = st.dropped + st.capped;
 	if (st.malformed > 0)
 		log_warnx("worker %d: %zu malformed metrics lines dropped, "
 			  "the first at line %zu",
@@ -65,12 +66,16 @@ fanout_merge_worker(struct expo_merge *m, const struct collect_item *it,
 		log_warnx("worker %d: %zu metric families typed unlike "
 			  "another worker's (first: %s); %zu samples dropped",
 		    it->worker, st.type_conflicts, st.conflict, st.dropped);
+	if (st.capped > 0)
+		log_warnx("worker %d: over the caps of %d series or %d names "
+			  "a scrape; %zu lines left unread",
+		    it->worker, EXPO_SERIES_MAX, EXPO_NAMES_MAX, st.capped);
 	return rc == 0;
 }
 
 /* Appends a line promfork writes itself; never longer than 512 bytes. */
 static void
-fanout_printf(struct expo_buf *out, const char *fmt, ...)
+fanout_printf(struct buf *out, const char *fmt, ...)
 {
 	char line[512];
 	va_list ap;
@@ -81,15 +86,29 @@ fanout_printf(struct expo_buf *out, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof line)
 		fatalx("fan-out line too long");
-	expo_buf_add(out, line, (size_t)n);
+	buf_add(out, line, (size_t)n);
 }
 
 static void
-fanout_family(struct expo_buf *out, const char *name, const char *type,
+fanout_family(struct buf *out, const char *name, const char *type,
     const char *help)
 {
 	fanout_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
 	    type);
+}
+
+/* A gauge family of one count per worker. */
+static void
+fanout_counts(struct buf *out, const struct fanout *f,
+    const struct collect_item *items, const char *name, const char *help,
+    const size_t *counts)
+{
+	size_t i;
+
+	fanout_family(out, name, "gauge", help);
+	for (i = 0; i < f->nworkers; i++)
+		fanout_printf(out, "%s{worker=\"%d\"} %zu\n", name,
+		    items[i].worker, counts[i]);
 }
 
 /* Merges what arrived and answers; the connection is ours until then. */
@@ -98,8 +117,8 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 {
 	struct http_conn *c = f->conn;
 	struct fanout_scratch *fs = f->scratch;
-	struct expo_buf *out = &fs->out;
-	size_t i, *malformed;
+	struct buf *out = &fs->out;
+	size_t i, *malformed, *dropped;
 	int *up;
 
 	if (fs->merge == NULL)
@@ -108,9 +127,10 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 	out->len = 0;
 	up = xcalloc(f->nworkers + 1, sizeof *up);
 	malformed = xcalloc(f->nworkers + 1, sizeof *malformed);
+	dropped = xcalloc(f->nworkers + 1, sizeof *dropped);
 	for (i = 0; i < f->nworkers; i++)
 		up[i] = fanout_merge_worker(fs->merge, &items[i], &f->bodies[i],
-		    &malformed[i]);
+		    &malformed[i], &dropped[i]);
 	expo_merge_render(fs->merge, out);
 
 	fanout_family(out, "promfork_worker_up", "gauge",
@@ -125,16 +145,17 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 		    "promfork_worker_scrape_duration_seconds"
 		    "{worker=\"%d\"} %.6f\n",
 		    items[i].worker, items[i].seconds);
-	fanout_family(out, "promfork_worker_scrape_malformed_lines", "gauge",
+	fanout_counts(out, f, items, "promfork_worker_scrape_malformed_lines",
 	    "Lines of the worker's answer dropped as malformed in this "
-	    "scrape.");
-	for (i = 0; i < f->nworkers; i++)
-		fanout_printf(out,
-		    "promfork_worker_scrape_malformed_lines"
-		    "{worker=\"%d\"} %zu\n",
-		    items[i].worker, malformed[i]);
+	    "scrape.",
+	    malformed);
+	fanout_counts(out, f, items, "promfork_worker_scrape_dropped_series",
+	    "Samples of the worker's answer dropped in this scrape: past the "
+	    "per-worker caps, or of a family another worker typed otherwise.",
+	    dropped);
 	free(up);
 	free(malformed);
+	free(dropped);
 
 	/* Replying may close the connection: forget it first. */
 	http_conn_on_close(c, NULL, NULL);
@@ -150,7 +171,7 @@ fanout_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 
 	/* The scrape refuses a longer body, so this much is safe to take. */
 	if (h->length > 0 && (unsigned long long)h->length <= FANOUT_BODY_MAX)
-		expo_buf_reserve(&f->bodies[it->index], (size_t)h->length);
+		buf_reserve(&f->bodies[it->index], (size_t)h->length);
 	return 0;
 }
 
@@ -161,8 +182,7 @@ fanout_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 	size_t n = evbuffer_get_length(chunk);
 
 	if (n > 0) {
-		expo_buf_add(&f->bodies[it->index], evbuffer_pullup(chunk, -1),
-		    n);
+		buf_add(&f->bodies[it->index], evbuffer_pullup(chunk, -1), n);
 		evbuffer_drain(chunk, n);
 	}
 	return 0;
@@ -236,5 +256,5 @@ fanout_scratch_free(struct fanout_scratch *fs)
 {
 	expo_merge_free(fs->merge);
 	fs->merge = NULL;
-	expo_buf_finish(&fs->out);
+	buf_finish(&fs->out);
 }

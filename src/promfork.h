@@ -54,6 +54,17 @@ char *xstrndup(const char *, size_t);
 int xasprintf(char **, const char *, ...) PRINTFLIKE(2, 3);
 int xvasprintf(char **, const char *, va_list);
 
+/* buf.c */
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+void buf_reserve(struct buf *, size_t);
+void buf_add(struct buf *, const void *, size_t);
+void buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
+void buf_finish(struct buf *);
+
 /* label.c */
 struct label {
 	char *name;
@@ -539,31 +550,56 @@ void collect_cancel(struct collect *);
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 
+/* table.c */
+/* The first member of every entry of a table: the name it is found by. */
+struct table_key {
+	const char *name;
+	uint32_t len;
+	uint32_t gen; /* the table's: in use; else an empty slot */
+	uint64_t hash;
+};
+struct table {
+	unsigned char *slots; /* cap entries of esize bytes */
+	size_t esize;
+	size_t n;
+	size_t cap; /* 0 or a power of two */
+	uint32_t gen; /* of the entries in use; table_clear moves it on */
+	uint64_t key[2]; /* SipHash-1-3 key, random */
+};
+void table_init(struct table *, size_t esize);
+void table_finish(struct table *);
+uint64_t table_hash(const struct table *, const char *, size_t);
+void *table_find(const struct table *, const char *, size_t);
+void *table_add(struct table *, const char *, size_t, int *added);
+void *table_next(const struct table *, size_t *);
+void table_clear(struct table *);
+
+/* value.c */
+int value_parse(const char *, size_t);
+int value_timestamp_parse(const char *, size_t, long long *);
+
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
-struct expo_buf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
+/* Taken from one worker per scrape, the rest dropped and counted: bounds
+ * the merge's work and memory whatever a worker answers. */
+#define EXPO_SERIES_MAX 50000 /* samples */
+#define EXPO_NAMES_MAX 4096 /* distinct names in samples, HELP and TYPE */
 struct expo_stats {
 	size_t lines;
 	size_t samples; /* kept */
 	size_t dropped; /* samples of families lost to a type conflict */
+	size_t capped; /* lines past EXPO_SERIES_MAX or EXPO_NAMES_MAX */
 	size_t malformed; /* lines dropped */
 	size_t malformed_line; /* the first of them, from 1; 0 when none */
 	size_t type_conflicts; /* families another worker typed otherwise */
 	char conflict[64]; /* the first such family, truncated */
 };
 struct expo_merge;
-void expo_buf_reserve(struct expo_buf *, size_t);
-void expo_buf_add(struct expo_buf *, const void *, size_t);
-void expo_buf_finish(struct expo_buf *);
 struct expo_merge *expo_merge_create(void);
 int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
     size_t len, struct expo_stats *);
-void expo_merge_render(struct expo_merge *, struct expo_buf *);
+void expo_merge_render(struct expo_merge *, struct buf *);
 void expo_merge_reset(struct expo_merge *);
 void expo_merge_free(struct expo_merge *);
 
@@ -573,7 +609,7 @@ void expo_merge_free(struct expo_merge *);
  * warm buffers instead of growing fresh ones. */
 struct fanout_scratch {
 	struct expo_merge *merge;
-	struct expo_buf out;
+	struct buf out;
 };
 void fanout_serve(struct http_conn *, struct registry *, int deadline_ms,
     struct fanout_scratch *);

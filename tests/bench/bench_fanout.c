@@ -44,7 +44,7 @@
 static char *
 worker_text(int w, size_t *len)
 {
-	struct expo_buf b = { NULL, 0, 0 };
+	struct buf b = { NULL, 0, 0 };
 	char line[256];
 	int f, p, n;
 
@@ -53,13 +53,13 @@ worker_text(int w, size_t *len)
 		    "# HELP bench_family_%d_total Family %d.\n"
 		    "# TYPE bench_family_%d_total counter\n",
 		    f, f, f);
-		expo_buf_add(&b, line, (size_t)n);
+		buf_add(&b, line, (size_t)n);
 		for (p = 0; p < PATHS; p++) {
 			n = snprintf(line, sizeof line,
 			    "bench_family_%d_total{path=\"/api/v1/item/%d\"} "
 			    "%d.0\n",
 			    f, p, w + f + p + 1);
-			expo_buf_add(&b, line, (size_t)n);
+			buf_add(&b, line, (size_t)n);
 		}
 	}
 	*len = b.len;
@@ -77,7 +77,7 @@ bench_merge(int n, int rounds, int warm, size_t *out_len)
 	char *text[WORKERS_MAX], name[16];
 	size_t len[WORKERS_MAX];
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { NULL, 0, 0 };
+	struct buf out = { NULL, 0, 0 };
 	int i, r;
 
 	for (i = 0; i < n; i++)
@@ -87,7 +87,7 @@ bench_merge(int n, int rounds, int warm, size_t *out_len)
 
 		if (!warm) {
 			expo_merge_free(m);
-			expo_buf_finish(&out);
+			buf_finish(&out);
 			m = expo_merge_create();
 		}
 		expo_merge_reset(m);
@@ -102,7 +102,7 @@ bench_merge(int n, int rounds, int warm, size_t *out_len)
 		*out_len = out.len;
 	}
 	expo_merge_free(m);
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	for (i = 0; i < n; i++)
 		free(text[i]);
 	return bench_pct(t, (size_t)rounds, 50) / 1e3;

@@ -305,11 +305,13 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, 400, "%s", cause);
 		goto out;
 	}
-	/* A pid that names no live process (a dead worker's) is not found. */
+	/* A pid that names no live process (a dead worker's) is not found;
+	 * running out of descriptors is ours, and passes. */
 	if (proc_ref_open(pid, &ref, &cause) != 0) {
+		status = proc_out_of_fds(errno) ? 503 : 404;
 		log_warnx("registration of pid %d refused: %s", (int)pid,
 		    cause);
-		http_reply_error(c, 404, "%s", cause);
+		http_reply_error(c, status, "%s", cause);
 		goto out;
 	}
 	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0) {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -59,7 +60,15 @@ struct http_server {
 	void *arg;
 	int nconns;
 	struct http_conn *conns;
+	struct event *ev_resume; /* accepting again after running out of fds */
+	int pause_ms; /* the last pause */
+	struct timespec paused; /* when it began */
 };
+
+/* Out of descriptors, accepting is paused this long, doubled each time in
+ * a row up to the maximum. */
+#define HTTP_PAUSE_MIN_MS 10
+#define HTTP_PAUSE_MAX_MS 1000
 
 static const struct {
 	int status;
@@ -741,9 +750,53 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 }
 
 static void
+http_server_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct http_server *s = arg;
+
+	evconnlistener_enable(s->listener);
+}
+
+/*
+ * Out of descriptors, the pending connection stays queued and the
+ * listener would wake at once: stop accepting for a while instead of
+ * spinning, and say so once per pause.
+ */
+static void
+http_server_pause(struct http_server *s, int err)
+{
+	struct timespec now;
+	struct timeval tv;
+	long long since_ms;
+
+	/* Pauses in a row (each within a second of the one before) grow. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	since_ms = (now.tv_sec - s->paused.tv_sec) * 1000LL +
+	    (now.tv_nsec - s->paused.tv_nsec) / 1000000;
+	if (s->pause_ms == 0 || since_ms > s->pause_ms + 1000)
+		s->pause_ms = HTTP_PAUSE_MIN_MS;
+	else if ((s->pause_ms *= 2) > HTTP_PAUSE_MAX_MS)
+		s->pause_ms = HTTP_PAUSE_MAX_MS;
+	s->paused = now;
+	log_warnx("accept: %s; not accepting for %d ms (%d connections "
+		  "open)",
+	    strerror(err), s->pause_ms, s->nconns);
+	evconnlistener_disable(s->listener);
+	tv.tv_sec = s->pause_ms / 1000;
+	tv.tv_usec = (s->pause_ms % 1000) * 1000;
+	evtimer_add(s->ev_resume, &tv);
+}
+
+static void
 http_server_error_cb(struct evconnlistener *lst, void *arg)
 {
-	log_warn("accept");
+	struct http_server *s = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	if (proc_out_of_fds(err) || err == ENOBUFS || err == ENOMEM)
+		http_server_pause(s, err);
+	else
+		log_warnx("accept: %s", strerror(err));
 }
 
 struct http_server *
@@ -761,6 +814,7 @@ http_server_create(struct event_base *base, int fd,
 	if (s->listener == NULL)
 		fatalx("evconnlistener_new");
 	evconnlistener_set_error_cb(s->listener, http_server_error_cb);
+	s->ev_resume = evtimer_new(base, http_server_resume_cb, s);
 	return s;
 }
 
@@ -771,6 +825,7 @@ http_server_free(struct http_server *s)
 		return;
 	while (s->conns != NULL)
 		http_conn_close(s->conns, "server shutdown");
+	event_free(s->ev_resume);
 	evconnlistener_free(s->listener);
 	free(s);
 }

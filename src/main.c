@@ -39,6 +39,8 @@ struct promfork {
 	struct state state; /* standalone --state-file */
 	int have_state;
 	int stopped; /* standalone: by a signal, as asked */
+	struct privsep_cred app_cred; /* --user */
+	int have_app_cred;
 	struct event *ev_signals[NFORWARDED + 1];
 };
 
@@ -140,6 +142,7 @@ spawn_setup(struct promfork *pf)
 	scfg.workers = pf->opts.workers;
 	scfg.grace_ms = pf->opts.grace_ms;
 	scfg.socket_path = pf->socket_path;
+	scfg.cred = pf->have_app_cred ? &pf->app_cred : NULL;
 	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg, &cause)) ==
 	    NULL)
 		fatalx("%s", cause);
@@ -188,6 +191,75 @@ discover_setup(struct promfork *pf)
 	free(range);
 }
 
+/*
+ * Started as root with --privsep-user: the sockets are bound, now become
+ * that user before any file is written, so that the sd file and its
+ * directory are promfork's user's alone.
+ */
+static void
+privsep_self(struct promfork *pf)
+{
+	struct privsep_cred self;
+	char *cause = NULL;
+
+	if (geteuid() != 0)
+		usage_exit("--privsep-user needs promfork started as root");
+	if (privsep_lookup(&self, pf->opts.privsep_user, NULL, (gid_t)-1,
+		&cause) != 0)
+		usage_exit(cause);
+	if (self.uid == 0)
+		usage_exit("--privsep-user must not be root");
+	/* so that promfork can remove them at exit */
+	if (chown(pf->socket_path, self.uid, self.gid) != 0 ||
+	    (pf->socket_dir != NULL &&
+		chown(pf->socket_dir, self.uid, self.gid) != 0))
+		log_warn("chown %s", pf->socket_path);
+	if (privsep_drop(&self, &cause) != 0)
+		usage_exit(cause);
+	log_info("running as user %s", self.name);
+	privsep_cred_clear(&self);
+}
+
+/* --user: the command runs as a user that is not promfork's. */
+static void
+privsep_setup(struct promfork *pf)
+{
+	char *cause = NULL, *msg;
+
+	if (pf->opts.privsep_user != NULL)
+		privsep_self(pf);
+	if (pf->opts.user == NULL)
+		return;
+	if (privsep_lookup(&pf->app_cred, pf->opts.user, pf->opts.group,
+		getegid(), &cause) != 0)
+		usage_exit(cause);
+	pf->have_app_cred = 1;
+	if (pf->app_cred.uid == geteuid() || pf->app_cred.uid == 0 ||
+	    pf->app_cred.gid == getegid()) {
+		xasprintf(&msg,
+		    "--user %s%s%s: the command could then write the sd "
+		    "file; give it a user and group of its own",
+		    pf->opts.user, pf->app_cred.uid == 0 ? " is root" : "",
+		    pf->app_cred.uid == 0 ? ""
+			: pf->app_cred.uid == geteuid()
+			? " is promfork's own user"
+			: " would run with promfork's own group");
+		usage_exit(msg);
+	}
+	if (!privsep_can_setid())
+		usage_exit(
+		    "--user: promfork cannot change users; start it as "
+		    "root (with --privsep-user) or with the capabilities "
+		    "CAP_SETUID, CAP_SETGID and CAP_KILL");
+	if (pf->opts.discover && !privsep_can_trace())
+		usage_exit("--discover with --user: promfork cannot read the "
+			   "descriptors of another user's processes without "
+			   "CAP_SYS_PTRACE; drop --user or grant it");
+	if (geteuid() == 0)
+		log_warnx("promfork keeps running as root: give "
+			  "--privsep-user to run it as a user of its own");
+}
+
 static void
 setup(struct promfork *pf)
 {
@@ -195,9 +267,6 @@ setup(struct promfork *pf)
 	char *cause = NULL;
 	int fd, web_fd = -1;
 
-	if (pf->opts.sd_file != NULL &&
-	    sdfile_check(pf->opts.sd_file, &cause) != 0)
-		usage_exit(cause);
 	if (pf->opts.socket_path != NULL)
 		pf->socket_path = xstrdup(pf->opts.socket_path);
 	else
@@ -206,6 +275,11 @@ setup(struct promfork *pf)
 		usage_exit(cause);
 	if (pf->opts.listen != NULL &&
 	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
+		usage_exit(cause);
+	privsep_setup(pf);
+	/* as the user that is to write it */
+	if (pf->opts.sd_file != NULL &&
+	    sdfile_check(pf->opts.sd_file, &cause) != 0)
 		usage_exit(cause);
 
 	pf->base = event_base_new();
@@ -286,6 +360,7 @@ teardown(struct promfork *pf)
 	free(pf->socket_path);
 	free(pf->socket_dir);
 	free(pf->web_address);
+	privsep_cred_clear(&pf->app_cred);
 	options_free(&pf->opts);
 }
 
@@ -322,13 +397,18 @@ main(int argc, char **argv)
 		return status;
 	}
 	notify_init();
+	log_debug("open files limit %llu", proc_nofile_raise());
 	setup(&pf);
 
 	if (pf.opts.workers > 0)
 		spawn_setup(&pf);
 	else if (pf.opts.command != NULL &&
-	    child_start(&pf.child, pf.opts.command, pf.socket_path, &cause) !=
-		0)
+	    child_start(&pf.child, pf.opts.command, pf.socket_path,
+		pf.have_app_cred ? &pf.app_cred : NULL, &cause) != 0)
+		fatalx("%s", cause);
+	/* The command runs: changing users is no longer needed. */
+	if (pf.have_app_cred && pf.opts.workers == 0 && geteuid() != 0 &&
+	    privsep_keep(0, 1, &cause) != 0)
 		fatalx("%s", cause);
 	web_setup(&pf);
 	log_info("ports %u-%u, socket %s%s%s", pf.opts.port_low,

@@ -3,6 +3,7 @@
  * resident memory and the start time that tells a reused pid from the
  * process that had it before.
  */
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -92,6 +93,25 @@ bad:
 	return -1;
 }
 
+/* True for the errors that say this process is out of descriptors. */
+int
+proc_out_of_fds(int err)
+{
+	return err == EMFILE || err == ENFILE;
+}
+
+/* Why path could not be read, with errno left as err for the caller. */
+static void
+proc_error(char **cause, const char *path, int err)
+{
+	if (proc_out_of_fds(err))
+		xasprintf(cause, "out of file descriptors (%s: %s)", path,
+		    strerror(err));
+	else
+		xasprintf(cause, "%s: %s", path, strerror(err));
+	errno = err;
+}
+
 int
 proc_stat_read(pid_t pid, struct proc_stat *st, char **cause)
 {
@@ -102,13 +122,22 @@ proc_stat_read(pid_t pid, struct proc_stat *st, char **cause)
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd == -1) {
-		xasprintf(cause, "no process %d", (int)pid);
+		/* Only a missing entry means the process is gone. */
+		if (errno == ENOENT || errno == ESRCH)
+			xasprintf(cause, "no process %d", (int)pid);
+		else
+			proc_error(cause, path, errno);
 		return -1;
 	}
 	n = read(fd, buf, sizeof buf);
+	if (n == -1)
+		proc_error(cause, path, errno);
 	close(fd);
-	if (n <= 0 || n > PROC_STAT_MAX) {
+	if (n == -1)
+		return -1;
+	if (n == 0 || n > PROC_STAT_MAX) {
 		xasprintf(cause, "cannot read %s", path);
+		errno = EIO;
 		return -1;
 	}
 	if (proc_stat_parse(buf, (size_t)n, st, cause) != 0)
@@ -187,10 +216,16 @@ proc_exited(int pidfd)
 int
 proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
 {
+	int err;
+
 	ref->pid = pid;
 	ref->pidfd = proc_pidfd_open(pid);
 	if (ref->pidfd == -1 && errno == ESRCH) {
 		xasprintf(cause, "no process %d", (int)pid);
+		return -1;
+	}
+	if (ref->pidfd == -1 && proc_out_of_fds(errno)) {
+		proc_error(cause, "pidfd_open", errno);
 		return -1;
 	}
 	if (ref->pidfd == -1 && errno != ENOSYS && errno != EPERM)
@@ -199,12 +234,15 @@ proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
 		goto fail;
 	if (ref->pidfd != -1 && proc_exited(ref->pidfd)) {
 		xasprintf(cause, "process %d has exited", (int)pid);
+		errno = ESRCH;
 		goto fail;
 	}
 	return 0;
 
 fail:
+	err = errno;
 	proc_ref_close(ref);
+	errno = err;
 	return -1;
 }
 
@@ -214,4 +252,45 @@ proc_ref_close(struct proc_ref *ref)
 	if (ref->pidfd != -1)
 		close(ref->pidfd);
 	ref->pidfd = -1;
+}
+
+/* The limit on open files promfork found at start, for its children. */
+static struct rlimit proc_nofile_start;
+static int proc_nofile_raised;
+
+/*
+ * Raises the soft limit on open files to the hard one: every connection,
+ * lease and scrape holds descriptors, and running out of them must take a
+ * flood, not a busy day.  Returns the limit now in force.
+ */
+unsigned long long
+proc_nofile_raise(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	proc_nofile_start = rl;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			proc_nofile_raised = 1;
+		else {
+			log_warn("cannot raise the limit on open files to %llu",
+			    (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = proc_nofile_start.rlim_cur;
+		}
+	}
+	return (unsigned long long)rl.rlim_cur;
+}
+
+/*
+ * In a child before exec: the command gets the limit promfork was given
+ * (programs that use select(2) need fds below 1024).
+ */
+void
+proc_nofile_restore(void)
+{
+	if (proc_nofile_raised)
+		(void)setrlimit(RLIMIT_NOFILE, &proc_nofile_start);
 }

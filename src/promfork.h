@@ -100,6 +100,10 @@ struct options {
 	size_t nallow_uids;
 	gid_t *allow_gids;
 	size_t nallow_gids;
+	char *user; /* --user: COMMAND runs as this user */
+	char *group; /* --group */
+	char *privsep_user; /* --privsep-user: promfork's own, from root */
+	int max_leases_per_uid; /* standalone */
 };
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_EXIT_USAGE };
 enum options_result
@@ -153,6 +157,28 @@ struct proc_ref {
 };
 int proc_ref_open(pid_t, struct proc_ref *, char **cause);
 void proc_ref_close(struct proc_ref *);
+int proc_out_of_fds(int err);
+unsigned long long proc_nofile_raise(void);
+void proc_nofile_restore(void);
+
+/* privsep.c */
+#define PRIVSEP_GROUPS_MAX 64
+struct privsep_cred {
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[PRIVSEP_GROUPS_MAX]; /* supplementary */
+	int ngroups;
+	char *name;
+};
+int privsep_lookup(struct privsep_cred *, const char *user, const char *group,
+    gid_t exclude, char **cause);
+void privsep_cred_clear(struct privsep_cred *);
+int privsep_can_setid(void);
+int privsep_can_trace(void);
+int privsep_apply(const struct privsep_cred *);
+int privsep_keep(int setid, int kill, char **cause);
+int privsep_drop(const struct privsep_cred *, char **cause);
+void privsep_thread_drop(void);
 
 /* registry.c */
 enum lease_source { LEASE_API, LEASE_DISCOVER, LEASE_SPAWN };
@@ -595,9 +621,10 @@ struct child {
 	int status; /* exit status promfork should pass on */
 	unsigned long long reaped; /* processes reaped: the command, orphans */
 };
-pid_t child_fork(char **argv, char *const *env, int deathsig, char **cause);
-int
-child_start(struct child *, char **argv, const char *socket_path, char **cause);
+pid_t child_fork(char **argv, char *const *env, int deathsig,
+    const struct privsep_cred *, char **cause);
+int child_start(struct child *, char **argv, const char *socket_path,
+    const struct privsep_cred *, char **cause);
 int child_wait_status(int wstatus);
 void child_signal(struct child *, int sig);
 
@@ -611,6 +638,7 @@ struct spawn_config {
 	int workers;
 	int grace_ms; /* TERM to KILL */
 	const char *socket_path;
+	const struct privsep_cred *cred; /* --user: run the copies as */
 };
 struct spawn;
 struct spawn *spawn_create(struct event_base *, struct registry *,

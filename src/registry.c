@@ -142,7 +142,8 @@ lease_alive(const struct lease *l)
 
 	if (proc_stat_read(l->pid, &st, &cause) != 0) {
 		free(cause);
-		return 0;
+		/* Out of descriptors says nothing about the process. */
+		return proc_out_of_fds(errno);
 	}
 	return st.starttime == l->starttime;
 }
@@ -311,7 +312,7 @@ registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
 
 	*created = 0;
 	if (proc_ref_open(pid, &ref, cause) != 0) {
-		*status = 404;
+		*status = proc_out_of_fds(errno) ? 503 : 404;
 		return NULL;
 	}
 	return registry_lease(reg, &ref, labels, source, slot, created, status,

@@ -51,6 +51,7 @@ writer_main(void *arg)
 	size_t len;
 	int rc;
 
+	privsep_thread_drop();
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		while (w->pending == NULL && !w->stop)

@@ -182,6 +182,8 @@ fanout_body_cb(struct evbuffer *chunk, void *arg)
 	return 0;
 }
 
+static struct log_limit fanout_log;
+
 static void
 fanout_done_cb(const struct scrape_result *r, void *arg)
 {
@@ -195,12 +197,14 @@ fanout_done_cb(const struct scrape_result *r, void *arg)
 	fw->seconds = (double)(now.tv_sec - fw->started.tv_sec) +
 	    (double)(now.tv_nsec - fw->started.tv_nsec) / 1e9;
 	fw->answered = r->error == NULL && r->status == 200;
-	if (r->error != NULL)
-		log_warnx("fan-out scrape of worker %d: %s", fw->worker,
-		    r->error);
-	else if (r->status != 200)
-		log_warnx("fan-out scrape of worker %d: HTTP status %d",
-		    fw->worker, r->status);
+	if (!fw->answered && log_limit(&fanout_log, "failed fan-out scrapes")) {
+		if (r->error != NULL)
+			log_warnx("fan-out scrape of worker %d: %s", fw->worker,
+			    r->error);
+		else
+			log_warnx("fan-out scrape of worker %d: HTTP status %d",
+			    fw->worker, r->status);
+	}
 	if ((l = scrape_lease(f->reg, fw->worker, fw->pid, fw->starttime)) !=
 	    NULL)
 		scrape_record(l, r);

@@ -43,6 +43,13 @@ void log_warnx(const char *, ...) PRINTFLIKE(1, 2);
 void log_info(const char *, ...) PRINTFLIKE(1, 2);
 void log_debug(const char *, ...) PRINTFLIKE(1, 2);
 void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
+#define LOG_LIMIT_PER_S 10
+struct log_limit {
+	time_t second; /* monotonic */
+	unsigned int lines; /* logged in that second */
+	unsigned long long suppressed;
+};
+int log_limit(struct log_limit *, const char *what);
 void fatalx(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
 
 /* xmalloc.c */

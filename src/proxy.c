@@ -69,6 +69,8 @@ proxy_body_cb(struct evbuffer *chunk, void *arg)
 	return 0;
 }
 
+static struct log_limit proxy_log;
+
 static void
 proxy_done_cb(const struct scrape_result *r, void *arg)
 {
@@ -82,13 +84,13 @@ proxy_done_cb(const struct scrape_result *r, void *arg)
 	/* Ending the reply may close the connection: we are done with it. */
 	http_conn_on_close(c, NULL, NULL);
 	p->conn = NULL;
+	if (r->error != NULL && log_limit(&proxy_log, "failed proxied scrapes"))
+		log_warnx("proxy to worker %d: %s", p->worker, r->error);
 	if (r->error == NULL)
 		http_reply_end(c);
-	else if (p->started) {
-		log_warnx("proxy to worker %d: %s", p->worker, r->error);
+	else if (p->started)
 		http_reply_abort(c, r->error);
-	} else {
-		log_warnx("proxy to worker %d: %s", p->worker, r->error);
+	else {
 		http_reply_error(c, r->timed_out ? 504 : 502, "worker %d: %s",
 		    p->worker, r->error);
 	}

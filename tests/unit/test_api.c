@@ -4,6 +4,7 @@
  * is inside "promfork's" process tree, as a real worker is.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <grp.h>
 #include <sys/stat.h>
 #include <event2/event.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -273,6 +275,37 @@ Test(api, dead_pid_is_not_found)
 	ans = post(body);
 	cr_assert_eq(status_of(ans), 404, "%s", ans);
 	cr_assert_eq(reg.count, 0);
+	free(ans);
+}
+
+/*
+ * Out of descriptors once the connection is accepted: the pidfd cannot be
+ * opened, and that is promfork's trouble (503), not "no process" (404).
+ */
+Test(api, out_of_descriptors_is_503)
+{
+	struct rlimit rl = { 64, 64 };
+	char *ans;
+	int fds[64], n = 0;
+
+	start(20000, 20003);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	while (n < 64 && (fds[n] = dup(0)) != -1)
+		n++;
+	cr_assert(n > 3 && errno == EMFILE);
+	/* the exchange's pipe takes two; one comes back when its write end is
+	 * closed after the fork, for the accepted connection */
+	close(fds[--n]);
+	close(fds[--n]);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 503, "%s", ans);
+	cr_assert(strstr(ans, "out of file descriptors") != NULL, "%s", ans);
+	cr_assert_eq(reg.count, 0);
+	free(ans);
+	while (n > 0)
+		close(fds[--n]);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 201, "then it works: %s", ans);
 	free(ans);
 }
 

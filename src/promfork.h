@@ -432,6 +432,7 @@ struct discover_config {
 struct discover_stats {
 	unsigned long long passes;
 	unsigned long long walks; /* passes that read /proc */
+	unsigned long long walks_deferred; /* over DISCOVER_WALKS_PER_S */
 	unsigned long long errors;
 	unsigned long long last_pass_us;
 	unsigned long long last_walk_us;

@@ -165,6 +165,49 @@ api_authorise_user(const struct api_config *cfg, uid_t uid, gid_t gid,
 	return -1;
 }
 
+/*
+ * Standalone: may caller lease pid?  Its process must run as the caller
+ * (root may lease anyone's), as a user who may register, and that user
+ * may hold at most --max-leases-per-uid leases (counted: pid holds none
+ * yet).  Adopting a saved lease asks the same with caller 0.
+ */
+int
+api_authorise_owner(const struct api_config *cfg, const struct registry *reg,
+    uid_t caller, pid_t pid, int counted, uid_t *owner, int *status,
+    char **cause)
+{
+	struct proc_creds pc;
+	int held;
+
+	*status = 403;
+	if (proc_creds_read(pid, &pc, cause) != 0) {
+		*status = proc_out_of_fds(errno) ? 503 : 404;
+		return -1;
+	}
+	*owner = pc.uid;
+	if (caller != 0 && pc.uid != caller) {
+		xasprintf(cause,
+		    "pid %d runs as user %u: user %u may lease only its own "
+		    "processes",
+		    (int)pid, (unsigned int)pc.uid, (unsigned int)caller);
+		return -1;
+	}
+	if (api_authorise_user(cfg, pc.uid, pc.gid, pc.groups, pc.ngroups,
+		cause) != 0)
+		return -1;
+	if (counted && cfg->max_leases_per_uid > 0 &&
+	    (held = registry_count_uid(reg, pc.uid)) >=
+		cfg->max_leases_per_uid) {
+		*status = 429;
+		xasprintf(cause,
+		    "user %u holds %d leases, the most "
+		    "--max-leases-per-uid allows",
+		    (unsigned int)pc.uid, held);
+		return -1;
+	}
+	return 0;
+}
+
 /* Standalone: checks the peer's user and groups, as of its connect(). */
 static int
 api_peer_user(struct api *api, struct http_conn *c, uid_t *uid, char **cause)
@@ -290,6 +333,21 @@ out:
 	return rc;
 }
 
+/* Standalone: the owner checks of api_authorise_owner for the peer. */
+static int
+api_register_owner(struct api *api, struct http_conn *c, pid_t pid,
+    uid_t *owner, int *status, char **cause)
+{
+	struct ucred cred;
+
+	if (http_conn_peercred(c, &cred) != 0) {
+		xasprintf(cause, "SO_PEERCRED: %s", strerror(errno));
+		return -1;
+	}
+	return api_authorise_owner(&api->cfg, api->reg, cred.uid, pid,
+	    registry_find_pid(api->reg, pid) == NULL, owner, status, cause);
+}
+
 static void
 api_register(struct api *api, struct http_conn *c, struct http_request *req,
     pid_t peer)
@@ -298,7 +356,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	struct proc_ref ref;
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	int created, status = 403;
+	uid_t owner = (uid_t)-1;
 	pid_t pid;
 
 	if (api_parse_register(req, peer, &pid, &labels, &cause) != 0) {
@@ -314,11 +373,14 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, status, "%s", cause);
 		goto out;
 	}
-	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0) {
+	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0 ||
+	    (api->cfg.tree_root == 0 &&
+		api_register_owner(api, c, pid, &owner, &status, &cause) !=
+		    0)) {
 		proc_ref_close(&ref);
 		log_warnx("registration refused: %s", cause);
 		api->reg->stats.refusals++;
-		http_reply_error(c, 403, "%s", cause);
+		http_reply_error(c, status, "%s", cause);
 		goto out;
 	}
 	l = registry_lease(api->reg, &ref, &labels, LEASE_API, -1, &created,
@@ -329,6 +391,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, status, "%s", cause);
 		goto out;
 	}
+	if (api->cfg.tree_root == 0)
+		l->uid = owner;
 	http_reply_json(c, created ? 201 : 200, api_lease_json(api, l, 0));
 out:
 	free(cause);

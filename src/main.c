@@ -117,13 +117,13 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 
 /* Standalone: take up the workers a previous promfork left running. */
 static void
-state_setup(struct promfork *pf)
+state_setup(struct promfork *pf, const struct api_config *acfg)
 {
 	char *cause = NULL;
 
 	state_init(&pf->state, pf->opts.state_file, &pf->reg);
 	pf->have_state = 1;
-	if (state_adopt(&pf->state, &cause) == -1) {
+	if (state_adopt(&pf->state, acfg, &cause) == -1) {
 		log_warnx("%s; starting without the saved leases", cause);
 		free(cause);
 	}
@@ -293,14 +293,6 @@ setup(struct promfork *pf)
 		pf->web_address = web_address(web_fd, pf->opts.target_host);
 		pf->tc.proxy_address = pf->web_address;
 	}
-	if (pf->opts.state_file != NULL)
-		state_setup(pf); /* before the sd file is first written */
-	if (pf->opts.sd_file != NULL) {
-		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
-		pf->have_sdfile = 1;
-		if (sdfile_flush(&pf->sdfile) != 0)
-			usage_exit("cannot write the sd file");
-	}
 	memset(&acfg, 0, sizeof acfg);
 	acfg.tree_root = pf->opts.command != NULL ? getpid() : 0;
 	acfg.tc = &pf->tc;
@@ -308,6 +300,17 @@ setup(struct promfork *pf)
 	acfg.nallow_uids = pf->opts.nallow_uids;
 	acfg.allow_gids = pf->opts.allow_gids;
 	acfg.nallow_gids = pf->opts.nallow_gids;
+	acfg.max_leases_per_uid =
+	    pf->opts.command == NULL ? pf->opts.max_leases_per_uid : 0;
+	if (pf->opts.state_file != NULL)
+		state_setup(pf,
+		    &acfg); /* before the sd file is first written */
+	if (pf->opts.sd_file != NULL) {
+		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
+		pf->have_sdfile = 1;
+		if (sdfile_flush(&pf->sdfile) != 0)
+			usage_exit("cannot write the sd file");
+	}
 	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
 	if (pf->opts.discover)
 		discover_setup(pf);

@@ -294,3 +294,139 @@ proc_nofile_restore(void)
 	if (proc_nofile_raised)
 		(void)setrlimit(RLIMIT_NOFILE, &proc_nofile_start);
 }
+
+#define PROC_STATUS_MAX (64 * 1024)
+
+/* A decimal id ending at white space or the end of the line. */
+static int
+proc_status_num(const char **p, const char *end, unsigned int *id)
+{
+	const char *s = *p;
+	unsigned long long v = 0;
+
+	if (s >= end || *s < '0' || *s > '9')
+		return -1;
+	for (; s < end && *s >= '0' && *s <= '9'; s++) {
+		v = v * 10 + (unsigned long long)(*s - '0');
+		if (v >= UINT_MAX)
+			return -1;
+	}
+	if (s < end && *s != '\t' && *s != ' ')
+		return -1;
+	*id = (unsigned int)v;
+	*p = s;
+	return 0;
+}
+
+/* The first number of the line "Name:\tN ..." in buf, or -1. */
+static int
+proc_status_id(const char *buf, size_t len, const char *name, unsigned int *id)
+{
+	size_t nlen = strlen(name);
+	const char *p = buf, *end = buf + len, *nl;
+
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL)
+			nl = end;
+		if ((size_t)(nl - p) > nlen && memcmp(p, name, nlen) == 0 &&
+		    p[nlen] == ':') {
+			p += nlen + 1;
+			while (p < nl && *p == '\t')
+				p++;
+			return proc_status_num(&p, nl, id);
+		}
+		p = nl + 1;
+	}
+	return -1;
+}
+
+/*
+ * Parses the real uid, gid and the supplementary groups out of the text of
+ * /proc/PID/status.  More groups than fit are an error: a group left out
+ * could be the one that matters.
+ */
+int
+proc_creds_parse(const char *buf, size_t len, struct proc_creds *pc,
+    char **cause)
+{
+	const char *p, *end = buf + len, *nl;
+	unsigned int id;
+
+	memset(pc, 0, sizeof *pc);
+	if (len == 0 || len > PROC_STATUS_MAX || memchr(buf, '\0', len) != NULL)
+		goto bad;
+	if (proc_status_id(buf, len, "Uid", &id) != 0)
+		goto bad;
+	pc->uid = (uid_t)id;
+	if (proc_status_id(buf, len, "Gid", &id) != 0)
+		goto bad;
+	pc->gid = (gid_t)id;
+	for (p = buf; p < end; p = nl + 1) {
+		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			nl = end;
+		if ((size_t)(nl - p) < 7 || memcmp(p, "Groups:", 7) != 0)
+			continue;
+		for (p += 7; p < nl;) {
+			while (p < nl && (*p == '\t' || *p == ' '))
+				p++;
+			if (p == nl)
+				break;
+			if (pc->ngroups == PROC_GROUPS_MAX ||
+			    proc_status_num(&p, nl, &id) != 0)
+				goto bad;
+			pc->groups[pc->ngroups++] = (gid_t)id;
+		}
+		return 0;
+	}
+bad:
+	*cause = xstrdup("malformed /proc status");
+	return -1;
+}
+
+int
+proc_creds_read(pid_t pid, struct proc_creds *pc, char **cause)
+{
+	char path[64], *buf;
+	ssize_t n;
+	size_t len = 0;
+	int fd, rc;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		proc_error(cause, path, errno);
+		return -1;
+	}
+	buf = xmalloc(PROC_STATUS_MAX + 1);
+	while (len < PROC_STATUS_MAX + 1 &&
+	    (n = read(fd, buf + len, PROC_STATUS_MAX + 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	rc = proc_creds_parse(buf, len, pc, cause);
+	free(buf);
+	return rc;
+}
+
+/*
+ * This boot's id (/proc/sys/kernel/random/boot_id), read once: pids and
+ * start times mean nothing across a reboot.  "" when it cannot be read.
+ */
+const char *
+proc_boot_id(void)
+{
+	static char id[PROC_BOOT_ID_LEN + 1];
+	static int done;
+	ssize_t n = 0;
+	int fd;
+
+	if (done)
+		return id;
+	if ((fd = open("/proc/sys/kernel/random/boot_id",
+		 O_RDONLY | O_CLOEXEC)) != -1) {
+		n = read(fd, id, PROC_BOOT_ID_LEN);
+		close(fd);
+	}
+	id[n == PROC_BOOT_ID_LEN ? PROC_BOOT_ID_LEN : 0] = '\0';
+	done = 1;
+	return id;
+}

@@ -164,7 +164,19 @@ struct proc_ref {
 };
 int proc_ref_open(pid_t, struct proc_ref *, char **cause);
 void proc_ref_close(struct proc_ref *);
+#define PROC_GROUPS_MAX 256
+/* Who a process runs as, from /proc/PID/status. */
+struct proc_creds {
+	uid_t uid; /* real */
+	gid_t gid;
+	gid_t groups[PROC_GROUPS_MAX];
+	size_t ngroups;
+};
+int proc_creds_parse(const char *, size_t, struct proc_creds *, char **cause);
+int proc_creds_read(pid_t, struct proc_creds *, char **cause);
 int proc_out_of_fds(int err);
+#define PROC_BOOT_ID_LEN 36 /* a UUID */
+const char *proc_boot_id(void);
 unsigned long long proc_nofile_raise(void);
 void proc_nofile_restore(void);
 
@@ -216,6 +228,7 @@ struct lease {
 	enum lease_source source;
 	time_t created; /* wall clock, for people */
 	struct timespec created_mono;
+	uid_t uid; /* standalone: the user of its process; -1 when unknown */
 	struct lease_scrape scrape;
 };
 typedef void (*registry_change_fn)(void *arg);
@@ -254,6 +267,7 @@ registry_lease_pid(struct registry *, pid_t, const struct labels *,
     enum lease_source, int slot, int *created, int *status, char **cause);
 struct lease *registry_find_pid(struct registry *, pid_t);
 struct lease *registry_find_worker(struct registry *, int);
+int registry_count_uid(const struct registry *, uid_t);
 void registry_check(struct registry *);
 void registry_clear(struct registry *, enum lease_end);
 const char *lease_end_name(enum lease_end);
@@ -281,6 +295,7 @@ typedef void (*writer_done_fn)(int results, const char *cause, void *arg);
 struct writer;
 struct writer *
 writer_create(struct event_base *, const char *path, writer_done_fn, void *arg);
+void writer_set_mode(struct writer *, mode_t);
 void writer_submit(struct writer *, char *data, size_t len);
 void writer_drain(struct writer *);
 void writer_free(struct writer *);
@@ -294,6 +309,7 @@ struct mirror_config {
 	void *arg;
 	int debounce_ms; /* changes coalesced this long */
 	int retry_ms; /* after a failed write */
+	mode_t mode; /* of the file; 0: 0644 */
 };
 struct mirror {
 	char *path;
@@ -303,6 +319,7 @@ struct mirror {
 	void *arg;
 	int debounce_ms;
 	int retry_ms;
+	mode_t mode;
 	struct event *ev_write;
 	struct writer *writer; /* writes off the loop */
 	unsigned long long writes;
@@ -322,6 +339,8 @@ struct sdfile {
 int sdfile_check(const char *path, char **cause);
 int
 sdfile_replace(const char *path, const char *data, size_t len, char **cause);
+int sdfile_replace_mode(const char *path, const char *data, size_t len, mode_t,
+    char **cause);
 void sdfile_init(struct sdfile *, const char *path, struct registry *,
     const struct target_config *);
 int sdfile_flush(struct sdfile *);
@@ -392,6 +411,7 @@ struct api_config {
 	size_t nallow_uids;
 	const gid_t *allow_gids;
 	size_t nallow_gids;
+	int max_leases_per_uid; /* standalone; 0: no cap */
 };
 struct api;
 int api_listen(const char *path, char **cause);
@@ -402,6 +422,8 @@ int api_authorise(const struct api_config *, pid_t peer,
     const struct proc_stat *, char **cause);
 int api_authorise_user(const struct api_config *, uid_t, gid_t,
     const gid_t *groups, size_t ngroups, char **cause);
+int api_authorise_owner(const struct api_config *, const struct registry *,
+    uid_t caller, pid_t, int counted, uid_t *owner, int *status, char **cause);
 
 /* discover.c */
 #define DISCOVER_INTERVAL_MS 200
@@ -676,11 +698,11 @@ struct state {
 	struct mirror m;
 };
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
-    char **cause);
+    char *boot_id, char **cause);
 void state_entries_free(struct state_entry *, size_t);
 char *state_render(const struct registry *, size_t *);
 void state_init(struct state *, const char *path, struct registry *);
-int state_adopt(struct state *, char **cause);
+int state_adopt(struct state *, const struct api_config *, char **cause);
 int state_flush(struct state *);
 void state_finish(struct state *);
 

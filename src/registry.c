@@ -133,6 +133,20 @@ registry_find_worker(struct registry *reg, int worker)
 	return reg->slots[worker];
 }
 
+/* Standalone: how many leases the processes of uid hold. */
+int
+registry_count_uid(const struct registry *reg, uid_t uid)
+{
+	size_t s;
+	int n = 0;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL && reg->slots[s]->uid == uid)
+			n++;
+	}
+	return n;
+}
+
 /* Is the lease's process still the one that registered? */
 static int
 lease_alive(const struct lease *l)
@@ -280,6 +294,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	if (labels != NULL)
 		labels_copy(&l->labels, labels);
 	l->created = time(NULL);
+	l->uid = (uid_t)-1; /* standalone: its owner, set by who leased it */
 	clock_gettime(CLOCK_MONOTONIC, &l->created_mono);
 	reg->slots[slot] = l;
 	reg->count++;

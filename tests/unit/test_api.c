@@ -564,3 +564,110 @@ Test(api, standalone_refuses_other_users)
 	cr_assert_eq(status_of(ans), 201, "root may: %s", ans);
 	free(ans);
 }
+
+/* A root process whose child, as uid, asks for a lease for it. */
+static char *
+exchange_for_root_parent(uid_t uid)
+{
+	struct collect c = { calloc(1, 8193), 0 };
+	struct event *ev;
+	char raw[256], body[64];
+	pid_t kid, grandkid;
+	int p[2];
+
+	cr_assert_eq(pipe(p), 0);
+	kid = fork();
+	if (kid == 0) {
+		close(p[0]);
+		snprintf(body, sizeof body, "{\"pid\": %d}", (int)getpid());
+		snprintf(raw, sizeof raw,
+		    "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+		    "Content-Length: %zu\r\n\r\n%s",
+		    strlen(body), body);
+		if ((grandkid = fork()) == 0) {
+			if (setgroups(0, NULL) != 0 ||
+			    setresgid(uid, uid, uid) != 0 ||
+			    setresuid(uid, uid, uid) != 0)
+				_exit(6);
+			client_exchange(raw, p[1]);
+			_exit(0);
+		}
+		close(p[1]);
+		waitpid(grandkid, NULL, 0);
+		_exit(0);
+	}
+	close(p[1]);
+	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
+	event_add(ev, NULL);
+	event_base_dispatch(base);
+	event_free(ev);
+	close(p[0]);
+	waitpid(kid, NULL, 0);
+	return c.buf;
+}
+
+/* Standalone: a user leases only its own processes, at most
+ * --max-leases-per-uid of them, and a user not allowed cannot even list. */
+Test(api, standalone_owner_and_cap)
+{
+	static const uid_t nobody[] = { 65534 };
+	static const char list_raw[] = "GET /v1/workers HTTP/1.1\r\n"
+				       "Connection: close\r\n\r\n";
+	static const char self_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\n"
+	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
+	struct api_config cfg = { .tree_root = 0, .tc = &tc };
+	struct lease *l;
+	char *cause = NULL, *ans;
+	int created, status;
+	pid_t held;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to act as another user");
+	cr_assert_not_null(mkdtemp(dir));
+	chmod(dir, 0755);
+	snprintf(sock, sizeof sock, "%s/s", dir);
+	base = event_base_new();
+	registry_init(&reg, base, 40200, 40203, probe_all_free, NULL);
+	api = api_create(base, api_listen(sock, &cause), &reg, &cfg);
+
+	ans = exchange_as(list_raw, 65534);
+	cr_assert_eq(status_of(ans), 403, "not allowed, not even to list: %s",
+	    ans);
+	free(ans);
+	api_free(api);
+	cfg.allow_uids = nobody;
+	cfg.nallow_uids = 1;
+	cfg.max_leases_per_uid = 1;
+	api = api_create(base, api_listen(sock, &cause), &reg, &cfg);
+
+	/* its parent runs as root: not nobody's to lease */
+	ans = exchange_for_root_parent(65534);
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	cr_assert(strstr(ans, "only its own processes") != NULL, "%s", ans);
+	free(ans);
+
+	/* nobody already holds its one lease */
+	held = fork();
+	if (held == 0) {
+		if (setresuid(65534, 65534, 65534) != 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	usleep(100000);
+	l = registry_lease_pid(&reg, held, NULL, LEASE_API, -1, &created,
+	    &status, &cause);
+	cr_assert_not_null(l, "%s", cause);
+	l->uid = 65534;
+	ans = exchange_as(self_raw, 65534);
+	cr_assert_eq(status_of(ans), 429, "%s", ans);
+	cr_assert(strstr(ans, "--max-leases-per-uid") != NULL, "%s", ans);
+	free(ans);
+	lease_close(l, LEASE_END_RELEASE);
+	ans = exchange_as(self_raw, 65534);
+	cr_assert_eq(status_of(ans), 201, "under the cap: %s", ans);
+	free(ans);
+	kill(held, SIGKILL);
+	waitpid(held, NULL, 0);
+}

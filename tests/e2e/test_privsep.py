@@ -154,7 +154,9 @@ def attack(prefix, extra, what, s, pf, app):
     check(r["signal_promfork"] == "EPERM",
           "%s: nor signal promfork (%s)" % (what, r["signal_promfork"]))
     check(r["become_root"] == "EPERM", "%s: nor become root" % what)
-    groups = json.load(open(sd_file))
+    # written a few ms after the registration
+    groups = wait_until(lambda: (lambda g: g if g else None)(
+        json.load(open(sd_file))), timeout=10, what="the lease in the sd file")
     check(len(groups) == 1 and groups[0]["targets"] ==
           ["127.0.0.1:%d" % low] and groups[0]["labels"]["app"] == "shop",
           "%s: the sd file holds the real target only" % what)

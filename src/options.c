@@ -206,6 +206,22 @@ enum {
 	OPTIONS_ALLOW_GID
 };
 
+/* A count of workers or leases: 1 to 65536, one per port at most. */
+static int
+options_parse_count(const char *arg, int *count)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' || v < 1 ||
+	    v > 65536)
+		return -1;
+	*count = (int)v;
+	return 0;
+}
+
 /* Privilege separation and the standalone per-user cap. */
 enum {
 	OPTIONS_USER = 0x801,
@@ -220,8 +236,6 @@ static int
 options_parse_privsep(struct options *o, int opt, const char *arg, char **cause)
 {
 	char **dst = NULL;
-	char *end;
-	long v;
 
 	switch (opt) {
 	case OPTIONS_USER:
@@ -234,17 +248,13 @@ options_parse_privsep(struct options *o, int opt, const char *arg, char **cause)
 		dst = &o->privsep_user;
 		break;
 	case OPTIONS_MAX_LEASES_PER_UID:
-		errno = 0;
-		v = strtol(arg, &end, 10);
-		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
-		    v < 1 || v > 65536) {
+		if (options_parse_count(arg, &o->max_leases_per_uid) != 0) {
 			xasprintf(cause,
 			    "--max-leases-per-uid \"%s\" is not a number "
 			    "from 1 to 65536",
 			    arg);
 			return -1;
 		}
-		o->max_leases_per_uid = (int)v;
 		return 0;
 	}
 	if (*arg == '\0' || strlen(arg) > 255) {
@@ -292,21 +302,16 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 	unsigned int id;
 	char *end;
 	double d;
-	long v;
 
 	switch (opt) {
 	case OPTIONS_WORKERS:
-		errno = 0;
-		v = strtol(arg, &end, 10);
-		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
-		    v < 1 || v > 65536) {
+		if (options_parse_count(arg, &o->workers) != 0) {
 			xasprintf(cause,
 			    "--workers \"%s\" is not a number of "
 			    "workers from 1 up",
 			    arg);
 			return -1;
 		}
-		o->workers = (int)v;
 		return 0;
 	case OPTIONS_GRACE:
 		errno = 0;

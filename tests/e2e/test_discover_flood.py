@@ -11,13 +11,12 @@ during the flood is still published.
 """
 
 import os
-import pwd
 import subprocess
 import time
 
-from harness import (PROMFORK, PYTHON, check, free_port, free_port_range,
-                     http_get, log, run_test, start, stop, tmpdir,
-                     wait_until)
+from harness import (PROMFORK, PYTHON, check, ensure_user, free_port,
+                     free_port_range, http_get, log, run_test, start, stop,
+                     tmpdir, wait_until)
 
 FLOOD_S = 5.0
 USER = "pftest-app2"
@@ -59,15 +58,6 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def ensure_user(name):
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin",
-                        name], check=True, timeout=30)
-        return pwd.getpwnam(name)
 
 
 def counters(web):

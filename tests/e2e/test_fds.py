@@ -21,7 +21,7 @@ import time
 
 from harness import (PROMFORK, PYTHON, SOURCE, check, free_port,
                      free_port_range, http_get, log, run_test, start, stop,
-                     tmpdir, unix_request, wait_until)
+                     tmpdir, wait_until)
 
 WORKER = os.path.join(SOURCE, "tests", "e2e", "spawn_worker.py")
 E2E = os.path.join(SOURCE, "tests", "e2e")

@@ -24,21 +24,13 @@ import re
 import resource
 import subprocess
 
-from harness import (PROMFORK, PYTHON, SOURCE, check, free_port_range, log,
-                     run_test, start, stop, tmpdir, unix_request, wait_until)
+from harness import (PROMFORK, PYTHON, SOURCE, check, ensure_user,
+                     free_port_range, log, run_test, start, stop, tmpdir,
+                     unix_request, wait_until)
 
 APP = os.path.join(SOURCE, "tests", "e2e", "privsep_app.py")
 PF_USER = "pftest-pf"  # stands in for the user promfork
 APP_USER = "pftest-app1"  # stands in for the instance, promfork@APP_USER
-
-
-def ensure_user(name):
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin",
-                        name], check=True, timeout=30)
-        return pwd.getpwnam(name)
 
 
 def unit_settings():

@@ -106,6 +106,23 @@ collect_cb(evutil_socket_t fd, short ev, void *arg)
 		c->len += (size_t)n;
 }
 
+/* Serves until the client kid closes its end of pipe p; its answer. */
+static char *
+collect_from(pid_t kid, int p[2])
+{
+	struct collect c = { calloc(1, 8193), 0 };
+	struct event *ev;
+
+	close(p[1]);
+	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
+	event_add(ev, NULL);
+	event_base_dispatch(base);
+	event_free(ev);
+	close(p[0]);
+	waitpid(kid, NULL, 0);
+	return c.buf;
+}
+
 /*
  * Runs one exchange from a child process while the loop serves it, until
  * the client closes the pipe.  With detach the client is a grandchild that
@@ -114,8 +131,6 @@ collect_cb(evutil_socket_t fd, short ev, void *arg)
 static char *
 exchange(const char *raw, int detach)
 {
-	struct collect c = { calloc(1, 8193), 0 };
-	struct event *ev;
 	pid_t kid;
 	int p[2];
 
@@ -133,14 +148,7 @@ exchange(const char *raw, int detach)
 		client_exchange(raw, p[1]);
 		_exit(0);
 	}
-	close(p[1]);
-	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
-	event_add(ev, NULL);
-	event_base_dispatch(base);
-	event_free(ev);
-	close(p[0]);
-	waitpid(kid, NULL, 0);
-	return c.buf;
+	return collect_from(kid, p);
 }
 
 static int
@@ -510,8 +518,6 @@ Test(api, standalone_users_and_groups)
 static char *
 exchange_as(const char *raw, uid_t uid)
 {
-	struct collect c = { calloc(1, 8193), 0 };
-	struct event *ev;
 	pid_t kid;
 	int p[2];
 
@@ -526,23 +532,14 @@ exchange_as(const char *raw, uid_t uid)
 		client_exchange(raw, p[1]);
 		_exit(0);
 	}
-	close(p[1]);
-	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
-	event_add(ev, NULL);
-	event_base_dispatch(base);
-	event_free(ev);
-	close(p[0]);
-	waitpid(kid, NULL, 0);
-	return c.buf;
+	return collect_from(kid, p);
 }
 
-Test(api, standalone_refuses_other_users)
+/* Standalone on a socket other users can reach; acting as them needs root. */
+static void
+start_standalone(uint16_t low, const struct api_config *cfg)
 {
-	static const char reg_raw[] =
-	    "POST /v1/workers HTTP/1.1\r\n"
-	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
-	struct api_config cfg = { .tree_root = 0, .tc = &tc };
-	char *cause = NULL, *ans;
+	char *cause = NULL;
 	int fd;
 
 	if (geteuid() != 0)
@@ -551,10 +548,21 @@ Test(api, standalone_refuses_other_users)
 	chmod(dir, 0755);
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
-	registry_init(&reg, base, 40100, 40103, probe_all_free, NULL);
+	registry_init(&reg, base, low, low + 3, probe_all_free, NULL);
 	fd = api_listen(sock, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
-	api = api_create(base, fd, &reg, &cfg);
+	api = api_create(base, fd, &reg, cfg);
+}
+
+Test(api, standalone_refuses_other_users)
+{
+	static const char reg_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\n"
+	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
+	struct api_config cfg = { .tree_root = 0, .tc = &tc };
+	char *ans;
+
+	start_standalone(40100, &cfg);
 
 	ans = exchange_as(reg_raw, 65534);
 	cr_assert_eq(status_of(ans), 403, "%s", ans);
@@ -569,8 +577,6 @@ Test(api, standalone_refuses_other_users)
 static char *
 exchange_for_root_parent(uid_t uid)
 {
-	struct collect c = { calloc(1, 8193), 0 };
-	struct event *ev;
 	char raw[256], body[64];
 	pid_t kid, grandkid;
 	int p[2];
@@ -596,14 +602,7 @@ exchange_for_root_parent(uid_t uid)
 		waitpid(grandkid, NULL, 0);
 		_exit(0);
 	}
-	close(p[1]);
-	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
-	event_add(ev, NULL);
-	event_base_dispatch(base);
-	event_free(ev);
-	close(p[0]);
-	waitpid(kid, NULL, 0);
-	return c.buf;
+	return collect_from(kid, p);
 }
 
 /* Standalone: a user leases only its own processes, at most
@@ -622,14 +621,7 @@ Test(api, standalone_owner_and_cap)
 	int created, status;
 	pid_t held;
 
-	if (geteuid() != 0)
-		cr_skip_test("needs root to act as another user");
-	cr_assert_not_null(mkdtemp(dir));
-	chmod(dir, 0755);
-	snprintf(sock, sizeof sock, "%s/s", dir);
-	base = event_base_new();
-	registry_init(&reg, base, 40200, 40203, probe_all_free, NULL);
-	api = api_create(base, api_listen(sock, &cause), &reg, &cfg);
+	start_standalone(40200, &cfg);
 
 	ans = exchange_as(list_raw, 65534);
 	cr_assert_eq(status_of(ans), 403, "not allowed, not even to list: %s",

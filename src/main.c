@@ -191,75 +191,6 @@ discover_setup(struct promfork *pf)
 	free(range);
 }
 
-/*
- * Started as root with --privsep-user: the sockets are bound, now become
- * that user before any file is written, so that the sd file and its
- * directory are promfork's user's alone.
- */
-static void
-privsep_self(struct promfork *pf)
-{
-	struct privsep_cred self;
-	char *cause = NULL;
-
-	if (geteuid() != 0)
-		usage_exit("--privsep-user needs promfork started as root");
-	if (privsep_lookup(&self, pf->opts.privsep_user, NULL, (gid_t)-1,
-		&cause) != 0)
-		usage_exit(cause);
-	if (self.uid == 0)
-		usage_exit("--privsep-user must not be root");
-	/* so that promfork can remove them at exit */
-	if (chown(pf->socket_path, self.uid, self.gid) != 0 ||
-	    (pf->socket_dir != NULL &&
-		chown(pf->socket_dir, self.uid, self.gid) != 0))
-		log_warn("chown %s", pf->socket_path);
-	if (privsep_drop(&self, &cause) != 0)
-		usage_exit(cause);
-	log_info("running as user %s", self.name);
-	privsep_cred_clear(&self);
-}
-
-/* --user: the command runs as a user that is not promfork's. */
-static void
-privsep_setup(struct promfork *pf)
-{
-	char *cause = NULL, *msg;
-
-	if (pf->opts.privsep_user != NULL)
-		privsep_self(pf);
-	if (pf->opts.user == NULL)
-		return;
-	if (privsep_lookup(&pf->app_cred, pf->opts.user, pf->opts.group,
-		getegid(), &cause) != 0)
-		usage_exit(cause);
-	pf->have_app_cred = 1;
-	if (pf->app_cred.uid == geteuid() || pf->app_cred.uid == 0 ||
-	    pf->app_cred.gid == getegid()) {
-		xasprintf(&msg,
-		    "--user %s%s%s: the command could then write the sd "
-		    "file; give it a user and group of its own",
-		    pf->opts.user, pf->app_cred.uid == 0 ? " is root" : "",
-		    pf->app_cred.uid == 0 ? ""
-			: pf->app_cred.uid == geteuid()
-			? " is promfork's own user"
-			: " would run with promfork's own group");
-		usage_exit(msg);
-	}
-	if (!privsep_can_setid())
-		usage_exit(
-		    "--user: promfork cannot change users; start it as "
-		    "root (with --privsep-user) or with the capabilities "
-		    "CAP_SETUID, CAP_SETGID and CAP_KILL");
-	if (pf->opts.discover && !privsep_can_trace())
-		usage_exit("--discover with --user: promfork cannot read the "
-			   "descriptors of another user's processes without "
-			   "CAP_SYS_PTRACE; drop --user or grant it");
-	if (geteuid() == 0)
-		log_warnx("promfork keeps running as root: give "
-			  "--privsep-user to run it as a user of its own");
-}
-
 static void
 setup(struct promfork *pf)
 {
@@ -276,7 +207,15 @@ setup(struct promfork *pf)
 	if (pf->opts.listen != NULL &&
 	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
 		usage_exit(cause);
-	privsep_setup(pf);
+	switch (privsep_setup(&pf->app_cred, &pf->opts, pf->socket_path,
+	    pf->socket_dir, &cause)) {
+	case -1:
+		usage_exit(cause);
+		break;
+	case 1:
+		pf->have_app_cred = 1;
+		break;
+	}
 	/* as the user that is to write it */
 	if (pf->opts.sd_file != NULL &&
 	    sdfile_check(pf->opts.sd_file, &cause) != 0)
@@ -302,9 +241,9 @@ setup(struct promfork *pf)
 	acfg.nallow_gids = pf->opts.nallow_gids;
 	acfg.max_leases_per_uid =
 	    pf->opts.command == NULL ? pf->opts.max_leases_per_uid : 0;
+	/* before the sd file is first written */
 	if (pf->opts.state_file != NULL)
-		state_setup(pf,
-		    &acfg); /* before the sd file is first written */
+		state_setup(pf, &acfg);
 	if (pf->opts.sd_file != NULL) {
 		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
 		pf->have_sdfile = 1;

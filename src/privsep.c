@@ -272,3 +272,95 @@ privsep_thread_drop(void)
 		free(cause);
 	}
 }
+
+/*
+ * Started as root with --privsep-user: the sockets are bound, now become
+ * that user before any file is written, so that the sd file and its
+ * directory are that user's alone.
+ */
+static int
+privsep_self(const char *user, const char *socket_path, const char *socket_dir,
+    char **cause)
+{
+	struct privsep_cred self;
+	int rc = -1;
+
+	if (geteuid() != 0) {
+		*cause = xstrdup("--privsep-user needs promfork started as "
+				 "root");
+		return -1;
+	}
+	if (privsep_lookup(&self, user, NULL, (gid_t)-1, cause) != 0)
+		return -1;
+	if (self.uid == 0) {
+		*cause = xstrdup("--privsep-user must not be root");
+		goto out;
+	}
+	/* so that promfork can remove them at exit */
+	if (chown(socket_path, self.uid, self.gid) != 0 ||
+	    (socket_dir != NULL && chown(socket_dir, self.uid, self.gid) != 0))
+		log_warn("chown %s", socket_path);
+	if (privsep_drop(&self, cause) != 0)
+		goto out;
+	log_info("running as user %s", self.name);
+	rc = 0;
+out:
+	privsep_cred_clear(&self);
+	return rc;
+}
+
+/*
+ * The options of privilege separation, once the sockets are bound: becomes
+ * --privsep-user, then looks up --user into app.  Returns 1 when the
+ * command is to run as app, 0 without --user, -1 when the setup is unsafe
+ * or impossible (*cause says why).
+ */
+int
+privsep_setup(struct privsep_cred *app, const struct options *o,
+    const char *socket_path, const char *socket_dir, char **cause)
+{
+	const char *why = NULL;
+
+	if (o->privsep_user != NULL &&
+	    privsep_self(o->privsep_user, socket_path, socket_dir, cause) != 0)
+		return -1;
+	if (o->user == NULL)
+		return 0;
+	if (privsep_lookup(app, o->user, o->group, getegid(), cause) != 0)
+		return -1;
+	if (app->uid == 0)
+		why = "is root";
+	else if (app->uid == geteuid())
+		why = "is promfork's own user";
+	else if (app->gid == getegid())
+		why = "would run with promfork's own group";
+	if (why != NULL) {
+		xasprintf(cause,
+		    "--user %s %s: the command could then write the sd "
+		    "file; give it a user and group of its own",
+		    o->user, why);
+		goto fail;
+	}
+	if (!privsep_can_setid()) {
+		*cause = xstrdup("--user: promfork cannot change users; start "
+				 "it as root (with --privsep-user) or with the "
+				 "capabilities CAP_SETUID, CAP_SETGID and "
+				 "CAP_KILL");
+		goto fail;
+	}
+	if (o->discover && !privsep_can_trace()) {
+		*cause = xstrdup("--discover with --user: promfork cannot read "
+				 "the descriptors of another user's processes "
+				 "without CAP_SYS_PTRACE; drop --user or grant "
+				 "it");
+		goto fail;
+	}
+	if (geteuid() == 0)
+		log_warnx("promfork keeps running as root: give "
+			  "--privsep-user to run it as a user of its own");
+	return 1;
+
+fail:
+	privsep_cred_clear(app);
+	return -1;
+}

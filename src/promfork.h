@@ -198,6 +198,8 @@ int privsep_apply(const struct privsep_cred *);
 int privsep_keep(int setid, int kill, char **cause);
 int privsep_drop(const struct privsep_cred *, char **cause);
 void privsep_thread_drop(void);
+int privsep_setup(struct privsep_cred *, const struct options *,
+    const char *socket_path, const char *socket_dir, char **cause);
 
 /* registry.c */
 enum lease_source { LEASE_API, LEASE_DISCOVER, LEASE_SPAWN };

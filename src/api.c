@@ -194,7 +194,50 @@ api_authorise_user(const struct api_config *cfg, uid_t uid, gid_t gid,
 }
 
 /*
- * Wrapping a command: may this user connect?  Root, promfork's user and the
+ * Standalone: may caller lease pid?  Its process must run as the caller
+ * (root may lease anyone's), as a user who may register, and that user
+ * may hold at most --max-leases-per-uid leases (counted: pid holds none
+ * yet).  Adopting a saved lease asks the same with caller 0.
+ */
+int
+api_authorise_process(const struct api_config *cfg, const struct registry *reg,
+    uid_t caller, pid_t pid, int counted, uid_t *owner, int *status,
+    char **cause)
+{
+	struct proc_creds pc;
+	int held;
+
+	*status = 403;
+	if (proc_creds_read(pid, &pc, cause) != 0) {
+		*status = proc_out_of_fds(errno) ? 503 : 404;
+		return -1;
+	}
+	*owner = pc.uid;
+	if (caller != 0 && pc.uid != caller) {
+		xasprintf(cause,
+		    "pid %d runs as user %u: user %u may lease only its own "
+		    "processes",
+		    (int)pid, (unsigned int)pc.uid, (unsigned int)caller);
+		return -1;
+	}
+	if (api_authorise_user(cfg, pc.uid, pc.gid, pc.groups, pc.ngroups,
+		cause) != 0)
+		return -1;
+	if (counted && cfg->max_leases_per_uid > 0 &&
+	    (held = registry_count_uid(reg, pc.uid)) >=
+		cfg->max_leases_per_uid) {
+		*status = 429;
+		xasprintf(cause,
+		    "user %u holds %d leases, the most "
+		    "--max-leases-per-uid allows",
+		    (unsigned int)pc.uid, held);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+* Wrapping a command: may this user connect?  Root, promfork's user and the
  * user the command runs as; the process tree is checked per request.
  */
 int
@@ -412,6 +455,7 @@ api_registry_status(enum registry_error error)
 	case REGISTRY_GONE:
 		return 404;
 	case REGISTRY_FULL:
+	case REGISTRY_NOFDS:
 		return 503;
 	case REGISTRY_OK:
 		break;
@@ -456,6 +500,17 @@ api_relabel(struct api *api, struct http_conn *c, struct lease *l,
 	return 0;
 }
 
+/* Standalone: the checks of api_authorise_process for the peer. */
+static int
+api_register_owner(struct api *api, struct http_conn *c, pid_t pid,
+    uid_t *owner, int *status, char **cause)
+{
+	const struct http_peer *p = http_conn_peer(c);
+
+	return api_authorise_process(&api->cfg, api->reg, p->cred.uid, pid,
+	    registry_find_pid(api->reg, pid) == NULL, owner, status, cause);
+}
+
 static void
 api_register(struct api *api, struct http_conn *c, struct http_request *req,
     pid_t peer)
@@ -465,7 +520,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	struct proc_ref ref;
 	struct lease *l;
 	char *cause = NULL;
-	int created, has_labels;
+	int created, has_labels, status = 403;
+	uid_t owner = (uid_t)-1;
 	pid_t pid;
 
 	if (api_parse_register(req, peer, &pid, &labels, &has_labels, &cause) !=
@@ -474,18 +530,23 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, 400, "%s", cause);
 		goto out;
 	}
-	/* A pid that names no live process (a dead worker's) is not found. */
+	/* A pid that names no live process (a dead worker's) is not found;
+	 * running out of descriptors is ours, and passes. */
 	if (proc_ref_open(pid, &ref, &cause) != 0) {
+		status = proc_out_of_fds(errno) ? 503 : 404;
 		log_warnx("registration of pid %d refused: %s", (int)pid,
 		    cause);
-		http_reply_error(c, 404, "%s", cause);
+		http_reply_error(c, status, "%s", cause);
 		goto out;
 	}
-	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0) {
+	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0 ||
+	    (api->cfg.tree_root == 0 &&
+		api_register_owner(api, c, pid, &owner, &status, &cause) !=
+		    0)) {
 		proc_ref_close(&ref);
 		log_warnx("registration refused: %s", cause);
 		registry_count_refusal(api->reg);
-		http_reply_error(c, 403, "%s", cause);
+		http_reply_error(c, status, "%s", cause);
 		goto out;
 	}
 	/* A walk from the peer read /proc by its pid: is it still itself? */
@@ -507,6 +568,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		http_reply_error(c, api_registry_status(error), "%s", cause);
 		goto out;
 	}
+	if (api->cfg.tree_root == 0)
+		l->uid = owner;
 	http_reply_json(c, created ? 201 : 200, api_lease_json(api, l, 0));
 out:
 	free(cause);

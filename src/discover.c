@@ -43,6 +43,14 @@
 #define DISCOVER_PROCS_MAX (4 * 1024 * 1024)
 #define DISCOVER_FDLINK_MAX 64
 #define DISCOVER_TCP_LISTEN 10 /* TCP_LISTEN of the kernel's tcp_states.h */
+/*
+ * Anyone may open and close listeners in the range: a destroy event starts
+ * a pass no sooner than this after the last one, and /proc is walked at
+ * most so often a second (a listener left unresolved waits for the next
+ * pass), so that a flood costs promfork a bounded share of a core.
+ */
+#define DISCOVER_SCAN_GAP_MS 20
+#define DISCOVER_WALKS_PER_S 5
 
 enum discover_state {
 	DISCOVER_UNRESOLVED, /* not mapped to a process yet */
@@ -78,6 +86,10 @@ struct discover {
 	char *last_error; /* logged once until it changes */
 	int warned_fd_access;
 	struct discover_stats stats;
+	struct timespec last_scan;
+	struct event *ev_soon; /* a pass put off by DISCOVER_SCAN_GAP_MS */
+	time_t walk_second; /* monotonic second of the walks counted */
+	int walks_in_second;
 };
 
 void
@@ -720,6 +732,22 @@ discover_apply(struct discover *d)
 	return again;
 }
 
+/* May this pass walk /proc?  At most DISCOVER_WALKS_PER_S a second. */
+static int
+discover_walk_allowed(struct discover *d, const struct timespec *now)
+{
+	if (now->tv_sec != d->walk_second) {
+		d->walk_second = now->tv_sec;
+		d->walks_in_second = 0;
+	}
+	if (d->walks_in_second >= DISCOVER_WALKS_PER_S) {
+		d->stats.walks_deferred++;
+		return 0;
+	}
+	d->walks_in_second++;
+	return 1;
+}
+
 /* One pass: dump, resolve what is new, apply.  Exposed for tests. */
 int
 discover_scan(struct discover *d)
@@ -730,6 +758,7 @@ discover_scan(struct discover *d)
 	int rounds;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	d->last_scan = t0;
 	d->stats.passes++;
 	/* a second round only when an owner exited and left a listener */
 	for (rounds = 0; rounds < 2; rounds++) {
@@ -738,6 +767,7 @@ discover_scan(struct discover *d)
 		    discover_dump(d, AF_INET6, &cause) != 0)
 			goto fail;
 		if ((pending = discover_merge(d)) > 0 &&
+		    discover_walk_allowed(d, &t0) &&
 		    discover_walk(d, pending, &cause) != 0)
 			goto fail;
 		if (!discover_apply(d))
@@ -760,6 +790,43 @@ static void
 discover_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
 	discover_scan(arg);
+}
+
+static void
+discover_soon_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct discover *d = arg;
+
+	discover_scan(d);
+	/* what was destroyed since the dump began is queued: read on */
+	event_add(d->ev_destroy, NULL);
+}
+
+/* A pass now, or DISCOVER_SCAN_GAP_MS after the last one: events coalesce. */
+static void
+discover_scan_soon(struct discover *d)
+{
+	struct timespec now;
+	struct timeval tv;
+	long long since_us, wait_us;
+
+	if (evtimer_pending(d->ev_soon, NULL))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	since_us = (now.tv_sec - d->last_scan.tv_sec) * 1000000LL +
+	    (now.tv_nsec - d->last_scan.tv_nsec) / 1000;
+	wait_us = DISCOVER_SCAN_GAP_MS * 1000LL - since_us;
+	if (wait_us <= 0) {
+		discover_scan(d);
+		return;
+	}
+	tv.tv_sec = (time_t)(wait_us / 1000000);
+	tv.tv_usec = (suseconds_t)(wait_us % 1000000);
+	evtimer_add(d->ev_soon, &tv);
+	/* The pass dumps every socket: until it has, more events tell
+	 * nothing new, and reading each would cost what the gap saves. */
+	if (d->ev_destroy != NULL)
+		event_del(d->ev_destroy);
 }
 
 /* A socket of the range was destroyed: look now, not at the next tick. */
@@ -795,7 +862,7 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 		wake = 1;
 	discover_socks_clear(&socks);
 	if (wake)
-		discover_scan(d);
+		discover_scan_soon(d);
 }
 
 static int
@@ -888,6 +955,7 @@ discover_create(struct event_base *base, struct registry *reg,
 	tv.tv_usec = (cfg->interval_ms % 1000) * 1000;
 	d->ev_poll = event_new(base, -1, EV_PERSIST, discover_poll_cb, d);
 	event_add(d->ev_poll, &tv);
+	d->ev_soon = evtimer_new(base, discover_soon_cb, d);
 	return d;
 }
 
@@ -904,6 +972,8 @@ discover_free(struct discover *d)
 		return;
 	if (d->ev_poll != NULL)
 		event_free(d->ev_poll);
+	if (d->ev_soon != NULL)
+		event_free(d->ev_soon);
 	if (d->ev_destroy != NULL)
 		event_free(d->ev_destroy);
 	if (d->nl_destroy != -1)

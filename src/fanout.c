@@ -188,6 +188,8 @@ fanout_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 	return 0;
 }
 
+static struct log_limit fanout_log;
+
 static void
 fanout_done_cb(struct collect_item *items, size_t n, void *arg)
 {
@@ -196,6 +198,10 @@ fanout_done_cb(struct collect_item *items, size_t n, void *arg)
 
 	f->collect = NULL; /* it frees itself after this */
 	for (i = 0; i < n; i++) {
+		if (items[i].ok && items[i].status == 200)
+			continue;
+		if (!log_limit(&fanout_log, "failed fan-out scrapes"))
+			break;
 		if (!items[i].ok)
 			log_warnx("fan-out scrape of worker %d: %s",
 			    items[i].worker, items[i].error);

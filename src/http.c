@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -80,7 +81,15 @@ struct http_server {
 	struct http_conn *conns;
 	time_t refused_logged; /* when a refusal at accept was last logged */
 	unsigned long long refused; /* since then, not logged */
+	struct event *ev_resume; /* accepting again after running out of fds */
+	int pause_ms; /* the last pause */
+	struct timespec paused; /* when it began */
 };
+
+/* Out of descriptors, accepting is paused this long, doubled each time in
+ * a row up to the maximum. */
+#define HTTP_PAUSE_MIN_MS 10
+#define HTTP_PAUSE_MAX_MS 1000
 
 static const struct {
 	int status;
@@ -97,6 +106,7 @@ static const struct {
 	{ 411, "Length Required" },
 	{ 413, "Content Too Large" },
 	{ 414, "URI Too Long" },
+	{ 429, "Too Many Requests" },
 	{ 431, "Request Header Fields Too Large" },
 	{ 500, "Internal Server Error" },
 	{ 501, "Not Implemented" },
@@ -888,6 +898,7 @@ http_conn_pin(struct http_conn *c, int fd)
 	struct proc_ref ref;
 	socklen_t len = sizeof c->pidfd;
 	char *cause = NULL;
+	int err;
 
 	c->pidfd = -1;
 	if (c->peer.family != AF_UNIX)
@@ -898,14 +909,21 @@ http_conn_pin(struct http_conn *c, int fd)
 			return 0;
 		close(c->pidfd);
 		c->pidfd = -1;
+		errno = ESRCH;
 		return -1;
 	}
-	if (!c->server->pin_by_pid && errno != ENOPROTOOPT && errno != EINVAL)
+	if (!c->server->pin_by_pid && errno != ENOPROTOOPT && errno != EINVAL &&
+	    !proc_out_of_fds(errno))
 		log_warn("SO_PEERPIDFD");
 	c->pidfd = -1;
-	if (c->peer.cred.pid <= 0 ||
-	    proc_ref_open(c->peer.cred.pid, &ref, &cause) != 0) {
+	if (c->peer.cred.pid <= 0) {
+		errno = ESRCH;
+		return -1;
+	}
+	if (proc_ref_open(c->peer.cred.pid, &ref, &cause) != 0) {
+		err = errno; /* out of descriptors, or gone */
 		free(cause);
+		errno = err;
 		return -1;
 	}
 	c->pidfd = ref.pidfd;
@@ -983,8 +1001,12 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 	c->server = s;
 	c->peer = peer;
 	if (http_conn_pin(c, fd) != 0) {
-		log_debug("connection refused: its peer pid %d is gone",
-		    (int)peer.cred.pid);
+		/* Out of descriptors is ours to say, and passes. */
+		if (proc_out_of_fds(errno))
+			http_send_refusal(fd, 503, "out of file descriptors");
+		else
+			log_debug("connection refused: its peer pid %d is gone",
+			    (int)peer.cred.pid);
 		close(fd);
 		free(c);
 		return;
@@ -1011,9 +1033,53 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 }
 
 static void
+http_server_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct http_server *s = arg;
+
+	evconnlistener_enable(s->listener);
+}
+
+/*
+ * Out of descriptors, the pending connection stays queued and the
+ * listener would wake at once: stop accepting for a while instead of
+ * spinning, and say so once per pause.
+ */
+static void
+http_server_pause(struct http_server *s, int err)
+{
+	struct timespec now;
+	struct timeval tv;
+	long long since_ms;
+
+	/* Pauses in a row (each within a second of the one before) grow. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	since_ms = (now.tv_sec - s->paused.tv_sec) * 1000LL +
+	    (now.tv_nsec - s->paused.tv_nsec) / 1000000;
+	if (s->pause_ms == 0 || since_ms > s->pause_ms + 1000)
+		s->pause_ms = HTTP_PAUSE_MIN_MS;
+	else if ((s->pause_ms *= 2) > HTTP_PAUSE_MAX_MS)
+		s->pause_ms = HTTP_PAUSE_MAX_MS;
+	s->paused = now;
+	log_warnx("accept: %s; not accepting for %d ms (%d connections "
+		  "open)",
+	    strerror(err), s->pause_ms, s->nconns);
+	evconnlistener_disable(s->listener);
+	tv.tv_sec = s->pause_ms / 1000;
+	tv.tv_usec = (s->pause_ms % 1000) * 1000;
+	evtimer_add(s->ev_resume, &tv);
+}
+
+static void
 http_server_error_cb(struct evconnlistener *lst, void *arg)
 {
-	log_warn("accept");
+	struct http_server *s = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	if (proc_out_of_fds(err) || err == ENOBUFS || err == ENOMEM)
+		http_server_pause(s, err);
+	else
+		log_warnx("accept: %s", strerror(err));
 }
 
 struct http_server *
@@ -1031,6 +1097,7 @@ http_server_create(struct event_base *base, int fd,
 	if (s->listener == NULL)
 		fatalx("evconnlistener_new");
 	evconnlistener_set_error_cb(s->listener, http_server_error_cb);
+	s->ev_resume = evtimer_new(base, http_server_resume_cb, s);
 	return s;
 }
 
@@ -1055,6 +1122,7 @@ http_server_free(struct http_server *s)
 		return;
 	while (s->conns != NULL)
 		http_conn_close(s->conns, "server shutdown");
+	event_free(s->ev_resume);
 	evconnlistener_free(s->listener);
 	free(s);
 }

@@ -39,6 +39,8 @@ struct promfork {
 	struct state state; /* standalone --state-file */
 	int have_state;
 	int stopped; /* standalone: by a signal, as asked */
+	struct privsep_cred app_cred; /* --user */
+	int have_app_cred;
 	struct event *ev_signals[NFORWARDED + 1];
 };
 
@@ -124,13 +126,13 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 
 /* Standalone: take up the workers a previous promfork left running. */
 static void
-state_setup(struct promfork *pf)
+state_setup(struct promfork *pf, const struct api_config *acfg)
 {
 	char *cause = NULL;
 
 	state_init(&pf->state, pf->opts.state_file, &pf->reg);
 	pf->have_state = 1;
-	if (state_adopt(&pf->state, &cause) == -1) {
+	if (state_adopt(&pf->state, acfg, &cause) == -1) {
 		log_warnx("%s; starting without the saved leases", cause);
 		free(cause);
 	}
@@ -149,6 +151,7 @@ spawn_setup(struct promfork *pf)
 	scfg.workers = pf->opts.workers;
 	scfg.grace_ms = pf->opts.grace_ms;
 	scfg.socket_path = pf->socket_path;
+	scfg.cred = pf->have_app_cred ? &pf->app_cred : NULL;
 	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg, &cause)) ==
 	    NULL)
 		fatalx("%s", cause);
@@ -214,6 +217,8 @@ setup(struct promfork *pf)
 	acfg.nallow_uids = pf->opts.nallow_uids;
 	acfg.allow_gids = pf->opts.allow_gids;
 	acfg.nallow_gids = pf->opts.nallow_gids;
+	acfg.max_leases_per_uid =
+	    pf->opts.command == NULL ? pf->opts.max_leases_per_uid : 0;
 	/* COMMAND runs as promfork's own user and group. */
 	acfg.command_uid = geteuid();
 	acfg.command_gid = getegid();
@@ -225,6 +230,19 @@ setup(struct promfork *pf)
 		usage_exit(cause);
 	if (pf->opts.listen != NULL &&
 	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
+		usage_exit(cause);
+	switch (privsep_setup(&pf->app_cred, &pf->opts, pf->socket_path,
+	    pf->socket_dir, &cause)) {
+	case -1:
+		usage_exit(cause);
+		break;
+	case 1:
+		pf->have_app_cred = 1;
+		break;
+	}
+	/* as the user that is to write it */
+	if (pf->opts.sd_file != NULL &&
+	    sdfile_check(pf->opts.sd_file, &cause) != 0)
 		usage_exit(cause);
 
 	pf->base = event_base_new();
@@ -238,8 +256,9 @@ setup(struct promfork *pf)
 		pf->web_address = web_address(web_fd, pf->opts.target_host);
 		pf->tc.proxy_address = pf->web_address;
 	}
+	/* before the sd file is first written */
 	if (pf->opts.state_file != NULL)
-		state_setup(pf); /* before the sd file is first written */
+		state_setup(pf, &acfg);
 	if (pf->opts.sd_file != NULL) {
 		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
 		pf->have_sdfile = 1;
@@ -298,6 +317,7 @@ teardown(struct promfork *pf)
 	free(pf->socket_path);
 	free(pf->socket_dir);
 	free(pf->web_address);
+	privsep_cred_clear(&pf->app_cred);
 	options_free(&pf->opts);
 }
 
@@ -334,13 +354,18 @@ main(int argc, char **argv)
 		return status;
 	}
 	notify_init();
+	log_debug("open files limit %llu", proc_nofile_raise());
 	setup(&pf);
 
 	if (pf.opts.workers > 0)
 		spawn_setup(&pf);
 	else if (pf.opts.command != NULL &&
-	    child_start(&pf.child, pf.opts.command, pf.socket_path, &cause) !=
-		0)
+	    child_start(&pf.child, pf.opts.command, pf.socket_path,
+		pf.have_app_cred ? &pf.app_cred : NULL, &cause) != 0)
+		fatalx("%s", cause);
+	/* The command runs: changing users is no longer needed. */
+	if (pf.have_app_cred && pf.opts.workers == 0 && geteuid() != 0 &&
+	    privsep_keep(0, 1, &cause) != 0)
 		fatalx("%s", cause);
 	web_setup(&pf);
 	log_info("ports %u-%u, socket %s%s%s", pf.opts.port_low,

@@ -224,6 +224,10 @@ metrics_render_discover(struct evbuffer *out, const struct discover_stats *d)
 	metrics_ull(out, "promfork_discover_walks_total", "counter",
 	    "Passes that had to read /proc to find a listener's process.",
 	    d->walks);
+	metrics_ull(out, "promfork_discover_walks_deferred_total", "counter",
+	    "Walks of /proc put off to a later pass: more than 5 a second "
+	    "were asked for.",
+	    d->walks_deferred);
 	metrics_ull(out, "promfork_discover_errors_total", "counter",
 	    "Passes that failed.", d->errors);
 	metrics_family(out, "promfork_discover_last_pass_seconds", "gauge",

@@ -43,6 +43,13 @@ void log_warnx(const char *, ...) PRINTFLIKE(1, 2);
 void log_info(const char *, ...) PRINTFLIKE(1, 2);
 void log_debug(const char *, ...) PRINTFLIKE(1, 2);
 void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
+#define LOG_LIMIT_PER_S 10
+struct log_limit {
+	time_t second; /* monotonic */
+	unsigned int lines; /* logged in that second */
+	unsigned long long suppressed;
+};
+int log_limit(struct log_limit *, const char *what);
 void fatalx(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
 
 /* xmalloc.c */
@@ -112,6 +119,10 @@ struct options {
 	size_t nallow_uids;
 	gid_t *allow_gids;
 	size_t nallow_gids;
+	char *user; /* --user: COMMAND runs as this user */
+	char *group; /* --group */
+	char *privsep_user; /* --privsep-user: promfork's own, from root */
+	int max_leases_per_uid; /* standalone */
 };
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_EXIT_USAGE };
 enum options_result
@@ -165,6 +176,42 @@ struct proc_ref {
 };
 int proc_ref_open(pid_t, struct proc_ref *, char **cause);
 void proc_ref_close(struct proc_ref *);
+#define PROC_GROUPS_MAX 256
+/* Who a process runs as, from /proc/PID/status. */
+struct proc_creds {
+	uid_t uid; /* real */
+	gid_t gid;
+	gid_t groups[PROC_GROUPS_MAX];
+	size_t ngroups;
+};
+int proc_creds_parse(const char *, size_t, struct proc_creds *, char **cause);
+int proc_creds_read(pid_t, struct proc_creds *, char **cause);
+int proc_out_of_fds(int err);
+#define PROC_BOOT_ID_LEN 36 /* a UUID */
+const char *proc_boot_id(void);
+unsigned long long proc_nofile_raise(void);
+void proc_nofile_restore(void);
+
+/* privsep.c */
+#define PRIVSEP_GROUPS_MAX 64
+struct privsep_cred {
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[PRIVSEP_GROUPS_MAX]; /* supplementary */
+	int ngroups;
+	char *name;
+};
+int privsep_lookup(struct privsep_cred *, const char *user, const char *group,
+    gid_t exclude, char **cause);
+void privsep_cred_clear(struct privsep_cred *);
+int privsep_can_setid(void);
+int privsep_can_trace(void);
+int privsep_apply(const struct privsep_cred *);
+int privsep_keep(int setid, int kill, char **cause);
+int privsep_drop(const struct privsep_cred *, char **cause);
+void privsep_thread_drop(void);
+int privsep_setup(struct privsep_cred *, const struct options *,
+    const char *socket_path, const char *socket_dir, char **cause);
 
 /* registry.c */
 enum lease_source { LEASE_API, LEASE_DISCOVER, LEASE_SPAWN };
@@ -195,6 +242,7 @@ struct lease {
 	enum lease_source source;
 	time_t created; /* wall clock, for people */
 	struct timespec created_mono;
+	uid_t uid; /* standalone: the user of its process; -1 when unknown */
 	struct lease_scrape scrape;
 };
 typedef void (*registry_change_fn)(void *arg);
@@ -212,7 +260,8 @@ struct registry_stats {
 enum registry_error {
 	REGISTRY_OK,
 	REGISTRY_FULL, /* no free port, or the slot asked for is taken */
-	REGISTRY_GONE /* the process has exited */
+	REGISTRY_GONE, /* the process has exited */
+	REGISTRY_NOFDS /* out of file descriptors: ours, and passing */
 };
 struct registry {
 	struct event_base *base;
@@ -255,6 +304,7 @@ struct lease *registry_find_pid(struct registry *, pid_t);
 struct lease *registry_find_worker(const struct registry *, int);
 struct lease *registry_find_lease(const struct registry *, int worker, pid_t,
     unsigned long long starttime);
+int registry_count_uid(const struct registry *, uid_t);
 void registry_check(struct registry *);
 void registry_clear(struct registry *, enum lease_end);
 const char *lease_end_name(enum lease_end);
@@ -284,6 +334,7 @@ typedef void (*writer_done_fn)(int results, const char *cause, void *arg);
 struct writer;
 struct writer *
 writer_create(struct event_base *, const char *path, writer_done_fn, void *arg);
+void writer_set_mode(struct writer *, mode_t);
 void writer_submit(struct writer *, char *data, size_t len);
 void writer_drain(struct writer *);
 void writer_free(struct writer *);
@@ -297,6 +348,7 @@ struct mirror_config {
 	void *arg;
 	int debounce_ms; /* changes coalesced this long */
 	int retry_ms; /* after a failed write */
+	mode_t mode; /* of the file; 0: 0644 */
 };
 struct mirror {
 	char *path;
@@ -306,6 +358,7 @@ struct mirror {
 	void *arg;
 	int debounce_ms;
 	int retry_ms;
+	mode_t mode;
 	struct event *ev_write;
 	struct writer *writer; /* writes off the loop */
 	unsigned long long writes;
@@ -325,6 +378,8 @@ struct sdfile {
 int sdfile_check(const char *path, char **cause);
 int
 sdfile_replace(const char *path, const char *data, size_t len, char **cause);
+int sdfile_replace_mode(const char *path, const char *data, size_t len, mode_t,
+    char **cause);
 void sdfile_init(struct sdfile *, const char *path, struct registry *,
     const struct target_config *);
 int sdfile_flush(struct sdfile *);
@@ -420,6 +475,7 @@ struct api_config {
 	/* wrapping: the user and group the command runs as */
 	uid_t command_uid;
 	gid_t command_gid;
+	int max_leases_per_uid; /* standalone; 0: no cap */
 };
 struct api;
 mode_t api_socket_mode(const struct api_config *, gid_t *);
@@ -436,6 +492,8 @@ int api_authorise_owner(const struct api_config *, uid_t, pid_t peer,
     const struct lease *, char **cause);
 int api_labels_check(const struct api_config *, const struct labels *,
     char **cause);
+int api_authorise_process(const struct api_config *, const struct registry *,
+    uid_t caller, pid_t, int counted, uid_t *owner, int *status, char **cause);
 
 /* discover.c */
 #define DISCOVER_INTERVAL_MS 200
@@ -466,6 +524,7 @@ struct discover_config {
 struct discover_stats {
 	unsigned long long passes;
 	unsigned long long walks; /* passes that read /proc */
+	unsigned long long walks_deferred; /* over DISCOVER_WALKS_PER_S */
 	unsigned long long errors;
 	unsigned long long last_pass_us;
 	unsigned long long last_walk_us;
@@ -715,9 +774,10 @@ struct child {
 	int status; /* exit status promfork should pass on */
 	unsigned long long reaped; /* processes reaped: the command, orphans */
 };
-pid_t child_fork(char **argv, char *const *env, int deathsig, char **cause);
-int
-child_start(struct child *, char **argv, const char *socket_path, char **cause);
+pid_t child_fork(char **argv, char *const *env, int deathsig,
+    const struct privsep_cred *, char **cause);
+int child_start(struct child *, char **argv, const char *socket_path,
+    const struct privsep_cred *, char **cause);
 int child_wait_status(int wstatus);
 void child_signal(struct child *, int sig);
 
@@ -731,6 +791,7 @@ struct spawn_config {
 	int workers;
 	int grace_ms; /* TERM to KILL */
 	const char *socket_path;
+	const struct privsep_cred *cred; /* --user: run the copies as */
 };
 struct spawn;
 struct spawn *spawn_create(struct event_base *, struct registry *,
@@ -760,11 +821,11 @@ struct state {
 	struct mirror m;
 };
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
-    char **cause);
+    char *boot_id, char **cause);
 void state_entries_free(struct state_entry *, size_t);
 char *state_render(const struct registry *, size_t *);
 void state_init(struct state *, const char *path, struct registry *);
-int state_adopt(struct state *, char **cause);
+int state_adopt(struct state *, const struct api_config *, char **cause);
 int state_flush(struct state *);
 void state_finish(struct state *);
 

@@ -63,6 +63,8 @@ proxy_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 	return 0;
 }
 
+static struct log_limit proxy_log;
+
 static void
 proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 {
@@ -74,13 +76,13 @@ proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 	/* Ending the reply may close the connection: we are done with it. */
 	http_conn_on_close(c, NULL, NULL);
 	p->conn = NULL;
+	if (!it->ok && log_limit(&proxy_log, "failed proxied scrapes"))
+		log_warnx("proxy to worker %d: %s", p->worker, it->error);
 	if (it->ok)
 		http_reply_end(c);
-	else if (p->started) {
-		log_warnx("proxy to worker %d: %s", p->worker, it->error);
+	else if (p->started)
 		http_reply_abort(c, it->error);
-	} else {
-		log_warnx("proxy to worker %d: %s", p->worker, it->error);
+	else {
 		http_reply_error(c, it->timed_out ? 504 : 502, "worker %d: %s",
 		    p->worker, it->error);
 	}

@@ -221,6 +221,20 @@ registry_take(struct registry *reg, int slot, enum lease_source source)
 	return pool_claim(&reg->pool, slot);
 }
 
+/* Standalone: how many leases the processes of uid hold. */
+int
+registry_count_uid(const struct registry *reg, uid_t uid)
+{
+	size_t s;
+	int n = 0;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL && reg->slots[s]->uid == uid)
+			n++;
+	}
+	return n;
+}
+
 /* Is the lease's process still the one that registered? */
 static int
 lease_alive(const struct lease *l)
@@ -230,7 +244,8 @@ lease_alive(const struct lease *l)
 
 	if (proc_stat_read(l->pid, &st, &cause) != 0) {
 		free(cause);
-		return 0;
+		/* Out of descriptors says nothing about the process. */
+		return proc_out_of_fds(errno);
 	}
 	return st.starttime == l->starttime;
 }
@@ -367,6 +382,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	if (labels != NULL)
 		labels_copy(&l->labels, labels);
 	l->created = time(NULL);
+	l->uid = (uid_t)-1; /* standalone: its owner, set by who leased it */
 	clock_gettime(CLOCK_MONOTONIC, &l->created_mono);
 	reg->slots[slot] = l;
 	reg->count++;
@@ -411,7 +427,8 @@ registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
 
 	*created = 0;
 	if (proc_ref_open(pid, &ref, cause) != 0) {
-		*error = REGISTRY_GONE;
+		*error =
+		    proc_out_of_fds(errno) ? REGISTRY_NOFDS : REGISTRY_GONE;
 		return NULL;
 	}
 	return registry_lease(reg, &ref, labels, source, slot, created, error,

@@ -105,6 +105,14 @@ sdfile_write_all(int fd, const char *data, size_t len)
 int
 sdfile_replace(const char *path, const char *data, size_t len, char **cause)
 {
+	return sdfile_replace_mode(path, data, len, 0644, cause);
+}
+
+/* sdfile_replace, the new file with mode (the state file: 0600). */
+int
+sdfile_replace_mode(const char *path, const char *data, size_t len, mode_t mode,
+    char **cause)
+{
 	char *dir = sdfile_dir(path), *tmp = NULL, *base, *copy;
 	int fd = -1, dfd, rc = -1;
 
@@ -118,7 +126,7 @@ sdfile_replace(const char *path, const char *data, size_t len, char **cause)
 		goto out;
 	}
 	if (sdfile_write_all(fd, data, len) != 0 || fsync(fd) != 0 ||
-	    fchmod(fd, 0644) != 0) {
+	    fchmod(fd, mode) != 0) {
 		xasprintf(cause, "cannot write %s: %s", tmp, strerror(errno));
 		goto fail;
 	}

@@ -54,6 +54,7 @@ struct spawn {
 	char **command;
 	int grace_ms;
 	char *socket_path;
+	const struct privsep_cred *cred; /* NULL: as promfork's user */
 	struct spawn_worker **w;
 	size_t n;
 	struct spawn_worker *rolling; /* stopped for HUP, not yet back */
@@ -279,7 +280,7 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 		xasprintf(&env[2], "%s=%s", PROMFORK_SOCKET_ENV,
 		    sp->socket_path);
 	/* Workers are ours alone: they go when promfork goes. */
-	pid = child_fork(argv, env, SIGTERM, &cause);
+	pid = child_fork(argv, env, SIGTERM, sp->cred, &cause);
 	for (i = 0; i < 3; i++)
 		free(env[i]);
 	spawn_argv_free(argv);
@@ -596,6 +597,7 @@ spawn_create(struct event_base *base, struct registry *reg,
 	sp->grace_ms = cfg->grace_ms > 0 ? cfg->grace_ms : SPAWN_GRACE_MS;
 	if (cfg->socket_path != NULL)
 		sp->socket_path = xstrdup(cfg->socket_path);
+	sp->cred = cfg->cred;
 	sp->stats.slot_restarts =
 	    xcalloc(reg->pool.size, sizeof *sp->stats.slot_restarts);
 	sp->ev_roll = evtimer_new(base, spawn_roll_cb, sp);

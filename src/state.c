@@ -7,9 +7,13 @@
  * forgotten.  The file is outside input: it is size-capped and every field
  * is checked.
  *
- *     {"version": 1, "leases": [{"worker": 3, "port": 9403, "pid": 1234,
- *      "starttime": 5678, "source": "api", "created": 1700000000,
- *      "labels": {"role": "web"}}]}
+ *     {"version": 1, "boot_id": "0f6e...", "leases": [{"worker": 3,
+ *      "port": 9403, "pid": 1234, "starttime": 5678, "source": "api",
+ *      "created": 1700000000, "labels": {"role": "web"}}]}
+ *
+ * The file is promfork's alone (0600).  A saved lease is taken up only in
+ * the boot that wrote it, and only when a registration of its process now
+ * would be allowed: a tampered or stale file adopts nothing else.
  */
 #include <sys/stat.h>
 
@@ -149,13 +153,37 @@ state_pids_repeat(const struct state_entry *e, size_t n, char **cause)
 	return rc;
 }
 
+/* "boot_id": 36 characters of hex digits and dashes. */
+static int
+state_parse_boot_id(json_t *root, char *boot_id, char **cause)
+{
+	const char *s = json_string_value(json_object_get(root, "boot_id"));
+	size_t i;
+
+	for (i = 0; s != NULL && i < PROC_BOOT_ID_LEN; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+			(s[i] >= 'a' && s[i] <= 'f') || s[i] == '-'))
+			break;
+	}
+	if (s == NULL || i != PROC_BOOT_ID_LEN || s[i] != '\0') {
+		*cause = xstrdup("state file has no \"boot_id\" of the boot "
+				 "that wrote it");
+		return -1;
+	}
+	if (boot_id != NULL)
+		memcpy(boot_id, s, PROC_BOOT_ID_LEN + 1);
+	return 0;
+}
+
 /*
- * Parses the text of a state file into its leases.  Checks syntax and
- * bounds only; whether a lease fits the port range is state_adopt's call.
+ * Parses the text of a state file into its leases and the id of the boot
+ * that wrote it (boot_id: PROC_BOOT_ID_LEN + 1 bytes, may be NULL).
+ * Checks syntax and bounds only; whether a lease may be taken up is
+ * state_adopt's call.
  */
 int
 state_parse(const char *buf, size_t len, struct state_entry **entries,
-    size_t *n, char **cause)
+    size_t *n, char *boot_id, char **cause)
 {
 	struct state_entry *e = NULL;
 	json_error_t err;
@@ -187,6 +215,8 @@ state_parse(const char *buf, size_t len, struct state_entry **entries,
 		    STATE_VERSION);
 		goto out;
 	}
+	if (state_parse_boot_id(root, boot_id, cause) != 0)
+		goto out;
 	leases = json_object_get(root, "leases");
 	if (!json_is_array(leases)) {
 		*cause = xstrdup("state file has no \"leases\" array");
@@ -242,8 +272,8 @@ state_render(const struct registry *reg, size_t *len)
 			(json_int_t)l->created, "labels",
 			labels_to_json(&l->labels)));
 	}
-	root =
-	    json_pack("{s:i, s:o}", "version", STATE_VERSION, "leases", leases);
+	root = json_pack("{s:i, s:s, s:o}", "version", STATE_VERSION, "boot_id",
+	    proc_boot_id(), "leases", leases);
 	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (text == NULL)
@@ -290,16 +320,21 @@ state_read(const char *path, char **buf, size_t *len, char **cause)
 	return 0;
 }
 
-/* Takes up one saved lease if its process is still the same one. */
+/*
+ * Takes up one saved lease if its process is still the same one and a
+ * registration of it would be allowed now.
+ */
 static int
-state_adopt_entry(struct state *st, const struct state_entry *e)
+state_adopt_entry(struct state *st, const struct api_config *acfg,
+    const struct state_entry *e)
 {
 	struct registry *reg = st->m.reg;
 	struct proc_ref ref;
 	struct lease *l;
 	enum registry_error error;
 	char *cause = NULL;
-	int created;
+	int created, status;
+	uid_t owner;
 
 	if ((size_t)e->worker >= reg->pool.size ||
 	    pool_port(&reg->pool, e->worker) != e->port) {
@@ -316,6 +351,16 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 		free(cause);
 		return -1;
 	}
+	if (e->pid == getpid() ||
+	    api_authorise_process(acfg, reg, 0, e->pid, 1, &owner, &status,
+		&cause) != 0) {
+		log_warnx("state: worker %d (pid %d) not taken up: %s",
+		    e->worker, (int)e->pid,
+		    cause != NULL ? cause : "promfork itself");
+		proc_ref_close(&ref);
+		free(cause);
+		return -1;
+	}
 	l = registry_lease(reg, &ref, &e->labels, e->source, e->worker,
 	    &created, &error, &cause);
 	if (l == NULL) {
@@ -325,6 +370,7 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 		return -1;
 	}
 	l->created = e->created;
+	l->uid = owner;
 	return 0;
 }
 
@@ -334,11 +380,11 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
  * nothing is taken up).  The caller writes the file back with state_flush.
  */
 int
-state_adopt(struct state *st, char **cause)
+state_adopt(struct state *st, const struct api_config *acfg, char **cause)
 {
 	struct state_entry *e = NULL;
 	size_t n = 0, i;
-	char *buf, *inner = NULL;
+	char *buf, *inner = NULL, boot_id[PROC_BOOT_ID_LEN + 1];
 	size_t len;
 	int adopted = 0;
 
@@ -346,15 +392,23 @@ state_adopt(struct state *st, char **cause)
 		return -1;
 	if (buf == NULL)
 		return 0;
-	if (state_parse(buf, len, &e, &n, &inner) != 0) {
+	if (state_parse(buf, len, &e, &n, boot_id, &inner) != 0) {
 		xasprintf(cause, "%s: %s", st->m.path, inner);
 		free(inner);
 		free(buf);
 		return -1;
 	}
 	free(buf);
+	if (strcmp(boot_id, proc_boot_id()) != 0) {
+		xasprintf(cause,
+		    "%s was written before the last reboot; its %zu "
+		    "processes are not the ones running now",
+		    st->m.path, n);
+		state_entries_free(e, n);
+		return -1;
+	}
 	for (i = 0; i < n; i++) {
-		if (state_adopt_entry(st, &e[i]) == 0)
+		if (state_adopt_entry(st, acfg, &e[i]) == 0)
 			adopted++;
 	}
 	state_entries_free(e, n);
@@ -389,6 +443,7 @@ state_init(struct state *st, const char *path, struct registry *reg)
 		.arg = st,
 		.debounce_ms = STATE_DEBOUNCE_MS,
 		.retry_ms = STATE_RETRY_MS,
+		.mode = 0600, /* pids and labels are nobody else's business */
 	};
 
 	mirror_init(&st->m, &cfg);

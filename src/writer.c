@@ -24,6 +24,7 @@
 
 struct writer {
 	char *path;
+	mode_t mode; /* of the file written */
 	writer_done_fn done;
 	void *arg;
 	int efd; /* the thread's results wake the loop */
@@ -51,6 +52,7 @@ writer_main(void *arg)
 	size_t len;
 	int rc;
 
+	privsep_thread_drop();
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		while (w->pending == NULL && !w->stop)
@@ -64,7 +66,7 @@ writer_main(void *arg)
 		pthread_mutex_unlock(&w->lock);
 
 		cause = NULL;
-		rc = sdfile_replace(w->path, data, len, &cause);
+		rc = sdfile_replace_mode(w->path, data, len, w->mode, &cause);
 		free(data);
 
 		pthread_mutex_lock(&w->lock);
@@ -113,6 +115,7 @@ writer_create(struct event_base *base, const char *path, writer_done_fn done,
 	int err;
 
 	w->path = xstrdup(path);
+	w->mode = 0644;
 	w->done = done;
 	w->arg = arg;
 	if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
@@ -126,6 +129,13 @@ writer_create(struct event_base *base, const char *path, writer_done_fn done,
 	if ((err = pthread_create(&w->thread, NULL, writer_main, w)) != 0)
 		fatalx("cannot start the writer thread: %s", strerror(err));
 	return w;
+}
+
+/* Before the first writer_submit: the mode of the file written. */
+void
+writer_set_mode(struct writer *w, mode_t mode)
+{
+	w->mode = mode;
 }
 
 /* Queues data (taken, malloc'd) to replace the file; the latest wins. */
@@ -237,7 +247,9 @@ mirror_init(struct mirror *m, const struct mirror_config *cfg)
 	m->debounce_ms = cfg->debounce_ms;
 	m->retry_ms = cfg->retry_ms;
 	m->ev_write = evtimer_new(m->reg->base, mirror_write_cb, m);
+	m->mode = cfg->mode != 0 ? cfg->mode : 0644;
 	m->writer = writer_create(m->reg->base, m->path, mirror_written_cb, m);
+	writer_set_mode(m->writer, m->mode);
 	registry_listen(m->reg, mirror_changed_cb, m);
 }
 
@@ -254,7 +266,7 @@ mirror_flush(struct mirror *m)
 	if (m->writer != NULL)
 		writer_drain(m->writer); /* an older text must not land last */
 	text = m->render(m->arg, &len);
-	rc = sdfile_replace(m->path, text, len, &cause);
+	rc = sdfile_replace_mode(m->path, text, len, m->mode, &cause);
 	free(text);
 	if (rc != 0) {
 		mirror_failed(m, cause);

@@ -75,6 +75,18 @@ def run_logged(body, what="promfork"):
             raise
 
 
+def ensure_user(name):
+    """A throwaway system user for tests that need "another user"; made
+    when absent (harmless: no login, no home) and left for the next run."""
+    import pwd
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin",
+                        name], check=True, timeout=30)
+        return pwd.getpwnam(name)
+
+
 def tmpdir():
     d = tempfile.mkdtemp(prefix="promfork-e2e-")
     _tmpdirs.append(d)

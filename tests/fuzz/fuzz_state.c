@@ -18,7 +18,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *cause = NULL;
 	size_t n = 0, i;
 
-	if (state_parse((const char *)data, size, &e, &n, &cause) != 0) {
+	if (state_parse((const char *)data, size, &e, &n, NULL, &cause) != 0) {
 		if (cause == NULL || e != NULL || n != 0)
 			abort();
 		free(cause);

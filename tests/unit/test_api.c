@@ -4,6 +4,7 @@
  * is inside "promfork's" process tree, as a real worker is.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <grp.h>
 #include <sys/stat.h>
 #include <event2/event.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -117,6 +119,23 @@ collect_cb(evutil_socket_t fd, short ev, void *arg)
 		c->len += (size_t)n;
 }
 
+/* Serves until the client kid closes its end of pipe p; its answer. */
+static char *
+collect_from(pid_t kid, int p[2])
+{
+	struct collect c = { calloc(1, 8193), 0 };
+	struct event *ev;
+
+	close(p[1]);
+	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
+	event_add(ev, NULL);
+	event_base_dispatch(base);
+	event_free(ev);
+	close(p[0]);
+	waitpid(kid, NULL, 0);
+	return c.buf;
+}
+
 /*
  * Runs one exchange from a child process while the loop serves it, until
  * the client closes the pipe.  With detach the client is a grandchild that
@@ -125,8 +144,6 @@ collect_cb(evutil_socket_t fd, short ev, void *arg)
 static char *
 exchange(const char *raw, int detach)
 {
-	struct collect c = { calloc(1, 8193), 0 };
-	struct event *ev;
 	pid_t kid;
 	int p[2];
 
@@ -144,14 +161,7 @@ exchange(const char *raw, int detach)
 		client_exchange(raw, p[1]);
 		_exit(0);
 	}
-	close(p[1]);
-	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
-	event_add(ev, NULL);
-	event_base_dispatch(base);
-	event_free(ev);
-	close(p[0]);
-	waitpid(kid, NULL, 0);
-	return c.buf;
+	return collect_from(kid, p);
 }
 
 static int
@@ -286,6 +296,37 @@ Test(api, dead_pid_is_not_found)
 	ans = post(body);
 	cr_assert_eq(status_of(ans), 404, "%s", ans);
 	cr_assert_eq(reg.count, 0);
+	free(ans);
+}
+
+/*
+ * Out of descriptors once the connection is accepted: the pidfd cannot be
+ * opened, and that is promfork's trouble (503), not "no process" (404).
+ */
+Test(api, out_of_descriptors_is_503)
+{
+	struct rlimit rl = { 64, 64 };
+	char *ans;
+	int fds[64], n = 0;
+
+	start(20000, 20003);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	while (n < 64 && (fds[n] = dup(0)) != -1)
+		n++;
+	cr_assert(n > 3 && errno == EMFILE);
+	/* the exchange's pipe takes two; one comes back when its write end is
+	 * closed after the fork, for the accepted connection */
+	close(fds[--n]);
+	close(fds[--n]);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 503, "%s", ans);
+	cr_assert(strstr(ans, "out of file descriptors") != NULL, "%s", ans);
+	cr_assert_eq(reg.count, 0);
+	free(ans);
+	while (n > 0)
+		close(fds[--n]);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 201, "then it works: %s", ans);
 	free(ans);
 }
 
@@ -517,8 +558,6 @@ Test(api, standalone_users_and_groups)
 static char *
 exchange_as(const char *raw, uid_t uid)
 {
-	struct collect c = { calloc(1, 8193), 0 };
-	struct event *ev;
 	pid_t kid;
 	int p[2];
 
@@ -533,23 +572,14 @@ exchange_as(const char *raw, uid_t uid)
 		client_exchange(raw, p[1]);
 		_exit(0);
 	}
-	close(p[1]);
-	ev = event_new(base, p[0], EV_READ | EV_PERSIST, collect_cb, &c);
-	event_add(ev, NULL);
-	event_base_dispatch(base);
-	event_free(ev);
-	close(p[0]);
-	waitpid(kid, NULL, 0);
-	return c.buf;
+	return collect_from(kid, p);
 }
 
-Test(api, standalone_refuses_other_users)
+/* Standalone on a socket other users can reach; acting as them needs root. */
+static void
+start_standalone(uint16_t low, const struct api_config *cfg)
 {
-	static const char reg_raw[] =
-	    "POST /v1/workers HTTP/1.1\r\n"
-	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
-	struct api_config cfg = { .tree_root = 0, .tc = &tc };
-	char *cause = NULL, *ans;
+	char *cause = NULL;
 	int fd;
 
 	if (geteuid() != 0)
@@ -558,10 +588,21 @@ Test(api, standalone_refuses_other_users)
 	chmod(dir, 0755);
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
-	registry_init(&reg, base, 40100, 40103, probe_all_free, NULL);
-	fd = api_listen(sock, &cfg, &cause);
+	registry_init(&reg, base, low, low + 3, probe_all_free, NULL);
+	fd = api_listen(sock, cfg, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
-	api = api_create(base, fd, &reg, &cfg);
+	api = api_create(base, fd, &reg, cfg);
+}
+
+Test(api, standalone_refuses_other_users)
+{
+	static const char reg_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\n"
+	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
+	struct api_config cfg = { .tree_root = 0, .tc = &tc };
+	char *ans;
+
+	start_standalone(40100, &cfg);
 
 	ans = exchange_as(reg_raw, 65534);
 	cr_assert_str_eq(ans, "", "the socket's mode keeps it out: %s", ans);
@@ -1005,4 +1046,97 @@ Test(api, operator_labels_refused)
 	cr_assert_eq(status_of(ans), 201, "its own labels: %s", ans);
 	free(ans);
 	labels_clear(&op);
+}
+
+/* A root process whose child, as uid, asks for a lease for it. */
+static char *
+exchange_for_root_parent(uid_t uid)
+{
+	char raw[256], body[64];
+	pid_t kid, grandkid;
+	int p[2];
+
+	cr_assert_eq(pipe(p), 0);
+	kid = fork();
+	if (kid == 0) {
+		close(p[0]);
+		snprintf(body, sizeof body, "{\"pid\": %d}", (int)getpid());
+		snprintf(raw, sizeof raw,
+		    "POST /v1/workers HTTP/1.1\r\nConnection: close\r\n"
+		    "Content-Length: %zu\r\n\r\n%s",
+		    strlen(body), body);
+		if ((grandkid = fork()) == 0) {
+			if (setgroups(0, NULL) != 0 ||
+			    setresgid(uid, uid, uid) != 0 ||
+			    setresuid(uid, uid, uid) != 0)
+				_exit(6);
+			client_exchange(raw, p[1]);
+			_exit(0);
+		}
+		close(p[1]);
+		waitpid(grandkid, NULL, 0);
+		_exit(0);
+	}
+	return collect_from(kid, p);
+}
+
+/* Standalone: a user leases only its own processes, at most
+ * --max-leases-per-uid of them, and a user not allowed cannot even list. */
+Test(api, standalone_owner_and_cap)
+{
+	static const uid_t nobody[] = { 65534 };
+	static const char list_raw[] = "GET /v1/workers HTTP/1.1\r\n"
+				       "Connection: close\r\n\r\n";
+	static const char self_raw[] =
+	    "POST /v1/workers HTTP/1.1\r\n"
+	    "Connection: close\r\nContent-Length: 0\r\n\r\n";
+	struct api_config cfg = { .tree_root = 0, .tc = &tc };
+	struct lease *l;
+	enum registry_error error;
+	char *cause = NULL, *ans;
+	int created;
+	pid_t held;
+
+	start_standalone(40200, &cfg);
+	chmod(sock, 0666); /* past the mode, the accept turns it away */
+
+	ans = exchange_as(list_raw, 65534);
+	cr_assert_eq(status_of(ans), 403, "not allowed, not even to list: %s",
+	    ans);
+	free(ans);
+	api_free(api);
+	cfg.allow_uids = nobody;
+	cfg.nallow_uids = 1;
+	cfg.max_leases_per_uid = 1;
+	api = api_create(base, api_listen(sock, &cfg, &cause), &reg, &cfg);
+
+	/* its parent runs as root: not nobody's to lease */
+	ans = exchange_for_root_parent(65534);
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	cr_assert(strstr(ans, "only its own processes") != NULL, "%s", ans);
+	free(ans);
+
+	/* nobody already holds its one lease */
+	held = fork();
+	if (held == 0) {
+		if (setresuid(65534, 65534, 65534) != 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	usleep(100000);
+	l = registry_lease_pid(&reg, held, NULL, LEASE_API, -1, &created,
+	    &error, &cause);
+	cr_assert_not_null(l, "%s", cause);
+	l->uid = 65534;
+	ans = exchange_as(self_raw, 65534);
+	cr_assert_eq(status_of(ans), 429, "%s", ans);
+	cr_assert(strstr(ans, "--max-leases-per-uid") != NULL, "%s", ans);
+	free(ans);
+	lease_close(l, LEASE_END_RELEASE);
+	ans = exchange_as(self_raw, 65534);
+	cr_assert_eq(status_of(ans), 201, "under the cap: %s", ans);
+	free(ans);
+	kill(held, SIGKILL);
+	waitpid(held, NULL, 0);
 }

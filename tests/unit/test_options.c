@@ -189,6 +189,38 @@ Test(options, standalone_mode)
 	    "x.json");
 }
 
+Test(options, privsep)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--user", "shop",
+			 "--group", "www", "--privsep-user", "promfork", "--",
+			 "srv"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_str_eq(o.user, "shop");
+	cr_assert_str_eq(o.group, "www");
+	cr_assert_str_eq(o.privsep_user, "promfork");
+	cr_assert_eq(o.max_leases_per_uid, 128, "the default");
+	options_free(&o);
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "-s", "s",
+			 "--max-leases-per-uid", "7"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.max_leases_per_uid, 7);
+	options_free(&o);
+	REFUSED("--group needs --user", "-r", "9400-9403", "--group", "www",
+	    "--", "srv");
+	REFUSED("--user needs a COMMAND", "-r", "9400-9403", "-s", "s",
+	    "--user", "shop");
+	REFUSED("empty", "-r", "9400-9403", "--user", "", "--", "srv");
+	REFUSED("from 1 to 65536", "-r", "9400-9403", "-s", "s",
+	    "--max-leases-per-uid", "0");
+	REFUSED("from 1 to 65536", "-r", "9400-9403", "-s", "s",
+	    "--max-leases-per-uid", "12x");
+	REFUSED("for standalone mode", "-r", "9400-9403",
+	    "--max-leases-per-uid", "3", "--", "srv");
+}
+
 Test(options, discover)
 {
 	struct options o;

@@ -48,6 +48,8 @@ teardown(void)
 	system(cmd);
 }
 
+static struct api_config acfg; /* standalone, no one but root allowed */
+
 TestSuite(state, .init = setup, .fini = teardown, .timeout = 20);
 
 static pid_t
@@ -112,7 +114,7 @@ refused(const char *text, const char *needle)
 	char *cause = NULL;
 	size_t n = 99;
 
-	cr_assert_eq(state_parse(text, strlen(text), &e, &n, &cause), -1,
+	cr_assert_eq(state_parse(text, strlen(text), &e, &n, NULL, &cause), -1,
 	    "accepted %s", text);
 	cr_assert_null(e);
 	cr_assert_eq(n, 0);
@@ -124,7 +126,8 @@ refused(const char *text, const char *needle)
 #define LEASE(w, port, pid, more) \
 	"{\"worker\": " #w ", \"port\": " #port ", \"pid\": " #pid \
 	", \"starttime\": 7, \"source\": \"api\", \"created\": 5" more "}"
-#define FILE1(leases) "{\"version\": 1, \"leases\": [" leases "]}"
+#define BOOT "\"boot_id\": \"0f6e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b\", "
+#define FILE1(leases) "{\"version\": 1, " BOOT "\"leases\": [" leases "]}"
 
 Test(state, parse_good)
 {
@@ -135,8 +138,8 @@ Test(state, parse_good)
 	char *cause = NULL;
 	size_t n;
 
-	cr_assert_eq(state_parse(text, strlen(text), &e, &n, &cause), 0, "%s",
-	    cause);
+	cr_assert_eq(state_parse(text, strlen(text), &e, &n, NULL, &cause), 0,
+	    "%s", cause);
 	cr_assert_eq(n, 2);
 	cr_assert_eq(e[0].worker, 1);
 	cr_assert_eq(e[0].port, 42001);
@@ -152,7 +155,7 @@ Test(state, parse_good)
 	state_entries_free(e, n);
 
 	text = FILE1("");
-	cr_assert_eq(state_parse(text, strlen(text), &e, &n, &cause), 0);
+	cr_assert_eq(state_parse(text, strlen(text), &e, &n, NULL, &cause), 0);
 	cr_assert_eq(n, 0);
 	state_entries_free(e, n);
 	state_entries_free(NULL, 0);
@@ -166,8 +169,19 @@ Test(state, parse_bad)
 	refused("{\"leases\": []}", "\"version\"");
 	refused("{\"version\": 2, \"leases\": []}", "\"version\"");
 	refused("{\"version\": \"1\", \"leases\": []}", "\"version\"");
-	refused("{\"version\": 1}", "\"leases\"");
-	refused("{\"version\": 1, \"leases\": {}}", "\"leases\"");
+	refused("{\"version\": 1, " BOOT "\"x\": 1}", "\"leases\"");
+	refused("{\"version\": 1, " BOOT "\"leases\": {}}", "\"leases\"");
+	refused("{\"version\": 1, \"leases\": []}", "\"boot_id\"");
+	refused("{\"version\": 1, \"boot_id\": 7, \"leases\": []}",
+	    "\"boot_id\"");
+	refused("{\"version\": 1, \"boot_id\": \"0f6e\", \"leases\": []}",
+	    "\"boot_id\"");
+	refused("{\"version\": 1, \"boot_id\": "
+		"\"0f6e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5bX\", \"leases\": []}",
+	    "\"boot_id\"");
+	refused("{\"version\": 1, \"boot_id\": "
+		"\"0f6e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5G\", \"leases\": []}",
+	    "\"boot_id\"");
 	refused("{\"version\": 1, \"version\": 1, \"leases\": []}",
 	    "not valid JSON");
 	refused(FILE1("3"), "lease 0 is not an object");
@@ -217,17 +231,17 @@ Test(state, parse_bounds)
 
 	big = xmalloc(len);
 	memset(big, ' ', len);
-	cr_assert_eq(state_parse(big, len, &e, &n, &cause), -1);
+	cr_assert_eq(state_parse(big, len, &e, &n, NULL, &cause), -1);
 	cr_assert(strstr(cause, "larger than") != NULL, "%s", cause);
 	free(cause);
 
 	/* 65537 leases fit in the size cap but not in any port range. */
-	off = (size_t)sprintf(big, "{\"version\": 1, \"leases\": [");
+	off = (size_t)sprintf(big, "{\"version\": 1, " BOOT "\"leases\": [");
 	for (i = 0; i <= 65536; i++)
 		off += (size_t)sprintf(big + off, "%s0", i ? "," : "");
 	off += (size_t)sprintf(big + off, "]}");
 	cr_assert_lt(off, len);
-	cr_assert_eq(state_parse(big, off, &e, &n, &cause), -1);
+	cr_assert_eq(state_parse(big, off, &e, &n, NULL, &cause), -1);
 	cr_assert(strstr(cause, "more than 65536 leases") != NULL, "%s", cause);
 	free(cause);
 	free(big);
@@ -262,8 +276,8 @@ Test(state, render_parses_back)
 	lease(kid(0), 3, "web");
 	lease(kid(1), 1, NULL);
 	text = state_render(&reg, &len);
-	cr_assert_eq(state_parse(text, len, &e, &n, &cause), 0, "%s: %s", cause,
-	    text);
+	cr_assert_eq(state_parse(text, len, &e, &n, NULL, &cause), 0, "%s: %s",
+	    cause, text);
 	cr_assert_eq(n, 2);
 	cr_assert_eq(e[0].worker, 1);
 	cr_assert_eq(e[0].pid, kids[1]);
@@ -292,7 +306,7 @@ Test(state, adopt_takes_up_live_workers_only)
 		_exit(0);
 	waitpid(dead, NULL, 0);
 	snprintf(buf, sizeof buf,
-	    "{\"version\": 1, \"leases\": ["
+	    "{\"version\": 1, \"boot_id\": \"%s\", \"leases\": ["
 	    "{\"worker\": 2, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
 	    "\"source\": \"api\", \"created\": 1234, \"labels\": "
 	    "{\"role\": \"web\"}},"
@@ -304,13 +318,13 @@ Test(state, adopt_takes_up_live_workers_only)
 	    "\"source\": \"api\", \"created\": 1234},"
 	    "{\"worker\": 40, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
 	    "\"source\": \"api\", \"created\": 1234}]}",
-	    LOW + 2, (int)live, t, LOW + 3, (int)reused, starttime(reused) + 1,
-	    LOW + 4, (int)dead, t, LOW + 9, (int)other, starttime(other),
-	    LOW + 40, (int)far, starttime(far));
+	    proc_boot_id(), LOW + 2, (int)live, t, LOW + 3, (int)reused,
+	    starttime(reused) + 1, LOW + 4, (int)dead, t, LOW + 9, (int)other,
+	    starttime(other), LOW + 40, (int)far, starttime(far));
 	write_file(path, buf);
 
 	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &cause), 1, "%s", cause);
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), 1, "%s", cause);
 	cr_assert_eq(reg.count, 1);
 	l = registry_find_worker(&reg, 2);
 	cr_assert_not_null(l, "same slot");
@@ -326,22 +340,124 @@ Test(state, adopt_takes_up_live_workers_only)
 	state_finish(&st);
 }
 
+/* A kid that runs as uid, for adoption checks (needs root). */
+static pid_t
+kid_as(int i, uid_t uid)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		if (setresgid(uid, uid, uid) != 0 ||
+		    setresuid(uid, uid, uid) != 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	kids[i] = pid;
+	/* until it has changed users */
+	for (int tries = 0; tries < 1000; tries++) {
+		struct proc_creds pc;
+		char *cause = NULL;
+		if (proc_creds_read(pid, &pc, &cause) == 0 && pc.uid == uid)
+			break;
+		free(cause);
+		usleep(1000);
+	}
+	return pid;
+}
+
+static void
+write_leases(const char *boot, pid_t a, pid_t b)
+{
+	char buf[1024];
+
+	snprintf(buf, sizeof buf,
+	    "{\"version\": 1, \"boot_id\": \"%s\", \"leases\": ["
+	    "{\"worker\": 1, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1},"
+	    "{\"worker\": 2, \"port\": %d, \"pid\": %d, \"starttime\": %llu, "
+	    "\"source\": \"api\", \"created\": 1}]}",
+	    boot, LOW + 1, (int)a, starttime(a), LOW + 2, (int)b, starttime(b));
+	write_file(path, buf);
+}
+
+/* Pids and start times of another boot say nothing of this one's. */
+Test(state, adopt_refuses_a_file_of_another_boot)
+{
+	struct state st;
+	char *cause = NULL, other[PROC_BOOT_ID_LEN + 1];
+
+	cr_assert_eq(strlen(proc_boot_id()), PROC_BOOT_ID_LEN);
+	memcpy(other, proc_boot_id(), sizeof other);
+	other[0] = other[0] == '0' ? '1' : '0';
+	write_leases(other, kid(0), kid(1));
+	state_init(&st, path, &reg);
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), -1);
+	cr_assert(strstr(cause, "before the last reboot") != NULL, "%s", cause);
+	cr_assert_eq(reg.count, 0);
+	free(cause);
+	state_finish(&st);
+}
+
+/*
+ * A saved lease is taken up only as a registration would be allowed now:
+ * a user no longer allowed is dropped, and the per-user cap holds.
+ */
+Test(state, adopt_rechecks_the_owner_and_the_cap)
+{
+	static const uid_t nobody[] = { 65534 };
+	struct state st;
+	char *cause = NULL, *text;
+	pid_t a, b;
+	struct stat sb;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run processes as another user");
+	a = kid_as(0, 65534);
+	b = kid_as(1, 65534);
+	write_leases(proc_boot_id(), a, b);
+	state_init(&st, path, &reg);
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), 0, "not allowed: %s",
+	    cause);
+	cr_assert_eq(reg.count, 0);
+	state_finish(&st);
+
+	write_leases(proc_boot_id(), a, b);
+	acfg.allow_uids = nobody;
+	acfg.nallow_uids = 1;
+	acfg.max_leases_per_uid = 1;
+	state_init(&st, path, &reg);
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), 1, "%s", cause);
+	cr_assert_eq(reg.count, 1);
+	cr_assert_eq(registry_find_worker(&reg, 1)->uid, 65534);
+	cr_assert_eq(registry_count_uid(&reg, 65534), 1);
+	cr_assert_eq(state_flush(&st), 0);
+	cr_assert_eq(stat(path, &sb), 0);
+	cr_assert_eq(sb.st_mode & 0777, 0600, "the state file is private");
+	text = read_file(path);
+	cr_assert(strstr(text, proc_boot_id()) != NULL, "%s", text);
+	free(text);
+	state_finish(&st);
+}
+
 Test(state, adopt_without_a_file_or_with_a_bad_one)
 {
 	struct state st;
 	char *cause = NULL;
 
 	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &cause), 0, "no file: nothing to do");
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), 0,
+	    "no file: nothing to do");
 	write_file(path, "{\"version\": 1, \"leases\": [}");
-	cr_assert_eq(state_adopt(&st, &cause), -1);
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), -1);
 	cr_assert(strstr(cause, path) != NULL, "%s", cause);
 	cr_assert(strstr(cause, "not valid JSON") != NULL, "%s", cause);
 	free(cause);
 	cause = NULL;
 	unlink(path);
 	mkdir(path, 0755);
-	cr_assert_eq(state_adopt(&st, &cause), -1);
+	cr_assert_eq(state_adopt(&st, &acfg, &cause), -1);
 	cr_assert(strstr(cause, "regular file") != NULL, "%s", cause);
 	free(cause);
 	cr_assert_eq(reg.count, 0);

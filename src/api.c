@@ -110,6 +110,19 @@ api_listen(const char *path, const struct api_config *cfg, char **cause)
 		return -1;
 	}
 	mode = api_socket_mode(cfg, &gid);
+	/*
+	 * Not root (the units start promfork as its own user): the command's
+	 * group cannot be given, so everyone may connect and the accept
+	 * drops who may not register.
+	 */
+	if (gid != (gid_t)-1 && chown(sun.sun_path, (uid_t)-1, gid) != 0 &&
+	    errno == EPERM) {
+		log_debug("--socket %s: cannot give it group %u, so it is "
+			  "open to all and the accept decides",
+		    sun.sun_path, (unsigned int)gid);
+		gid = (gid_t)-1;
+		mode = 0666;
+	}
 	if ((gid != (gid_t)-1 && chown(sun.sun_path, (uid_t)-1, gid) != 0) ||
 	    chmod(sun.sun_path, mode) != 0 || listen(fd, 128) != 0) {
 		xasprintf(cause, "--socket %s: %s", sun.sun_path,

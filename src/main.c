@@ -219,9 +219,18 @@ setup(struct promfork *pf)
 	acfg.nallow_gids = pf->opts.nallow_gids;
 	acfg.max_leases_per_uid =
 	    pf->opts.command == NULL ? pf->opts.max_leases_per_uid : 0;
-	/* COMMAND runs as promfork's own user and group. */
+	/* COMMAND runs as --user, else as promfork's own user and group:
+	 * the socket is made for it. */
 	acfg.command_uid = geteuid();
 	acfg.command_gid = getegid();
+	if (pf->opts.user != NULL) {
+		if (privsep_lookup(&pf->app_cred, pf->opts.user, pf->opts.group,
+			getegid(), &cause) != 0)
+			usage_exit(cause);
+		acfg.command_uid = pf->app_cred.uid;
+		acfg.command_gid = pf->app_cred.gid;
+		privsep_cred_clear(&pf->app_cred);
+	}
 	if (pf->opts.socket_path != NULL)
 		pf->socket_path = xstrdup(pf->opts.socket_path);
 	else

@@ -296,9 +296,10 @@ privsep_self(const char *user, const char *socket_path, const char *socket_dir,
 		*cause = xstrdup("--privsep-user must not be root");
 		goto out;
 	}
-	/* so that promfork can remove them at exit */
-	if (chown(socket_path, self.uid, self.gid) != 0 ||
-	    (socket_dir != NULL && chown(socket_dir, self.uid, self.gid) != 0))
+	/* So that promfork can remove them at exit; the group stays, as it
+	 * is how the command reaches the socket. */
+	if (chown(socket_path, self.uid, (gid_t)-1) != 0 ||
+	    (socket_dir != NULL && chown(socket_dir, self.uid, (gid_t)-1) != 0))
 		log_warn("chown %s", socket_path);
 	if (privsep_drop(&self, cause) != 0)
 		goto out;

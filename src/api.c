@@ -32,6 +32,28 @@ struct api {
 };
 
 /* Creates the listening socket; a live socket at path is never stolen. */
+/*
+ * Without --socket: a private directory (*dir, removed at exit) keeps the
+ * socket ours alone.
+ */
+void
+api_socket_default(char **path, char **dir)
+{
+	const char *parent = getenv("RUNTIME_DIRECTORY");
+	char *tmpl;
+
+	if (parent == NULL || *parent == '\0')
+		parent = getenv("XDG_RUNTIME_DIR");
+	if (parent == NULL || *parent == '\0' || access(parent, W_OK) != 0)
+		parent = "/tmp";
+	xasprintf(&tmpl, "%s/promfork.XXXXXX", parent);
+	if (mkdtemp(tmpl) == NULL)
+		fatal("cannot create a directory for the socket in %s", parent);
+	chmod(tmpl, 0755);
+	*dir = tmpl;
+	xasprintf(path, "%s/promfork.sock", tmpl);
+}
+
 int
 api_listen(const char *path, char **cause)
 {

@@ -890,6 +890,32 @@ discover_create(struct event_base *base, struct registry *reg,
 	return d;
 }
 
+/*
+ * --discover: discovery over the options' port range, below promfork; the
+ * range goes into the environment, so that the app picks its ports from
+ * it.  Exits on failure.
+ */
+struct discover *
+discover_setup(struct event_base *base, struct registry *reg,
+    const struct options *o)
+{
+	struct discover_config cfg;
+	struct discover *d;
+	char *cause = NULL, *range;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.root = getpid();
+	cfg.low = o->port_low;
+	cfg.high = o->port_high;
+	cfg.interval_ms = o->discover_interval_ms;
+	if ((d = discover_create(base, reg, &cfg, &cause)) == NULL)
+		fatalx("%s", cause);
+	xasprintf(&range, "%u-%u", cfg.low, cfg.high);
+	setenv("PROMFORK_PORT_RANGE", range, 1);
+	free(range);
+	return d;
+}
+
 const struct discover_stats *
 discover_stats(const struct discover *d)
 {

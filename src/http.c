@@ -503,16 +503,6 @@ http_reply_error(struct http_conn *c, int status, const char *fmt, ...)
 	free(msg);
 }
 
-/* Starts a response whose length is not known yet; the end is the close. */
-struct evbuffer *
-http_reply_start(struct http_conn *c, int status, const char *content_type)
-{
-	c->keep_alive = 0;
-	http_write_head(c, status, content_type, -1);
-	c->state = HTTP_STREAMING;
-	return bufferevent_get_output(c->bev);
-}
-
 /*
  * Starts a streamed response.  With a length the body must be exactly that
  * long; without one, an HTTP/1.1 client gets chunks, so that a body cut

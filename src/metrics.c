@@ -72,10 +72,10 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	memcpy(ms->ends, reg->stats.ends, sizeof ms->ends);
 	if (src->sdfile != NULL) {
 		ms->have_sdfile = 1;
-		ms->sd_path = src->sdfile->m.path;
-		ms->sd_writes = src->sdfile->m.writes;
-		ms->sd_errors = src->sdfile->m.errors;
-		ms->sd_last_write = src->sdfile->m.last_write;
+		ms->sd_path = src->sdfile->path;
+		ms->sd_writes = src->sdfile->writes;
+		ms->sd_errors = src->sdfile->errors;
+		ms->sd_last_write = src->sdfile->last_write;
 	}
 	if (src->child != NULL) {
 		ms->child_pid = src->child->exited ? 0 : src->child->pid;
@@ -86,7 +86,6 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	if (src->spawn != NULL) {
 		ms->have_spawn = 1;
 		ms->spawn = *spawn_stats(src->spawn);
-		ms->spawn.slot_restarts = NULL;
 	}
 	if (src->discover != NULL) {
 		ms->have_discover = 1;

@@ -126,7 +126,6 @@ int pool_take(struct pool *);
 int pool_claim(struct pool *, int slot);
 void pool_release(struct pool *, int slot);
 uint16_t pool_port(const struct pool *, int slot);
-int pool_slot(const struct pool *, uint16_t port);
 size_t pool_free(const struct pool *);
 int pool_port_bindable(uint16_t port, void *arg);
 
@@ -225,6 +224,7 @@ void registry_check(struct registry *);
 void registry_clear(struct registry *, enum lease_end);
 const char *lease_end_name(enum lease_end);
 const char *lease_source_name(enum lease_source);
+int lease_source_parse(const char *, enum lease_source *);
 void lease_close(struct lease *, enum lease_end);
 
 /* target.c */
@@ -240,38 +240,36 @@ char *
 target_render(const struct registry *, const struct target_config *, size_t *);
 char *target_address(const struct target_config *, uint16_t port);
 
-/* sdfile.c */
-/* writer.c */
-/* results: writes finished since the last call; cause: why the last of
- * them failed, NULL when it succeeded */
-typedef void (*writer_done_fn)(int results, const char *cause, void *arg);
-struct writer;
-struct writer *
-writer_create(struct event_base *, const char *path, writer_done_fn, void *arg);
-void writer_submit(struct writer *, char *data, size_t len);
-void writer_drain(struct writer *);
-void writer_free(struct writer *);
+/* file.c */
+char *file_dir(const char *path);
+int file_dir_writable(const char *dir);
+int file_replace(const char *path, const char *data, size_t len, char **cause);
+int
+file_read(const char *path, size_t max, char **buf, size_t *len, char **cause);
 
-/* writer.c: a file kept in step with the registry */
+/* mirror.c: a file kept in step with the registry, written off the loop */
+typedef char *(*mirror_render_fn)(const struct registry *, const void *arg,
+    size_t *len); /* malloc'd text */
 struct mirror_config {
 	const char *path;
 	const char *what; /* for the log: "sd file" */
 	struct registry *reg;
-	char *(*render)(void *arg, size_t *len); /* malloc'd text */
-	void *arg;
+	mirror_render_fn render;
+	const void *arg;
 	int debounce_ms; /* changes coalesced this long */
 	int retry_ms; /* after a failed write */
 };
+struct mirror_thread;
 struct mirror {
 	char *path;
 	const char *what;
 	struct registry *reg;
-	char *(*render)(void *arg, size_t *len);
-	void *arg;
+	mirror_render_fn render;
+	const void *arg;
 	int debounce_ms;
 	int retry_ms;
 	struct event *ev_write;
-	struct writer *writer; /* writes off the loop */
+	struct mirror_thread *thread; /* writes off the loop; NULL stopped */
 	unsigned long long writes;
 	unsigned long long errors;
 	time_t last_write;
@@ -279,21 +277,18 @@ struct mirror {
 void mirror_init(struct mirror *, const struct mirror_config *);
 int mirror_flush(struct mirror *);
 void mirror_stop(struct mirror *);
-void mirror_free(struct mirror *);
+void mirror_finish(struct mirror *);
 
 /* sdfile.c */
-struct sdfile {
-	struct mirror m;
-	const struct target_config *tc;
+enum sd_exit {
+	SD_EXIT_EMPTY, /* [], for a Prometheus that outlives us */
+	SD_EXIT_REMOVE, /* --sd-remove-on-exit */
+	SD_EXIT_KEEP /* the current workers, who outlive us (standalone) */
 };
 int sdfile_check(const char *path, char **cause);
-int
-sdfile_replace(const char *path, const char *data, size_t len, char **cause);
-void sdfile_init(struct sdfile *, const char *path, struct registry *,
+void sdfile_init(struct mirror *, const char *path, struct registry *,
     const struct target_config *);
-int sdfile_flush(struct sdfile *);
-#define SDFILE_KEEP 2 /* sdfile_finish: leave the current workers */
-int sdfile_finish(struct sdfile *, int remove);
+int sdfile_finish(struct mirror *, enum sd_exit);
 
 /* http.c */
 #define HTTP_HEADERS_MAX 32
@@ -340,9 +335,6 @@ void http_reply(struct http_conn *, int status, const char *content_type,
 void http_reply_json(struct http_conn *, int status, json_t *);
 void http_reply_error(struct http_conn *, int status, const char *fmt, ...)
     PRINTFLIKE(3, 4);
-struct evbuffer *
-http_reply_start(struct http_conn *, int status, const char *content_type);
-void http_reply_flush(struct http_conn *);
 void http_reply_end(struct http_conn *);
 void http_reply_stream(struct http_conn *, int status, const char *content_type,
     long long length);
@@ -361,6 +353,7 @@ struct api_config {
 	size_t nallow_gids;
 };
 struct api;
+void api_socket_default(char **path, char **dir);
 int api_listen(const char *path, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
@@ -416,6 +409,8 @@ struct discover *discover_create(struct event_base *, struct registry *,
 int discover_scan(struct discover *);
 const struct discover_stats *discover_stats(const struct discover *);
 void discover_free(struct discover *);
+struct discover *
+discover_setup(struct event_base *, struct registry *, const struct options *);
 
 /* scrape.c */
 #define SCRAPE_HEAD_MAX (16 * 1024)
@@ -501,7 +496,6 @@ struct spawn_stats {
 	unsigned long long starts; /* forks of COMMAND */
 	unsigned long long restarts; /* starts after a death or for HUP */
 	unsigned long long deaths; /* exits nobody asked for */
-	unsigned long long *slot_restarts; /* per pool slot */
 	unsigned int workers; /* wanted now: --workers, TTIN, TTOU */
 	unsigned int backoff; /* dead, waiting to be restarted */
 	unsigned int crash_looping; /* failed SPAWN_LOOP_FAILURES+ in a row */
@@ -544,7 +538,7 @@ struct metrics_snapshot {
 	unsigned long long child_exits;
 	int http_conns;
 	int have_spawn; /* --workers: the fields below are set */
-	struct spawn_stats spawn; /* without slot_restarts */
+	struct spawn_stats spawn;
 	int have_discover; /* --discover: the fields below are set */
 	struct discover_stats discover;
 	struct metrics_worker *workers; /* slots that ever had a lease */
@@ -552,7 +546,7 @@ struct metrics_snapshot {
 };
 struct metrics_sources {
 	const struct registry *reg;
-	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	const struct http_server *http; /* the listener's, for its conns */
 	struct spawn *spawn; /* NULL without --workers */
@@ -574,7 +568,7 @@ void status_serve(struct http_conn *, struct registry *,
 struct web_config {
 	struct registry *reg;
 	const struct target_config *tc;
-	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
@@ -591,6 +585,7 @@ void web_free(struct web *);
 /* child.c */
 struct child {
 	pid_t pid;
+	const char *name; /* argv[0], for the log */
 	int exited;
 	int status; /* exit status promfork should pass on */
 	unsigned long long reaped; /* processes reaped: the command, orphans */
@@ -599,6 +594,8 @@ pid_t child_fork(char **argv, char *const *env, int deathsig, char **cause);
 int
 child_start(struct child *, char **argv, const char *socket_path, char **cause);
 int child_wait_status(int wstatus);
+typedef void (*child_reaped_fn)(pid_t, int wstatus, void *arg);
+void child_reap(struct child *, struct registry *, child_reaped_fn, void *arg);
 void child_signal(struct child *, int sig);
 
 /* spawn.c */
@@ -620,6 +617,8 @@ void spawn_signal(struct spawn *, int sig);
 void spawn_reaped(struct spawn *, pid_t, int wstatus);
 int spawn_done(const struct spawn *);
 const struct spawn_stats *spawn_stats(struct spawn *);
+struct spawn *spawn_setup(struct event_base *, struct registry *,
+    const struct options *, const char *socket_path);
 char **spawn_argv(char **command, int worker, uint16_t port);
 void spawn_argv_free(char **);
 unsigned int spawn_backoff_ms(unsigned int failures);
@@ -636,17 +635,13 @@ struct state_entry {
 	time_t created;
 	struct labels labels;
 };
-struct state {
-	struct mirror m;
-};
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
     char **cause);
 void state_entries_free(struct state_entry *, size_t);
 char *state_render(const struct registry *, size_t *);
-void state_init(struct state *, const char *path, struct registry *);
-int state_adopt(struct state *, char **cause);
-int state_flush(struct state *);
-void state_finish(struct state *);
+int state_adopt(const char *path, struct registry *, char **cause);
+int state_init(struct mirror *, const char *path, struct registry *);
+void state_finish(struct mirror *);
 
 /* client.c */
 int client_lease_main(int argc, char **argv);

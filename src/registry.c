@@ -21,6 +21,7 @@
 static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
 	"gone", "shutdown" };
 static const char *const lease_source_names[] = { "api", "discover", "spawn" };
+#define LEASE_SOURCES (sizeof lease_source_names / sizeof lease_source_names[0])
 
 static void registry_exits_cb(evutil_socket_t, short, void *);
 
@@ -34,6 +35,21 @@ const char *
 lease_source_name(enum lease_source s)
 {
 	return lease_source_names[s];
+}
+
+/* The source lease_source_name calls s; -1 for any other string. */
+int
+lease_source_parse(const char *s, enum lease_source *source)
+{
+	size_t i;
+
+	for (i = 0; s != NULL && i < LEASE_SOURCES; i++) {
+		if (strcmp(s, lease_source_names[i]) == 0) {
+			*source = (enum lease_source)i;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static void

@@ -235,7 +235,6 @@ struct target_config {
 	 * __metrics_path__ is /workers/N/metrics: scrapes go through the proxy. */
 	const char *proxy_address;
 };
-json_t *target_groups(const struct registry *, const struct target_config *);
 char *
 target_render(const struct registry *, const struct target_config *, size_t *);
 char *target_address(const struct target_config *, uint16_t port);

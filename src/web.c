@@ -228,10 +228,15 @@ web_worker(const char *s, size_t len)
 	return (int)v;
 }
 
+/* http_sd: the sd file's text, from the same renderer. */
 static void
 web_targets(struct web *w, struct http_conn *c)
 {
-	http_reply_json(c, 200, target_groups(w->cfg.reg, w->cfg.tc));
+	size_t len;
+	char *text = target_render(w->cfg.reg, w->cfg.tc, &len);
+
+	http_reply(c, 200, "application/json", text, len);
+	free(text);
 }
 
 static void

@@ -54,15 +54,19 @@ api_socket_default(char **path, char **dir)
 	xasprintf(path, "%s/promfork.sock", tmpl);
 }
 
+/*
+ * What is at a --socket path: -1 with *cause when it cannot be ours (too
+ * long, not a socket, a live promfork answers on it), 0 when nothing is
+ * there, 1 for a socket left behind by a promfork that died.  Shared by
+ * api_listen and --check.
+ */
 int
-api_listen(const char *path, char **cause)
+api_socket_probe(const char *path, char **cause)
 {
 	struct sockaddr_un sun;
 	struct stat sb;
-	int fd, probe;
+	int fd, live;
 
-	memset(&sun, 0, sizeof sun);
-	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof sun.sun_path) {
 		xasprintf(cause,
 		    "--socket %s is longer than %zu bytes; choose "
@@ -70,29 +74,49 @@ api_listen(const char *path, char **cause)
 		    path, sizeof sun.sun_path - 1);
 		return -1;
 	}
-	strcpy(sun.sun_path, path);
-	if (lstat(path, &sb) == 0) {
-		if (!S_ISSOCK(sb.st_mode)) {
-			xasprintf(cause,
-			    "--socket %s exists and is not a "
-			    "socket; remove it or choose another path",
-			    path);
-			return -1;
-		}
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe != -1 &&
-		    connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
-			close(probe);
-			xasprintf(cause,
-			    "--socket %s is in use by another "
-			    "promfork; stop it or choose another path",
-			    path);
-			return -1;
-		}
-		if (probe != -1)
-			close(probe);
-		unlink(path); /* left behind by a promfork that died */
+	if (lstat(path, &sb) != 0)
+		return 0;
+	if (!S_ISSOCK(sb.st_mode)) {
+		xasprintf(cause,
+		    "--socket %s exists and is not a "
+		    "socket; remove it or choose another path",
+		    path);
+		return -1;
 	}
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	live =
+	    fd != -1 && connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
+	if (fd != -1)
+		close(fd);
+	if (live) {
+		xasprintf(cause,
+		    "--socket %s is in use by another "
+		    "promfork; stop it or choose another path",
+		    path);
+		return -1;
+	}
+	return 1;
+}
+
+int
+api_listen(const char *path, char **cause)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	switch (api_socket_probe(path, cause)) {
+	case -1:
+		return -1;
+	case 1:
+		unlink(path); /* left behind by a promfork that died */
+		break;
+	}
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1) {
 		xasprintf(cause, "socket: %s", strerror(errno));

@@ -353,6 +353,7 @@ struct api_config {
 };
 struct api;
 void api_socket_default(char **path, char **dir);
+int api_socket_probe(const char *path, char **cause);
 int api_listen(const char *path, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
@@ -367,6 +368,7 @@ int api_authorise_user(const struct api_config *, uid_t, gid_t,
 #define DISCOVER_SOCKS_MAX 65536
 struct discover_sock {
 	uint32_t inode;
+	uid_t uid; /* the socket's owner */
 	uint16_t port;
 	uint8_t family;
 	uint8_t state; /* the kernel's TCP state */
@@ -403,6 +405,9 @@ int discover_parse_diag(const void *, size_t, uint32_t seq, uint16_t low,
 int discover_parse_fdlink(const char *, size_t, uint32_t *inode, char **cause);
 void discover_tree_mark(struct discover_proc *, size_t, pid_t root);
 void discover_socks_clear(struct discover_socks *);
+int discover_listeners(uint16_t low, uint16_t high, struct discover_socks *,
+    char **cause);
+void discover_holders(const struct discover_socks *, pid_t *pids);
 struct discover *discover_create(struct event_base *, struct registry *,
     const struct discover_config *, char **cause);
 int discover_scan(struct discover *);
@@ -652,13 +657,6 @@ void notify_ready(void);
 void notify_stopping(void);
 
 /* check.c */
-struct check_sock {
-	uint16_t port; /* local port */
-	int state; /* 0x0a is LISTEN */
-	uid_t uid;
-	unsigned long long inode;
-};
-int check_tcp_parse(const char *, size_t, struct check_sock *);
 int check_socket(const char *path, char **cause);
 int check_run(const struct options *);
 

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static char dir[] = "/tmp/promfork-test-api.XXXXXX";
@@ -530,4 +531,44 @@ Test(api, standalone_refuses_other_users)
 	ans = exchange_as(reg_raw, (uid_t)-1);
 	cr_assert_eq(status_of(ans), 201, "root may: %s", ans);
 	free(ans);
+}
+
+/* One probe for api_listen and --check: free, stale, live, not a socket. */
+Test(api_socket, probe_and_listen_over_a_stale_socket)
+{
+	char longp[sizeof((struct sockaddr_un *)0)->sun_path + 1];
+	char *cause = NULL, *d = helpers_tmpdir("api-socket");
+	char *p = helpers_path(d, "s.sock"), *f = helpers_path(d, "file");
+	int fd, fd2;
+
+	cr_assert_eq(api_socket_probe(p, &cause), 0, "nothing there");
+	fd = api_listen(p, &cause);
+	cr_assert_geq(fd, 0, "%s", cause);
+	cr_assert_eq(api_socket_probe(p, &cause), -1, "a live promfork");
+	cr_assert(strstr(cause, "in use") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	cr_assert_eq(api_listen(p, &cause), -1);
+	free(cause);
+	cause = NULL;
+	close(fd); /* the socket file stays behind, as after a crash */
+	cr_assert_eq(api_socket_probe(p, &cause), 1, "stale");
+	fd2 = api_listen(p, &cause);
+	cr_assert_geq(fd2, 0, "a stale socket is replaced: %s", cause);
+	close(fd2);
+	helpers_write_file(f, "x");
+	cr_assert_eq(api_socket_probe(f, &cause), -1);
+	cr_assert(strstr(cause, "not a socket") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	memset(longp, 'a', sizeof longp - 1);
+	longp[0] = '/';
+	longp[sizeof longp - 1] = '\0';
+	cr_assert_eq(api_socket_probe(longp, &cause), -1);
+	cr_assert(strstr(cause, "longer than") != NULL, "%s", cause);
+	free(cause);
+	helpers_rmtree(d);
+	free(p);
+	free(f);
+	free(d);
 }

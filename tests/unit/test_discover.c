@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 #define LISTEN 10
@@ -588,4 +589,39 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	cr_assert_eq(registry_find_worker(&w.reg, 2), l);
 	kid_stop(&k);
 	world_finish(&w);
+}
+
+/* --check's view: one dump of the range, each listener with its holder. */
+Test(discover_once, listeners_and_their_holders)
+{
+	struct discover_socks socks = { NULL, 0, 0, 0 };
+	char *cause = NULL;
+	pid_t *pids;
+	size_t i, mine = 0;
+	uint16_t port;
+	int fd = listen_any(0);
+
+	cr_assert_neq(fd, -1);
+	port = fd_port(fd);
+	cr_assert_eq(discover_listeners(port, port, &socks, &cause), 0, "%s",
+	    cause);
+	cr_assert_geq(socks.n, 1, "our listener on %u", port);
+	pids = xcalloc(socks.n, sizeof *pids);
+	discover_holders(&socks, pids);
+	for (i = 0; i < socks.n; i++) {
+		cr_assert_eq(socks.v[i].port, port, "only the range");
+		if (pids[i] == getpid()) {
+			cr_assert_eq(socks.v[i].uid, getuid());
+			mine++;
+		}
+	}
+	cr_assert_eq(mine, 1, "found in our own fds");
+	free(pids);
+	discover_socks_clear(&socks);
+	close(fd);
+	/* nobody listens now: an empty answer, not an error */
+	cr_assert_eq(discover_listeners(port, port, &socks, &cause), 0, "%s",
+	    cause);
+	cr_assert_eq(socks.n, 0);
+	discover_socks_clear(&socks);
 }

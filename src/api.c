@@ -415,12 +415,11 @@ static void
 api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 {
 	struct lease *l = NULL;
-	char *end, *cause = NULL;
-	long worker;
+	char *cause = NULL;
+	long long worker;
 	uid_t uid;
 
-	worker = strtol(id, &end, 10);
-	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
+	if (decimal_parse(id, 0, INT_MAX, &worker, NULL) != 0) {
 		http_reply_error(c, 400, "\"%.32s\" is not a worker number",
 		    id);
 		return;
@@ -432,7 +431,7 @@ api_release(struct api *api, struct http_conn *c, const char *id, pid_t peer)
 		return;
 	}
 	if ((l = registry_find_worker(api->reg, (int)worker)) == NULL) {
-		http_reply_error(c, 404, "no worker %ld", worker);
+		http_reply_error(c, 404, "no worker %lld", worker);
 		return;
 	}
 	if (api->cfg.tree_root == 0 &&

@@ -511,13 +511,9 @@ discover_merge(struct discover *d)
 static pid_t
 discover_dirent_pid(const char *name)
 {
-	char *end;
-	long pid;
+	long long pid;
 
-	if (name[0] < '1' || name[0] > '9')
-		return 0;
-	pid = strtol(name, &end, 10);
-	if (*end != '\0' || pid <= 0 || pid > INT_MAX)
+	if (decimal_parse(name, 1, INT_MAX, &pid, NULL) != 0)
 		return 0;
 	return (pid_t)pid;
 }

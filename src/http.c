@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,16 +221,11 @@ http_parse_header(const char *line, size_t len, struct http_request *req,
 static int
 http_parse_length(const char *s, size_t *len)
 {
-	size_t n = 0;
+	long long n;
 
-	if (*s == '\0')
+	if (decimal_parse(s, 0, LLONG_MAX, &n, NULL) != 0)
 		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9' || n > SIZE_MAX / 10 - 10)
-			return -1;
-		n = n * 10 + (size_t)(*s - '0');
-	}
-	*len = n;
+	*len = (size_t)n;
 	return 0;
 }
 

@@ -102,14 +102,9 @@ options_usage(void)
 static int
 options_parse_port(const char *s, uint16_t *port)
 {
-	char *end;
-	long v;
+	long long v;
 
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 65535)
+	if (decimal_parse(s, 1, 65535, &v, NULL) != 0)
 		return -1;
 	*port = (uint16_t)v;
 	return 0;
@@ -153,16 +148,9 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 static int
 options_parse_ms(const char *s, int min, int max, int *ms)
 {
-	long v = 0;
+	long long v;
 
-	if (*s == '\0' || strlen(s) > 6)
-		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (*s - '0');
-	}
-	if (v < min || v > max)
+	if (decimal_parse(s, min, max, &v, NULL) != 0)
 		return -1;
 	*ms = (int)v;
 	return 0;
@@ -203,13 +191,10 @@ options_parse_id(const char *s, int group, unsigned int *id, char **cause)
 {
 	struct passwd *pw;
 	struct group *gr;
-	char *end;
-	unsigned long v;
+	long long v;
 
 	if (*s >= '0' && *s <= '9') {
-		errno = 0;
-		v = strtoul(s, &end, 10);
-		if (errno == 0 && *end == '\0' && v < UINT_MAX) {
+		if (decimal_parse(s, 0, UINT_MAX - 1, &v, NULL) == 0) {
 			*id = (unsigned int)v;
 			return 0;
 		}
@@ -233,14 +218,11 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 	unsigned int id;
 	char *end;
 	double d;
-	long v;
+	long long v;
 
 	switch (opt) {
 	case OPTIONS_WORKERS:
-		errno = 0;
-		v = strtol(arg, &end, 10);
-		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
-		    v < 1 || v > 65536) {
+		if (decimal_parse(arg, 1, 65536, &v, NULL) != 0) {
 			xasprintf(cause,
 			    "--workers \"%s\" is not a number of "
 			    "workers from 1 up",

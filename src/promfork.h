@@ -54,6 +54,12 @@ char *xstrndup(const char *, size_t);
 int xasprintf(char **, const char *, ...) PRINTFLIKE(2, 3);
 int xvasprintf(char **, const char *, va_list);
 
+/* decimal.c */
+int decimal_parse_n(const char *, size_t, long long min, long long max,
+    long long *, char **cause);
+int decimal_parse(const char *, long long min, long long max, long long *,
+    char **cause);
+
 /* label.c */
 struct label {
 	char *name;

@@ -40,16 +40,9 @@ struct web {
 static int
 web_parse_port(const char *s, uint16_t *port)
 {
-	unsigned long v = 0;
+	long long v;
 
-	if (*s == '\0' || strlen(s) > 5)
-		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	if (v > 65535)
+	if (decimal_parse(s, 0, 65535, &v, NULL) != 0)
 		return -1;
 	*port = (uint16_t)v;
 	return 0;
@@ -215,16 +208,13 @@ web_address(int fd, const char *target_host)
 static int
 web_worker(const char *s, size_t len)
 {
-	long v = 0;
-	size_t i;
+	long long v;
 
-	if (len == 0 || len > 5 || (s[0] == '0' && len > 1))
+	/* one spelling per worker: /workers/03/metrics is not worker 3 */
+	if (len > 1 && s[0] == '0')
 		return -1;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
+	if (decimal_parse_n(s, len, 0, 99999, &v, NULL) != 0)
+		return -1;
 	return (int)v;
 }
 

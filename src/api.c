@@ -352,14 +352,14 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		goto out;
 	}
 	/* A pid that names no live process (a dead worker's) is not found. */
-	if (proc_ref_open(pid, &ref, &cause) != 0) {
+	if (proc_ref_init(pid, &ref, &cause) != 0) {
 		log_warnx("registration of pid %d refused: %s", (int)pid,
 		    cause);
 		http_reply_error(c, 404, "%s", cause);
 		goto out;
 	}
 	if (api_authorise(&api->cfg, peer, &ref.st, &cause) != 0) {
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		log_warnx("registration refused: %s", cause);
 		api->reg->stats.refusals++;
 		http_reply_error(c, 403, "%s", cause);
@@ -376,7 +376,7 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	http_reply_json(c, created ? 201 : 200, api_lease_json(api, l, 0));
 out:
 	free(cause);
-	labels_clear(&labels);
+	labels_finish(&labels);
 }
 
 static void

@@ -141,7 +141,7 @@ check_ports(struct check_report *r, const struct options *o)
 	else
 		check_say(r, "ok", "ports %u-%u: %zu of %zu free", o->port_low,
 		    o->port_high, size - nheld, size);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 	free(pids);
 	free(held);
 }

@@ -81,7 +81,7 @@ struct discover {
 };
 
 void
-discover_socks_clear(struct discover_socks *s)
+discover_socks_finish(struct discover_socks *s)
 {
 	free(s->v);
 	memset(s, 0, sizeof *s);
@@ -844,7 +844,7 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 	}
 	if (socks.n > 0)
 		wake = 1;
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 	if (wake)
 		discover_scan(d);
 }
@@ -1064,7 +1064,7 @@ discover_free(struct discover *d)
 		close(d->nl_destroy);
 	if (d->nl != -1)
 		close(d->nl);
-	discover_socks_clear(&d->socks);
+	discover_socks_finish(&d->socks);
 	free(d->v);
 	free(d->keep);
 	free(d->buf);

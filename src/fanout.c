@@ -262,7 +262,7 @@ fanout_serve(struct http_conn *c, const struct http_request *req,
 }
 
 void
-fanout_scratch_free(struct fanout_scratch *fs)
+fanout_scratch_finish(struct fanout_scratch *fs)
 {
 	expo_merge_free(fs->merge);
 	fs->merge = NULL;

@@ -105,7 +105,7 @@ http_is_token(int c)
 }
 
 void
-http_request_clear(struct http_request *req)
+http_request_finish(struct http_request *req)
 {
 	size_t i;
 
@@ -284,7 +284,7 @@ http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 		goto fail;
 	}
 	if (len - hlen < blen) {
-		http_request_clear(req);
+		http_request_finish(req);
 		return 0;
 	}
 	req->body = xmalloc(blen + 1);
@@ -301,7 +301,7 @@ http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 	return 1;
 
 fail:
-	http_request_clear(req);
+	http_request_finish(req);
 	return -1;
 }
 
@@ -354,7 +354,7 @@ http_conn_close(struct http_conn *c, const char *why)
 		c->close_fn(c->close_arg);
 	bufferevent_free(c->bev);
 	event_free(c->ev_deadline);
-	http_request_clear(&c->req);
+	http_request_finish(&c->req);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -456,7 +456,7 @@ http_reply(struct http_conn *c, int status, const char *content_type,
 	if (c->keep_alive)
 		sent = http_send_now(c, head, hlen, body, len);
 	if (sent == hlen + len) {
-		http_request_clear(&c->req);
+		http_request_finish(&c->req);
 		c->state = HTTP_READING; /* http_conn_process reads on */
 		http_conn_arm_deadline(c);
 		return;
@@ -630,7 +630,7 @@ http_conn_write_cb(struct bufferevent *bev, void *arg)
 		http_conn_close(c, "response sent");
 		return;
 	}
-	http_request_clear(&c->req);
+	http_request_finish(&c->req);
 	c->state = HTTP_READING;
 	http_conn_arm_deadline(c);
 	http_conn_process(c); /* a pipelined request may be waiting */

@@ -209,7 +209,7 @@ teardown(struct promfork *pf)
 	free(pf->socket_path);
 	free(pf->socket_dir);
 	free(pf->web_address);
-	options_free(&pf->opts);
+	options_finish(&pf->opts);
 }
 
 int
@@ -230,7 +230,7 @@ main(int argc, char **argv)
 		else
 			options_usage();
 		free(message);
-		options_free(&pf.opts);
+		options_finish(&pf.opts);
 		return 0;
 	case OPTIONS_EXIT_USAGE:
 		usage_exit(message);
@@ -241,7 +241,7 @@ main(int argc, char **argv)
 	log_init(pf.opts.log_level, pf.opts.log_json);
 	if (pf.opts.check) {
 		status = check_run(&pf.opts);
-		options_free(&pf.opts);
+		options_finish(&pf.opts);
 		return status;
 	}
 	notify_init();

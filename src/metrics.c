@@ -64,7 +64,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	    &ms->start_time);
 
 	ms->pool_size = reg->pool.size;
-	ms->pool_free = pool_free(&reg->pool);
+	ms->pool_nfree = pool_nfree(&reg->pool);
 	ms->port_low = reg->pool.low;
 	ms->leases = reg->count;
 	ms->registrations = reg->stats.registrations;
@@ -123,7 +123,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 }
 
 void
-metrics_snapshot_free(struct metrics_snapshot *ms)
+metrics_snapshot_finish(struct metrics_snapshot *ms)
 {
 	free(ms->workers);
 	memset(ms, 0, sizeof *ms);
@@ -259,7 +259,7 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	metrics_ull(out, "promfork_port_pool_size", "gauge",
 	    "Ports in --port-range.", ms->pool_size);
 	metrics_ull(out, "promfork_port_pool_free", "gauge",
-	    "Ports of the range not leased now.", ms->pool_free);
+	    "Ports of the range not leased now.", ms->pool_nfree);
 	if (ms->have_sdfile) {
 		metrics_ull(out, "promfork_sd_writes_total", "counter",
 		    "Times the file_sd file was written.", ms->sd_writes);

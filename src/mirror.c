@@ -128,7 +128,7 @@ mirror_done_cb(evutil_socket_t fd, short events, void *arg)
 }
 
 static void
-mirror_thread_start(struct mirror *m)
+mirror_thread_create(struct mirror *m)
 {
 	struct mirror_thread *t = xcalloc(1, sizeof *t);
 	int err;
@@ -173,7 +173,7 @@ mirror_thread_drain(struct mirror_thread *t)
 
 /* Drops what is queued, waits for the write in flight, ends the thread. */
 static void
-mirror_thread_stop(struct mirror_thread *t)
+mirror_thread_free(struct mirror_thread *t)
 {
 	pthread_mutex_lock(&t->lock);
 	free(t->pending);
@@ -225,7 +225,7 @@ mirror_init(struct mirror *m, const struct mirror_config *cfg)
 	m->debounce_ms = cfg->debounce_ms;
 	m->retry_ms = cfg->retry_ms;
 	m->ev_write = evtimer_new(m->reg->base, mirror_write_cb, m);
-	mirror_thread_start(m);
+	mirror_thread_create(m);
 	registry_listen(m->reg, mirror_changed_cb, m);
 }
 
@@ -267,7 +267,7 @@ mirror_stop(struct mirror *m)
 	if (m->thread == NULL)
 		return;
 	registry_unlisten(m->reg, mirror_changed_cb, m);
-	mirror_thread_stop(m->thread);
+	mirror_thread_free(m->thread);
 	m->thread = NULL;
 	if (event_pending(m->ev_write, EV_TIMEOUT, NULL))
 		event_del(m->ev_write);

@@ -501,7 +501,7 @@ usage:
 }
 
 void
-options_free(struct options *o)
+options_finish(struct options *o)
 {
 	free(o->sd_file);
 	free(o->socket_path);
@@ -510,6 +510,6 @@ options_free(struct options *o)
 	free(o->allow_uids);
 	free(o->allow_gids);
 	free(o->listen);
-	labels_clear(&o->labels);
+	labels_finish(&o->labels);
 	memset(o, 0, sizeof *o);
 }

@@ -84,7 +84,7 @@ pool_port(const struct pool *p, int slot)
 }
 
 size_t
-pool_free(const struct pool *p)
+pool_nfree(const struct pool *p)
 {
 	return p->size - p->nused;
 }

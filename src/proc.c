@@ -185,7 +185,7 @@ proc_exited(int pidfd)
  * and the caller must check the start time again later.
  */
 int
-proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
+proc_ref_init(pid_t pid, struct proc_ref *ref, char **cause)
 {
 	ref->pid = pid;
 	ref->pidfd = proc_pidfd_open(pid);
@@ -204,12 +204,12 @@ proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
 	return 0;
 
 fail:
-	proc_ref_close(ref);
+	proc_ref_finish(ref);
 	return -1;
 }
 
 void
-proc_ref_close(struct proc_ref *ref)
+proc_ref_finish(struct proc_ref *ref)
 {
 	if (ref->pidfd != -1)
 		close(ref->pidfd);

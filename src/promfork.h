@@ -79,7 +79,7 @@ int labels_from_json(struct labels *, json_t *, char **cause);
 json_t *labels_to_json(const struct labels *);
 const char *labels_get(const struct labels *, const char *name);
 void labels_copy(struct labels *, const struct labels *);
-void labels_clear(struct labels *);
+void labels_finish(struct labels *);
 
 /* options.c */
 struct options {
@@ -113,7 +113,7 @@ options_parse(struct options *, int argc, char **argv, char **message);
 int
 options_parse_port_range(const char *, uint16_t *, uint16_t *, char **cause);
 void options_usage(void);
-void options_free(struct options *);
+void options_finish(struct options *);
 
 /* pool.c */
 typedef int (*pool_probe_fn)(uint16_t port, void *arg);
@@ -132,7 +132,7 @@ int pool_take(struct pool *);
 int pool_claim(struct pool *, int slot);
 void pool_release(struct pool *, int slot);
 uint16_t pool_port(const struct pool *, int slot);
-size_t pool_free(const struct pool *);
+size_t pool_nfree(const struct pool *);
 int pool_port_bindable(uint16_t port, void *arg);
 
 /* proc.c */
@@ -156,8 +156,8 @@ struct proc_ref {
 	int pidfd;
 	struct proc_stat st;
 };
-int proc_ref_open(pid_t, struct proc_ref *, char **cause);
-void proc_ref_close(struct proc_ref *);
+int proc_ref_init(pid_t, struct proc_ref *, char **cause);
+void proc_ref_finish(struct proc_ref *);
 
 /* registry.c */
 enum lease_source { LEASE_API, LEASE_DISCOVER, LEASE_SPAWN };
@@ -319,7 +319,7 @@ struct http_limits {
 };
 int http_request_parse(const char *, size_t, const struct http_limits *,
     struct http_request *, size_t *consumed, int *status);
-void http_request_clear(struct http_request *);
+void http_request_finish(struct http_request *);
 const char *http_request_header(const struct http_request *, const char *);
 const char *http_status_text(int);
 
@@ -410,7 +410,7 @@ int discover_parse_diag(const void *, size_t, uint32_t seq, uint16_t low,
     uint16_t high, struct discover_socks *, int *done, char **cause);
 int discover_parse_fdlink(const char *, size_t, uint32_t *inode, char **cause);
 void discover_tree_mark(struct discover_proc *, size_t, pid_t root);
-void discover_socks_clear(struct discover_socks *);
+void discover_socks_finish(struct discover_socks *);
 int discover_listeners(uint16_t low, uint16_t high, struct discover_socks *,
     char **cause);
 void discover_holders(const struct discover_socks *, pid_t *pids);
@@ -499,7 +499,7 @@ struct fanout_scratch {
 };
 void fanout_serve(struct http_conn *, const struct http_request *,
     struct registry *, int deadline_ms, struct fanout_scratch *);
-void fanout_scratch_free(struct fanout_scratch *);
+void fanout_scratch_finish(struct fanout_scratch *);
 
 /* spawn.c: what its supervisor counts, shown in /metrics */
 struct spawn_stats {
@@ -533,7 +533,7 @@ struct metrics_snapshot {
 	double cpu_seconds;
 	long long rss_bytes;
 	size_t pool_size;
-	size_t pool_free;
+	size_t pool_nfree;
 	uint16_t port_low;
 	size_t leases;
 	unsigned long long registrations;
@@ -564,7 +564,7 @@ struct metrics_sources {
 };
 void metrics_snapshot_take(struct metrics_snapshot *,
     const struct metrics_sources *);
-void metrics_snapshot_free(struct metrics_snapshot *);
+void metrics_snapshot_finish(struct metrics_snapshot *);
 void metrics_render(struct evbuffer *, const struct metrics_snapshot *);
 
 /* status.c */

@@ -177,7 +177,7 @@ lease_close(struct lease *l, enum lease_end why)
 	reg->count--;
 	pool_release(&reg->pool, l->worker);
 	reg->stats.ends[why]++;
-	labels_clear(&l->labels);
+	labels_finish(&l->labels);
 	free(l);
 	registry_changed(reg);
 }
@@ -262,7 +262,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 			/* registered now: no longer ends with its listener */
 			if (source == LEASE_API && l->source == LEASE_DISCOVER)
 				l->source = LEASE_API;
-			proc_ref_close(ref);
+			proc_ref_finish(ref);
 			return l;
 		}
 		lease_close(l, LEASE_END_EXIT);
@@ -271,7 +271,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	registry_sweep(reg);
 	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
 	if (slot < 0) {
-		proc_ref_close(ref);
+		proc_ref_finish(ref);
 		xasprintf(cause,
 		    "no free port in %u-%u: all %zu ports are "
 		    "leased or held by other processes; widen --port-range",
@@ -326,7 +326,7 @@ registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
 	struct proc_ref ref;
 
 	*created = 0;
-	if (proc_ref_open(pid, &ref, cause) != 0) {
+	if (proc_ref_init(pid, &ref, cause) != 0) {
 		*status = 404;
 		return NULL;
 	}

@@ -32,7 +32,7 @@ state_entries_free(struct state_entry *e, size_t n)
 	if (e == NULL)
 		return;
 	for (i = 0; i < n; i++)
-		labels_clear(&e[i].labels);
+		labels_finish(&e[i].labels);
 	free(e);
 }
 
@@ -255,11 +255,11 @@ state_adopt_entry(struct registry *reg, const struct state_entry *e)
 		    e->worker, (int)e->pid, e->port);
 		return -1;
 	}
-	if (proc_ref_open(e->pid, &ref, &cause) != 0 ||
+	if (proc_ref_init(e->pid, &ref, &cause) != 0 ||
 	    ref.st.starttime != e->starttime) {
 		log_info("state: worker %d (pid %d, port %u) is gone; dropped",
 		    e->worker, (int)e->pid, e->port);
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		free(cause);
 		return -1;
 	}

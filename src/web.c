@@ -239,7 +239,7 @@ web_metrics(struct web *w, struct http_conn *c)
 		fatalx("evbuffer_new");
 	metrics_snapshot_take(&ms, &w->src);
 	metrics_render(buf, &ms);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	http_reply(c, 200, "text/plain; version=0.0.4; charset=utf-8",
 	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
 	evbuffer_free(buf);
@@ -318,6 +318,6 @@ web_free(struct web *w)
 	if (w == NULL)
 		return;
 	http_server_free(w->server);
-	fanout_scratch_free(&w->fanout);
+	fanout_scratch_finish(&w->fanout);
 	free(w);
 }

@@ -109,7 +109,7 @@ main(int argc, char **argv)
 		bench_pct(base, (size_t)rounds, 50),
 	    bench_pct(total, (size_t)rounds, 50) <= 2e3 ? "met" : "MISSED");
 	for (i = 0; i < workers; i++)
-		labels_clear(&leases[i].labels);
+		labels_finish(&leases[i].labels);
 	free(leases);
 	free(reg.slots);
 	pool_finish(&reg.pool);

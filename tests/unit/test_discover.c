@@ -74,7 +74,7 @@ Test(discover, parses_a_dump)
 	cr_assert_eq(socks.v[0].state, LISTEN);
 	cr_assert_eq(socks.v[1].port, 9403);
 	cr_assert_eq(socks.v[1].family, AF_INET6);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 Test(discover, dump_in_parts_and_unpadded_last_message)
@@ -99,7 +99,7 @@ Test(discover, dump_in_parts_and_unpadded_last_message)
 			 &done, &cause),
 	    0, "%s", cause);
 	cr_assert_eq(socks.n, 1);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 Test(discover, kernel_error_is_reported)
@@ -117,7 +117,7 @@ Test(discover, kernel_error_is_reported)
 	cr_assert_eq(socks.error, ENOENT);
 	cr_assert_not_null(strstr(cause, "sock_diag"));
 	free(cause);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 static void
@@ -135,7 +135,7 @@ bad_diag(const void *buf, size_t len, const char *what)
 		strncmp(cause, "sock_diag", 9) == 0,
 	    1, "%s: %s", what, cause);
 	free(cause);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 Test(discover, bad_dumps_refused)
@@ -617,11 +617,11 @@ Test(discover_once, listeners_and_their_holders)
 	}
 	cr_assert_eq(mine, 1, "found in our own fds");
 	free(pids);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 	close(fd);
 	/* nobody listens now: an empty answer, not an error */
 	cr_assert_eq(discover_listeners(port, port, &socks, &cause), 0, "%s",
 	    cause);
 	cr_assert_eq(socks.n, 0);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }

@@ -93,7 +93,7 @@ fake_snapshot(struct metrics_snapshot *ms, struct metrics_worker *w)
 	ms->cpu_seconds = 1.5;
 	ms->rss_bytes = 4096;
 	ms->pool_size = 64;
-	ms->pool_free = 62;
+	ms->pool_nfree = 62;
 	ms->port_low = 9400;
 	ms->leases = 2;
 	ms->registrations = 5;
@@ -275,7 +275,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	src.child = &child;
 	metrics_snapshot_take(&ms, &src);
 	cr_assert_eq(ms.pool_size, 5);
-	cr_assert_eq(ms.pool_free, 4);
+	cr_assert_eq(ms.pool_nfree, 4);
 	cr_assert_eq(ms.leases, 1);
 	cr_assert_eq(ms.child_exits, 4);
 	cr_assert_eq(ms.child_pid, 1);
@@ -293,7 +293,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	text = render(&ms);
 	check_exposition(text);
 	free(text);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -302,7 +302,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	cr_assert_eq(ms.nworkers, 1, "the slot is remembered");
 	cr_assert_not(ms.workers[0].live);
 	cr_assert_eq(ms.workers[0].leases, 1);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	registry_finish(&reg);
 	event_base_free(base);
 }

@@ -182,7 +182,7 @@ Test(registry, clear_ends_everything)
 	registry_clear(&reg, LEASE_END_SHUTDOWN);
 	cr_assert_eq(reg.count, 0);
 	cr_assert_eq(reg.stats.ends[LEASE_END_SHUTDOWN], 2);
-	cr_assert_eq(pool_free(&reg.pool), 3);
+	cr_assert_eq(pool_nfree(&reg.pool), 3);
 	kill(a, SIGKILL);
 	kill(b, SIGKILL);
 	waitpid(a, NULL, 0);

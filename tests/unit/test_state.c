@@ -248,7 +248,7 @@ lease(pid_t pid, int slot, const char *role)
 	l = registry_lease_pid(&reg, pid, &ls, LEASE_API, slot, &created,
 	    &status, &cause);
 	cr_assert_not_null(l, "%s", cause);
-	labels_clear(&ls);
+	labels_finish(&ls);
 	return l;
 }
 

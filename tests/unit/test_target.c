@@ -36,7 +36,7 @@ static void
 teardown(void)
 {
 	for (int i = 0; i < 3; i++)
-		labels_clear(&leases[i].labels);
+		labels_finish(&leases[i].labels);
 	free(reg.slots);
 	pool_finish(&reg.pool);
 }
@@ -97,7 +97,7 @@ Test(target, groups_sorted_by_worker_with_labels)
 	    "prod");
 	json_decref(j);
 	free(text);
-	labels_clear(&statics);
+	labels_finish(&statics);
 }
 
 Test(target, ipv6_hosts_get_brackets)
@@ -216,5 +216,5 @@ Test(target, render_is_json_one_group_per_line)
 		json_decref(parsed);
 		free(text);
 	}
-	labels_clear(&statics);
+	labels_finish(&statics);
 }

@@ -28,12 +28,6 @@ static struct registry reg;
 static struct api *api;
 static struct target_config tc = { .host = "127.0.0.1" };
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 static void
 start(uint16_t low, uint16_t high)
 {
@@ -44,7 +38,7 @@ start(uint16_t low, uint16_t high)
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
-	registry_init(&reg, base, low, high, probe_all_free, NULL);
+	registry_init(&reg, base, low, high, helpers_probe_all_free, NULL);
 	fd = api_listen(sock, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
 	api = api_create(base, fd, &reg, &cfg);
@@ -519,7 +513,7 @@ Test(api, standalone_refuses_other_users)
 	chmod(dir, 0755);
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
-	registry_init(&reg, base, 40100, 40103, probe_all_free, NULL);
+	registry_init(&reg, base, 40100, 40103, helpers_probe_all_free, NULL);
 	fd = api_listen(sock, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
 	api = api_create(base, fd, &reg, &cfg);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static char *
@@ -241,12 +242,6 @@ Test(metrics, empty_registry)
 	free(text);
 }
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 {
 	struct event_base *base = event_base_new();
@@ -259,7 +254,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	int created, status;
 	pid_t pid;
 
-	registry_init(&reg, base, 9400, 9404, probe_all_free, NULL);
+	registry_init(&reg, base, 9400, 9404, helpers_probe_all_free, NULL);
 	pid = fork();
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);

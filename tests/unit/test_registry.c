@@ -6,17 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static struct event_base *base;
 static struct registry reg;
 static int changes;
-
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
 
 static void
 changed_cb(void *arg)
@@ -28,7 +23,7 @@ static void
 setup(void)
 {
 	base = event_base_new();
-	registry_init(&reg, base, 9400, 9402, probe_all_free, NULL);
+	registry_init(&reg, base, 9400, 9402, helpers_probe_all_free, NULL);
 	registry_listen(&reg, changed_cb, NULL);
 	changes = 0;
 }

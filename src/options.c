@@ -99,24 +99,12 @@ options_usage(void)
 	fputs(options_help_tail, stdout);
 }
 
-static int
-options_parse_port(const char *s, uint16_t *port)
-{
-	long long v;
-
-	if (decimal_parse(s, 1, 65535, &v, NULL) != 0)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 int
 options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
     char **cause)
 {
 	const char *dash = strchr(s, '-');
-	char *first;
-	int rc;
+	long long lo, hi;
 
 	if (dash == NULL) {
 		xasprintf(cause,
@@ -125,16 +113,16 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 		    s);
 		return -1;
 	}
-	first = xstrndup(s, (size_t)(dash - s));
-	rc = options_parse_port(first, low);
-	free(first);
-	if (rc != 0 || options_parse_port(dash + 1, high) != 0) {
+	if (decimal_parse_n(s, (size_t)(dash - s), 1, 65535, &lo, NULL) != 0 ||
+	    decimal_parse(dash + 1, 1, 65535, &hi, NULL) != 0) {
 		xasprintf(cause,
 		    "--port-range \"%s\": ports must be whole "
 		    "numbers from 1 to 65535, e.g. 9400-9463",
 		    s);
 		return -1;
 	}
+	*low = (uint16_t)lo;
+	*high = (uint16_t)hi;
 	if (*low > *high) {
 		xasprintf(cause,
 		    "--port-range \"%s\" is reversed: write the "

@@ -37,17 +37,6 @@ struct web {
 	struct fanout_scratch fanout;
 };
 
-static int
-web_parse_port(const char *s, uint16_t *port)
-{
-	long long v;
-
-	if (decimal_parse(s, 0, 65535, &v, NULL) != 0)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 /*
  * Parses ADDR:PORT: an IPv4 address, an IPv6 address in brackets, or
  * nothing (":PORT", every address).  Numeric only, so that what promfork
@@ -62,7 +51,7 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	char host[WEB_LISTEN_MAX];
 	const char *colon, *port;
 	size_t n = strlen(s);
-	uint16_t p;
+	long long p;
 
 	memset(ss, 0, sizeof *ss);
 	if (n == 0 || n >= WEB_LISTEN_MAX)
@@ -75,10 +64,10 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 		port = close + 2;
 		memcpy(host, s + 1, n);
 		host[n] = '\0';
-		if (web_parse_port(port, &p) != 0)
+		if (decimal_parse(port, 0, 65535, &p, NULL) != 0)
 			goto bad_port;
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(p);
+		sin6->sin6_port = htons((uint16_t)p);
 		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
 			goto bad;
 		*len = sizeof *sin6;
@@ -89,18 +78,18 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	n = (size_t)(colon - s);
 	memcpy(host, s, n);
 	host[n] = '\0';
-	if (web_parse_port(colon + 1, &p) != 0)
+	if (decimal_parse(colon + 1, 0, 65535, &p, NULL) != 0)
 		goto bad_port;
 	if (n == 0) {
 		/* Every address: IPv6 and, through it, IPv4. */
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(p);
+		sin6->sin6_port = htons((uint16_t)p);
 		sin6->sin6_addr = in6addr_any;
 		*len = sizeof *sin6;
 		return 0;
 	}
 	sin->sin_family = AF_INET;
-	sin->sin_port = htons(p);
+	sin->sin_port = htons((uint16_t)p);
 	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
 		goto bad;
 	*len = sizeof *sin;

@@ -56,18 +56,47 @@ api_socket_mode(const struct api_config *cfg, gid_t *gid)
 	return 0600;
 }
 
-/* Creates the listening socket; a live socket at path is never stolen. */
-int
-api_listen(const char *path, const struct api_config *cfg, char **cause)
+/*
+ * Without --socket: a private directory (*dir, removed at exit) keeps the
+ * socket ours alone.
+ */
+void
+api_socket_default(const struct api_config *cfg, char **path, char **dir)
 {
-	struct sockaddr_un sun;
-	struct stat sb;
-	int fd, probe;
+	const char *parent = getenv("RUNTIME_DIRECTORY");
+	char *tmpl;
 	mode_t mode;
 	gid_t gid;
 
-	memset(&sun, 0, sizeof sun);
-	sun.sun_family = AF_UNIX;
+	if (parent == NULL || *parent == '\0')
+		parent = getenv("XDG_RUNTIME_DIR");
+	if (parent == NULL || *parent == '\0' || access(parent, W_OK) != 0)
+		parent = "/tmp";
+	xasprintf(&tmpl, "%s/promfork.XXXXXX", parent);
+	if (mkdtemp(tmpl) == NULL)
+		fatal("cannot create a directory for the socket in %s", parent);
+	/* Like the socket (api_listen): for the users who may register. */
+	mode = api_socket_mode(cfg, &gid);
+	if (gid != (gid_t)-1 && chown(tmpl, (uid_t)-1, gid) != 0)
+		mode = 0666;
+	chmod(tmpl, 0700 | (mode & 0060 ? 0010 : 0) | (mode & 0006 ? 0001 : 0));
+	*dir = tmpl;
+	xasprintf(path, "%s/promfork.sock", tmpl);
+}
+
+/*
+ * What is at a --socket path: -1 with *cause when it cannot be ours (too
+ * long, not a socket, a live promfork answers on it), 0 when nothing is
+ * there, 1 for a socket left behind by a promfork that died.  Shared by
+ * api_listen and --check.
+ */
+int
+api_socket_probe(const char *path, char **cause)
+{
+	struct sockaddr_un sun;
+	struct stat sb;
+	int fd, live;
+
 	if (strlen(path) >= sizeof sun.sun_path) {
 		xasprintf(cause,
 		    "--socket %s is longer than %zu bytes; choose "
@@ -75,29 +104,52 @@ api_listen(const char *path, const struct api_config *cfg, char **cause)
 		    path, sizeof sun.sun_path - 1);
 		return -1;
 	}
-	strcpy(sun.sun_path, path);
-	if (lstat(path, &sb) == 0) {
-		if (!S_ISSOCK(sb.st_mode)) {
-			xasprintf(cause,
-			    "--socket %s exists and is not a "
-			    "socket; remove it or choose another path",
-			    path);
-			return -1;
-		}
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe != -1 &&
-		    connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
-			close(probe);
-			xasprintf(cause,
-			    "--socket %s is in use by another "
-			    "promfork; stop it or choose another path",
-			    path);
-			return -1;
-		}
-		if (probe != -1)
-			close(probe);
-		unlink(path); /* left behind by a promfork that died */
+	if (lstat(path, &sb) != 0)
+		return 0;
+	if (!S_ISSOCK(sb.st_mode)) {
+		xasprintf(cause,
+		    "--socket %s exists and is not a "
+		    "socket; remove it or choose another path",
+		    path);
+		return -1;
 	}
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	live =
+	    fd != -1 && connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
+	if (fd != -1)
+		close(fd);
+	if (live) {
+		xasprintf(cause,
+		    "--socket %s is in use by another "
+		    "promfork; stop it or choose another path",
+		    path);
+		return -1;
+	}
+	return 1;
+}
+
+/* Creates the listening socket; a live socket at path is never stolen. */
+int
+api_listen(const char *path, const struct api_config *cfg, char **cause)
+{
+	struct sockaddr_un sun;
+	mode_t mode;
+	gid_t gid;
+	int fd;
+
+	switch (api_socket_probe(path, cause)) {
+	case -1:
+		return -1;
+	case 1:
+		unlink(path); /* left behind by a promfork that died */
+		break;
+	}
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1) {
 		xasprintf(cause, "socket: %s", strerror(errno));
@@ -545,7 +597,7 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	}
 	/* A pid that names no live process (a dead worker's) is not found;
 	 * running out of descriptors is ours, and passes. */
-	if (proc_ref_open(pid, &ref, &cause) != 0) {
+	if (proc_ref_init(pid, &ref, &cause) != 0) {
 		status = proc_out_of_fds(errno) ? 503 : 404;
 		log_warnx("registration of pid %d refused: %s", (int)pid,
 		    cause);
@@ -556,7 +608,7 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	    (api->cfg.tree_root == 0 &&
 		api_register_owner(api, c, pid, &owner, &status, &cause) !=
 		    0)) {
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		log_warnx("registration refused: %s", cause);
 		registry_count_refusal(api->reg);
 		http_reply_error(c, status, "%s", cause);
@@ -564,13 +616,13 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	}
 	/* A walk from the peer read /proc by its pid: is it still itself? */
 	if (pid != peer && !api_peer_pinned(c)) {
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		goto out;
 	}
 	l = registry_find_pid(api->reg, pid);
 	if (has_labels && l != NULL && l->starttime == ref.st.starttime &&
 	    api_relabel(api, c, l, &labels) != 0) {
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		goto out;
 	}
 	l = registry_lease(api->reg, &ref, &labels, LEASE_API, -1, &created,
@@ -586,7 +638,7 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	http_reply_json(c, created ? 201 : 200, api_lease_json(api, l, 0));
 out:
 	free(cause);
-	labels_clear(&labels);
+	labels_finish(&labels);
 }
 
 static void
@@ -630,11 +682,10 @@ api_release(struct api *api, struct http_conn *c, const char *id)
 {
 	const struct http_peer *p = http_conn_peer(c);
 	struct lease *l = NULL;
-	char *end, *cause = NULL;
-	long worker;
+	char *cause = NULL;
+	long long worker;
 
-	worker = strtol(id, &end, 10);
-	if (*id < '0' || *id > '9' || *end != '\0' || worker > INT_MAX) {
+	if (decimal_parse(id, 0, INT_MAX, &worker, NULL) != 0) {
 		http_reply_error(c, 400, "\"%.32s\" is not a worker number",
 		    id);
 		return;
@@ -648,7 +699,7 @@ api_release(struct api *api, struct http_conn *c, const char *id)
 		return;
 	}
 	if ((l = registry_find_worker(api->reg, (int)worker)) == NULL) {
-		http_reply_error(c, 404, "no worker %ld", worker);
+		http_reply_error(c, 404, "no worker %lld", worker);
 		return;
 	}
 	if (api_owner(api, c, l, "release") != 0)

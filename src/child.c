@@ -121,6 +121,7 @@ child_start(struct child *c, char **argv, const char *socket_path,
 	if (pid == -1)
 		return -1;
 	c->pid = pid;
+	c->name = argv[0];
 	if (cred != NULL)
 		log_info("started %s as pid %d, user %s", argv[0], (int)pid,
 		    cred->name);
@@ -138,6 +139,38 @@ child_wait_status(int wstatus)
 	if (WIFSIGNALED(wstatus))
 		return 128 + WTERMSIG(wstatus);
 	return 1;
+}
+
+/*
+ * SIGCHLD: reaps every process that has exited (the command, workers,
+ * orphans re-parented to promfork, the subreaper), ends the lease of each
+ * and hands each to reaped (when not NULL), for a supervisor above.  The
+ * hook keeps the flow one way: child.c is a source and calls no module
+ * that calls it.
+ */
+void
+child_reap(struct child *c, struct registry *reg, child_reaped_fn reaped,
+    void *arg)
+{
+	struct lease *l;
+	int wstatus;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+		c->reaped++;
+		if (c->pid > 0 && pid == c->pid) {
+			c->exited = 1;
+			c->status = child_wait_status(wstatus);
+			log_info("%s (pid %d) exited with status %d", c->name,
+			    (int)pid, c->status);
+		} else
+			log_debug("reaped pid %d", (int)pid);
+		if ((l = registry_find_pid(reg, pid)) != NULL)
+			lease_close(l, LEASE_END_EXIT);
+		if (reaped != NULL)
+			reaped(pid, wstatus, arg);
+	}
+	registry_check(reg);
 }
 
 void

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,9 +119,9 @@ client_lease_main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *path = getenv(PROMFORK_SOCKET_ENV);
-	long pid = (long)getppid();
+	long long pid = getppid();
 	json_t *req, *labels = json_object(), *ans = NULL;
-	char *body = NULL, *answer = NULL, *end;
+	char *body = NULL, *answer = NULL;
 	int c, fd, status, json = 0, rc = 1;
 
 	optind = 0;
@@ -128,8 +129,8 @@ client_lease_main(int argc, char **argv)
 	    (c = getopt_long(argc, argv, "+p:l:s:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			pid = strtol(optarg, &end, 10);
-			if (*end != '\0' || pid < 2 || pid > 0x7fffffff) {
+			if (decimal_parse(optarg, 2, INT_MAX, &pid, NULL) !=
+			    0) {
 				fprintf(stderr,
 				    "promfork lease: --pid %s is "
 				    "not a process id\n",

@@ -258,7 +258,7 @@ fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
 }
 
 void
-fanout_scratch_free(struct fanout_scratch *fs)
+fanout_scratch_finish(struct fanout_scratch *fs)
 {
 	expo_merge_free(fs->merge);
 	fs->merge = NULL;

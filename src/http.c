@@ -17,6 +17,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,7 +136,7 @@ http_is_token(int c)
 }
 
 void
-http_request_clear(struct http_request *req)
+http_request_finish(struct http_request *req)
 {
 	size_t i;
 
@@ -251,16 +252,11 @@ http_parse_header(const char *line, size_t len, struct http_request *req,
 static int
 http_parse_length(const char *s, size_t *len)
 {
-	size_t n = 0;
+	long long n;
 
-	if (*s == '\0')
+	if (decimal_parse(s, 0, LLONG_MAX, &n, NULL) != 0)
 		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9' || n > SIZE_MAX / 10 - 10)
-			return -1;
-		n = n * 10 + (size_t)(*s - '0');
-	}
-	*len = n;
+	*len = (size_t)n;
 	return 0;
 }
 
@@ -319,7 +315,7 @@ http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 		goto fail;
 	}
 	if (len - hlen < blen) {
-		http_request_clear(req);
+		http_request_finish(req);
 		return 0;
 	}
 	req->body = xmalloc(blen + 1);
@@ -336,7 +332,7 @@ http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 	return 1;
 
 fail:
-	http_request_clear(req);
+	http_request_finish(req);
 	return -1;
 }
 
@@ -404,7 +400,7 @@ http_conn_close(struct http_conn *c, const char *why)
 	event_free(c->ev_deadline);
 	if (c->pidfd != -1)
 		close(c->pidfd);
-	http_request_clear(&c->req);
+	http_request_finish(&c->req);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -545,7 +541,7 @@ http_reply(struct http_conn *c, int status, const char *content_type,
 	if (c->keep_alive)
 		sent = http_send_now(c, head, hlen, body, len);
 	if (sent == hlen + len) {
-		http_request_clear(&c->req);
+		http_request_finish(&c->req);
 		c->state = HTTP_READING; /* http_conn_process reads on */
 		http_conn_wait_next(c);
 		return;
@@ -586,16 +582,6 @@ http_reply_error(struct http_conn *c, int status, const char *fmt, ...)
 	va_end(ap);
 	http_reply_json(c, status, json_pack("{s:s}", "error", msg));
 	free(msg);
-}
-
-/* Starts a response whose length is not known yet; the end is the close. */
-struct evbuffer *
-http_reply_start(struct http_conn *c, int status, const char *content_type)
-{
-	c->keep_alive = 0;
-	http_write_head(c, status, content_type, -1);
-	c->state = HTTP_STREAMING;
-	return bufferevent_get_output(c->bev);
 }
 
 /*
@@ -741,7 +727,7 @@ http_conn_write_cb(struct bufferevent *bev, void *arg)
 		http_conn_close(c, "response sent");
 		return;
 	}
-	http_request_clear(&c->req);
+	http_request_finish(&c->req);
 	c->state = HTTP_READING;
 	http_conn_wait_next(c);
 	http_conn_process(c); /* a pipelined request may be waiting */
@@ -920,7 +906,7 @@ http_conn_pin(struct http_conn *c, int fd)
 		errno = ESRCH;
 		return -1;
 	}
-	if (proc_ref_open(c->peer.cred.pid, &ref, &cause) != 0) {
+	if (proc_ref_init(c->peer.cred.pid, &ref, &cause) != 0) {
 		err = errno; /* out of descriptors, or gone */
 		free(cause);
 		errno = err;

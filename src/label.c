@@ -183,7 +183,7 @@ labels_copy(struct labels *dst, const struct labels *src)
 {
 	size_t i;
 
-	labels_clear(dst);
+	labels_finish(dst);
 	if (src->n == 0)
 		return;
 	dst->v = xreallocarray(NULL, src->n, sizeof *dst->v);
@@ -195,7 +195,7 @@ labels_copy(struct labels *dst, const struct labels *src)
 }
 
 void
-labels_clear(struct labels *ls)
+labels_finish(struct labels *ls)
 {
 	size_t i;
 

@@ -2,8 +2,6 @@
  * Wiring only: options -> checks -> modules -> event loop -> exit status.
  */
 #include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -25,7 +23,7 @@ struct promfork {
 	struct event_base *base;
 	struct registry reg;
 	struct target_config tc;
-	struct sdfile sdfile;
+	struct mirror sdfile;
 	int have_sdfile;
 	struct api *api;
 	struct discover *discover;
@@ -36,7 +34,7 @@ struct promfork {
 	char *socket_dir; /* our private directory, removed at exit */
 	struct child child;
 	struct spawn *spawn; /* --workers */
-	struct state state; /* standalone --state-file */
+	struct mirror state; /* standalone --state-file */
 	int have_state;
 	int stopped; /* standalone: by a signal, as asked */
 	struct privsep_cred app_cred; /* --user */
@@ -51,58 +49,14 @@ usage_exit(const char *message)
 	exit(2);
 }
 
-/*
- * Without --socket, a private directory: searchable by exactly those the
- * socket's mode lets in (api_socket_mode), and by its group when it has one.
- */
+/* A reaped process may be one of the supervisor's workers. */
 static void
-socket_path_default(struct promfork *pf, const struct api_config *acfg)
+child_reaped_cb(pid_t pid, int wstatus, void *arg)
 {
-	mode_t mode;
-	gid_t gid;
+	struct promfork *pf = arg;
 
-	const char *dir = getenv("RUNTIME_DIRECTORY");
-	char *tmpl;
-
-	if (dir == NULL || *dir == '\0')
-		dir = getenv("XDG_RUNTIME_DIR");
-	if (dir == NULL || *dir == '\0' || access(dir, W_OK) != 0)
-		dir = "/tmp";
-	xasprintf(&tmpl, "%s/promfork.XXXXXX", dir);
-	if (mkdtemp(tmpl) == NULL)
-		fatal("cannot create a directory for the socket in %s", dir);
-	mode = api_socket_mode(acfg, &gid);
-	if (gid != (gid_t)-1 && chown(tmpl, (uid_t)-1, gid) != 0)
-		fatal("cannot give %s to group %u", tmpl, (unsigned int)gid);
-	chmod(tmpl, 0700 | (mode & 0060 ? 0010 : 0) | (mode & 0006 ? 0001 : 0));
-	pf->socket_dir = tmpl;
-	xasprintf(&pf->socket_path, "%s/promfork.sock", tmpl);
-}
-
-static void
-child_reap(struct promfork *pf)
-{
-	struct lease *l;
-	int wstatus;
-	pid_t pid;
-
-	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
-		pf->child.reaped++;
-		if (pid == pf->child.pid) {
-			pf->child.exited = 1;
-			pf->child.status = child_wait_status(wstatus);
-			log_info("%s (pid %d) exited with status %d",
-			    pf->opts.command[0], (int)pid, pf->child.status);
-		} else
-			log_debug("reaped pid %d", (int)pid);
-		if ((l = registry_find_pid(&pf->reg, pid)) != NULL)
-			lease_close(l, LEASE_END_EXIT);
-		if (pf->spawn != NULL)
-			spawn_reaped(pf->spawn, pid, wstatus);
-	}
-	registry_check(&pf->reg);
-	if (pf->child.exited)
-		event_base_loopexit(pf->base, NULL);
+	if (pf->spawn != NULL)
+		spawn_reaped(pf->spawn, pid, wstatus);
 }
 
 static void
@@ -110,9 +64,11 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 {
 	struct promfork *pf = arg;
 
-	if (sig == SIGCHLD)
-		child_reap(pf);
-	else if (pf->spawn != NULL)
+	if (sig == SIGCHLD) {
+		child_reap(&pf->child, &pf->reg, child_reaped_cb, pf);
+		if (pf->child.exited)
+			event_base_loopexit(pf->base, NULL);
+	} else if (pf->spawn != NULL)
 		spawn_signal(pf->spawn, (int)sig);
 	else if (pf->opts.command != NULL)
 		child_signal(&pf->child, (int)sig);
@@ -122,39 +78,6 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		pf->stopped = 1;
 		event_base_loopexit(pf->base, NULL);
 	}
-}
-
-/* Standalone: take up the workers a previous promfork left running. */
-static void
-state_setup(struct promfork *pf, const struct api_config *acfg)
-{
-	char *cause = NULL;
-
-	state_init(&pf->state, pf->opts.state_file, &pf->reg);
-	pf->have_state = 1;
-	if (state_adopt(&pf->state, acfg, &cause) == -1) {
-		log_warnx("%s; starting without the saved leases", cause);
-		free(cause);
-	}
-	if (state_flush(&pf->state) != 0)
-		usage_exit("cannot write the --state-file");
-}
-
-static void
-spawn_setup(struct promfork *pf)
-{
-	struct spawn_config scfg;
-	char *cause = NULL;
-
-	memset(&scfg, 0, sizeof scfg);
-	scfg.command = pf->opts.command;
-	scfg.workers = pf->opts.workers;
-	scfg.grace_ms = pf->opts.grace_ms;
-	scfg.socket_path = pf->socket_path;
-	scfg.cred = pf->have_app_cred ? &pf->app_cred : NULL;
-	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg, &cause)) ==
-	    NULL)
-		fatalx("%s", cause);
 }
 
 static void
@@ -178,26 +101,6 @@ signals_finish(struct promfork *pf)
 
 	for (i = 0; i <= NFORWARDED; i++)
 		event_free(pf->ev_signals[i]);
-}
-
-static void
-discover_setup(struct promfork *pf)
-{
-	struct discover_config dcfg;
-	char *cause = NULL, *range;
-
-	memset(&dcfg, 0, sizeof dcfg);
-	dcfg.root = getpid();
-	dcfg.low = pf->opts.port_low;
-	dcfg.high = pf->opts.port_high;
-	dcfg.interval_ms = pf->opts.discover_interval_ms;
-	if ((pf->discover =
-		    discover_create(pf->base, &pf->reg, &dcfg, &cause)) == NULL)
-		fatalx("%s", cause);
-	/* so the app can pick its ports from the same range */
-	xasprintf(&range, "%u-%u", dcfg.low, dcfg.high);
-	setenv("PROMFORK_PORT_RANGE", range, 1);
-	free(range);
 }
 
 static void
@@ -234,7 +137,7 @@ setup(struct promfork *pf)
 	if (pf->opts.socket_path != NULL)
 		pf->socket_path = xstrdup(pf->opts.socket_path);
 	else
-		socket_path_default(pf, &acfg);
+		api_socket_default(&acfg, &pf->socket_path, &pf->socket_dir);
 	if ((fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
 		usage_exit(cause);
 	if (pf->opts.listen != NULL &&
@@ -265,18 +168,22 @@ setup(struct promfork *pf)
 		pf->web_address = web_address(web_fd, pf->opts.target_host);
 		pf->tc.proxy_address = pf->web_address;
 	}
-	/* before the sd file is first written */
-	if (pf->opts.state_file != NULL)
-		state_setup(pf, &acfg);
+	if (pf->opts.state_file != NULL) {
+		/* before the sd file is first written: it shows who is taken up */
+		pf->have_state = 1;
+		if (state_init(&pf->state, pf->opts.state_file, &pf->reg,
+			&acfg) != 0)
+			usage_exit("cannot write the --state-file");
+	}
 	if (pf->opts.sd_file != NULL) {
 		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
 		pf->have_sdfile = 1;
-		if (sdfile_flush(&pf->sdfile) != 0)
+		if (mirror_flush(&pf->sdfile) != 0)
 			usage_exit("cannot write the sd file");
 	}
 	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
 	if (pf->opts.discover)
-		discover_setup(pf);
+		pf->discover = discover_setup(pf->base, &pf->reg, &pf->opts);
 	pf->web_fd = web_fd;
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
@@ -312,9 +219,15 @@ teardown(struct promfork *pf)
 	discover_free(pf->discover);
 	api_free(pf->api);
 	spawn_free(pf->spawn);
-	if (pf->have_sdfile)
-		sdfile_finish(&pf->sdfile,
-		    pf->have_state ? SDFILE_KEEP : pf->opts.sd_remove_on_exit);
+	if (pf->have_sdfile) {
+		enum sd_exit how = SD_EXIT_EMPTY;
+
+		if (pf->have_state) /* the workers outlive us */
+			how = SD_EXIT_KEEP;
+		else if (pf->opts.sd_remove_on_exit)
+			how = SD_EXIT_REMOVE;
+		sdfile_finish(&pf->sdfile, how);
+	}
 	if (pf->have_state)
 		state_finish(&pf->state);
 	registry_finish(&pf->reg);
@@ -327,7 +240,7 @@ teardown(struct promfork *pf)
 	free(pf->socket_dir);
 	free(pf->web_address);
 	privsep_cred_clear(&pf->app_cred);
-	options_free(&pf->opts);
+	options_finish(&pf->opts);
 }
 
 int
@@ -348,7 +261,7 @@ main(int argc, char **argv)
 		else
 			options_usage();
 		free(message);
-		options_free(&pf.opts);
+		options_finish(&pf.opts);
 		return 0;
 	case OPTIONS_EXIT_USAGE:
 		usage_exit(message);
@@ -359,7 +272,7 @@ main(int argc, char **argv)
 	log_init(pf.opts.log_level, pf.opts.log_json);
 	if (pf.opts.check) {
 		status = check_run(&pf.opts);
-		options_free(&pf.opts);
+		options_finish(&pf.opts);
 		return status;
 	}
 	notify_init();
@@ -367,7 +280,8 @@ main(int argc, char **argv)
 	setup(&pf);
 
 	if (pf.opts.workers > 0)
-		spawn_setup(&pf);
+		pf.spawn = spawn_setup(pf.base, &pf.reg, &pf.opts,
+		    pf.socket_path, pf.have_app_cred ? &pf.app_cred : NULL);
 	else if (pf.opts.command != NULL &&
 	    child_start(&pf.child, pf.opts.command, pf.socket_path,
 		pf.have_app_cred ? &pf.app_cred : NULL, &cause) != 0)

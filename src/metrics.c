@@ -64,7 +64,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	    &ms->start_time);
 
 	ms->pool_size = reg->pool.size;
-	ms->pool_free = pool_free(&reg->pool);
+	ms->pool_nfree = pool_nfree(&reg->pool);
 	ms->port_low = reg->pool.low;
 	ms->leases = reg->count;
 	ms->registrations = reg->stats.registrations;
@@ -72,10 +72,10 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	memcpy(ms->ends, reg->stats.ends, sizeof ms->ends);
 	if (src->sdfile != NULL) {
 		ms->have_sdfile = 1;
-		ms->sd_path = src->sdfile->m.path;
-		ms->sd_writes = src->sdfile->m.writes;
-		ms->sd_errors = src->sdfile->m.errors;
-		ms->sd_last_write = src->sdfile->m.last_write;
+		ms->sd_path = src->sdfile->path;
+		ms->sd_writes = src->sdfile->writes;
+		ms->sd_errors = src->sdfile->errors;
+		ms->sd_last_write = src->sdfile->last_write;
 	}
 	if (src->child != NULL) {
 		ms->child_pid = src->child->exited ? 0 : src->child->pid;
@@ -86,7 +86,6 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	if (src->spawn != NULL) {
 		ms->have_spawn = 1;
 		ms->spawn = *spawn_stats(src->spawn);
-		ms->spawn.slot_restarts = NULL;
 	}
 	if (src->discover != NULL) {
 		ms->have_discover = 1;
@@ -125,7 +124,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 }
 
 void
-metrics_snapshot_free(struct metrics_snapshot *ms)
+metrics_snapshot_finish(struct metrics_snapshot *ms)
 {
 	free(ms->workers);
 	memset(ms, 0, sizeof *ms);
@@ -265,7 +264,7 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	metrics_ull(out, "promfork_port_pool_size", "gauge",
 	    "Ports in --port-range.", ms->pool_size);
 	metrics_ull(out, "promfork_port_pool_free", "gauge",
-	    "Ports of the range not leased now.", ms->pool_free);
+	    "Ports of the range not leased now.", ms->pool_nfree);
 	if (ms->have_sdfile) {
 		metrics_ull(out, "promfork_sd_writes_total", "counter",
 		    "Times the file_sd file was written.", ms->sd_writes);

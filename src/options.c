@@ -108,29 +108,12 @@ options_usage(void)
 	fputs(options_help_tail, stdout);
 }
 
-static int
-options_parse_port(const char *s, uint16_t *port)
-{
-	char *end;
-	long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 int
 options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
     char **cause)
 {
 	const char *dash = strchr(s, '-');
-	char *first;
-	int rc;
+	long long lo, hi;
 
 	if (dash == NULL) {
 		xasprintf(cause,
@@ -139,16 +122,16 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 		    s);
 		return -1;
 	}
-	first = xstrndup(s, (size_t)(dash - s));
-	rc = options_parse_port(first, low);
-	free(first);
-	if (rc != 0 || options_parse_port(dash + 1, high) != 0) {
+	if (decimal_parse_n(s, (size_t)(dash - s), 1, 65535, &lo, NULL) != 0 ||
+	    decimal_parse(dash + 1, 1, 65535, &hi, NULL) != 0) {
 		xasprintf(cause,
 		    "--port-range \"%s\": ports must be whole "
 		    "numbers from 1 to 65535, e.g. 9400-9463",
 		    s);
 		return -1;
 	}
+	*low = (uint16_t)lo;
+	*high = (uint16_t)hi;
 	if (*low > *high) {
 		xasprintf(cause,
 		    "--port-range \"%s\" is reversed: write the "
@@ -162,16 +145,9 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 static int
 options_parse_ms(const char *s, int min, int max, int *ms)
 {
-	long v = 0;
+	long long v;
 
-	if (*s == '\0' || strlen(s) > 6)
-		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (*s - '0');
-	}
-	if (v < min || v > max)
+	if (decimal_parse(s, min, max, &v, NULL) != 0)
 		return -1;
 	*ms = (int)v;
 	return 0;
@@ -210,13 +186,9 @@ enum {
 static int
 options_parse_count(const char *arg, int *count)
 {
-	char *end;
-	long v;
+	long long v;
 
-	errno = 0;
-	v = strtol(arg, &end, 10);
-	if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' || v < 1 ||
-	    v > 65536)
+	if (decimal_parse(arg, 1, 65536, &v, NULL) != 0)
 		return -1;
 	*count = (int)v;
 	return 0;
@@ -272,13 +244,10 @@ options_parse_id(const char *s, int group, unsigned int *id, char **cause)
 {
 	struct passwd *pw;
 	struct group *gr;
-	char *end;
-	unsigned long v;
+	long long v;
 
 	if (*s >= '0' && *s <= '9') {
-		errno = 0;
-		v = strtoul(s, &end, 10);
-		if (errno == 0 && *end == '\0' && v < UINT_MAX) {
+		if (decimal_parse(s, 0, UINT_MAX - 1, &v, NULL) == 0) {
 			*id = (unsigned int)v;
 			return 0;
 		}
@@ -612,7 +581,7 @@ usage:
 }
 
 void
-options_free(struct options *o)
+options_finish(struct options *o)
 {
 	free(o->sd_file);
 	free(o->socket_path);
@@ -624,6 +593,6 @@ options_free(struct options *o)
 	free(o->user);
 	free(o->group);
 	free(o->privsep_user);
-	labels_clear(&o->labels);
+	labels_finish(&o->labels);
 	memset(o, 0, sizeof *o);
 }

@@ -214,7 +214,7 @@ proc_exited(int pidfd)
  * and the caller must check the start time again later.
  */
 int
-proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
+proc_ref_init(pid_t pid, struct proc_ref *ref, char **cause)
 {
 	int err;
 
@@ -241,13 +241,13 @@ proc_ref_open(pid_t pid, struct proc_ref *ref, char **cause)
 
 fail:
 	err = errno;
-	proc_ref_close(ref);
+	proc_ref_finish(ref);
 	errno = err;
 	return -1;
 }
 
 void
-proc_ref_close(struct proc_ref *ref)
+proc_ref_finish(struct proc_ref *ref)
 {
 	if (ref->pidfd != -1)
 		close(ref->pidfd);

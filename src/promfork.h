@@ -71,6 +71,11 @@ void buf_reserve(struct buf *, size_t);
 void buf_add(struct buf *, const void *, size_t);
 void buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
 void buf_finish(struct buf *);
+/* decimal.c */
+int decimal_parse_n(const char *, size_t, long long min, long long max,
+    long long *, char **cause);
+int decimal_parse(const char *, long long min, long long max, long long *,
+    char **cause);
 
 /* label.c */
 struct label {
@@ -92,7 +97,7 @@ json_t *labels_to_json(const struct labels *);
 const char *labels_get(const struct labels *, const char *name);
 int labels_equal(const struct labels *, const struct labels *);
 void labels_copy(struct labels *, const struct labels *);
-void labels_clear(struct labels *);
+void labels_finish(struct labels *);
 
 /* options.c */
 struct options {
@@ -130,7 +135,7 @@ options_parse(struct options *, int argc, char **argv, char **message);
 int
 options_parse_port_range(const char *, uint16_t *, uint16_t *, char **cause);
 void options_usage(void);
-void options_free(struct options *);
+void options_finish(struct options *);
 
 /* pool.c */
 typedef int (*pool_probe_fn)(uint16_t port, void *arg);
@@ -149,8 +154,7 @@ int pool_take(struct pool *);
 int pool_claim(struct pool *, int slot);
 void pool_release(struct pool *, int slot);
 uint16_t pool_port(const struct pool *, int slot);
-int pool_slot(const struct pool *, uint16_t port);
-size_t pool_free(const struct pool *);
+size_t pool_nfree(const struct pool *);
 int pool_port_bindable(uint16_t port, void *arg);
 
 /* proc.c */
@@ -174,8 +178,8 @@ struct proc_ref {
 	int pidfd;
 	struct proc_stat st;
 };
-int proc_ref_open(pid_t, struct proc_ref *, char **cause);
-void proc_ref_close(struct proc_ref *);
+int proc_ref_init(pid_t, struct proc_ref *, char **cause);
+void proc_ref_finish(struct proc_ref *);
 #define PROC_GROUPS_MAX 256
 /* Who a process runs as, from /proc/PID/status. */
 struct proc_creds {
@@ -309,6 +313,7 @@ void registry_check(struct registry *);
 void registry_clear(struct registry *, enum lease_end);
 const char *lease_end_name(enum lease_end);
 const char *lease_source_name(enum lease_source);
+int lease_source_parse(const char *, enum lease_source *);
 void lease_close(struct lease *, enum lease_end);
 struct scrape_result;
 void lease_record_scrape(struct lease *, const struct scrape_result *);
@@ -321,46 +326,43 @@ struct target_config {
 	 * __metrics_path__ is /workers/N/metrics: scrapes go through the proxy. */
 	const char *proxy_address;
 };
-json_t *target_groups(const struct registry *, const struct target_config *);
 char *
 target_render(const struct registry *, const struct target_config *, size_t *);
 char *target_address(const struct target_config *, uint16_t port);
 
-/* sdfile.c */
-/* writer.c */
-/* results: writes finished since the last call; cause: why the last of
- * them failed, NULL when it succeeded */
-typedef void (*writer_done_fn)(int results, const char *cause, void *arg);
-struct writer;
-struct writer *
-writer_create(struct event_base *, const char *path, writer_done_fn, void *arg);
-void writer_set_mode(struct writer *, mode_t);
-void writer_submit(struct writer *, char *data, size_t len);
-void writer_drain(struct writer *);
-void writer_free(struct writer *);
+/* file.c */
+char *file_dir(const char *path);
+int file_dir_writable(const char *dir);
+int file_replace(const char *path, const char *data, size_t len, mode_t,
+    char **cause);
+int
+file_read(const char *path, size_t max, char **buf, size_t *len, char **cause);
 
-/* writer.c: a file kept in step with the registry */
+/* mirror.c: a file kept in step with the registry, written off the loop */
+typedef char *(*mirror_render_fn)(const struct registry *, const void *arg,
+    size_t *len); /* malloc'd text */
 struct mirror_config {
 	const char *path;
 	const char *what; /* for the log: "sd file" */
 	struct registry *reg;
-	char *(*render)(void *arg, size_t *len); /* malloc'd text */
-	void *arg;
+	mirror_render_fn render;
+	const void *arg;
 	int debounce_ms; /* changes coalesced this long */
 	int retry_ms; /* after a failed write */
 	mode_t mode; /* of the file; 0: 0644 */
 };
+struct mirror_thread;
 struct mirror {
 	char *path;
 	const char *what;
 	struct registry *reg;
-	char *(*render)(void *arg, size_t *len);
-	void *arg;
+	mirror_render_fn render;
+	const void *arg;
 	int debounce_ms;
 	int retry_ms;
 	mode_t mode;
 	struct event *ev_write;
-	struct writer *writer; /* writes off the loop */
+	struct mirror_thread *thread; /* writes off the loop; NULL stopped */
 	unsigned long long writes;
 	unsigned long long errors;
 	time_t last_write;
@@ -368,23 +370,18 @@ struct mirror {
 void mirror_init(struct mirror *, const struct mirror_config *);
 int mirror_flush(struct mirror *);
 void mirror_stop(struct mirror *);
-void mirror_free(struct mirror *);
+void mirror_finish(struct mirror *);
 
 /* sdfile.c */
-struct sdfile {
-	struct mirror m;
-	const struct target_config *tc;
+enum sd_exit {
+	SD_EXIT_EMPTY, /* [], for a Prometheus that outlives us */
+	SD_EXIT_REMOVE, /* --sd-remove-on-exit */
+	SD_EXIT_KEEP /* the current workers, who outlive us (standalone) */
 };
 int sdfile_check(const char *path, char **cause);
-int
-sdfile_replace(const char *path, const char *data, size_t len, char **cause);
-int sdfile_replace_mode(const char *path, const char *data, size_t len, mode_t,
-    char **cause);
-void sdfile_init(struct sdfile *, const char *path, struct registry *,
+void sdfile_init(struct mirror *, const char *path, struct registry *,
     const struct target_config *);
-int sdfile_flush(struct sdfile *);
-#define SDFILE_KEEP 2 /* sdfile_finish: leave the current workers */
-int sdfile_finish(struct sdfile *, int remove);
+int sdfile_finish(struct mirror *, enum sd_exit);
 
 /* http.c */
 #define HTTP_HEADERS_MAX 32
@@ -421,7 +418,7 @@ struct http_peer {
 };
 int http_request_parse(const char *, size_t, const struct http_limits *,
     struct http_request *, size_t *consumed, int *status);
-void http_request_clear(struct http_request *);
+void http_request_finish(struct http_request *);
 const char *http_request_header(const struct http_request *, const char *);
 const char *http_status_text(int);
 
@@ -448,9 +445,6 @@ void http_reply(struct http_conn *, int status, const char *content_type,
 void http_reply_json(struct http_conn *, int status, json_t *);
 void http_reply_error(struct http_conn *, int status, const char *fmt, ...)
     PRINTFLIKE(3, 4);
-struct evbuffer *
-http_reply_start(struct http_conn *, int status, const char *content_type);
-void http_reply_flush(struct http_conn *);
 void http_reply_end(struct http_conn *);
 void http_reply_stream(struct http_conn *, int status, const char *content_type,
     long long length);
@@ -479,6 +473,8 @@ struct api_config {
 };
 struct api;
 mode_t api_socket_mode(const struct api_config *, gid_t *);
+void api_socket_default(const struct api_config *, char **path, char **dir);
+int api_socket_probe(const char *path, char **cause);
 int api_listen(const char *path, const struct api_config *, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
@@ -500,6 +496,7 @@ int api_authorise_process(const struct api_config *, const struct registry *,
 #define DISCOVER_SOCKS_MAX 65536
 struct discover_sock {
 	uint32_t inode;
+	uid_t uid; /* the socket's owner */
 	uint16_t port;
 	uint8_t family;
 	uint8_t state; /* the kernel's TCP state */
@@ -536,12 +533,17 @@ int discover_parse_diag(const void *, size_t, uint32_t seq, uint16_t low,
     uint16_t high, struct discover_socks *, int *done, char **cause);
 int discover_parse_fdlink(const char *, size_t, uint32_t *inode, char **cause);
 void discover_tree_mark(struct discover_proc *, size_t, pid_t root);
-void discover_socks_clear(struct discover_socks *);
+void discover_socks_finish(struct discover_socks *);
+int discover_listeners(uint16_t low, uint16_t high, struct discover_socks *,
+    char **cause);
+void discover_holders(const struct discover_socks *, pid_t *pids);
 struct discover *discover_create(struct event_base *, struct registry *,
     const struct discover_config *, char **cause);
 int discover_scan(struct discover *);
 const struct discover_stats *discover_stats(const struct discover *);
 void discover_free(struct discover *);
+struct discover *
+discover_setup(struct event_base *, struct registry *, const struct options *);
 
 /* scrape.c */
 #define SCRAPE_HEAD_MAX (16 * 1024)
@@ -672,14 +674,13 @@ struct fanout_scratch {
 };
 void fanout_serve(struct http_conn *, struct registry *, int deadline_ms,
     struct fanout_scratch *);
-void fanout_scratch_free(struct fanout_scratch *);
+void fanout_scratch_finish(struct fanout_scratch *);
 
 /* spawn.c: what its supervisor counts, shown in /metrics */
 struct spawn_stats {
 	unsigned long long starts; /* forks of COMMAND */
 	unsigned long long restarts; /* starts after a death or for HUP */
 	unsigned long long deaths; /* exits nobody asked for */
-	unsigned long long *slot_restarts; /* per pool slot */
 	unsigned int workers; /* wanted now: --workers, TTIN, TTOU */
 	unsigned int backoff; /* dead, waiting to be restarted */
 	unsigned int crash_looping; /* failed SPAWN_LOOP_FAILURES+ in a row */
@@ -707,7 +708,7 @@ struct metrics_snapshot {
 	double cpu_seconds;
 	long long rss_bytes;
 	size_t pool_size;
-	size_t pool_free;
+	size_t pool_nfree;
 	uint16_t port_low;
 	size_t leases;
 	unsigned long long registrations;
@@ -722,7 +723,7 @@ struct metrics_snapshot {
 	unsigned long long child_exits;
 	int http_conns;
 	int have_spawn; /* --workers: the fields below are set */
-	struct spawn_stats spawn; /* without slot_restarts */
+	struct spawn_stats spawn;
 	int have_discover; /* --discover: the fields below are set */
 	struct discover_stats discover;
 	struct metrics_worker *workers; /* slots that ever had a lease */
@@ -730,7 +731,7 @@ struct metrics_snapshot {
 };
 struct metrics_sources {
 	const struct registry *reg;
-	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	const struct http_server *http; /* the listener's, for its conns */
 	struct spawn *spawn; /* NULL without --workers */
@@ -738,7 +739,7 @@ struct metrics_sources {
 };
 void metrics_snapshot_take(struct metrics_snapshot *,
     const struct metrics_sources *);
-void metrics_snapshot_free(struct metrics_snapshot *);
+void metrics_snapshot_finish(struct metrics_snapshot *);
 void metrics_render(struct evbuffer *, const struct metrics_snapshot *);
 
 /* status.c */
@@ -752,7 +753,7 @@ void status_serve(struct http_conn *, struct registry *,
 struct web_config {
 	struct registry *reg;
 	const struct target_config *tc;
-	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
@@ -770,6 +771,7 @@ void web_free(struct web *);
 /* child.c */
 struct child {
 	pid_t pid;
+	const char *name; /* argv[0], for the log */
 	int exited;
 	int status; /* exit status promfork should pass on */
 	unsigned long long reaped; /* processes reaped: the command, orphans */
@@ -779,6 +781,8 @@ pid_t child_fork(char **argv, char *const *env, int deathsig,
 int child_start(struct child *, char **argv, const char *socket_path,
     const struct privsep_cred *, char **cause);
 int child_wait_status(int wstatus);
+typedef void (*child_reaped_fn)(pid_t, int wstatus, void *arg);
+void child_reap(struct child *, struct registry *, child_reaped_fn, void *arg);
 void child_signal(struct child *, int sig);
 
 /* spawn.c */
@@ -801,6 +805,9 @@ void spawn_signal(struct spawn *, int sig);
 void spawn_reaped(struct spawn *, pid_t, int wstatus);
 int spawn_done(const struct spawn *);
 const struct spawn_stats *spawn_stats(struct spawn *);
+struct spawn *
+spawn_setup(struct event_base *, struct registry *, const struct options *,
+    const char *socket_path, const struct privsep_cred *);
 char **spawn_argv(char **command, int worker, uint16_t port);
 void spawn_argv_free(char **);
 unsigned int spawn_backoff_ms(unsigned int failures);
@@ -817,17 +824,15 @@ struct state_entry {
 	time_t created;
 	struct labels labels;
 };
-struct state {
-	struct mirror m;
-};
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
     char *boot_id, char **cause);
 void state_entries_free(struct state_entry *, size_t);
 char *state_render(const struct registry *, size_t *);
-void state_init(struct state *, const char *path, struct registry *);
-int state_adopt(struct state *, const struct api_config *, char **cause);
-int state_flush(struct state *);
-void state_finish(struct state *);
+int state_adopt(const char *path, struct registry *, const struct api_config *,
+    char **cause);
+int state_init(struct mirror *, const char *path, struct registry *,
+    const struct api_config *);
+void state_finish(struct mirror *);
 
 /* client.c */
 int client_lease_main(int argc, char **argv);
@@ -839,13 +844,6 @@ void notify_ready(void);
 void notify_stopping(void);
 
 /* check.c */
-struct check_sock {
-	uint16_t port; /* local port */
-	int state; /* 0x0a is LISTEN */
-	uid_t uid;
-	unsigned long long inode;
-};
-int check_tcp_parse(const char *, size_t, struct check_sock *);
 int check_socket(const char *path, char **cause);
 int check_run(const struct options *);
 

@@ -22,6 +22,7 @@
 static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
 	"gone", "shutdown" };
 static const char *const lease_source_names[] = { "api", "discover", "spawn" };
+#define LEASE_SOURCES (sizeof lease_source_names / sizeof lease_source_names[0])
 
 static void registry_exits_cb(evutil_socket_t, short, void *);
 static void registry_release(struct registry *, int slot);
@@ -36,6 +37,21 @@ const char *
 lease_source_name(enum lease_source s)
 {
 	return lease_source_names[s];
+}
+
+/* The source lease_source_name calls s; -1 for any other string. */
+int
+lease_source_parse(const char *s, enum lease_source *source)
+{
+	size_t i;
+
+	for (i = 0; s != NULL && i < LEASE_SOURCES; i++) {
+		if (strcmp(s, lease_source_names[i]) == 0) {
+			*source = (enum lease_source)i;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static void
@@ -264,7 +280,7 @@ lease_close(struct lease *l, enum lease_end why)
 	reg->count--;
 	registry_release(reg, l->worker);
 	reg->stats.ends[why]++;
-	labels_clear(&l->labels);
+	labels_finish(&l->labels);
 	free(l);
 	registry_changed(reg);
 }
@@ -350,7 +366,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 			/* registered now: no longer ends with its listener */
 			if (source == LEASE_API && l->source == LEASE_DISCOVER)
 				l->source = LEASE_API;
-			proc_ref_close(ref);
+			proc_ref_finish(ref);
 			return l;
 		}
 		lease_close(l, LEASE_END_EXIT);
@@ -358,7 +374,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 
 	registry_sweep(reg);
 	if ((slot = registry_take(reg, slot, source)) < 0) {
-		proc_ref_close(ref);
+		proc_ref_finish(ref);
 		xasprintf(cause,
 		    "no free port in %u-%u: all %zu ports are "
 		    "leased or held by other processes; widen --port-range",
@@ -411,7 +427,7 @@ void
 registry_relabel(struct registry *reg, struct lease *l,
     const struct labels *labels)
 {
-	labels_clear(&l->labels);
+	labels_finish(&l->labels);
 	labels_copy(&l->labels, labels);
 	log_info("worker %d (pid %d) relabelled", l->worker, (int)l->pid);
 	registry_changed(reg);
@@ -426,7 +442,7 @@ registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
 	struct proc_ref ref;
 
 	*created = 0;
-	if (proc_ref_open(pid, &ref, cause) != 0) {
+	if (proc_ref_init(pid, &ref, cause) != 0) {
 		*error =
 		    proc_out_of_fds(errno) ? REGISTRY_NOFDS : REGISTRY_GONE;
 		return NULL;

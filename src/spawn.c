@@ -293,10 +293,8 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 		return;
 	}
 	sp->stats.starts++;
-	if (restart) {
+	if (restart)
 		sp->stats.restarts++;
-		sp->stats.slot_restarts[w->slot]++;
-	}
 	w->pid = pid;
 	w->state = SPAWN_RUNNING;
 	log_info("started worker %d as pid %d on port %u", w->slot, (int)pid,
@@ -598,8 +596,6 @@ spawn_create(struct event_base *base, struct registry *reg,
 	if (cfg->socket_path != NULL)
 		sp->socket_path = xstrdup(cfg->socket_path);
 	sp->cred = cfg->cred;
-	sp->stats.slot_restarts =
-	    xcalloc(reg->pool.size, sizeof *sp->stats.slot_restarts);
 	sp->ev_roll = evtimer_new(base, spawn_roll_cb, sp);
 	for (i = 0; i < cfg->workers; i++) {
 		if (spawn_grow(sp, cause) != 0) {
@@ -607,6 +603,27 @@ spawn_create(struct event_base *base, struct registry *reg,
 			return NULL;
 		}
 	}
+	return sp;
+}
+
+/* --workers: the supervisor of the options' command; exits on failure. */
+struct spawn *
+spawn_setup(struct event_base *base, struct registry *reg,
+    const struct options *o, const char *socket_path,
+    const struct privsep_cred *cred)
+{
+	struct spawn_config cfg;
+	struct spawn *sp;
+	char *cause = NULL;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.command = o->command;
+	cfg.workers = o->workers;
+	cfg.grace_ms = o->grace_ms;
+	cfg.socket_path = socket_path;
+	cfg.cred = cred;
+	if ((sp = spawn_create(base, reg, &cfg, &cause)) == NULL)
+		fatalx("%s", cause);
 	return sp;
 }
 
@@ -632,7 +649,6 @@ spawn_free(struct spawn *sp)
 	free(sp->w);
 	spawn_argv_free(sp->command);
 	event_free(sp->ev_roll);
-	free(sp->stats.slot_restarts);
 	free(sp->socket_path);
 	free(sp);
 }

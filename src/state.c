@@ -15,16 +15,12 @@
  * the boot that wrote it, and only when a registration of its process now
  * would be allowed: a tampered or stale file adopts nothing else.
  */
-#include <sys/stat.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/event.h>
 #include <jansson.h>
 
 #include "promfork.h"
@@ -32,8 +28,6 @@
 #define STATE_DEBOUNCE_MS 5
 #define STATE_RETRY_MS 1000
 #define STATE_LEASES_MAX 65536 /* one per port at most */
-
-static const char *const state_sources[] = { "api", "discover", "spawn" };
 
 void
 state_entries_free(struct state_entry *e, size_t n)
@@ -43,7 +37,7 @@ state_entries_free(struct state_entry *e, size_t n)
 	if (e == NULL)
 		return;
 	for (i = 0; i < n; i++)
-		labels_clear(&e[i].labels);
+		labels_finish(&e[i].labels);
 	free(e);
 }
 
@@ -71,7 +65,6 @@ state_parse_entry(json_t *obj, size_t idx, struct state_entry *e, char **cause)
 	const char *source;
 	json_t *labels;
 	long long v;
-	size_t i;
 
 	if (!json_is_object(obj)) {
 		xasprintf(cause, "lease %zu is not an object", idx);
@@ -94,21 +87,13 @@ state_parse_entry(json_t *obj, size_t idx, struct state_entry *e, char **cause)
 	e->created = (time_t)v;
 
 	source = json_string_value(json_object_get(obj, "source"));
-	for (i = 0; source != NULL &&
-	     i < sizeof state_sources / sizeof state_sources[0];
-	     i++) {
-		if (strcmp(source, state_sources[i]) == 0)
-			break;
-	}
-	if (source == NULL ||
-	    i == sizeof state_sources / sizeof state_sources[0]) {
+	if (lease_source_parse(source, &e->source) != 0) {
 		xasprintf(cause,
 		    "lease %zu: \"source\" must be \"api\", "
 		    "\"discover\" or \"spawn\"",
 		    idx);
 		return -1;
 	}
-	e->source = (enum lease_source)i;
 
 	if ((labels = json_object_get(obj, "labels")) != NULL &&
 	    labels_from_json(&e->labels, labels, cause) != 0) {
@@ -282,53 +267,14 @@ state_render(const struct registry *reg, size_t *len)
 	return text;
 }
 
-/* Reads path whole; a missing file is an empty state (*len 0, NULL). */
-static int
-state_read(const char *path, char **buf, size_t *len, char **cause)
-{
-	struct stat sb;
-	ssize_t r;
-	size_t got = 0;
-	int fd;
-
-	*buf = NULL;
-	*len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		if (errno == ENOENT)
-			return 0;
-		xasprintf(cause, "cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
-	    sb.st_size > STATE_FILE_MAX) {
-		xasprintf(cause, "%s is not a regular file of at most %d bytes",
-		    path, STATE_FILE_MAX);
-		close(fd);
-		return -1;
-	}
-	*buf = xmalloc((size_t)sb.st_size + 1);
-	while (got < (size_t)sb.st_size) {
-		r = read(fd, *buf + got, (size_t)sb.st_size - got);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	close(fd);
-	*len = got;
-	return 0;
-}
-
 /*
  * Takes up one saved lease if its process is still the same one and a
  * registration of it would be allowed now.
  */
 static int
-state_adopt_entry(struct state *st, const struct api_config *acfg,
+state_adopt_entry(struct registry *reg, const struct api_config *acfg,
     const struct state_entry *e)
 {
-	struct registry *reg = st->m.reg;
 	struct proc_ref ref;
 	struct lease *l;
 	enum registry_error error;
@@ -343,11 +289,11 @@ state_adopt_entry(struct state *st, const struct api_config *acfg,
 		    e->worker, (int)e->pid, e->port);
 		return -1;
 	}
-	if (proc_ref_open(e->pid, &ref, &cause) != 0 ||
+	if (proc_ref_init(e->pid, &ref, &cause) != 0 ||
 	    ref.st.starttime != e->starttime) {
 		log_info("state: worker %d (pid %d, port %u) is gone; dropped",
 		    e->worker, (int)e->pid, e->port);
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		free(cause);
 		return -1;
 	}
@@ -357,7 +303,7 @@ state_adopt_entry(struct state *st, const struct api_config *acfg,
 		log_warnx("state: worker %d (pid %d) not taken up: %s",
 		    e->worker, (int)e->pid,
 		    cause != NULL ? cause : "promfork itself");
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
 		free(cause);
 		return -1;
 	}
@@ -377,10 +323,11 @@ state_adopt_entry(struct state *st, const struct api_config *acfg,
 /*
  * Reads the state file and takes up every lease whose process still runs;
  * returns how many, or -1 when the file cannot be read or parsed (then
- * nothing is taken up).  The caller writes the file back with state_flush.
+ * nothing is taken up).  state_init writes the file back.
  */
 int
-state_adopt(struct state *st, const struct api_config *acfg, char **cause)
+state_adopt(const char *path, struct registry *reg,
+    const struct api_config *acfg, char **cause)
 {
 	struct state_entry *e = NULL;
 	size_t n = 0, i;
@@ -388,12 +335,12 @@ state_adopt(struct state *st, const struct api_config *acfg, char **cause)
 	size_t len;
 	int adopted = 0;
 
-	if (state_read(st->m.path, &buf, &len, cause) != 0)
+	if (file_read(path, STATE_FILE_MAX, &buf, &len, cause) != 0)
 		return -1;
 	if (buf == NULL)
 		return 0;
 	if (state_parse(buf, len, &e, &n, boot_id, &inner) != 0) {
-		xasprintf(cause, "%s: %s", st->m.path, inner);
+		xasprintf(cause, "%s: %s", path, inner);
 		free(inner);
 		free(buf);
 		return -1;
@@ -403,50 +350,52 @@ state_adopt(struct state *st, const struct api_config *acfg, char **cause)
 		xasprintf(cause,
 		    "%s was written before the last reboot; its %zu "
 		    "processes are not the ones running now",
-		    st->m.path, n);
+		    path, n);
 		state_entries_free(e, n);
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
-		if (state_adopt_entry(st, acfg, &e[i]) == 0)
+		if (state_adopt_entry(reg, acfg, &e[i]) == 0)
 			adopted++;
 	}
 	state_entries_free(e, n);
-	log_info("state: took up %d of %zu workers from %s", adopted, n,
-	    st->m.path);
+	log_info("state: took up %d of %zu workers from %s", adopted, n, path);
 	return adopted;
 }
 
 static char *
-state_render_mirror(void *arg, size_t *len)
+state_render_mirror(const struct registry *reg, const void *arg, size_t *len)
 {
-	struct state *st = arg;
-
-	return state_render(st->m.reg, len);
+	return state_render(reg, len);
 }
 
-/* Writes the file now, on the loop: at start. */
+/*
+ * Starts the state file's mirror: takes up the workers a previous promfork
+ * left running, then writes the file back at once, to fail early.  Returns
+ * -1 when it cannot be written (the mirror has logged why).
+ */
 int
-state_flush(struct state *st)
-{
-	return mirror_flush(&st->m);
-}
-
-void
-state_init(struct state *st, const char *path, struct registry *reg)
+state_init(struct mirror *m, const char *path, struct registry *reg,
+    const struct api_config *acfg)
 {
 	struct mirror_config cfg = {
 		.path = path,
 		.what = "state file",
 		.reg = reg,
 		.render = state_render_mirror,
-		.arg = st,
+		.arg = NULL,
 		.debounce_ms = STATE_DEBOUNCE_MS,
 		.retry_ms = STATE_RETRY_MS,
 		.mode = 0600, /* pids and labels are nobody else's business */
 	};
+	char *cause = NULL;
 
-	mirror_init(&st->m, &cfg);
+	mirror_init(m, &cfg);
+	if (state_adopt(path, reg, acfg, &cause) == -1) {
+		log_warnx("%s; starting without the saved leases", cause);
+		free(cause);
+	}
+	return mirror_flush(m);
 }
 
 /*
@@ -454,9 +403,9 @@ state_init(struct state *st, const char *path, struct registry *reg)
  * outlive a standalone promfork, and the next one takes them up.
  */
 void
-state_finish(struct state *st)
+state_finish(struct mirror *m)
 {
-	mirror_stop(&st->m);
-	(void)mirror_flush(&st->m);
-	mirror_free(&st->m);
+	mirror_stop(m);
+	(void)mirror_flush(m);
+	mirror_finish(m);
 }

@@ -285,7 +285,7 @@ status_reply(struct status_req *sr)
 		fatalx("evbuffer_new");
 	metrics_snapshot_take(&ms, &sr->src);
 	status_render(page, &ms);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	/* Replying may close the connection: forget it first. */
 	http_conn_on_close(c, NULL, NULL);
 	sr->conn = NULL;

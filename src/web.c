@@ -41,24 +41,6 @@ struct web {
 	struct fanout_scratch fanout;
 };
 
-static int
-web_parse_port(const char *s, uint16_t *port)
-{
-	unsigned long v = 0;
-
-	if (*s == '\0' || strlen(s) > 5)
-		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	if (v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 /*
  * Parses ADDR:PORT: an IPv4 address, an IPv6 address in brackets, or
  * nothing (":PORT", every address).  Numeric only, so that what promfork
@@ -73,7 +55,7 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	char host[WEB_LISTEN_MAX];
 	const char *colon, *port;
 	size_t n = strlen(s);
-	uint16_t p;
+	long long p;
 
 	memset(ss, 0, sizeof *ss);
 	if (n == 0 || n >= WEB_LISTEN_MAX)
@@ -86,10 +68,10 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 		port = close + 2;
 		memcpy(host, s + 1, n);
 		host[n] = '\0';
-		if (web_parse_port(port, &p) != 0)
+		if (decimal_parse(port, 0, 65535, &p, NULL) != 0)
 			goto bad_port;
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(p);
+		sin6->sin6_port = htons((uint16_t)p);
 		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
 			goto bad;
 		*len = sizeof *sin6;
@@ -100,18 +82,18 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	n = (size_t)(colon - s);
 	memcpy(host, s, n);
 	host[n] = '\0';
-	if (web_parse_port(colon + 1, &p) != 0)
+	if (decimal_parse(colon + 1, 0, 65535, &p, NULL) != 0)
 		goto bad_port;
 	if (n == 0) {
 		/* Every address: IPv6 and, through it, IPv4. */
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(p);
+		sin6->sin6_port = htons((uint16_t)p);
 		sin6->sin6_addr = in6addr_any;
 		*len = sizeof *sin6;
 		return 0;
 	}
 	sin->sin_family = AF_INET;
-	sin->sin_port = htons(p);
+	sin->sin_port = htons((uint16_t)p);
 	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
 		goto bad;
 	*len = sizeof *sin;
@@ -219,16 +201,13 @@ web_address(int fd, const char *target_host)
 static int
 web_worker(const char *s, size_t len)
 {
-	long v = 0;
-	size_t i;
+	long long v;
 
-	if (len == 0 || len > 5 || (s[0] == '0' && len > 1))
+	/* one spelling per worker: /workers/03/metrics is not worker 3 */
+	if (len > 1 && s[0] == '0')
 		return -1;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
+	if (decimal_parse_n(s, len, 0, 99999, &v, NULL) != 0)
+		return -1;
 	return (int)v;
 }
 
@@ -255,10 +234,15 @@ web_scrape_deadline(const struct http_request *req, int max_ms)
 	return max_ms;
 }
 
+/* http_sd: the sd file's text, from the same renderer. */
 static void
 web_targets(struct web *w, struct http_conn *c)
 {
-	http_reply_json(c, 200, target_groups(w->cfg.reg, w->cfg.tc));
+	size_t len;
+	char *text = target_render(w->cfg.reg, w->cfg.tc, &len);
+
+	http_reply(c, 200, "application/json", text, len);
+	free(text);
 }
 
 static void
@@ -271,7 +255,7 @@ web_metrics(struct web *w, struct http_conn *c)
 		fatalx("evbuffer_new");
 	metrics_snapshot_take(&ms, &w->src);
 	metrics_render(buf, &ms);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
 	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
 	evbuffer_free(buf);
@@ -355,6 +339,6 @@ web_free(struct web *w)
 	if (w == NULL)
 		return;
 	http_server_free(w->server);
-	fanout_scratch_free(&w->fanout);
+	fanout_scratch_finish(&w->fanout);
 	free(w);
 }

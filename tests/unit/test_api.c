@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static char dir[] = "/tmp/promfork-test-api.XXXXXX";
@@ -29,12 +30,6 @@ static struct event_base *base;
 static struct registry reg;
 static struct api *api;
 static struct target_config tc = { .host = "127.0.0.1" };
-
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
 
 static void
 start_cfg(uint16_t low, uint16_t high, const struct api_config *cfg)
@@ -45,7 +40,7 @@ start_cfg(uint16_t low, uint16_t high, const struct api_config *cfg)
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
-	registry_init(&reg, base, low, high, probe_all_free, NULL);
+	registry_init(&reg, base, low, high, helpers_probe_all_free, NULL);
 	fd = api_listen(sock, cfg, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
 	api = api_create(base, fd, &reg, cfg);
@@ -589,7 +584,7 @@ start_standalone(uint16_t low, const struct api_config *cfg)
 	chmod(dir, 0755);
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	base = event_base_new();
-	registry_init(&reg, base, low, low + 3, probe_all_free, NULL);
+	registry_init(&reg, base, low, low + 3, helpers_probe_all_free, NULL);
 	fd = api_listen(sock, cfg, &cause);
 	cr_assert_geq(fd, 0, "%s", cause);
 	api = api_create(base, fd, &reg, cfg);
@@ -1010,7 +1005,7 @@ Test(api, relabel_only_by_the_owner)
 	cr_assert_not_null(second, "%s", c.buf);
 	cr_assert_eq(status_of(second), 200, "the process itself may: %s",
 	    second);
-	labels_clear(&web);
+	labels_finish(&web);
 	free(c.buf);
 }
 
@@ -1046,7 +1041,7 @@ Test(api, operator_labels_refused)
 	ans = post("{\"labels\": {\"role\": \"web\"}}");
 	cr_assert_eq(status_of(ans), 201, "its own labels: %s", ans);
 	free(ans);
-	labels_clear(&op);
+	labels_finish(&op);
 }
 
 /* A root process whose child, as uid, asks for a lease for it. */
@@ -1140,4 +1135,48 @@ Test(api, standalone_owner_and_cap)
 	free(ans);
 	kill(held, SIGKILL);
 	waitpid(held, NULL, 0);
+}
+
+/* One probe for api_listen and --check: free, stale, live, not a socket. */
+Test(api_socket, probe_and_listen_over_a_stale_socket)
+{
+	char longp[sizeof((struct sockaddr_un *)0)->sun_path + 1];
+	char *cause = NULL, *d = helpers_tmpdir("api-socket");
+	char *p = helpers_path(d, "s.sock"), *f = helpers_path(d, "file");
+	struct api_config cfg = { .tree_root = getpid(),
+		.tc = &tc,
+		.command_uid = geteuid(),
+		.command_gid = getegid() };
+	int fd, fd2;
+
+	cr_assert_eq(api_socket_probe(p, &cause), 0, "nothing there");
+	fd = api_listen(p, &cfg, &cause);
+	cr_assert_geq(fd, 0, "%s", cause);
+	cr_assert_eq(api_socket_probe(p, &cause), -1, "a live promfork");
+	cr_assert(strstr(cause, "in use") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	cr_assert_eq(api_listen(p, &cfg, &cause), -1);
+	free(cause);
+	cause = NULL;
+	close(fd); /* the socket file stays behind, as after a crash */
+	cr_assert_eq(api_socket_probe(p, &cause), 1, "stale");
+	fd2 = api_listen(p, &cfg, &cause);
+	cr_assert_geq(fd2, 0, "a stale socket is replaced: %s", cause);
+	close(fd2);
+	helpers_write_file(f, "x");
+	cr_assert_eq(api_socket_probe(f, &cause), -1);
+	cr_assert(strstr(cause, "not a socket") != NULL, "%s", cause);
+	free(cause);
+	cause = NULL;
+	memset(longp, 'a', sizeof longp - 1);
+	longp[0] = '/';
+	longp[sizeof longp - 1] = '\0';
+	cr_assert_eq(api_socket_probe(longp, &cause), -1);
+	cr_assert(strstr(cause, "longer than") != NULL, "%s", cause);
+	free(cause);
+	helpers_rmtree(d);
+	free(p);
+	free(f);
+	free(d);
 }

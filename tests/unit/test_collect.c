@@ -10,6 +10,7 @@
 
 #include "netutil.h"
 #include "promfork.h"
+#include "helpers.h"
 
 /*
  * Real leases of sleeping processes in a registry whose ports are not
@@ -33,12 +34,6 @@ struct got {
 };
 static struct got g;
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 static void
 setup(void)
 {
@@ -48,7 +43,8 @@ setup(void)
 
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
-	registry_init(&reg, base, 9400, 9400 + NLEASES, probe_all_free, NULL);
+	registry_init(&reg, base, 9400, 9400 + NLEASES, helpers_probe_all_free,
+	    NULL);
 	memset(&g, 0, sizeof g);
 	for (int i = 0; i < NLEASES; i++) {
 		sleepers[i] = netutil_sleeper();

@@ -9,6 +9,7 @@
 
 #include "netutil.h"
 #include "promfork.h"
+#include "helpers.h"
 
 /*
  * A server whose only handler is the fan-out, its loop in a thread, over
@@ -26,12 +27,6 @@ static struct canned cw[WORKERS_MAX];
 static int ncw;
 static pid_t sleepers[WORKERS_MAX];
 static uint16_t port;
-
-static int
-probe_all_free(uint16_t p, void *arg)
-{
-	return 1;
-}
 
 static void
 handle(struct http_conn *c, struct http_request *req, void *arg)
@@ -55,8 +50,8 @@ start(const char *const *answers, int n)
 	/* As promfork does: a client gone is an error, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
-	registry_init(&reg, base, 9400, 9400 + WORKERS_MAX - 1, probe_all_free,
-	    NULL);
+	registry_init(&reg, base, 9400, 9400 + WORKERS_MAX - 1,
+	    helpers_probe_all_free, NULL);
 	memset(&scratch, 0, sizeof scratch);
 	ncw = n;
 	for (int i = 0; i < n; i++) {
@@ -83,7 +78,7 @@ stop(void)
 	loop_stop(&lp);
 	http_server_free(server);
 	registry_finish(&reg);
-	fanout_scratch_free(&scratch);
+	fanout_scratch_finish(&scratch);
 	event_base_free(base);
 	for (int i = 0; i < ncw; i++) {
 		kill(sleepers[i], SIGKILL);

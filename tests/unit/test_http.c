@@ -43,7 +43,7 @@ Test(http, get_with_headers)
 	cr_assert_str_eq(http_request_header(&req, "x-thing"), "spaced value");
 	cr_assert_null(http_request_header(&req, "Content-Length"));
 	cr_assert_eq(used, strlen(t) - 4, "pipelined bytes are left");
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 Test(http, post_with_body_and_bare_newlines)
@@ -57,7 +57,7 @@ Test(http, post_with_body_and_bare_newlines)
 	cr_assert_eq(req.body_len, 4);
 	cr_assert_str_eq(req.body, "{}{}");
 	cr_assert_eq(req.keep_alive, 0, "HTTP/1.0 closes by default");
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 Test(http, incomplete_until_whole)
@@ -73,7 +73,7 @@ Test(http, incomplete_until_whole)
 				 &status),
 		    0, "incomplete at %zu", n);
 	cr_assert_eq(parse(full, &req, &used, &status), 1);
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 Test(http, connection_header)
@@ -86,12 +86,12 @@ Test(http, connection_header)
 			 &used, &status),
 	    1);
 	cr_assert_eq(req.keep_alive, 0);
-	http_request_clear(&req);
+	http_request_finish(&req);
 	cr_assert_eq(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
 			 &req, &used, &status),
 	    1);
 	cr_assert_eq(req.keep_alive, 1);
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 static void

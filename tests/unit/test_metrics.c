@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static char *
@@ -93,7 +94,7 @@ fake_snapshot(struct metrics_snapshot *ms, struct metrics_worker *w)
 	ms->cpu_seconds = 1.5;
 	ms->rss_bytes = 4096;
 	ms->pool_size = 64;
-	ms->pool_free = 62;
+	ms->pool_nfree = 62;
 	ms->port_low = 9400;
 	ms->leases = 2;
 	ms->registrations = 5;
@@ -241,12 +242,6 @@ Test(metrics, empty_registry)
 	free(text);
 }
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 {
 	struct event_base *base = event_base_new();
@@ -260,7 +255,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	int created;
 	pid_t pid;
 
-	registry_init(&reg, base, 9400, 9404, probe_all_free, NULL);
+	registry_init(&reg, base, 9400, 9404, helpers_probe_all_free, NULL);
 	pid = fork();
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -276,7 +271,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	src.child = &child;
 	metrics_snapshot_take(&ms, &src);
 	cr_assert_eq(ms.pool_size, 5);
-	cr_assert_eq(ms.pool_free, 4);
+	cr_assert_eq(ms.pool_nfree, 4);
 	cr_assert_eq(ms.leases, 1);
 	cr_assert_eq(ms.child_exits, 4);
 	cr_assert_eq(ms.child_pid, 1);
@@ -294,7 +289,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	text = render(&ms);
 	check_exposition(text);
 	free(text);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -303,7 +298,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	cr_assert_eq(ms.nworkers, 1, "the slot is remembered");
 	cr_assert_not(ms.workers[0].live);
 	cr_assert_eq(ms.workers[0].leases, 1);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	registry_finish(&reg);
 	event_base_free(base);
 }

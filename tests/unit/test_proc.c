@@ -173,7 +173,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 		pause();
 		_exit(0);
 	}
-	cr_assert_eq(proc_ref_open(pid, &ref, &cause), 0, "%s", cause);
+	cr_assert_eq(proc_ref_init(pid, &ref, &cause), 0, "%s", cause);
 	cr_assert_eq(ref.pid, pid);
 	cr_assert_eq(ref.st.pid, pid);
 	cr_assert_eq(ref.st.ppid, getpid());
@@ -186,7 +186,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 			usleep(10000);
 		cr_assert(proc_exited(ref.pidfd), "the pidfd saw the exit");
 	}
-	proc_ref_close(&ref);
+	proc_ref_finish(&ref);
 	cr_assert_eq(ref.pidfd, -1);
 
 	/* exited, not yet reaped: waitid without reaping waits for that */
@@ -196,7 +196,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 		cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT),
 		    0);
 	}
-	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
+	cr_assert_eq(proc_ref_init(pid, &ref, &cause), -1);
 	cr_assert(strstr(cause, "exited") != NULL, "%s", cause);
 	cr_assert_eq(ref.pidfd, -1);
 	free(cause);
@@ -204,7 +204,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 
 	/* reaped: no such process */
 	waitpid(pid, NULL, 0);
-	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
+	cr_assert_eq(proc_ref_init(pid, &ref, &cause), -1);
 	cr_assert(strstr(cause, "no process") != NULL, "%s", cause);
 	free(cause);
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "netutil.h"
+#include "helpers.h"
 #include "promfork.h"
 
 /* A server whose only handler is the proxy to worker 0, live. */
@@ -18,12 +19,6 @@ static struct loop lp;
 static struct canned cw;
 static uint16_t port;
 static pid_t sleeper;
-
-static int
-probe_all_free(uint16_t p, void *arg)
-{
-	return 1;
-}
 
 static void
 handle(struct http_conn *c, struct http_request *req, void *arg)
@@ -56,7 +51,7 @@ start(const char *response, size_t len, int hang, int worker_up)
 		cw.fd = -1;
 	}
 	base = event_base_new();
-	registry_init(&reg, base, wport, wport, probe_all_free, NULL);
+	registry_init(&reg, base, wport, wport, helpers_probe_all_free, NULL);
 	sleeper = netutil_sleeper();
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
 	    &error, &cause);
@@ -94,15 +89,6 @@ get(const char *version, const char *extra, char **out)
 	return netutil_exchange(port, req, strlen(req), 5000, out);
 }
 
-static const char *
-body_of(const char *response)
-{
-	const char *p = strstr(response, "\r\n\r\n");
-
-	cr_assert_not_null(p, "%s", response);
-	return p + 4;
-}
-
 Test(proxy_live, length_passed_byte_for_byte)
 {
 	static char answer[4096 + 128];
@@ -120,8 +106,8 @@ Test(proxy_live, length_passed_byte_for_byte)
 	cr_assert(strstr(r, "\r\nContent-Length: 4096\r\n"));
 	cr_assert(strstr(r, "\r\nContent-Type: application/octet-stream\r\n"));
 	cr_assert_null(strstr(r, "Transfer-Encoding"));
-	cr_assert_eq(len - (size_t)(body_of(r) - r), 4096);
-	cr_assert_eq(memcmp(body_of(r), expect + n, 4096), 0);
+	cr_assert_eq(len - (size_t)(helpers_body_of(r) - r), 4096);
+	cr_assert_eq(memcmp(helpers_body_of(r), expect + n, 4096), 0);
 	free(r);
 	stop();
 }
@@ -138,7 +124,7 @@ Test(proxy_live, close_delimited_to_an_http10_client)
 	cr_assert_null(strstr(r, "Content-Length"));
 	cr_assert(strstr(r, "Content-Type: text/plain; version=0.0.4"),
 	    "the exposition type when the worker names none");
-	cr_assert_str_eq(body_of(r), "x 1\n");
+	cr_assert_str_eq(helpers_body_of(r), "x 1\n");
 	free(r);
 	stop();
 }
@@ -168,7 +154,7 @@ Test(proxy_live, worker_status_passed_on)
 	start(answer, sizeof answer - 1, 0, 1);
 	get("1.1", "", &r);
 	cr_assert(strncmp(r, "HTTP/1.1 503 ", 13) == 0, "%s", r);
-	cr_assert_str_eq(body_of(r), "busy");
+	cr_assert_str_eq(helpers_body_of(r), "busy");
 	free(r);
 	stop();
 }
@@ -183,7 +169,7 @@ Test(proxy_live, cut_short_body_is_seen_as_cut)
 	start(answer, sizeof answer - 1, 0, 1);
 	len = get("1.1", "", &r);
 	cr_assert(strstr(r, "\r\nContent-Length: 100\r\n"), "%s", r);
-	cr_assert_lt(len - (size_t)(body_of(r) - r), 100);
+	cr_assert_lt(len - (size_t)(helpers_body_of(r) - r), 100);
 	free(r);
 	stop();
 }
@@ -196,8 +182,9 @@ Test(proxy_live, stalled_body_has_no_last_chunk)
 	start(answer, sizeof answer - 1, 2, 1);
 	get("1.1", "X-Prometheus-Scrape-Timeout-Seconds: 0.3\r\n", &r);
 	cr_assert(strstr(r, "Transfer-Encoding: chunked"), "%s", r);
-	cr_assert(strstr(body_of(r), "7\r\npartial\r\n"), "%s", r);
-	cr_assert_null(strstr(body_of(r), "0\r\n\r\n"), "no proper end");
+	cr_assert(strstr(helpers_body_of(r), "7\r\npartial\r\n"), "%s", r);
+	cr_assert_null(strstr(helpers_body_of(r), "0\r\n\r\n"),
+	    "no proper end");
 	free(r);
 	stop();
 }

@@ -6,17 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static struct event_base *base;
 static struct registry reg;
 static int changes;
-
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
 
 static void
 changed_cb(void *arg)
@@ -28,7 +23,7 @@ static void
 setup(void)
 {
 	base = event_base_new();
-	registry_init(&reg, base, 9400, 9402, probe_all_free, NULL);
+	registry_init(&reg, base, 9400, 9402, helpers_probe_all_free, NULL);
 	registry_listen(&reg, changed_cb, NULL);
 	changes = 0;
 }
@@ -216,7 +211,7 @@ Test(registry, clear_ends_everything)
 	registry_clear(&reg, LEASE_END_SHUTDOWN);
 	cr_assert_eq(reg.count, 0);
 	cr_assert_eq(reg.stats.ends[LEASE_END_SHUTDOWN], 2);
-	cr_assert_eq(pool_free(&reg.pool), 3);
+	cr_assert_eq(pool_nfree(&reg.pool), 3);
 	kill(a, SIGKILL);
 	kill(b, SIGKILL);
 	waitpid(a, NULL, 0);
@@ -288,7 +283,7 @@ Test(registry, reserved_slot_is_held_for_its_source)
 	cr_assert_eq(registry_reserve(&reg, -1, LEASE_SPAWN), 0);
 	cr_assert_eq(registry_reserve(&reg, 0, LEASE_SPAWN), -1,
 	    "reserved twice");
-	cr_assert_eq(pool_free(&reg.pool), 2);
+	cr_assert_eq(pool_nfree(&reg.pool), 2);
 	cr_assert_eq(lease(p[0], -1, NULL)->worker, 1,
 	    "the pool skips a reserved slot");
 	cr_assert_null(lease(p[1], 0, &error),
@@ -304,7 +299,7 @@ Test(registry, reserved_slot_is_held_for_its_source)
 	/* The lease ends; the slot stays held for the next process. */
 	lease_close(l, LEASE_END_EXIT);
 	cr_assert_eq(reg.count, 1);
-	cr_assert_eq(pool_free(&reg.pool), 1, "still held");
+	cr_assert_eq(pool_nfree(&reg.pool), 1, "still held");
 	cr_assert_eq(lease(p[2], -1, NULL)->worker, 2, "the only free one");
 	cr_assert_null(registry_find_worker(&reg, 0));
 	l = lease_as(p[1], 0, LEASE_SPAWN, NULL);
@@ -312,15 +307,15 @@ Test(registry, reserved_slot_is_held_for_its_source)
 
 	/* Let go while leased: the lease keeps it until it ends. */
 	registry_unreserve(&reg, 0);
-	cr_assert_eq(pool_free(&reg.pool), 0);
+	cr_assert_eq(pool_nfree(&reg.pool), 0);
 	lease_close(l, LEASE_END_EXIT);
-	cr_assert_eq(pool_free(&reg.pool), 1, "free once the lease ended");
+	cr_assert_eq(pool_nfree(&reg.pool), 1, "free once the lease ended");
 	cr_assert_eq(registry_reserve(&reg, 0, LEASE_SPAWN), 0);
 	registry_unreserve(&reg, 0);
-	cr_assert_eq(pool_free(&reg.pool), 1, "free at once without a lease");
+	cr_assert_eq(pool_nfree(&reg.pool), 1, "free at once without a lease");
 	registry_unreserve(&reg, 0); /* not reserved: nothing happens */
 	registry_unreserve(&reg, 7); /* outside the pool: nothing happens */
-	cr_assert_eq(pool_free(&reg.pool), 1);
+	cr_assert_eq(pool_nfree(&reg.pool), 1);
 	reap(p, 3);
 }
 

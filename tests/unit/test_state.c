@@ -263,7 +263,7 @@ lease(pid_t pid, int slot, const char *role)
 	l = registry_lease_pid(&reg, pid, &ls, LEASE_API, slot, &created,
 	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
-	labels_clear(&ls);
+	labels_finish(&ls);
 	return l;
 }
 
@@ -294,9 +294,9 @@ Test(state, render_parses_back)
 
 Test(state, adopt_takes_up_live_workers_only)
 {
-	struct state st;
+	struct mirror st;
 	struct lease *l;
-	char *cause = NULL, *text, buf[2048];
+	char *text, buf[2048];
 	pid_t live = kid(0), reused = kid(1), other = kid(2), far = kid(3);
 	unsigned long long t = starttime(live);
 	pid_t dead;
@@ -323,8 +323,7 @@ Test(state, adopt_takes_up_live_workers_only)
 	    starttime(other), LOW + 40, (int)far, starttime(far));
 	write_file(path, buf);
 
-	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), 1, "%s", cause);
+	cr_assert_eq(state_init(&st, path, &reg, &acfg), 0, "written back");
 	cr_assert_eq(reg.count, 1);
 	l = registry_find_worker(&reg, 2);
 	cr_assert_not_null(l, "same slot");
@@ -332,7 +331,6 @@ Test(state, adopt_takes_up_live_workers_only)
 	cr_assert_eq(l->port, LOW + 2);
 	cr_assert_eq(l->created, 1234);
 	cr_assert_str_eq(labels_get(&l->labels, "role"), "web");
-	cr_assert_eq(state_flush(&st), 0);
 	text = read_file(path);
 	cr_assert(strstr(text, "\"worker\": 2") != NULL, "%s", text);
 	cr_assert(strstr(text, "\"worker\": 3") == NULL, "%s", text);
@@ -385,19 +383,16 @@ write_leases(const char *boot, pid_t a, pid_t b)
 /* Pids and start times of another boot say nothing of this one's. */
 Test(state, adopt_refuses_a_file_of_another_boot)
 {
-	struct state st;
 	char *cause = NULL, other[PROC_BOOT_ID_LEN + 1];
 
 	cr_assert_eq(strlen(proc_boot_id()), PROC_BOOT_ID_LEN);
 	memcpy(other, proc_boot_id(), sizeof other);
 	other[0] = other[0] == '0' ? '1' : '0';
 	write_leases(other, kid(0), kid(1));
-	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), -1);
+	cr_assert_eq(state_adopt(path, &reg, &acfg, &cause), -1);
 	cr_assert(strstr(cause, "before the last reboot") != NULL, "%s", cause);
 	cr_assert_eq(reg.count, 0);
 	free(cause);
-	state_finish(&st);
 }
 
 /*
@@ -407,7 +402,7 @@ Test(state, adopt_refuses_a_file_of_another_boot)
 Test(state, adopt_rechecks_the_owner_and_the_cap)
 {
 	static const uid_t nobody[] = { 65534 };
-	struct state st;
+	struct mirror st;
 	char *cause = NULL, *text;
 	pid_t a, b;
 	struct stat sb;
@@ -417,22 +412,18 @@ Test(state, adopt_rechecks_the_owner_and_the_cap)
 	a = kid_as(0, 65534);
 	b = kid_as(1, 65534);
 	write_leases(proc_boot_id(), a, b);
-	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), 0, "not allowed: %s",
-	    cause);
+	cr_assert_eq(state_adopt(path, &reg, &acfg, &cause), 0,
+	    "not allowed: %s", cause);
 	cr_assert_eq(reg.count, 0);
-	state_finish(&st);
 
 	write_leases(proc_boot_id(), a, b);
 	acfg.allow_uids = nobody;
 	acfg.nallow_uids = 1;
 	acfg.max_leases_per_uid = 1;
-	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), 1, "%s", cause);
+	cr_assert_eq(state_init(&st, path, &reg, &acfg), 0, "%s", cause);
 	cr_assert_eq(reg.count, 1);
 	cr_assert_eq(registry_find_worker(&reg, 1)->uid, 65534);
 	cr_assert_eq(registry_count_uid(&reg, 65534), 1);
-	cr_assert_eq(state_flush(&st), 0);
 	cr_assert_eq(stat(path, &sb), 0);
 	cr_assert_eq(sb.st_mode & 0777, 0600, "the state file is private");
 	text = read_file(path);
@@ -443,35 +434,32 @@ Test(state, adopt_rechecks_the_owner_and_the_cap)
 
 Test(state, adopt_without_a_file_or_with_a_bad_one)
 {
-	struct state st;
 	char *cause = NULL;
 
-	state_init(&st, path, &reg);
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), 0,
-	    "no file: nothing to do");
+	cr_assert_eq(state_adopt(path, &reg, &acfg, &cause), 0,
+	    "no file: nothing");
 	write_file(path, "{\"version\": 1, \"leases\": [}");
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), -1);
+	cr_assert_eq(state_adopt(path, &reg, &acfg, &cause), -1);
 	cr_assert(strstr(cause, path) != NULL, "%s", cause);
 	cr_assert(strstr(cause, "not valid JSON") != NULL, "%s", cause);
 	free(cause);
 	cause = NULL;
 	unlink(path);
 	mkdir(path, 0755);
-	cr_assert_eq(state_adopt(&st, &acfg, &cause), -1);
+	cr_assert_eq(state_adopt(path, &reg, &acfg, &cause), -1);
 	cr_assert(strstr(cause, "regular file") != NULL, "%s", cause);
 	free(cause);
 	cr_assert_eq(reg.count, 0);
 	rmdir(path);
-	state_finish(&st);
 }
 
 Test(state, every_change_is_written_and_finish_keeps_the_leases)
 {
-	struct state st;
+	struct mirror st;
 	struct lease *l;
 	char *text;
 
-	state_init(&st, path, &reg);
+	cr_assert_eq(state_init(&st, path, &reg, &acfg), 0);
 	l = lease(kid(0), -1, "web");
 	loop_ms(50);
 	text = read_file(path);
@@ -482,7 +470,7 @@ Test(state, every_change_is_written_and_finish_keeps_the_leases)
 	text = read_file(path);
 	cr_assert(strstr(text, "\"leases\": []") != NULL, "%s", text);
 	free(text);
-	cr_assert_geq(st.m.writes, 2);
+	cr_assert_geq(st.writes, 3, "at start, and twice since");
 
 	lease(kids[0], -1, NULL);
 	state_finish(&st);
@@ -493,13 +481,12 @@ Test(state, every_change_is_written_and_finish_keeps_the_leases)
 
 Test(state, unwritable_directory_is_an_error)
 {
-	struct state st;
+	struct mirror st;
 	char *p;
 
 	xasprintf(&p, "%s/no/such/dir/state.json", dir);
-	state_init(&st, p, &reg);
-	cr_assert_eq(state_flush(&st), -1);
-	cr_assert_eq(st.m.errors, 1);
+	cr_assert_eq(state_init(&st, p, &reg, &acfg), -1);
+	cr_assert_eq(st.errors, 1);
 	state_finish(&st);
 	free(p);
 }

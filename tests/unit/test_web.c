@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "netutil.h"
+#include "helpers.h"
 #include "promfork.h"
 
 static int
@@ -163,12 +164,6 @@ static uint16_t web_port;
 static pid_t sleeper;
 static char proxy_address[64];
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 static const char worker_answer[] =
     "HTTP/1.0 200 OK\r\n"
     "Content-Type: text/plain; version=0.0.4\r\n\r\n"
@@ -188,7 +183,8 @@ live_setup(void)
 	canned_start(&cw, worker_answer, sizeof worker_answer - 1);
 	canned_run(&cw);
 	base = event_base_new();
-	registry_init(&reg, base, cw.port, cw.port, probe_all_free, NULL);
+	registry_init(&reg, base, cw.port, cw.port, helpers_probe_all_free,
+	    NULL);
 	sleeper = fork();
 	if (sleeper == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -246,15 +242,6 @@ get(const char *path, size_t *len)
 	return out;
 }
 
-static const char *
-body_of(const char *response)
-{
-	const char *p = strstr(response, "\r\n\r\n");
-
-	cr_assert_not_null(p, "%s", response);
-	return p + 4;
-}
-
 Test(web_live, targets_are_http_sd)
 {
 	char *r = get("/targets", NULL);
@@ -264,7 +251,7 @@ Test(web_live, targets_are_http_sd)
 
 	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
 	cr_assert(strstr(r, "\r\nContent-Type: application/json\r\n"));
-	groups = json_loads(body_of(r), 0, &err);
+	groups = json_loads(helpers_body_of(r), 0, &err);
 	cr_assert_not_null(groups, "%s", err.text);
 	cr_assert_eq(json_array_size(groups), 1);
 	cr_assert_str_eq(json_string_value(json_array_get(
@@ -304,7 +291,7 @@ Test(web_live, proxy_passes_the_worker_answer)
 	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
 	cr_assert(strstr(r, "\r\nContent-Type: text/plain; version=0.0.4\r\n"));
 	cr_assert(strstr(r, "\r\nTransfer-Encoding: chunked\r\n"));
-	cr_assert(strstr(body_of(r),
+	cr_assert(strstr(helpers_body_of(r),
 		      "1d\r\n# TYPE app_up gauge\napp_up 1\n"
 		      "\r\n0\r\n\r\n"),
 	    "%s", r);

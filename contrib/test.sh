@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh Debian machine and runs every test:
-#   1. installs the build and test dependencies (as root, apt-get)
+#   1. installs the build and test dependencies (as root, apt-get) and the
+#      npm modules pinned in contrib/node (npm ci)
 #   2. builds promfork and runs all unit, fuzz-seed and end-to-end tests
 #   3. runs the unit tests again built with AddressSanitizer + UBSan
 #   4. runs the unit tests under valgrind (no leaks, no errors)
@@ -15,7 +16,13 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
   libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
-  uwsgi-plugin-python3 chromium systemd procps iproute2"
+  uwsgi-plugin-python3 chromium systemd procps iproute2
+  ruby puma unicorn ruby-prometheus-client-mmap python3-celery python3-redis
+  redis-server"
+# Node.js for contrib/node and its tests: installed only when the node or
+# npm command is missing (a nodejs of another origin often bundles npm, and
+# Debian's npm package would not install beside it).
+NODE_PACKAGES="nodejs npm"
 
 passed=0
 failed=0
@@ -31,6 +38,9 @@ install_deps() {
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q 'install ok installed' || missing+=("$p")
 	done
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		missing+=($NODE_PACKAGES)
+	fi
 	[ ${#missing[@]} -eq 0 ] && return 0
 	note "installing ${missing[*]}"
 	if [ "$(id -u)" -ne 0 ]; then
@@ -58,6 +68,15 @@ for line in open(sys.argv[1]):
 }
 
 install_deps || { fail "install dependencies"; echo "$passed passed, $failed failed"; exit 1; }
+
+# The npm modules pinned by contrib/node/package-lock.json (prom-client,
+# pm2) for the Node.js tests; without them those tests fail and say so.
+note "npm ci in contrib/node"
+if (cd contrib/node && npm ci --no-audit --no-fund); then
+	pass "npm ci"
+else
+	fail "npm ci in contrib/node"
+fi
 
 note "build and test"
 rm -rf build-test

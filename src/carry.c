@@ -45,15 +45,25 @@ struct carry_family {
 	uint64_t seen; /* generation of the last live answer that had it */
 };
 
+#define CARRY_TEXT_MAX 24
+
 struct carry_series {
 	char *key; /* name{labels sorted by name}: the series as rendered */
 	size_t keylen;
-	uint64_t hash;
 	uint32_t family;
 	double carried; /* finished lifetimes, and resets folded in */
 	double last; /* the current lifetime's newest value */
 	int has_last;
 	uint64_t seen; /* generation of the last live answer that had it */
+	/*
+	 * The value last applied as the worker wrote it, and the text it was
+	 * served as: most series do not change between two scrapes, and
+	 * then neither parsing nor formatting is needed.  0: none.
+	 */
+	uint8_t textlen;
+	uint8_t servedlen;
+	char text[CARRY_TEXT_MAX];
+	char served[CARRY_TEXT_MAX];
 };
 
 /* The n-th counter line of the last answer: its series, and the line up to
@@ -72,10 +82,8 @@ struct carry {
 	struct carry_series *series;
 	size_t nseries;
 	size_t seriescap;
-	uint32_t *sindex; /* open addressing: series index + 1; 0 is empty */
-	size_t sindexcap;
-	uint32_t *findex; /* the same for families */
-	size_t findexcap;
+	struct table sindex; /* of struct carry_entry: key -> series */
+	struct table findex; /* of struct carry_entry: name -> family */
 	/*
 	 * The carried series in the order the last answer gave them: a worker
 	 * writes the same lines in the same order every time, so the next
@@ -84,7 +92,7 @@ struct carry {
 	 * raw, which only grows where an answer differed from the last.
 	 */
 	struct carry_pos *order;
-	struct expo_buf raw;
+	struct buf raw;
 	size_t norder;
 	size_t ordercap;
 	size_t pos; /* counter lines of this answer so far */
@@ -92,25 +100,20 @@ struct carry {
 	uint64_t generation; /* one per carry_begin */
 	uint64_t stamp; /* of the newest answer applied */
 	int stale; /* the answer being applied started before that one */
-	struct expo_buf key; /* scratch */
-	struct expo_buf last; /* the family last checked, in this answer */
+	struct buf key; /* scratch */
+	struct buf last; /* the family last checked, in this answer */
+	const char *lastptr; /* where it was */
+	struct buf lastname; /* the sample name last checked */
 	enum expo_type lasttype;
 	size_t lastfam; /* its index; SIZE_MAX when not carried */
 };
 
-/* FNV-1a: keys are a worker's own names; it can slow only its own slot. */
-static uint64_t
-carry_hash(const char *s, size_t len)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
+/* An entry of the indices: the name of a series or family, and where it
+ * is in its array. */
+struct carry_entry {
+	struct table_key k; /* into the series' key or the family's name */
+	uint32_t index;
+};
 
 struct carry *
 carry_create(struct carry_limits *limits)
@@ -118,6 +121,8 @@ carry_create(struct carry_limits *limits)
 	struct carry *c = xcalloc(1, sizeof *c);
 
 	c->limits = limits;
+	table_init(&c->sindex, sizeof(struct carry_entry));
+	table_init(&c->findex, sizeof(struct carry_entry));
 	return c;
 }
 
@@ -139,10 +144,9 @@ carry_clear(struct carry *c)
 	c->limits->series -= c->nseries;
 	c->nseries = c->nfamilies = 0;
 	c->last.len = 0;
-	if (c->sindexcap != 0)
-		memset(c->sindex, 0, c->sindexcap * sizeof *c->sindex);
-	if (c->findexcap != 0)
-		memset(c->findex, 0, c->findexcap * sizeof *c->findex);
+	c->lastname.len = 0;
+	table_clear(&c->sindex);
+	table_clear(&c->findex);
 }
 
 void
@@ -153,12 +157,13 @@ carry_free(struct carry *c)
 	carry_clear(c);
 	free(c->series);
 	free(c->families);
-	free(c->sindex);
-	free(c->findex);
+	table_finish(&c->sindex);
+	table_finish(&c->findex);
 	free(c->order);
-	expo_buf_finish(&c->raw);
-	expo_buf_finish(&c->key);
-	expo_buf_finish(&c->last);
+	buf_finish(&c->raw);
+	buf_finish(&c->key);
+	buf_finish(&c->last);
+	buf_finish(&c->lastname);
 	free(c);
 }
 
@@ -174,82 +179,23 @@ carry_series(const struct carry *c)
 	return c->nseries;
 }
 
-/* The index slot of key in an index over series or families. */
-static uint32_t *
-carry_index_slot(const struct carry *c, int family, const char *key, size_t len,
-    uint64_t hash)
-{
-	uint32_t *index = family ? c->findex : c->sindex;
-	size_t cap = family ? c->findexcap : c->sindexcap, i, mask = cap - 1;
-	const char *k;
-	size_t klen;
-	uint64_t khash;
-
-	for (i = hash & mask;; i = (i + 1) & mask) {
-		if (index[i] == 0)
-			return &index[i];
-		if (family) {
-			k = c->families[index[i] - 1].name;
-			klen = c->families[index[i] - 1].len;
-			khash = carry_hash(k, klen);
-		} else {
-			k = c->series[index[i] - 1].key;
-			klen = c->series[index[i] - 1].keylen;
-			khash = c->series[index[i] - 1].hash;
-		}
-		if (khash == hash && klen == len && memcmp(k, key, len) == 0)
-			return &index[i];
-	}
-}
-
-/* Makes room for one more entry in an index, rebuilding it when grown. */
+/* Indexes series or family i under name, which it owns. */
 static void
-carry_index_grow(struct carry *c, int family)
+carry_index(struct table *t, const char *name, size_t len, size_t i)
 {
-	size_t n = family ? c->nfamilies : c->nseries, cap, i;
-	uint32_t **index = family ? &c->findex : &c->sindex;
-	size_t *capp = family ? &c->findexcap : &c->sindexcap;
+	struct carry_entry *e;
+	int added;
 
-	if ((n + 1) * 2 <= *capp)
-		return;
-	cap = *capp != 0 ? *capp * 2 : 64;
-	free(*index);
-	*index = xcalloc(cap, sizeof **index);
-	*capp = cap;
-	for (i = 0; i < n; i++) {
-		if (family)
-			*carry_index_slot(c, 1, c->families[i].name,
-			    c->families[i].len,
-			    carry_hash(c->families[i].name,
-				c->families[i].len)) = (uint32_t)i + 1;
-		else
-			*carry_index_slot(c, 0, c->series[i].key,
-			    c->series[i].keylen, c->series[i].hash) =
-			    (uint32_t)i + 1;
-	}
+	e = table_add(t, name, len, &added);
+	e->index = (uint32_t)i;
 }
 
 static struct carry_family *
 carry_family_get(const struct carry *c, const char *name, size_t len)
 {
-	uint32_t *slot;
+	const struct carry_entry *e = table_find(&c->findex, name, len);
 
-	if (c->nfamilies == 0)
-		return NULL;
-	slot = carry_index_slot(c, 1, name, len, carry_hash(name, len));
-	return *slot != 0 ? &c->families[*slot - 1] : NULL;
-}
-
-static struct carry_series *
-carry_series_get(const struct carry *c, const char *key, size_t len,
-    uint64_t hash)
-{
-	uint32_t *slot;
-
-	if (c->nseries == 0)
-		return NULL;
-	slot = carry_index_slot(c, 0, key, len, hash);
-	return *slot != 0 ? &c->series[*slot - 1] : NULL;
+	return e != NULL ? &c->families[e->index] : NULL;
 }
 
 /* Drops family fam and its series; the others move, so do the indices. */
@@ -262,6 +208,7 @@ carry_family_drop(struct carry *c, struct carry_family *fam)
 
 	c->limits->type_changes++;
 	c->last.len = 0;
+	c->lastname.len = 0;
 	c->norder = 0; /* indices move */
 	c->raw.len = 0;
 	c->nseen = 0;
@@ -293,15 +240,14 @@ carry_family_drop(struct carry *c, struct carry_family *fam)
 	}
 	c->nfamilies = nf;
 	free(map);
-	memset(c->sindex, 0, c->sindexcap * sizeof *c->sindex);
-	memset(c->findex, 0, c->findexcap * sizeof *c->findex);
+	table_clear(&c->sindex);
+	table_clear(&c->findex);
 	for (i = 0; i < c->nseries; i++)
-		*carry_index_slot(c, 0, c->series[i].key, c->series[i].keylen,
-		    c->series[i].hash) = (uint32_t)i + 1;
+		carry_index(&c->sindex, c->series[i].key, c->series[i].keylen,
+		    i);
 	for (i = 0; i < c->nfamilies; i++)
-		*carry_index_slot(c, 1, c->families[i].name, c->families[i].len,
-		    carry_hash(c->families[i].name, c->families[i].len)) =
-		    (uint32_t)i + 1;
+		carry_index(&c->findex, c->families[i].name, c->families[i].len,
+		    i);
 }
 
 /*
@@ -340,16 +286,26 @@ carry_names_check(struct carry *c, const char *fam, size_t famlen,
 
 	if (c->nfamilies == 0)
 		return NULL;
+	/* Samples come in runs of one name and family: check once a run. */
 	if (name != NULL && namelen != famlen &&
-	    (f = carry_family_get(c, name, namelen)) != NULL)
-		carry_family_drop(c, f);
-	/* Samples come in runs of one family: check it once per run. */
-	if (c->last.len == famlen && c->last.data != NULL &&
-	    memcmp(c->last.data, fam, famlen) == 0 && c->lasttype == type)
+	    (c->lastname.len != namelen ||
+		memcmp(c->lastname.data, name, namelen) != 0)) {
+		c->lastname.len = 0;
+		buf_add(&c->lastname, name, namelen);
+		if ((f = carry_family_get(c, name, namelen)) != NULL)
+			carry_family_drop(c, f);
+	}
+	if (c->last.len == famlen && c->lasttype == type &&
+	    (fam == c->lastptr ||
+		(c->last.data != NULL &&
+		    memcmp(c->last.data, fam, famlen) == 0))) {
+		c->lastptr = fam; /* the merge's family names stay put */
 		return c->lastfam < c->nfamilies ? &c->families[c->lastfam]
 						 : NULL;
+	}
 	c->last.len = 0;
-	expo_buf_add(&c->last, fam, famlen);
+	c->lastptr = fam;
+	buf_add(&c->last, fam, famlen);
 	c->lasttype = type;
 	cf = carry_family_check(c, fam, famlen, type);
 	for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
@@ -364,7 +320,7 @@ carry_names_check(struct carry *c, const char *fam, size_t famlen,
 	}
 	/* The converse: the names a live histogram or summary takes. */
 	if (type == EXPO_HISTOGRAM || type == EXPO_SUMMARY) {
-		expo_buf_reserve(&c->key, famlen + 16);
+		buf_reserve(&c->key, famlen + 16);
 		memcpy(c->key.data, fam, famlen);
 		for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
 			n = strlen(suffixes[i]);
@@ -385,7 +341,6 @@ carry_family_add(struct carry *c, const char *name, size_t len,
 {
 	struct carry_family *fam;
 
-	carry_index_grow(c, 1);
 	if (c->nfamilies == c->familiescap) {
 		c->familiescap = c->familiescap != 0 ? c->familiescap * 2 : 16;
 		c->families = xreallocarray(c->families, c->familiescap,
@@ -394,11 +349,11 @@ carry_family_add(struct carry *c, const char *name, size_t len,
 	fam = &c->families[c->nfamilies++];
 	memset(fam, 0, sizeof *fam);
 	c->last.len = 0;
+	c->lastname.len = 0;
 	fam->name = xstrndup(name, len);
 	fam->len = len;
 	fam->type = type;
-	*carry_index_slot(c, 1, name, len, carry_hash(name, len)) =
-	    (uint32_t)c->nfamilies;
+	carry_index(&c->findex, fam->name, len, c->nfamilies - 1);
 	return fam;
 }
 
@@ -464,7 +419,7 @@ static void
 carry_key(struct carry *c, const struct expo_line *s)
 {
 	const struct expo_label *order[EXPO_LABELS_MAX], *l;
-	struct expo_buf *b = &c->key;
+	struct buf *b = &c->key;
 	size_t i, j,
 	    n = s->nlabels < EXPO_LABELS_MAX ? s->nlabels : EXPO_LABELS_MAX;
 
@@ -481,33 +436,32 @@ carry_key(struct carry *c, const struct expo_line *s)
 		order[j] = l;
 	}
 	b->len = 0;
-	expo_buf_add(b, s->name, s->namelen);
+	buf_add(b, s->name, s->namelen);
 	if (n == 0)
 		return;
-	expo_buf_add(b, "{", 1);
+	buf_add(b, "{", 1);
 	for (i = 0; i < n; i++) {
 		if (i > 0)
-			expo_buf_add(b, ",", 1);
-		expo_buf_add(b, order[i]->name, order[i]->namelen);
-		expo_buf_add(b, "=\"", 2);
-		expo_buf_add(b, order[i]->value, order[i]->valuelen);
-		expo_buf_add(b, "\"", 1);
+			buf_add(b, ",", 1);
+		buf_add(b, order[i]->name, order[i]->namelen);
+		buf_add(b, "=\"", 2);
+		buf_add(b, order[i]->value, order[i]->valuelen);
+		buf_add(b, "\"", 1);
 	}
-	expo_buf_add(b, "}", 1);
+	buf_add(b, "}", 1);
 }
 
 /* The carried series s, made if there is room under the cap. */
 static struct carry_series *
 carry_series_find(struct carry *c, const struct expo_line *s)
 {
+	const struct carry_entry *e;
 	struct carry_family *fam;
 	struct carry_series *cs;
-	uint64_t hash;
 
 	carry_key(c, s);
-	hash = carry_hash(c->key.data, c->key.len);
-	if ((cs = carry_series_get(c, c->key.data, c->key.len, hash)) != NULL)
-		return cs;
+	if ((e = table_find(&c->sindex, c->key.data, c->key.len)) != NULL)
+		return &c->series[e->index];
 	if (c->limits->series >= c->limits->max_series ||
 	    c->nseries >= UINT32_MAX - 1) {
 		c->limits->dropped++;
@@ -516,7 +470,6 @@ carry_series_find(struct carry *c, const struct expo_line *s)
 	fam = carry_family_get(c, s->family, s->familylen);
 	if (fam == NULL)
 		fam = carry_family_add(c, s->family, s->familylen, s->type);
-	carry_index_grow(c, 0);
 	if (c->nseries == c->seriescap) {
 		c->seriescap = c->seriescap != 0 ? c->seriescap * 2 : 64;
 		c->series =
@@ -526,10 +479,8 @@ carry_series_find(struct carry *c, const struct expo_line *s)
 	memset(cs, 0, sizeof *cs);
 	cs->key = xstrndup(c->key.data, c->key.len);
 	cs->keylen = c->key.len;
-	cs->hash = hash;
 	cs->family = (uint32_t)(fam - c->families);
-	*carry_index_slot(c, 0, cs->key, cs->keylen, hash) =
-	    (uint32_t)c->nseries;
+	carry_index(&c->sindex, cs->key, cs->keylen, c->nseries - 1);
 	if (fam->nseries == fam->seriescap) {
 		fam->seriescap = fam->seriescap != 0 ? fam->seriescap * 2 : 8;
 		fam->series = xreallocarray(fam->series, fam->seriescap,
@@ -550,6 +501,7 @@ carry_begin(struct carry *c, uint64_t stamp)
 {
 	c->generation++;
 	c->last.len = 0;
+	c->lastname.len = 0;
 	c->pos = 0;
 	c->nseen = 0;
 	c->stale = stamp < c->stamp;
@@ -635,7 +587,7 @@ carry_order(struct carry *c, struct carry_series *cs, const char *raw,
 	o->series = (uint32_t)(cs - c->series);
 	o->rawoff = c->raw.len;
 	o->rawlen = (uint32_t)rawlen;
-	expo_buf_add(&c->raw, raw, rawlen);
+	buf_add(&c->raw, raw, rawlen);
 	if (c->pos >= c->norder)
 		c->norder = c->pos + 1;
 }
@@ -644,13 +596,17 @@ carry_order(struct carry *c, struct carry_series *cs, const char *raw,
  * One sample of the live answer: EXPO_EDIT_KEEP to serve it as it is,
  * EXPO_EDIT_SET to serve *served instead, EXPO_EDIT_DROP to leave it out.
  */
-enum expo_edit
-carry_apply(struct carry *c, const struct expo_line *s, double *served)
+/*
+ * The carried series of sample s, the answer's next counter line: *csp set
+ * and EXPO_EDIT_SET, or EXPO_EDIT_KEEP (not carried), EXPO_EDIT_DROP.
+ */
+static enum expo_edit
+carry_lookup(struct carry *c, const struct expo_line *s,
+    struct carry_series **csp)
 {
 	struct carry_series *cs = NULL;
 	const char *raw = s->text;
 	size_t rawlen = (size_t)(s->valuetext - s->text);
-	double v;
 
 	if (s->kind != EXPO_LINE_SAMPLE)
 		return EXPO_EDIT_KEEP;
@@ -675,20 +631,52 @@ carry_apply(struct carry *c, const struct expo_line *s, double *served)
 		carry_order(c, cs, raw, rawlen);
 	}
 	c->pos++;
-	if (isnan(v = carry_number(s->valuetext, s->valuelen)))
-		return EXPO_EDIT_KEEP;
+	*csp = cs;
+	return EXPO_EDIT_SET;
+}
+
+static void
+carry_seen(struct carry *c, struct carry_series *cs)
+{
 	c->families[cs->family].seen = c->generation;
 	if (cs->seen != c->generation) {
 		cs->seen = c->generation;
 		c->nseen++;
 	}
+}
+
+/* Series cs has value v in the live answer: what to serve. */
+static double
+carry_observe(struct carry *c, struct carry_series *cs, double v)
+{
+	carry_seen(c, cs);
 	if (!c->stale) {
-		if (cs->has_last && v < cs->last)
+		if (cs->has_last && v < cs->last) {
 			cs->carried += cs->last; /* a reset of its own */
+			cs->servedlen = 0;
+		}
 		cs->last = v;
 		cs->has_last = 1;
 	}
-	*served = cs->carried + v;
+	return cs->carried + v;
+}
+
+/*
+ * One sample of the live answer: EXPO_EDIT_KEEP to serve it as it is,
+ * EXPO_EDIT_SET to serve *served instead, EXPO_EDIT_DROP to leave it out.
+ */
+enum expo_edit
+carry_apply(struct carry *c, const struct expo_line *s, double *served)
+{
+	struct carry_series *cs;
+	enum expo_edit e;
+	double v;
+
+	if ((e = carry_lookup(c, s, &cs)) != EXPO_EDIT_SET)
+		return e;
+	if (isnan(v = carry_number(s->valuetext, s->valuelen)))
+		return EXPO_EDIT_KEEP;
+	*served = carry_observe(c, cs, v);
 	return EXPO_EDIT_SET;
 }
 
@@ -748,12 +736,33 @@ carry_format(char *buf, double v)
 enum expo_edit
 carry_edit(void *arg, const struct expo_line *s, char *buf, size_t *len)
 {
+	struct carry *c = arg;
+	struct carry_series *cs;
 	enum expo_edit e;
 	double v;
 
-	if ((e = carry_apply(arg, s, &v)) == EXPO_EDIT_SET)
-		*len = carry_format(buf, v);
-	return e;
+	if ((e = carry_lookup(c, s, &cs)) != EXPO_EDIT_SET)
+		return e;
+	/* The value as it was last time, and the carry unchanged since. */
+	if (!c->stale && cs->servedlen != 0 && cs->textlen == s->valuelen &&
+	    memcmp(cs->text, s->valuetext, s->valuelen) == 0) {
+		carry_seen(c, cs);
+		memcpy(buf, cs->served, cs->servedlen);
+		*len = cs->servedlen;
+		return EXPO_EDIT_SET;
+	}
+	if (isnan(v = carry_number(s->valuetext, s->valuelen)))
+		return EXPO_EDIT_KEEP;
+	*len = carry_format(buf, carry_observe(c, cs, v));
+	cs->servedlen = 0;
+	if (!c->stale && s->valuelen <= CARRY_TEXT_MAX &&
+	    *len <= CARRY_TEXT_MAX) {
+		memcpy(cs->text, s->valuetext, s->valuelen);
+		cs->textlen = (uint8_t)s->valuelen;
+		memcpy(cs->served, buf, *len);
+		cs->servedlen = (uint8_t)*len;
+	}
+	return EXPO_EDIT_SET;
 }
 
 /* Did the answer since carry_begin have every carried series? */
@@ -772,6 +781,7 @@ carry_end_lifetime(struct carry *c)
 	for (i = 0; i < c->nseries; i++) {
 		if (c->series[i].has_last)
 			c->series[i].carried += c->series[i].last;
+		c->series[i].servedlen = 0;
 		c->series[i].last = 0;
 		c->series[i].has_last = 0;
 	}
@@ -836,17 +846,37 @@ carry_add_lifetime(struct carry *c, const char *text, size_t len,
 }
 
 static void
-carry_value(struct expo_buf *out, double v)
+carry_value(struct buf *out, double v)
 {
 	char buf[32];
 
-	expo_buf_add(out, buf, carry_format(buf, v));
+	buf_add(out, buf, carry_format(buf, v));
+}
+
+/* A carried family's HELP (when it had one) and TYPE lines. */
+static void
+carry_family_header(const struct carry_family *fam, struct buf *out)
+{
+	const char *type = expo_type_name(fam->type);
+
+	if (fam->help != NULL) {
+		buf_add(out, "# HELP ", 7);
+		buf_add(out, fam->name, fam->len);
+		buf_add(out, " ", 1);
+		buf_add(out, fam->help, fam->helplen);
+		buf_add(out, "\n", 1);
+	}
+	buf_add(out, "# TYPE ", 7);
+	buf_add(out, fam->name, fam->len);
+	buf_add(out, " ", 1);
+	buf_add(out, type, strlen(type));
+	buf_add(out, "\n", 1);
 }
 
 /* Series of fam not seen since carry_begin; they count as seen after. */
 static size_t
-carry_render_series(struct carry *c, struct carry_family *fam,
-    struct expo_buf *out, int header)
+carry_render_series(struct carry *c, struct carry_family *fam, struct buf *out,
+    int header)
 {
 	struct carry_series *cs;
 	size_t i, n = 0;
@@ -857,25 +887,12 @@ carry_render_series(struct carry *c, struct carry_family *fam,
 			continue;
 		cs->seen = c->generation;
 		c->nseen++;
-		if (n++ == 0 && header) {
-			if (fam->help != NULL) {
-				expo_buf_add(out, "# HELP ", 7);
-				expo_buf_add(out, fam->name, fam->len);
-				expo_buf_add(out, " ", 1);
-				expo_buf_add(out, fam->help, fam->helplen);
-				expo_buf_add(out, "\n", 1);
-			}
-			expo_buf_add(out, "# TYPE ", 7);
-			expo_buf_add(out, fam->name, fam->len);
-			expo_buf_add(out, " ", 1);
-			expo_buf_add(out, expo_type_name(fam->type),
-			    strlen(expo_type_name(fam->type)));
-			expo_buf_add(out, "\n", 1);
-		}
-		expo_buf_add(out, cs->key, cs->keylen);
-		expo_buf_add(out, " ", 1);
+		if (n++ == 0 && header)
+			carry_family_header(fam, out);
+		buf_add(out, cs->key, cs->keylen);
+		buf_add(out, " ", 1);
 		carry_value(out, cs->carried + (cs->has_last ? cs->last : 0));
-		expo_buf_add(out, "\n", 1);
+		buf_add(out, "\n", 1);
 	}
 	fam->seen = c->generation;
 	return n;
@@ -887,7 +904,7 @@ carry_render_series(struct carry *c, struct carry_family *fam,
  * family with its HELP and TYPE.
  */
 void
-carry_render(struct carry *c, struct expo_buf *out)
+carry_render(struct carry *c, struct buf *out)
 {
 	size_t i;
 
@@ -898,7 +915,7 @@ carry_render(struct carry *c, struct expo_buf *out)
 /* Leaving the live family name: its carried series not seen go here. */
 static void
 carry_rewrite_leave(struct carry *c, const char *name, size_t len,
-    struct expo_buf *out)
+    struct buf *out)
 {
 	struct carry_family *fam;
 
@@ -915,7 +932,7 @@ carry_rewrite_leave(struct carry *c, const char *name, size_t len,
  */
 void
 carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
-    struct expo_buf *out)
+    struct buf *out)
 {
 	struct expo_reader *r = expo_reader_create(text, len);
 	struct expo_line line;
@@ -925,7 +942,7 @@ carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
 	int rc;
 
 	carry_begin(c, stamp);
-	expo_buf_reserve(out, len + len / 8);
+	buf_reserve(out, len + len / 8);
 	while ((rc = expo_reader_next(r, &line)) != 0) {
 		if (rc == 1 && line.kind >= EXPO_LINE_HELP &&
 		    (cur == NULL || curlen != line.familylen ||
@@ -943,19 +960,18 @@ carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
 				continue;
 			case EXPO_EDIT_SET:
 				off = (size_t)(line.valuetext - line.text);
-				expo_buf_add(out, line.text, off);
+				buf_add(out, line.text, off);
 				carry_value(out, v);
-				expo_buf_add(out,
-				    line.valuetext + line.valuelen,
+				buf_add(out, line.valuetext + line.valuelen,
 				    line.len - off - line.valuelen);
-				expo_buf_add(out, "\n", 1);
+				buf_add(out, "\n", 1);
 				continue;
 			case EXPO_EDIT_KEEP:
 				break;
 			}
 		}
-		expo_buf_add(out, line.text, line.len);
-		expo_buf_add(out, "\n", 1);
+		buf_add(out, line.text, line.len);
+		buf_add(out, "\n", 1);
 	}
 	expo_reader_free(r);
 	carry_rewrite_leave(c, cur, curlen, out);
@@ -971,7 +987,7 @@ carry_rewrite(struct carry *c, uint64_t stamp, const char *text, size_t len,
  */
 int
 carry_merge_add(struct carry *c, uint64_t stamp, struct expo_merge *m,
-    const char *worker, const char *text, size_t len, struct expo_buf *scratch,
+    const char *worker, const char *text, size_t len, struct buf *scratch,
     struct expo_stats *st)
 {
 	int rc;
@@ -992,12 +1008,11 @@ carry_merge_add(struct carry *c, uint64_t stamp, struct expo_merge *m,
  * the live workers go on and are scraped afresh.  Zero totals are left out.
  */
 void
-carry_render_finished(const struct carry *c, struct expo_buf *out)
+carry_render_finished(const struct carry *c, struct buf *out)
 {
 	const struct carry_family *fam;
 	const struct carry_series *cs;
 	size_t f, i, n;
-	const char *type;
 
 	for (f = 0; f < c->nfamilies; f++) {
 		fam = &c->families[f];
@@ -1005,26 +1020,12 @@ carry_render_finished(const struct carry *c, struct expo_buf *out)
 			cs = &c->series[fam->series[i]];
 			if (cs->carried == 0)
 				continue;
-			if (n++ == 0) {
-				if (fam->help != NULL) {
-					expo_buf_add(out, "# HELP ", 7);
-					expo_buf_add(out, fam->name, fam->len);
-					expo_buf_add(out, " ", 1);
-					expo_buf_add(out, fam->help,
-					    fam->helplen);
-					expo_buf_add(out, "\n", 1);
-				}
-				type = expo_type_name(fam->type);
-				expo_buf_add(out, "# TYPE ", 7);
-				expo_buf_add(out, fam->name, fam->len);
-				expo_buf_add(out, " ", 1);
-				expo_buf_add(out, type, strlen(type));
-				expo_buf_add(out, "\n", 1);
-			}
-			expo_buf_add(out, cs->key, cs->keylen);
-			expo_buf_add(out, " ", 1);
+			if (n++ == 0)
+				carry_family_header(fam, out);
+			buf_add(out, cs->key, cs->keylen);
+			buf_add(out, " ", 1);
 			carry_value(out, cs->carried);
-			expo_buf_add(out, "\n", 1);
+			buf_add(out, "\n", 1);
 		}
 	}
 }

@@ -64,12 +64,14 @@ child_environ(char *const *env)
 
 /*
  * Forks and runs argv with the NAME=VALUE strings of env (NULL-terminated,
- * may be NULL) added to its environment; deathsig, when not 0, is sent to it
- * should promfork die.  Exit 127/126 when argv[0] cannot be run, as a shell
- * does.
+ * may be NULL) added to its environment, as cred's user when cred is not
+ * NULL; deathsig, when not 0, is sent to it should promfork die.  Exit
+ * 127/126 when argv[0] cannot be run, as a shell does; 126 too when it
+ * cannot become cred's user, so it never runs as promfork's.
  */
 pid_t
-child_fork(char **argv, char *const *env, int deathsig, char **cause)
+child_fork(char **argv, char *const *env, int deathsig,
+    const struct privsep_cred *cred, char **cause)
 {
 	pid_t pid, parent = getpid();
 	char **envp = child_environ(env);
@@ -82,7 +84,15 @@ child_fork(char **argv, char *const *env, int deathsig, char **cause)
 	}
 	if (pid == 0) {
 		child_reset_signals();
-		/* The parent may have died before prctl: then act as if. */
+		proc_nofile_restore();
+		if (cred != NULL && privsep_apply(cred) != 0) {
+			dprintf(2,
+			    "promfork: error: cannot become user %u: %s\n",
+			    (unsigned int)cred->uid, strerror(errno));
+			_exit(126);
+		}
+		/* After the user changes, which clears it.  The parent may
+		 * have died before prctl: then act as if. */
 		if (deathsig != 0 &&
 		    (prctl(PR_SET_PDEATHSIG, deathsig) != 0 ||
 			getppid() != parent))
@@ -97,7 +107,8 @@ child_fork(char **argv, char *const *env, int deathsig, char **cause)
 }
 
 int
-child_start(struct child *c, char **argv, const char *socket_path, char **cause)
+child_start(struct child *c, char **argv, const char *socket_path,
+    const struct privsep_cred *cred, char **cause)
 {
 	char *env[2] = { NULL, NULL };
 	pid_t pid;
@@ -105,12 +116,17 @@ child_start(struct child *c, char **argv, const char *socket_path, char **cause)
 	memset(c, 0, sizeof *c);
 	if (socket_path != NULL)
 		xasprintf(&env[0], "%s=%s", PROMFORK_SOCKET_ENV, socket_path);
-	pid = child_fork(argv, env, 0, cause);
+	pid = child_fork(argv, env, 0, cred, cause);
 	free(env[0]);
 	if (pid == -1)
 		return -1;
 	c->pid = pid;
-	log_info("started %s as pid %d", argv[0], (int)pid);
+	c->name = argv[0];
+	if (cred != NULL)
+		log_info("started %s as pid %d, user %s", argv[0], (int)pid,
+		    cred->name);
+	else
+		log_info("started %s as pid %d", argv[0], (int)pid);
 	return 0;
 }
 
@@ -123,6 +139,38 @@ child_wait_status(int wstatus)
 	if (WIFSIGNALED(wstatus))
 		return 128 + WTERMSIG(wstatus);
 	return 1;
+}
+
+/*
+ * SIGCHLD: reaps every process that has exited (the command, workers,
+ * orphans re-parented to promfork, the subreaper), ends the lease of each
+ * and hands each to reaped (when not NULL), for a supervisor above.  The
+ * hook keeps the flow one way: child.c is a source and calls no module
+ * that calls it.
+ */
+void
+child_reap(struct child *c, struct registry *reg, child_reaped_fn reaped,
+    void *arg)
+{
+	struct lease *l;
+	int wstatus;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+		c->reaped++;
+		if (c->pid > 0 && pid == c->pid) {
+			c->exited = 1;
+			c->status = child_wait_status(wstatus);
+			log_info("%s (pid %d) exited with status %d", c->name,
+			    (int)pid, c->status);
+		} else
+			log_debug("reaped pid %d", (int)pid);
+		if ((l = registry_find_pid(reg, pid)) != NULL)
+			lease_close(l, LEASE_END_EXIT);
+		if (reaped != NULL)
+			reaped(pid, wstatus, arg);
+	}
+	registry_check(reg);
 }
 
 void

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,10 @@ client_request(int fd, const char *path, const char *body, char **answer)
 	    "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 	    "Connection: close\r\n\r\n%s",
 	    path, strlen(body), body);
-	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen) {
+	/* Refused at the accept, the answer is there before we send: read
+	 * it all the same. */
+	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen &&
+	    errno != EPIPE && errno != ECONNRESET) {
 		fprintf(stderr, "promfork lease: cannot send: %s\n",
 		    strerror(errno));
 		goto out;
@@ -123,14 +127,14 @@ out:
  * worker exits either way, and its lease ends with its process.
  */
 static int
-client_retire(const char *path, long worker)
+client_retire(const char *path, long long worker)
 {
 	char *url, *answer = NULL;
 	int fd, status, rc = 1;
 
 	if ((fd = client_connect(path, CLIENT_RETIRE_TIMEOUT_MS)) == -1)
 		return 1;
-	xasprintf(&url, "/v1/workers/%ld/retire", worker);
+	xasprintf(&url, "/v1/workers/%lld/retire", worker);
 	status = client_request(fd, url, "", &answer);
 	close(fd);
 	if (status == 200 || status == 204 || status == 404 || status == 405)
@@ -155,9 +159,9 @@ client_lease_main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *path = getenv(PROMFORK_SOCKET_ENV);
-	long pid = (long)getppid(), slot = -1, retire = -1;
+	long long pid = getppid(), slot = -1, retire = -1;
 	json_t *req, *labels = json_object(), *ans = NULL;
-	char *body = NULL, *answer = NULL, *end;
+	char *body = NULL, *answer = NULL;
 	int c, fd, status, json = 0, rc = 1;
 
 	optind = 0;
@@ -165,22 +169,19 @@ client_lease_main(int argc, char **argv)
 	    -1) {
 		switch (c) {
 		case 'n':
-		case 'r': {
-			long v = strtol(optarg, &end, 10);
-			if (*optarg < '0' || *optarg > '9' || *end != '\0' ||
-			    v > 65535) {
+		case 'r':
+			if (decimal_parse(optarg, 0, 65535,
+				c == 'n' ? &slot : &retire, NULL) != 0) {
 				fprintf(stderr,
 				    "promfork lease: %s %s is not a "
 				    "worker slot\n",
 				    c == 'n' ? "--slot" : "--retire", optarg);
 				goto usage;
 			}
-			*(c == 'n' ? &slot : &retire) = v;
 			break;
-		}
 		case 'p':
-			pid = strtol(optarg, &end, 10);
-			if (*end != '\0' || pid < 2 || pid > 0x7fffffff) {
+			if (decimal_parse(optarg, 2, INT_MAX, &pid, NULL) !=
+			    0) {
 				fprintf(stderr,
 				    "promfork lease: --pid %s is "
 				    "not a process id\n",

@@ -10,29 +10,32 @@
 
 #include "promfork.h"
 
-void
-continuity_init(struct continuity *ct, size_t slots,
-    const struct continuity_config *cfg)
+struct continuity *
+continuity_create(size_t slots, const struct continuity_config *cfg)
 {
-	memset(ct, 0, sizeof *ct);
+	struct continuity *ct = xcalloc(1, sizeof *ct);
+
 	ct->on = cfg->on;
 	ct->hold_ms = cfg->hold_ms;
 	ct->limits.max_series = cfg->max_series;
 	ct->nslots = slots;
 	ct->carries = xcalloc(slots, sizeof *ct->carries);
 	ct->until_ms = xcalloc(slots, sizeof *ct->until_ms);
+	return ct;
 }
 
 void
-continuity_finish(struct continuity *ct)
+continuity_free(struct continuity *ct)
 {
 	size_t s;
 
+	if (ct == NULL)
+		return;
 	for (s = 0; s < ct->nslots; s++)
 		carry_free(ct->carries[s]);
 	free(ct->carries);
 	free(ct->until_ms);
-	memset(ct, 0, sizeof *ct);
+	free(ct);
 }
 
 /* A stamp for a scrape starting now: later scrapes get greater ones. */
@@ -107,19 +110,6 @@ continuity_carry(struct continuity *ct, int slot, int live, uint64_t now_ms)
 	return c;
 }
 
-/* Forgets what slots without a live worker hold past their hold time. */
-void
-continuity_expire(struct continuity *ct, const unsigned char *live,
-    uint64_t now_ms)
-{
-	size_t s;
-
-	for (s = 0; s < ct->nslots; s++) {
-		if (!live[s])
-			continuity_carry(ct, (int)s, 0, now_ms);
-	}
-}
-
 /*
  * Takes up slot's totals from text (as continuity_render_slot wrote them)
  * after a restart, held from now_ms as if its last lifetime ended then.
@@ -141,7 +131,7 @@ continuity_adopt(struct continuity *ct, int slot, const char *text, size_t len,
 /* Appends slot's finished lifetimes' totals as an exposition; 0 when
  * there are none. */
 size_t
-continuity_render_slot(struct continuity *ct, int slot, struct expo_buf *out)
+continuity_render_slot(struct continuity *ct, int slot, struct buf *out)
 {
 	size_t before = out->len;
 

@@ -43,6 +43,14 @@
 #define DISCOVER_PROCS_MAX (4 * 1024 * 1024)
 #define DISCOVER_FDLINK_MAX 64
 #define DISCOVER_TCP_LISTEN 10 /* TCP_LISTEN of the kernel's tcp_states.h */
+/*
+ * Anyone may open and close listeners in the range: a destroy event starts
+ * a pass no sooner than this after the last one, and /proc is walked at
+ * most so often a second (a listener left unresolved waits for the next
+ * pass), so that a flood costs promfork a bounded share of a core.
+ */
+#define DISCOVER_SCAN_GAP_MS 20
+#define DISCOVER_WALKS_PER_S 5
 
 enum discover_state {
 	DISCOVER_UNRESOLVED, /* not mapped to a process yet */
@@ -78,10 +86,14 @@ struct discover {
 	char *last_error; /* logged once until it changes */
 	int warned_fd_access;
 	struct discover_stats stats;
+	struct timespec last_scan;
+	struct event *ev_soon; /* a pass put off by DISCOVER_SCAN_GAP_MS */
+	time_t walk_second; /* monotonic second of the walks counted */
+	int walks_in_second;
 };
 
 void
-discover_socks_clear(struct discover_socks *s)
+discover_socks_finish(struct discover_socks *s)
 {
 	free(s->v);
 	memset(s, 0, sizeof *s);
@@ -186,6 +198,7 @@ discover_parse_diag(const void *buf, size_t len, uint32_t seq, uint16_t low,
 			if (ds.port < low || ds.port > high)
 				break;
 			ds.inode = msg.idiag_inode;
+			ds.uid = msg.idiag_uid;
 			ds.family = msg.idiag_family;
 			ds.state = msg.idiag_state;
 			if (discover_socks_add(socks, &ds, cause) != 0)
@@ -371,9 +384,14 @@ discover_error(struct discover *d, char *cause)
 	d->last_error = cause;
 }
 
-/* Asks the kernel for the TCP listeners of one family in the range. */
+/*
+ * Asks the kernel, on netlink socket nl, for the TCP listeners of one family
+ * on ports low..high, and appends them to socks.  buf holds
+ * DISCOVER_BUF_SIZE bytes.
+ */
 static int
-discover_dump(struct discover *d, int family, char **cause)
+discover_dump(int nl, uint32_t seq, unsigned char *buf, int family,
+    uint16_t low, uint16_t high, struct discover_socks *socks, char **cause)
 {
 	struct {
 		struct nlmsghdr nlh;
@@ -382,7 +400,7 @@ discover_dump(struct discover *d, int family, char **cause)
 		struct inet_diag_bc_op bc[4];
 	} m;
 	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
-	struct iovec iov = { d->buf, DISCOVER_BUF_SIZE };
+	struct iovec iov = { buf, DISCOVER_BUF_SIZE };
 	struct msghdr mh = { .msg_name = &kernel,
 		.msg_namelen = sizeof kernel,
 		.msg_iov = &iov,
@@ -394,7 +412,7 @@ discover_dump(struct discover *d, int family, char **cause)
 	m.nlh.nlmsg_len = sizeof m;
 	m.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
 	m.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	m.nlh.nlmsg_seq = ++d->seq == 0 ? ++d->seq : d->seq;
+	m.nlh.nlmsg_seq = seq;
 	m.req.sdiag_family = (uint8_t)family;
 	m.req.sdiag_protocol = IPPROTO_TCP;
 	m.req.idiag_states = 1U << DISCOVER_TCP_LISTEN;
@@ -402,17 +420,17 @@ discover_dump(struct discover *d, int family, char **cause)
 	m.nla.nla_len = sizeof m.nla + sizeof m.bc;
 	m.nla.nla_type = INET_DIAG_REQ_BYTECODE;
 	m.bc[0] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_GE, 8, 20 };
-	m.bc[1] = (struct inet_diag_bc_op){ 0, 0, d->cfg.low };
+	m.bc[1] = (struct inet_diag_bc_op){ 0, 0, low };
 	m.bc[2] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_LE, 8, 12 };
-	m.bc[3] = (struct inet_diag_bc_op){ 0, 0, d->cfg.high };
+	m.bc[3] = (struct inet_diag_bc_op){ 0, 0, high };
 
-	if (sendto(d->nl, &m, sizeof m, 0, (struct sockaddr *)&kernel,
+	if (sendto(nl, &m, sizeof m, 0, (struct sockaddr *)&kernel,
 		sizeof kernel) != (ssize_t)sizeof m) {
 		xasprintf(cause, "sock_diag request: %s", strerror(errno));
 		return -1;
 	}
 	for (i = 0; i < DISCOVER_RECV_MAX && !done; i++) {
-		n = recvmsg(d->nl, &mh, 0);
+		n = recvmsg(nl, &mh, 0);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -424,11 +442,10 @@ discover_dump(struct discover *d, int family, char **cause)
 			*cause = xstrdup("sock_diag reply truncated");
 			return -1;
 		}
-		if (discover_parse_diag(d->buf, (size_t)n, m.nlh.nlmsg_seq,
-			d->cfg.low, d->cfg.high, &d->socks, &done,
-			cause) != 0) {
+		if (discover_parse_diag(buf, (size_t)n, seq, low, high, socks,
+			&done, cause) != 0) {
 			/* a kernel without IPv6 has no IPv6 listeners */
-			if (family == AF_INET6 && d->socks.error == ENOENT) {
+			if (family == AF_INET6 && socks->error == ENOENT) {
 				free(*cause);
 				*cause = NULL;
 				return 0;
@@ -439,6 +456,23 @@ discover_dump(struct discover *d, int family, char **cause)
 	if (!done) {
 		*cause = xstrdup("sock_diag dump did not end");
 		return -1;
+	}
+	return 0;
+}
+
+/* Both families' listeners of the range, into d->socks. */
+static int
+discover_dump_all(struct discover *d, char **cause)
+{
+	int i, families[] = { AF_INET, AF_INET6 };
+
+	d->socks.n = 0;
+	for (i = 0; i < 2; i++) {
+		if (++d->seq == 0)
+			d->seq++;
+		if (discover_dump(d->nl, d->seq, d->buf, families[i],
+			d->cfg.low, d->cfg.high, &d->socks, cause) != 0)
+			return -1;
 	}
 	return 0;
 }
@@ -485,6 +519,17 @@ discover_merge(struct discover *d)
 	return unresolved;
 }
 
+/* The pid a /proc entry names, or 0 when it names none. */
+static pid_t
+discover_dirent_pid(const char *name)
+{
+	long long pid;
+
+	if (decimal_parse(name, 1, INT_MAX, &pid, NULL) != 0)
+		return 0;
+	return (pid_t)pid;
+}
+
 /* Reads every process's parent from /proc; NULL on failure. */
 static struct discover_proc *
 discover_procs_read(size_t *np, char **cause)
@@ -493,22 +538,19 @@ discover_procs_read(size_t *np, char **cause)
 	struct proc_stat st;
 	struct dirent *de;
 	size_t n = 0, cap = 0;
-	char *end, *ignored;
+	char *ignored;
 	DIR *dir;
-	long pid;
+	pid_t pid;
 
 	if ((dir = opendir("/proc")) == NULL) {
 		xasprintf(cause, "/proc: %s", strerror(errno));
 		return NULL;
 	}
 	while ((de = readdir(dir)) != NULL && n < DISCOVER_PROCS_MAX) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0 || pid > INT_MAX)
+		if ((pid = discover_dirent_pid(de->d_name)) == 0)
 			continue;
 		ignored = NULL;
-		if (proc_stat_read((pid_t)pid, &st, &ignored) != 0) {
+		if (proc_stat_read(pid, &st, &ignored) != 0) {
 			free(ignored); /* gone meanwhile, or a zombie */
 			continue;
 		}
@@ -527,32 +569,23 @@ discover_procs_read(size_t *np, char **cause)
 }
 
 /*
- * Offers the sockets of one process as owners of unresolved listeners;
- * returns how many listeners it resolved.  getdents64 on the fd directory
- * saves fdopendir's extra system calls, which add up over many processes.
+ * Calls fn with the inode of every socket pid holds; -1 with errno when its
+ * fds cannot be read.  getdents64 on the fd directory saves fdopendir's
+ * extra system calls, which add up over many processes.
  */
-static size_t
-discover_fds_read(struct discover *d, const struct discover_proc *p)
+static int
+discover_fds_each(pid_t pid, void (*fn)(uint32_t inode, void *arg), void *arg)
 {
 	char path[64], link[DISCOVER_FDLINK_MAX + 1], *cause = NULL;
 	char dents[4096] __attribute__((aligned(8)));
-	struct discover_entry *e;
 	struct dirent64 *de;
 	uint32_t inode;
 	ssize_t n, len, off;
-	size_t found = 0;
 	int dfd;
 
-	snprintf(path, sizeof path, "/proc/%d/fd", (int)p->pid);
-	if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		if (errno == EACCES && !d->warned_fd_access) {
-			log_warn("discovery: %s (run promfork as the user of "
-				 "the workers, or as root)",
-			    path);
-			d->warned_fd_access = 1;
-		}
-		return 0;
-	}
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
 	while ((n = getdents64(dfd, dents, sizeof dents)) > 0) {
 		for (off = 0; off < n; off += de->d_reclen) {
 			de = (struct dirent64 *)(dents + off);
@@ -570,17 +603,50 @@ discover_fds_read(struct discover *d, const struct discover_proc *p)
 				cause = NULL;
 				continue;
 			}
-			e = discover_entry_find(d->v, d->n, inode);
-			if (e == NULL || e->state != DISCOVER_UNRESOLVED ||
-			    e->pid != 0)
-				continue;
-			/* the walk goes from the top: this is the topmost */
-			e->pid = p->pid;
-			found++;
+			fn(inode, arg);
 		}
 	}
 	close(dfd);
-	return found;
+	return 0;
+}
+
+struct discover_offer {
+	struct discover *d;
+	pid_t pid;
+	size_t found;
+};
+
+static void
+discover_offer_cb(uint32_t inode, void *arg)
+{
+	struct discover_offer *o = arg;
+	struct discover_entry *e;
+
+	e = discover_entry_find(o->d->v, o->d->n, inode);
+	if (e == NULL || e->state != DISCOVER_UNRESOLVED || e->pid != 0)
+		return;
+	/* the walk goes from the top: this is the topmost */
+	e->pid = o->pid;
+	o->found++;
+}
+
+/*
+ * Offers the sockets of one process as owners of unresolved listeners;
+ * returns how many listeners it resolved.
+ */
+static size_t
+discover_fds_read(struct discover *d, const struct discover_proc *p)
+{
+	struct discover_offer o = { d, p->pid, 0 };
+
+	if (discover_fds_each(p->pid, discover_offer_cb, &o) != 0 &&
+	    errno == EACCES && !d->warned_fd_access) {
+		log_warn("discovery: /proc/%d/fd (run promfork as the user of "
+			 "the workers, or as root)",
+		    (int)p->pid);
+		d->warned_fd_access = 1;
+	}
+	return o.found;
 }
 
 /* Shallow first (a shared socket is its maker's), then newest first. */
@@ -673,37 +739,38 @@ discover_apply(struct discover *d)
 {
 	struct registry *reg = d->reg;
 	struct discover_entry *e;
+	enum registry_error error;
 	struct lease *l;
 	size_t i, s;
 	char *cause;
-	int created, status = 0, again = 0;
+	int created, w, again = 0;
 
 	memset(d->keep, 0, reg->pool.size);
 	for (i = 0; i < d->n; i++) {
 		e = &d->v[i];
 		s = (size_t)(e->port - d->cfg.low);
-		l = reg->slots[s];
+		l = registry_find_worker(reg, (int)s);
 		if (e->state == DISCOVER_OWNED && l != NULL &&
 		    discover_same_worker(e, l))
 			d->keep[s] = 1;
 	}
-	for (s = 0; s < reg->pool.size; s++) {
-		l = reg->slots[s];
-		if (l != NULL && l->source == LEASE_DISCOVER && !d->keep[s])
+	REGISTRY_FOREACH_SAFE (l, reg, w) {
+		if (l->source == LEASE_DISCOVER && !d->keep[w])
 			lease_close(l, LEASE_END_GONE);
 	}
 	for (i = 0; i < d->n; i++) {
 		e = &d->v[i];
 		s = (size_t)(e->port - d->cfg.low);
-		if (e->state != DISCOVER_OWNED || reg->slots[s] != NULL)
+		if (e->state != DISCOVER_OWNED ||
+		    registry_find_worker(reg, (int)s) != NULL)
 			continue;
 		cause = NULL;
 		l = registry_lease_pid(reg, e->pid, NULL, LEASE_DISCOVER,
-		    (int)s, &created, &status, &cause);
+		    (int)s, &created, &error, &cause);
 		if (l == NULL) {
 			log_debug("discovery: port %u of pid %d: %s", e->port,
 			    (int)e->pid, cause);
-			if (status == 404) {
+			if (error == REGISTRY_GONE) {
 				e->state = DISCOVER_UNRESOLVED;
 				e->pid = 0;
 				again = 1;
@@ -719,6 +786,22 @@ discover_apply(struct discover *d)
 	return again;
 }
 
+/* May this pass walk /proc?  At most DISCOVER_WALKS_PER_S a second. */
+static int
+discover_walk_allowed(struct discover *d, const struct timespec *now)
+{
+	if (now->tv_sec != d->walk_second) {
+		d->walk_second = now->tv_sec;
+		d->walks_in_second = 0;
+	}
+	if (d->walks_in_second >= DISCOVER_WALKS_PER_S) {
+		d->stats.walks_deferred++;
+		return 0;
+	}
+	d->walks_in_second++;
+	return 1;
+}
+
 /* One pass: dump, resolve what is new, apply.  Exposed for tests. */
 int
 discover_scan(struct discover *d)
@@ -729,14 +812,14 @@ discover_scan(struct discover *d)
 	int rounds;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	d->last_scan = t0;
 	d->stats.passes++;
 	/* a second round only when an owner exited and left a listener */
 	for (rounds = 0; rounds < 2; rounds++) {
-		d->socks.n = 0;
-		if (discover_dump(d, AF_INET, &cause) != 0 ||
-		    discover_dump(d, AF_INET6, &cause) != 0)
+		if (discover_dump_all(d, &cause) != 0)
 			goto fail;
 		if ((pending = discover_merge(d)) > 0 &&
+		    discover_walk_allowed(d, &t0) &&
 		    discover_walk(d, pending, &cause) != 0)
 			goto fail;
 		if (!discover_apply(d))
@@ -759,6 +842,43 @@ static void
 discover_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
 	discover_scan(arg);
+}
+
+static void
+discover_soon_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct discover *d = arg;
+
+	discover_scan(d);
+	/* what was destroyed since the dump began is queued: read on */
+	event_add(d->ev_destroy, NULL);
+}
+
+/* A pass now, or DISCOVER_SCAN_GAP_MS after the last one: events coalesce. */
+static void
+discover_scan_soon(struct discover *d)
+{
+	struct timespec now;
+	struct timeval tv;
+	long long since_us, wait_us;
+
+	if (evtimer_pending(d->ev_soon, NULL))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	since_us = (now.tv_sec - d->last_scan.tv_sec) * 1000000LL +
+	    (now.tv_nsec - d->last_scan.tv_nsec) / 1000;
+	wait_us = DISCOVER_SCAN_GAP_MS * 1000LL - since_us;
+	if (wait_us <= 0) {
+		discover_scan(d);
+		return;
+	}
+	tv.tv_sec = (time_t)(wait_us / 1000000);
+	tv.tv_usec = (suseconds_t)(wait_us % 1000000);
+	evtimer_add(d->ev_soon, &tv);
+	/* The pass dumps every socket: until it has, more events tell
+	 * nothing new, and reading each would cost what the gap saves. */
+	if (d->ev_destroy != NULL)
+		event_del(d->ev_destroy);
 }
 
 /* A socket of the range was destroyed: look now, not at the next tick. */
@@ -792,9 +912,9 @@ discover_destroy_cb(evutil_socket_t fd, short events, void *arg)
 	}
 	if (socks.n > 0)
 		wake = 1;
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 	if (wake)
-		discover_scan(d);
+		discover_scan_soon(d);
 }
 
 static int
@@ -802,6 +922,26 @@ discover_netlink(int flags)
 {
 	return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | flags,
 	    NETLINK_SOCK_DIAG);
+}
+
+/* A socket for sock_diag dumps, whose replies never hang a pass. */
+static int
+discover_netlink_dumps(char **cause)
+{
+	struct timeval rcvtimeo = { 1, 0 };
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+	int fd;
+
+	if ((fd = discover_netlink(0)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcvtimeo,
+		sizeof rcvtimeo) != 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+		xasprintf(cause, "netlink sock_diag: %s", strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /*
@@ -850,14 +990,74 @@ fail:
 	return -1;
 }
 
+/*
+ * One dump of the TCP listeners on ports low..high, both families, for
+ * --check: appends them to socks, with their owner's uid.
+ */
+int
+discover_listeners(uint16_t low, uint16_t high, struct discover_socks *socks,
+    char **cause)
+{
+	unsigned char *buf;
+	int nl, rc = 0;
+
+	if ((nl = discover_netlink_dumps(cause)) == -1)
+		return -1;
+	buf = xmalloc(DISCOVER_BUF_SIZE);
+	if (discover_dump(nl, 1, buf, AF_INET, low, high, socks, cause) != 0 ||
+	    discover_dump(nl, 2, buf, AF_INET6, low, high, socks, cause) != 0)
+		rc = -1;
+	free(buf);
+	close(nl);
+	return rc;
+}
+
+struct discover_holder {
+	const struct discover_socks *socks;
+	pid_t *pids;
+	pid_t pid;
+};
+
+static void
+discover_holder_cb(uint32_t inode, void *arg)
+{
+	struct discover_holder *h = arg;
+	size_t i;
+
+	for (i = 0; i < h->socks->n; i++) {
+		if (h->socks->v[i].inode == inode && h->pids[i] == 0)
+			h->pids[i] = h->pid;
+	}
+}
+
+/*
+ * Finds the process holding each socket of socks, where this user may read
+ * /proc/PID/fd: pids[i] is socks->v[i]'s, 0 when none is visible.
+ */
+void
+discover_holders(const struct discover_socks *socks, pid_t *pids)
+{
+	struct discover_holder h = { socks, pids, 0 };
+	struct dirent *de;
+	DIR *dir;
+
+	memset(pids, 0, socks->n * sizeof *pids);
+	if (socks->n == 0 || (dir = opendir("/proc")) == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		if ((h.pid = discover_dirent_pid(de->d_name)) != 0)
+			(void)discover_fds_each(h.pid, discover_holder_cb, &h);
+	}
+	closedir(dir);
+}
+
 struct discover *
 discover_create(struct event_base *base, struct registry *reg,
     const struct discover_config *cfg, char **cause)
 {
 	struct discover *d;
 	struct timeval tv;
-	struct timeval rcvtimeo = { 1, 0 }; /* a pass never hangs */
-	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+	char *inner = NULL;
 
 	if (cfg->interval_ms <= 0 || cfg->low > cfg->high ||
 	    (size_t)(cfg->high - cfg->low) + 1 != reg->pool.size ||
@@ -871,12 +1071,9 @@ discover_create(struct event_base *base, struct registry *reg,
 	d->reg = reg;
 	d->cfg = *cfg;
 	d->nl_destroy = -1;
-	if ((d->nl = discover_netlink(0)) == -1 ||
-	    setsockopt(d->nl, SOL_SOCKET, SO_RCVTIMEO, &rcvtimeo,
-		sizeof rcvtimeo) != 0 ||
-	    bind(d->nl, (struct sockaddr *)&sa, sizeof sa) != 0) {
-		xasprintf(cause, "--discover needs netlink sock_diag: %s",
-		    strerror(errno));
+	if ((d->nl = discover_netlink_dumps(&inner)) == -1) {
+		xasprintf(cause, "--discover needs %s", inner);
+		free(inner);
 		discover_free(d);
 		return NULL;
 	}
@@ -887,6 +1084,33 @@ discover_create(struct event_base *base, struct registry *reg,
 	tv.tv_usec = (cfg->interval_ms % 1000) * 1000;
 	d->ev_poll = event_new(base, -1, EV_PERSIST, discover_poll_cb, d);
 	event_add(d->ev_poll, &tv);
+	d->ev_soon = evtimer_new(base, discover_soon_cb, d);
+	return d;
+}
+
+/*
+ * --discover: discovery over the options' port range, below promfork; the
+ * range goes into the environment, so that the app picks its ports from
+ * it.  Exits on failure.
+ */
+struct discover *
+discover_setup(struct event_base *base, struct registry *reg,
+    const struct options *o)
+{
+	struct discover_config cfg;
+	struct discover *d;
+	char *cause = NULL, *range;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.root = getpid();
+	cfg.low = o->port_low;
+	cfg.high = o->port_high;
+	cfg.interval_ms = o->discover_interval_ms;
+	if ((d = discover_create(base, reg, &cfg, &cause)) == NULL)
+		fatalx("%s", cause);
+	xasprintf(&range, "%u-%u", cfg.low, cfg.high);
+	setenv("PROMFORK_PORT_RANGE", range, 1);
+	free(range);
 	return d;
 }
 
@@ -903,13 +1127,15 @@ discover_free(struct discover *d)
 		return;
 	if (d->ev_poll != NULL)
 		event_free(d->ev_poll);
+	if (d->ev_soon != NULL)
+		event_free(d->ev_soon);
 	if (d->ev_destroy != NULL)
 		event_free(d->ev_destroy);
 	if (d->nl_destroy != -1)
 		close(d->nl_destroy);
 	if (d->nl != -1)
 		close(d->nl);
-	discover_socks_clear(&d->socks);
+	discover_socks_finish(&d->socks);
 	free(d->v);
 	free(d->keep);
 	free(d->buf);

@@ -6,13 +6,9 @@
  * clashes between workers are dropped and counted, never passed on: the
  * output must always parse.  Pure logic, no I/O: tests call it directly.
  */
-#include <float.h>
-#include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "promfork.h"
 
@@ -21,13 +17,16 @@ static const char *const expo_type_names[EXPO_TYPE_COUNT] = { "untyped",
 
 /* One merged family: its samples are rendered as they are added. */
 struct expo_family {
-	char *name;
+	char *name; /* in the merge's names */
 	size_t namelen;
 	enum expo_type type;
 	char *help; /* escaped as on the wire; NULL until a worker gives one */
 	size_t helplen;
-	struct expo_buf samples;
+	struct buf samples;
 };
+
+/* Names chunks are never moved, so that names can point into them. */
+#define EXPO_NAMES_CHUNK (64 * 1024)
 
 /*
  * A name some family owns.  A histogram or summary also owns the _sum,
@@ -35,10 +34,8 @@ struct expo_family {
  * that a parser would mix up can never both be rendered.
  */
 struct expo_claim {
-	char *name;
-	size_t len;
-	uint64_t hash;
-	struct expo_family *fam; /* NULL: empty slot */
+	struct table_key k; /* the name, in the merge's names */
+	struct expo_family *fam;
 };
 
 /* What the scrape being added said about one name. */
@@ -46,9 +43,7 @@ struct expo_claim {
 #define EXPO_LOCAL_HELP 0x2 /* a HELP line named it */
 #define EXPO_LOCAL_DONE 0x4 /* samples resolved: to fam, or dropped */
 struct expo_local {
-	const char *name; /* into the worker's text; NULL: empty slot */
-	size_t len;
-	uint64_t hash;
+	struct table_key k; /* the name, into the worker's text */
 	int flags;
 	enum expo_type type;
 	const char *help;
@@ -56,53 +51,42 @@ struct expo_local {
 	struct expo_family *fam;
 };
 
-/*
- * A sample value: the double and, for a decimal of up to 17 significant
- * digits (nearly all), those digits, which render without printf.
- */
-struct expo_value {
-	double v;
-	int neg;
-	int ndigits; /* 0: render from v alone */
-	uint64_t digits; /* no trailing zeros */
-	int exp; /* power of ten of the first digit */
-	const char *text; /* as the worker wrote it, when that is plain */
-	size_t textlen; /* decimal: 0 otherwise */
-};
-
 struct expo_sample {
 	const char *name;
 	size_t namelen;
 	struct expo_label labels[EXPO_LABELS_MAX];
 	size_t nlabels;
-	struct expo_value value;
-	int has_ts;
-	long long ts;
+	const char *value; /* checked, passed on as written */
+	size_t valuelen;
+	const char *ts; /* NULL when there is none */
+	size_t tslen;
 };
 
 struct expo_merge {
-	struct expo_family **families; /* in first-seen order */
+	/*
+	 * The families in first-seen order; past nfamilies up to nalloc, the
+	 * ones expo_merge_reset kept with their buffers, for reuse.
+	 */
+	struct expo_family **families;
 	size_t nfamilies;
+	size_t nalloc;
 	size_t familiescap;
 
-	struct expo_claim *claims; /* open addressing, power of two */
-	size_t nclaims;
-	size_t claimscap;
+	/* Copies of family, HELP and claimed names, until the next reset. */
+	struct buf *names;
+	size_t nnames;
+	size_t name; /* the chunk being filled */
 
-	struct expo_local *locals; /* open addressing, power of two */
-	size_t nlocals;
-	size_t localscap;
+	struct table claims; /* of struct expo_claim */
+	struct table
+	    locals; /* of struct expo_local, for the scrape being added */
 
 	struct expo_local *last; /* the last sample's, while it stays put */
 
-	struct expo_buf *spare; /* samples buffers kept by expo_merge_reset */
-	size_t nspare;
-
-	struct expo_buf worker; /* escaped worker label value */
+	struct buf worker; /* escaped worker label value */
 	struct expo_stats *st;
 	struct expo_sample sample;
 	const char *line; /* the sample line being added */
-	size_t valuelen; /* its value's */
 	expo_edit_fn edit; /* NULL: samples go as they came */
 	void *edit_arg;
 	char edited[32]; /* the value edit gave */
@@ -127,59 +111,6 @@ static const struct {
 	{ "_created", 8, 1, 1, 0 },
 };
 #define EXPO_NSUFFIXES (sizeof expo_suffixes / sizeof expo_suffixes[0])
-
-/* Makes room for n more bytes. */
-void
-expo_buf_reserve(struct expo_buf *b, size_t n)
-{
-	size_t cap;
-
-	if (b->cap - b->len >= n)
-		return;
-	cap = b->cap != 0 ? b->cap : 256;
-	while (cap - b->len < n) {
-		if (cap > SIZE_MAX / 2)
-			fatalx("expo buffer overflows");
-		cap *= 2;
-	}
-	b->data = xreallocarray(b->data, cap, 1);
-	b->cap = cap;
-}
-
-void
-expo_buf_add(struct expo_buf *b, const void *data, size_t len)
-{
-	if (len == 0)
-		return;
-	expo_buf_reserve(b, len);
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-}
-
-void
-expo_buf_finish(struct expo_buf *b)
-{
-	free(b->data);
-	b->data = NULL;
-	b->len = b->cap = 0;
-}
-
-/* A word at a time: names are short and not chosen to collide. */
-static uint64_t
-expo_hash(const char *s, size_t len)
-{
-	uint64_t h = len * 0x9e3779b97f4a7c15ULL, w;
-
-	for (; len >= 8; s += 8, len -= 8) {
-		memcpy(&w, s, 8);
-		h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
-		h ^= h >> 29;
-	}
-	w = 0;
-	memcpy(&w, s, len);
-	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
-	return h ^ (h >> 32);
-}
 
 static int
 expo_is_blank(char c)
@@ -281,397 +212,31 @@ expo_utf8_valid(const unsigned char *s, size_t len)
 	return 1;
 }
 
-/*
- * A float as Prometheus' parsers take it (Go's strconv.ParseFloat without
- * hex or underscores): decimal, or Inf/Infinity with an optional sign, or
- * NaN, any case.  Out of range is an error there, so it is here.
- */
-static int
-expo_float_parse(const char *s, size_t len, double *v)
+/* A copy of s that lives until the next reset, without a malloc each. */
+static char *
+expo_name_copy(struct expo_merge *m, const char *s, size_t len)
 {
-	char tmp[64], *copy = tmp;
-	size_t i = 0, digits = 0, rest;
-	int sign = 0;
+	struct buf *b;
+	char *p;
 
-	if (len > 0 && (s[0] == '+' || s[0] == '-')) {
-		sign = s[0] == '-' ? -1 : 1;
-		i++;
-	}
-	rest = len - i;
-	if ((rest == 3 && strncasecmp(s + i, "inf", 3) == 0) ||
-	    (rest == 8 && strncasecmp(s + i, "infinity", 8) == 0)) {
-		*v = sign < 0 ? -INFINITY : INFINITY;
-		return 0;
-	}
-	if (sign == 0 && rest == 3 && strncasecmp(s, "nan", 3) == 0) {
-		*v = NAN;
-		return 0;
-	}
-	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
-		digits++;
-	if (i < len && s[i] == '.')
-		for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++)
-			digits++;
-	if (digits == 0)
-		return -1;
-	if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-		i++;
-		if (i < len && (s[i] == '+' || s[i] == '-'))
-			i++;
-		for (digits = 0; i < len && s[i] >= '0' && s[i] <= '9'; i++)
-			digits++;
-		if (digits == 0)
-			return -1;
-	}
-	if (i != len)
-		return -1;
-
-	if (len >= sizeof tmp)
-		copy = xmalloc(len + 1);
-	memcpy(copy, s, len);
-	copy[len] = '\0';
-	*v = strtod(copy, NULL);
-	if (copy != tmp)
-		free(copy);
-	return isinf(*v) ? -1 : 0;
-}
-
-static size_t
-expo_int_format(char *buf, long long v)
-{
-	char tmp[24];
-	unsigned long long u =
-	    v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-	size_t n = 0, len = 0;
-
-	do {
-		tmp[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
-	if (v < 0)
-		buf[len++] = '-';
-	while (n > 0)
-		buf[len++] = tmp[--n];
-	return len;
-}
-
-static const double expo_pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
-	1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-	1e20, 1e21, 1e22 };
-#define EXPO_EXACT_MAX 9007199254740992.0 /* 2^53 */
-
-/* The double nearest m * 10^k: one exact division or product when m and
- * 10^k are both exact doubles (Clinger's fast path), else strtod. */
-static double
-expo_digits_double(uint64_t m, int k)
-{
-	char buf[48];
-	size_t n;
-
-	if ((double)m <= EXPO_EXACT_MAX && k >= -22 && k <= 22)
-		return k >= 0 ? (double)m * expo_pow10[k]
-			      : (double)m / expo_pow10[-k];
-	n = expo_int_format(buf, (long long)m);
-	buf[n++] = 'e';
-	n += expo_int_format(buf + n, k);
-	buf[n] = '\0';
-	return strtod(buf, NULL);
-}
-
-/*
- * A sample value, as expo_float_parse takes it, also keeping its digits:
- * one pass for the grammar and the digits, and no strtod for up to 15.
- */
-static int
-expo_value_parse(const char *s, size_t len, struct expo_value *val)
-{
-	uint64_t m = 0;
-	size_t i = 0, digits = 0;
-	int nd = 0, zeros = 0, x = 0, started = 0, point = 0, many = 0;
-	int e = 0, eneg = 0, edigits = 0;
-	char c;
-
-	val->neg = len > 0 && s[0] == '-';
-	val->text = s;
-	val->textlen = 0;
-	if (len > 0 && (s[0] == '+' || s[0] == '-'))
-		i++;
-	for (; i < len; i++) {
-		c = s[i];
-		if (c == '.' && !point) {
-			point = 1;
-			continue;
+	for (;; m->name++) {
+		if (m->name == m->nnames) {
+			m->names = xreallocarray(m->names, m->nnames + 1,
+			    sizeof *m->names);
+			b = &m->names[m->nnames++];
+			memset(b, 0, sizeof *b);
+			buf_reserve(b,
+			    len > EXPO_NAMES_CHUNK ? len : EXPO_NAMES_CHUNK);
 		}
-		if (c < '0' || c > '9')
+		b = &m->names[m->name];
+		if (b->cap - b->len >= len)
 			break;
-		digits++;
-		if (!started && c == '0') {
-			if (point)
-				x--;
-			continue;
-		}
-		if (!started) {
-			started = 1;
-			x = point ? x - 1 : -1;
-		}
-		if (!point)
-			x++;
-		/* Zeros wait: they count only if a digit follows. */
-		if (c == '0') {
-			zeros++;
-			continue;
-		}
-		if (nd + zeros + 1 > 17) {
-			many = 1;
-			continue;
-		}
-		for (; zeros > 0; zeros--, nd++)
-			m *= 10;
-		m = m * 10 + (uint64_t)(c - '0');
-		nd++;
 	}
-	if (digits == 0 || (i < len && s[i] != 'e' && s[i] != 'E'))
-		goto other;
-	if (i < len) {
-		if (++i < len && (s[i] == '+' || s[i] == '-'))
-			eneg = s[i++] == '-';
-		for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, edigits++)
-			if (e < 100000)
-				e = e * 10 + (s[i] - '0');
-		if (edigits == 0 || i != len)
-			return -1;
-		x += eneg ? -e : e;
-	}
-	if (!started) {
-		val->v = val->neg ? -0.0 : 0.0;
-		val->ndigits = 0;
-		val->textlen = len;
-		return 0;
-	}
-	if (many || x > 308 || x < -300)
-		goto other;
-	val->v = expo_digits_double(m, x - nd + 1);
-	if (isinf(val->v))
-		return -1;
-	if (val->neg)
-		val->v = -val->v;
-	val->ndigits = nd;
-	val->digits = m;
-	val->exp = x;
-	val->textlen = len;
-	return 0;
-
-other:
-	/* Inf, NaN, more than 17 digits, the edges of the range, or junk. */
-	val->ndigits = 0;
-	return expo_float_parse(s, len, &val->v);
-}
-
-/* A timestamp: int64 milliseconds, as Go's strconv.ParseInt takes it. */
-static int
-expo_ts_parse(const char *s, size_t len, long long *ts)
-{
-	unsigned long long n = 0, max = (unsigned long long)LLONG_MAX;
-	size_t i = 0;
-	int neg = 0;
-
-	if (len > 0 && (s[0] == '+' || s[0] == '-')) {
-		neg = s[0] == '-';
-		i++;
-	}
-	if (i == len)
-		return -1;
-	if (neg)
-		max++;
-	for (; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		if (n > (max - (unsigned long long)(s[i] - '0')) / 10)
-			return -1;
-		n = n * 10 + (unsigned long long)(s[i] - '0');
-	}
-	/* Negate in unsigned arithmetic so LLONG_MIN does not overflow. */
-	*ts = neg ? (long long)(0 - n) : (long long)n;
-	return 0;
-}
-
-/* Digits d[0..n), the first at 10^x: whole numbers up to 2^53 in full,
- * else as printf's %g would lay them out. */
-static size_t
-expo_digits_format(char *buf, int neg, const char *d, int n, int x, double v)
-{
-	size_t len = 0;
-	int i, prec = n > 15 ? n : 15;
-
-	if (neg)
-		buf[len++] = '-';
-	if (x >= n - 1 && v >= -EXPO_EXACT_MAX && v <= EXPO_EXACT_MAX) {
-		memcpy(buf + len, d, (size_t)n);
-		len += (size_t)n;
-		for (i = n - 1; i < x; i++)
-			buf[len++] = '0';
-	} else if (x < -4 || x >= prec) {
-		buf[len++] = d[0];
-		if (n > 1) {
-			buf[len++] = '.';
-			memcpy(buf + len, d + 1, (size_t)n - 1);
-			len += (size_t)n - 1;
-		}
-		buf[len++] = 'e';
-		buf[len++] = x < 0 ? '-' : '+';
-		if (x > -10 && x < 10)
-			buf[len++] = '0';
-		len += expo_int_format(buf + len, x < 0 ? -x : x);
-	} else if (x >= 0) {
-		for (i = 0; i <= x; i++)
-			buf[len++] = i < n ? d[i] : '0';
-		if (n > x + 1) {
-			buf[len++] = '.';
-			memcpy(buf + len, d + x + 1, (size_t)(n - x - 1));
-			len += (size_t)(n - x - 1);
-		}
-	} else {
-		buf[len++] = '0';
-		buf[len++] = '.';
-		for (i = -1; i > x; i--)
-			buf[len++] = '0';
-		memcpy(buf + len, d, (size_t)n);
-		len += (size_t)n;
-	}
-	return len;
-}
-
-/*
- * The canonical text of v, given n <= 17 digits m (the first at 10^x) that
- * read back as v: the fewest digits that still do.  For a normal double up
- * to 15 digits are already the fewest (no two such decimals share one), and
- * 16 or 17 may round, either way, to 15 or 16 that read back.  Rounding the
- * digits, not v itself, keeps it cheap and gives the same text when it is
- * read again.
- */
-static size_t
-expo_shortest(char *buf, int neg, uint64_t m, int n, int x, double v)
-{
-	/* Below the normal range fewer digits tell doubles apart. */
-	int from = (neg ? -v : v) < DBL_MIN ? 1 : 15;
-	double abs = neg ? -v : v;
-	uint64_t p10, q, c;
-	int target, k, up, nc, xc;
-	char d[24];
-
-	for (target = from; target < n; target++) {
-		p10 = (uint64_t)expo_pow10[n - target];
-		q = m / p10;
-		up = (m % p10) * 2 >= p10;
-		for (k = 0; k < 2; k++) {
-			/* The nearer neighbour first, then the other. */
-			c = q + (uint64_t)(k == 0 ? up : !up);
-			nc = target;
-			xc = x;
-			if (c == (uint64_t)expo_pow10[target]) {
-				c = 1; /* 99..9 rounded up */
-				nc = 1;
-				xc++;
-			}
-			for (; c % 10 == 0; nc--)
-				c /= 10;
-			if (expo_digits_double(c, xc - nc + 1) == abs) {
-				m = c;
-				n = nc;
-				x = xc;
-				goto done;
-			}
-		}
-	}
-done:
-	expo_int_format(d, (long long)m);
-	return expo_digits_format(buf, neg, d, n, x, v);
-}
-
-/* The canonical text of any double; buf holds 32. */
-static size_t
-expo_double_format(char *buf, double v)
-{
-	char tmp[40], *p;
-	uint64_t m = 0;
-	int n = 0;
-
-	if (isnan(v)) {
-		memcpy(buf, "NaN", 3);
-		return 3;
-	}
-	if (isinf(v)) {
-		memcpy(buf, v > 0 ? "+Inf" : "-Inf", 4);
-		return 4;
-	}
-	if (v == 0) {
-		memcpy(buf, signbit(v) ? "-0" : "0", signbit(v) ? 2 : 1);
-		return signbit(v) ? 2 : 1;
-	}
-	/* 17 digits always read back: d.dddddddddddddddde[+-]x */
-	snprintf(tmp, sizeof tmp, "%.16e", v < 0 ? -v : v);
-	for (p = tmp; *p != 'e'; p++) {
-		if (*p != '.') {
-			m = m * 10 + (uint64_t)(*p - '0');
-			n++;
-		}
-	}
-	for (; m % 10 == 0; n--)
-		m /= 10;
-	return expo_shortest(buf, v < 0, m, n, atoi(p + 1), v);
-}
-
-/* The canonical text of a sample value; buf holds 32. */
-static size_t
-expo_value_format(char *buf, const struct expo_value *val)
-{
-	double abs = val->neg ? -val->v : val->v;
-
-	/* Below the normal range the digits given may not be the fewest. */
-	if (val->ndigits == 0 || !(abs >= DBL_MIN))
-		return expo_double_format(buf, val->v);
-	return expo_shortest(buf, val->neg, val->digits, val->ndigits, val->exp,
-	    val->v);
-}
-
-static void
-expo_claims_grow(struct expo_merge *m)
-{
-	struct expo_claim *old = m->claims, *c;
-	size_t oldcap = m->claimscap, i, mask;
-
-	m->claimscap = oldcap != 0 ? oldcap * 2 : 256;
-	m->claims = xcalloc(m->claimscap, sizeof *m->claims);
-	mask = m->claimscap - 1;
-	for (i = 0; i < oldcap; i++) {
-		if (old[i].fam == NULL)
-			continue;
-		c = &m->claims[old[i].hash & mask];
-		while (c->fam != NULL) {
-			if (++c == m->claims + m->claimscap)
-				c = m->claims;
-		}
-		*c = old[i];
-	}
-	free(old);
-}
-
-/* The slot for name: its claim, or the empty slot where it would go. */
-static struct expo_claim *
-expo_claim_slot(struct expo_merge *m, const char *name, size_t len,
-    uint64_t hash)
-{
-	size_t i, mask = m->claimscap - 1;
-	struct expo_claim *c;
-
-	for (i = hash & mask;; i = (i + 1) & mask) {
-		c = &m->claims[i];
-		if (c->fam == NULL)
-			return c;
-		if (c->hash == hash && c->len == len &&
-		    memcmp(c->name, name, len) == 0)
-			return c;
-	}
+	p = b->data + b->len;
+	if (len != 0)
+		memcpy(p, s, len);
+	b->len += len;
+	return p;
 }
 
 /* Gives name to fam unless another family has it: 0, or -1 on a clash. */
@@ -679,28 +244,23 @@ static int
 expo_claim(struct expo_merge *m, const char *name, size_t len,
     struct expo_family *fam)
 {
-	uint64_t hash = expo_hash(name, len);
 	struct expo_claim *c;
+	int added;
 
-	if ((m->nclaims + 1) * 2 > m->claimscap)
-		expo_claims_grow(m);
-	c = expo_claim_slot(m, name, len, hash);
-	if (c->fam != NULL)
+	c = table_add(&m->claims, name, len, &added);
+	if (!added)
 		return c->fam == fam ? 0 : -1;
-	c->name = xstrndup(name, len);
-	c->len = len;
-	c->hash = hash;
+	c->k.name = expo_name_copy(m, name, len); /* the same, for longer */
 	c->fam = fam;
-	m->nclaims++;
 	return 0;
 }
 
 static struct expo_family *
 expo_claim_owner(struct expo_merge *m, const char *name, size_t len)
 {
-	if (m->claimscap == 0)
-		return NULL;
-	return expo_claim_slot(m, name, len, expo_hash(name, len))->fam;
+	struct expo_claim *c = table_find(&m->claims, name, len);
+
+	return c != NULL ? c->fam : NULL;
 }
 
 static int
@@ -720,7 +280,7 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
     enum expo_type type)
 {
 	struct expo_family *fam;
-	char *sub;
+	char stack[256], *sub;
 	size_t i;
 
 	fam = expo_claim_owner(m, name, len);
@@ -731,7 +291,7 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 		return NULL;
 	}
 
-	sub = xmalloc(len + 16);
+	sub = len + 16 <= sizeof stack ? stack : xmalloc(len + 16);
 	memcpy(sub, name, len);
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		if (!expo_suffix_owns(i, type) || !expo_suffixes[i].eager)
@@ -743,18 +303,21 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 			goto out;
 	}
 
-	fam = xcalloc(1, sizeof *fam);
-	if (m->nspare > 0)
-		fam->samples = m->spare[--m->nspare];
-	fam->name = xstrndup(name, len);
+	if (m->nfamilies == m->nalloc) {
+		if (m->nalloc == m->familiescap) {
+			m->familiescap =
+			    m->familiescap != 0 ? m->familiescap * 2 : 64;
+			m->families = xreallocarray(m->families, m->familiescap,
+			    sizeof *m->families);
+		}
+		m->families[m->nalloc++] = xcalloc(1, sizeof *fam);
+	}
+	fam = m->families[m->nfamilies++];
+	fam->name = expo_name_copy(m, name, len);
 	fam->namelen = len;
 	fam->type = type;
-	if (m->nfamilies == m->familiescap) {
-		m->familiescap = m->familiescap != 0 ? m->familiescap * 2 : 64;
-		m->families = xreallocarray(m->families, m->familiescap,
-		    sizeof *m->families);
-	}
-	m->families[m->nfamilies++] = fam;
+	fam->help = NULL;
+	fam->helplen = 0;
 
 	expo_claim(m, name, len, fam);
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
@@ -765,30 +328,9 @@ expo_family_get(struct expo_merge *m, const char *name, size_t len,
 		expo_claim(m, sub, len + expo_suffixes[i].len, fam);
 	}
 out:
-	free(sub);
+	if (sub != stack)
+		free(sub);
 	return fam;
-}
-
-static void
-expo_locals_grow(struct expo_merge *m)
-{
-	struct expo_local *old = m->locals, *e;
-	size_t oldcap = m->localscap, i;
-
-	m->localscap = oldcap != 0 ? oldcap * 2 : 256;
-	m->locals = xcalloc(m->localscap, sizeof *m->locals);
-	m->last = NULL;
-	for (i = 0; i < oldcap; i++) {
-		if (old[i].name == NULL)
-			continue;
-		e = &m->locals[old[i].hash & (m->localscap - 1)];
-		while (e->name != NULL) {
-			if (++e == m->locals + m->localscap)
-				e = m->locals;
-		}
-		*e = old[i];
-	}
-	free(old);
 }
 
 /*
@@ -798,42 +340,28 @@ expo_locals_grow(struct expo_merge *m)
 static struct expo_local *
 expo_local_get(struct expo_merge *m, const char *name, size_t len, int create)
 {
-	uint64_t hash = expo_hash(name, len);
-	size_t i, mask;
-	struct expo_local *e;
+	struct expo_local *l;
+	int added;
 
-	if (create && (m->nlocals + 1) * 2 > m->localscap)
-		expo_locals_grow(m);
-	if (m->localscap == 0)
-		return NULL;
-	mask = m->localscap - 1;
-	for (i = hash & mask;; i = (i + 1) & mask) {
-		e = &m->locals[i];
-		if (e->name == NULL)
-			break;
-		if (e->hash == hash && e->len == len &&
-		    memcmp(e->name, name, len) == 0)
-			return e;
-	}
 	if (!create)
-		return NULL;
-	e->name = name;
-	e->len = len;
-	e->hash = hash;
-	m->nlocals++;
-	return e;
+		return table_find(&m->locals, name, len);
+	l = table_add(&m->locals, name, len, &added);
+	if (added)
+		m->last = NULL; /* the entries may have moved */
+	return l;
 }
 
 static void
-expo_local_help(struct expo_local *l)
+expo_local_help(struct expo_merge *m, struct expo_local *l)
 {
 	struct expo_family *fam = l->fam;
 
 	/* Only a family's own HELP: not that of a name it merely owns. */
 	if (fam == NULL || fam->help != NULL || l->helplen == 0 ||
-	    fam->namelen != l->len || memcmp(fam->name, l->name, l->len) != 0)
+	    fam->namelen != l->k.len ||
+	    memcmp(fam->name, l->k.name, l->k.len) != 0)
 		return;
-	fam->help = xstrndup(l->help, l->helplen);
+	fam->help = expo_name_copy(m, l->help, l->helplen);
 	fam->helplen = l->helplen;
 }
 
@@ -864,11 +392,11 @@ expo_local_family(struct expo_merge *m, struct expo_local *x)
 		return x;
 	for (i = 0; i < EXPO_NSUFFIXES; i++) {
 		len = expo_suffixes[i].len;
-		if (x->len <= len ||
-		    memcmp(x->name + x->len - len, expo_suffixes[i].suffix,
+		if (x->k.len <= len ||
+		    memcmp(x->k.name + x->k.len - len, expo_suffixes[i].suffix,
 			len) != 0)
 			continue;
-		base = expo_local_get(m, x->name, x->len - len, 0);
+		base = expo_local_get(m, x->k.name, x->k.len - len, 0);
 		if (base != NULL && (base->flags & EXPO_LOCAL_TYPE) &&
 		    expo_suffix_owns(i, base->type))
 			return base;
@@ -891,15 +419,16 @@ expo_resolve(struct expo_merge *m, struct expo_local *x, struct expo_local *l)
 	if (!(l->flags & EXPO_LOCAL_DONE)) {
 		l->flags |= EXPO_LOCAL_DONE;
 		l->fam =
-		    expo_family_get(m, l->name, l->len, expo_local_type(l));
+		    expo_family_get(m, l->k.name, l->k.len, expo_local_type(l));
 		if (l->fam == NULL)
-			expo_conflict(m, l->name, l->len);
+			expo_conflict(m, l->k.name, l->k.len);
 		else if (l->flags & EXPO_LOCAL_HELP)
-			expo_local_help(l);
+			expo_local_help(m, l);
 	}
 	fam = l->fam;
-	if (x != l && fam != NULL && expo_claim(m, x->name, x->len, fam) != 0) {
-		expo_conflict(m, x->name, x->len);
+	if (x != l && fam != NULL &&
+	    expo_claim(m, x->k.name, x->k.len, fam) != 0) {
+		expo_conflict(m, x->k.name, x->k.len);
 		fam = NULL;
 	}
 	x->flags |= EXPO_LOCAL_DONE;
@@ -912,7 +441,6 @@ static int
 expo_labels_check(const struct expo_sample *s, enum expo_type type)
 {
 	const struct expo_label *l;
-	struct expo_value v;
 	const char *want;
 	size_t i;
 
@@ -928,7 +456,7 @@ expo_labels_check(const struct expo_sample *s, enum expo_type type)
 		    memcmp(l->name, want, l->namelen) != 0)
 			continue;
 		if (memchr(l->value, '\\', l->valuelen) != NULL ||
-		    expo_value_parse(l->value, l->valuelen, &v) != 0)
+		    value_parse(l->value, l->valuelen) != 0)
 			return -1;
 	}
 	return 0;
@@ -967,15 +495,15 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
     const struct expo_sample *s)
 {
 	const struct expo_label *l;
-	struct expo_buf *b = &fam->samples;
+	struct buf *b = &fam->samples;
 	size_t i, k, need;
 	char *o;
 
-	need = s->namelen + 16 + m->worker.len + 128;
+	need = s->namelen + 16 + m->worker.len + s->valuelen + s->tslen + 4;
 	for (i = 0; i < s->nlabels; i++)
 		need += s->labels[i].namelen + s->labels[i].valuelen + 4;
 	need += (EXPO_LABELS_MAX + 1) * 9; /* exported_ prefixes */
-	expo_buf_reserve(b, need);
+	buf_reserve(b, need);
 
 	o = b->data + b->len;
 	memcpy(o, s->name, s->namelen);
@@ -1005,18 +533,12 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	}
 	*o++ = '}';
 	*o++ = ' ';
-	/*
-	 * A plain decimal goes out as it came: any such text reads back as
-	 * the same double, and copying it costs less than formatting it.
-	 */
-	if (s->value.textlen != 0 && s->value.textlen <= 64) {
-		memcpy(o, s->value.text, s->value.textlen);
-		o += s->value.textlen;
-	} else
-		o += expo_value_format(o, &s->value);
-	if (s->has_ts) {
+	memcpy(o, s->value, s->valuelen);
+	o += s->valuelen;
+	if (s->ts != NULL) {
 		*o++ = ' ';
-		o += expo_int_format(o, s->ts);
+		memcpy(o, s->ts, s->tslen);
+		o += s->tslen;
 	}
 	*o++ = '\n';
 	b->len = (size_t)(o - b->data);
@@ -1035,7 +557,7 @@ expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
 
 	line.kind = EXPO_LINE_SAMPLE;
 	line.text = m->line;
-	line.len = (size_t)(s->value.text - m->line) + m->valuelen;
+	line.len = (size_t)(s->value - m->line) + s->valuelen;
 	line.family = fam->name;
 	line.familylen = fam->namelen;
 	line.type = fam->type;
@@ -1043,14 +565,14 @@ expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
 	line.namelen = s->namelen;
 	line.labels = s->labels;
 	line.nlabels = s->nlabels;
-	line.valuetext = s->value.text;
-	line.valuelen = m->valuelen;
+	line.valuetext = s->value;
+	line.valuelen = s->valuelen;
 	switch (m->edit(m->edit_arg, &line, m->edited, &len)) {
 	case EXPO_EDIT_DROP:
 		return 1;
 	case EXPO_EDIT_SET:
-		s->value.text = m->edited;
-		s->value.textlen = len;
+		s->value = m->edited;
+		s->valuelen = len;
 		break;
 	case EXPO_EDIT_KEEP:
 		break;
@@ -1068,8 +590,8 @@ expo_sample_add(struct expo_merge *m, struct expo_sample *s)
 
 	/* Samples of one metric come in runs: skip the lookup. */
 	x = m->last;
-	if (x == NULL || x->len != s->namelen ||
-	    memcmp(x->name, s->name, x->len) != 0)
+	if (x == NULL || x->k.len != s->namelen ||
+	    memcmp(x->k.name, s->name, x->k.len) != 0)
 		x = m->last = expo_local_get(m, s->name, s->namelen, 1);
 	if (x->flags & EXPO_LOCAL_DONE) {
 		if (x->fam == NULL) {
@@ -1096,18 +618,60 @@ expo_sample_add(struct expo_merge *m, struct expo_sample *s)
 	return 0;
 }
 
+/*
+ * Whether no two labels of s share a name.  A few are compared in pairs;
+ * more go through a small set under the merge's keyed hash, so that 64
+ * labels cost 64 lookups, not 2 016 comparisons of names made alike.
+ */
+static int
+expo_labels_unique(const struct table *keyed, const struct expo_sample *s)
+{
+	unsigned char set[EXPO_LABELS_MAX * 2]; /* label index + 1; 0: empty */
+	uint64_t hash[EXPO_LABELS_MAX];
+	const struct expo_label *a, *b;
+	size_t i, j, mask = sizeof set - 1;
+
+	if (s->nlabels <= 8) {
+		for (i = 1; i < s->nlabels; i++) {
+			a = &s->labels[i];
+			for (j = 0; j < i; j++) {
+				b = &s->labels[j];
+				if (a->namelen == b->namelen &&
+				    memcmp(a->name, b->name, a->namelen) == 0)
+					return 0;
+			}
+		}
+		return 1;
+	}
+	memset(set, 0, sizeof set);
+	for (i = 0; i < s->nlabels; i++) {
+		a = &s->labels[i];
+		hash[i] = table_hash(keyed, a->name, a->namelen);
+		for (j = hash[i] & mask; set[j] != 0; j = (j + 1) & mask) {
+			b = &s->labels[set[j] - 1];
+			if (hash[set[j] - 1] == hash[i] &&
+			    a->namelen == b->namelen &&
+			    memcmp(a->name, b->name, a->namelen) == 0)
+				return 0;
+		}
+		set[j] = (unsigned char)(i + 1);
+	}
+	return 1;
+}
+
 /* The {...} of a sample, p just past the brace: the end, or NULL. */
 static const char *
-expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
+expo_labels_parse(const struct table *keyed, struct expo_sample *s,
+    const char *p, const char *end)
 {
 	struct expo_label *l;
-	size_t n, i;
+	size_t n;
 	int high;
 
 	for (;;) {
 		p = expo_skip_blanks(p, end);
 		if (p < end && *p == '}')
-			return p + 1;
+			return expo_labels_unique(keyed, s) ? p + 1 : NULL;
 		if (s->nlabels == EXPO_LABELS_MAX)
 			return NULL;
 		l = &s->labels[s->nlabels];
@@ -1147,42 +711,37 @@ expo_labels_parse(struct expo_sample *s, const char *p, const char *end)
 			return NULL;
 		if (n == 8 && memcmp(l->name, "__name__", 8) == 0)
 			return NULL;
-		for (i = 0; i < s->nlabels; i++) {
-			if (s->labels[i].namelen == n &&
-			    memcmp(s->labels[i].name, l->name, n) == 0)
-				return NULL;
-		}
 		s->nlabels++;
 
 		p = expo_skip_blanks(p, end);
 		if (p < end && *p == ',')
 			p++;
 		else if (p < end && *p == '}')
-			return p + 1;
+			return expo_labels_unique(keyed, s) ? p + 1 : NULL;
 		else
 			return NULL;
 	}
 }
 
-/* name{labels} value [timestamp] */
+/* name{labels} value [timestamp] into s: 0, or -1 when malformed. */
 static int
-expo_sample_line(struct expo_merge *m, const char *p, const char *end)
+expo_sample_parse(const struct table *keyed, struct expo_sample *s,
+    const char *p, const char *end)
 {
-	struct expo_sample *s = &m->sample;
 	const char *tok;
+	long long ts;
 	size_t n;
 
 	if ((n = expo_name_len(p, end, 1)) == 0)
 		return -1;
-	m->line = p;
 	s->name = p;
 	s->namelen = n;
 	s->nlabels = 0;
-	s->has_ts = 0;
+	s->ts = NULL;
 	p += n;
 	tok = expo_skip_blanks(p, end);
 	if (tok < end && *tok == '{') {
-		if ((p = expo_labels_parse(s, tok + 1, end)) == NULL)
+		if ((p = expo_labels_parse(keyed, s, tok + 1, end)) == NULL)
 			return -1;
 	} else if (tok == p)
 		return -1;
@@ -1190,20 +749,31 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 
 	for (tok = p; p < end && !expo_is_blank(*p); p++)
 		;
-	if (p == tok || expo_value_parse(tok, (size_t)(p - tok), &s->value))
+	if (p == tok || value_parse(tok, (size_t)(p - tok)) != 0)
 		return -1;
-	m->valuelen = (size_t)(p - tok);
+	s->value = tok;
+	s->valuelen = (size_t)(p - tok);
 	p = expo_skip_blanks(p, end);
 	if (p < end) {
 		for (tok = p; p < end && !expo_is_blank(*p); p++)
 			;
-		if (expo_ts_parse(tok, (size_t)(p - tok), &s->ts) != 0)
+		if (value_timestamp_parse(tok, (size_t)(p - tok), &ts) != 0)
 			return -1;
-		s->has_ts = 1;
+		s->ts = tok;
+		s->tslen = (size_t)(p - tok);
 		if (expo_skip_blanks(p, end) != end)
 			return -1;
 	}
-	return expo_sample_add(m, s);
+	return 0;
+}
+
+static int
+expo_sample_line(struct expo_merge *m, const char *p, const char *end)
+{
+	m->line = p;
+	if (expo_sample_parse(&m->locals, &m->sample, p, end) != 0)
+		return -1;
+	return expo_sample_add(m, &m->sample);
 }
 
 /* HELP text may escape only backslash and newline. */
@@ -1241,18 +811,17 @@ expo_type_parse(const char *p, size_t len, enum expo_type *type)
 }
 
 /*
- * A line starting with '#', p just past it.  Anything but a HELP or TYPE
- * line is a comment, and so (as the reference parser has it) is a HELP or
- * TYPE line that ends before its text.
+ * The head of a line starting with '#', p just past it: 1 for a HELP or
+ * TYPE line (*help says which) naming *name (*n long) with text from *text,
+ * 0 for a comment, -1 when malformed.  Anything but a HELP or TYPE line is
+ * a comment, and so (as the reference parser has it) is a HELP or TYPE
+ * line that ends before its text.
  */
 static int
-expo_comment_line(struct expo_merge *m, const char *p, const char *end)
+expo_comment_head(const char *p, const char *end, int *help, const char **name,
+    size_t *n, const char **text)
 {
-	struct expo_local *l;
-	enum expo_type type;
-	const char *kw, *name, *last;
-	size_t n;
-	int help;
+	const char *kw;
 
 	p = expo_skip_blanks(p, end);
 	for (kw = p; p < end && !expo_is_blank(*p); p++)
@@ -1260,23 +829,38 @@ expo_comment_line(struct expo_merge *m, const char *p, const char *end)
 	if (p == end)
 		return 0;
 	if (p - kw == 4 && memcmp(kw, "HELP", 4) == 0)
-		help = 1;
+		*help = 1;
 	else if (p - kw == 4 && memcmp(kw, "TYPE", 4) == 0)
-		help = 0;
+		*help = 0;
 	else
 		return 0;
-
 	p = expo_skip_blanks(p, end);
-	name = p;
-	n = expo_name_len(p, end, 1);
-	p += n;
+	*name = p;
+	*n = expo_name_len(p, end, 1);
+	p += *n;
 	if (p == end)
 		return 0;
-	if (n == 0 || !expo_is_blank(*p))
+	if (*n == 0 || !expo_is_blank(*p))
 		return -1;
 	p = expo_skip_blanks(p, end);
 	if (p == end)
 		return 0;
+	*text = p;
+	return 1;
+}
+
+/* A line starting with '#', p just past it. */
+static int
+expo_comment_line(struct expo_merge *m, const char *p, const char *end)
+{
+	struct expo_local *l;
+	enum expo_type type;
+	const char *name, *last;
+	size_t n;
+	int help, rc;
+
+	if ((rc = expo_comment_head(p, end, &help, &name, &n, &p)) != 1)
+		return rc;
 
 	if (help) {
 		if (expo_help_check(p, (size_t)(end - p)) != 0)
@@ -1288,7 +872,7 @@ expo_comment_line(struct expo_merge *m, const char *p, const char *end)
 		l->help = p;
 		l->helplen = (size_t)(end - p);
 		/* A HELP after the samples still counts; it renders first. */
-		expo_local_help(l);
+		expo_local_help(m, l);
 		return 0;
 	}
 
@@ -1324,6 +908,17 @@ expo_line(struct expo_merge *m, const char *p, size_t len)
 	return expo_sample_line(m, p, end);
 }
 
+/* The lines from p on, counted (a tight loop), not read. */
+static size_t
+expo_lines_left(const char *p, const char *end)
+{
+	size_t n = end > p && end[-1] != '\n';
+
+	for (; p < end; p++)
+		n += *p == '\n';
+	return n;
+}
+
 static void
 expo_worker_set(struct expo_merge *m, const char *worker)
 {
@@ -1332,20 +927,24 @@ expo_worker_set(struct expo_merge *m, const char *worker)
 	m->worker.len = 0;
 	for (s = worker; *s != '\0'; s++) {
 		if (*s == '\\')
-			expo_buf_add(&m->worker, "\\\\", 2);
+			buf_add(&m->worker, "\\\\", 2);
 		else if (*s == '"')
-			expo_buf_add(&m->worker, "\\\"", 2);
+			buf_add(&m->worker, "\\\"", 2);
 		else if (*s == '\n')
-			expo_buf_add(&m->worker, "\\n", 2);
+			buf_add(&m->worker, "\\n", 2);
 		else
-			expo_buf_add(&m->worker, s, 1);
+			buf_add(&m->worker, s, 1);
 	}
 }
 
 struct expo_merge *
 expo_merge_create(void)
 {
-	return xcalloc(1, sizeof(struct expo_merge));
+	struct expo_merge *m = xcalloc(1, sizeof *m);
+
+	table_init(&m->claims, sizeof(struct expo_claim));
+	table_init(&m->locals, sizeof(struct expo_local));
+	return m;
 }
 
 /*
@@ -1378,16 +977,25 @@ expo_merge_add_edited(struct expo_merge *m, const char *worker,
 		st = &scratch;
 	memset(st, 0, sizeof *st);
 	m->st = st;
-	if (m->nlocals != 0) {
-		memset(m->locals, 0, m->localscap * sizeof *m->locals);
-		m->nlocals = 0;
-	}
+	table_clear(&m->locals);
 	m->last = NULL;
 	m->edit = edit;
 	m->edit_arg = edit_arg;
 	expo_worker_set(m, worker);
 
 	while (p < end) {
+		/*
+		 * Past either cap the rest is counted as dropped, not read:
+		 * every sample line counts towards the series, taken or not,
+		 * as it was work, and a new name costs more than a sample.
+		 */
+		if (st->samples + st->dropped >= EXPO_SERIES_MAX ||
+		    m->locals.n >= EXPO_NAMES_MAX) {
+			st->capped = expo_lines_left(p, end);
+			st->lines += st->capped;
+			good += st->capped;
+			break;
+		}
 		nl = memchr(p, '\n', (size_t)(end - p));
 		eol = nl != NULL ? nl : end;
 		st->lines++;
@@ -1406,7 +1014,7 @@ expo_merge_add_edited(struct expo_merge *m, const char *worker,
 
 /* Appends the merged exposition; families without samples are left out. */
 void
-expo_merge_render(struct expo_merge *m, struct expo_buf *out)
+expo_merge_render(struct expo_merge *m, struct buf *out)
 {
 	struct expo_family *fam;
 	const char *type;
@@ -1418,26 +1026,26 @@ expo_merge_render(struct expo_merge *m, struct expo_buf *out)
 			total += fam->samples.len + 2 * fam->namelen +
 			    fam->helplen + 40;
 	}
-	expo_buf_reserve(out, total);
+	buf_reserve(out, total);
 
 	for (i = 0; i < m->nfamilies; i++) {
 		fam = m->families[i];
 		if (fam->samples.len == 0)
 			continue;
 		if (fam->help != NULL) {
-			expo_buf_add(out, "# HELP ", 7);
-			expo_buf_add(out, fam->name, fam->namelen);
-			expo_buf_add(out, " ", 1);
-			expo_buf_add(out, fam->help, fam->helplen);
-			expo_buf_add(out, "\n", 1);
+			buf_add(out, "# HELP ", 7);
+			buf_add(out, fam->name, fam->namelen);
+			buf_add(out, " ", 1);
+			buf_add(out, fam->help, fam->helplen);
+			buf_add(out, "\n", 1);
 		}
 		type = expo_type_names[fam->type];
-		expo_buf_add(out, "# TYPE ", 7);
-		expo_buf_add(out, fam->name, fam->namelen);
-		expo_buf_add(out, " ", 1);
-		expo_buf_add(out, type, strlen(type));
-		expo_buf_add(out, "\n", 1);
-		expo_buf_add(out, fam->samples.data, fam->samples.len);
+		buf_add(out, "# TYPE ", 7);
+		buf_add(out, fam->name, fam->namelen);
+		buf_add(out, " ", 1);
+		buf_add(out, type, strlen(type));
+		buf_add(out, "\n", 1);
+		buf_add(out, fam->samples.data, fam->samples.len);
 	}
 }
 
@@ -1449,29 +1057,16 @@ expo_merge_render(struct expo_merge *m, struct expo_buf *out)
 void
 expo_merge_reset(struct expo_merge *m)
 {
-	struct expo_family *fam;
 	size_t i;
 
-	if (m->nfamilies > 0)
-		m->spare = xreallocarray(m->spare, m->nspare + m->nfamilies,
-		    sizeof *m->spare);
-	for (i = 0; i < m->nfamilies; i++) {
-		fam = m->families[i];
-		fam->samples.len = 0;
-		m->spare[m->nspare++] = fam->samples;
-		free(fam->name);
-		free(fam->help);
-		free(fam);
-	}
+	for (i = 0; i < m->nfamilies; i++)
+		m->families[i]->samples.len = 0;
 	m->nfamilies = 0;
-	for (i = 0; i < m->claimscap; i++)
-		free(m->claims[i].name);
-	if (m->claimscap > 0)
-		memset(m->claims, 0, m->claimscap * sizeof *m->claims);
-	m->nclaims = 0;
-	if (m->localscap > 0)
-		memset(m->locals, 0, m->localscap * sizeof *m->locals);
-	m->nlocals = 0;
+	for (i = 0; i < m->nnames; i++)
+		m->names[i].len = 0;
+	m->name = 0;
+	table_clear(&m->claims);
+	table_clear(&m->locals);
 	m->last = NULL;
 }
 
@@ -1482,14 +1077,17 @@ expo_merge_free(struct expo_merge *m)
 
 	if (m == NULL)
 		return;
-	expo_merge_reset(m);
-	for (i = 0; i < m->nspare; i++)
-		expo_buf_finish(&m->spare[i]);
-	free(m->spare);
+	for (i = 0; i < m->nalloc; i++) {
+		buf_finish(&m->families[i]->samples);
+		free(m->families[i]);
+	}
 	free(m->families);
-	free(m->claims);
-	free(m->locals);
-	expo_buf_finish(&m->worker);
+	for (i = 0; i < m->nnames; i++)
+		buf_finish(&m->names[i]);
+	free(m->names);
+	table_finish(&m->claims);
+	table_finish(&m->locals);
+	buf_finish(&m->worker);
 	free(m);
 }
 
@@ -1504,10 +1102,8 @@ expo_merge_free(struct expo_merge *m)
 #define EXPO_READER_TYPED 0x1 /* a TYPE line named it */
 #define EXPO_READER_HELPED 0x2 /* a HELP line named it */
 #define EXPO_READER_SAMPLED 0x4 /* a sample or its family had it */
-struct expo_reader_type {
-	const char *name; /* NULL: empty slot */
-	size_t len;
-	uint64_t hash;
+struct expo_reader_name {
+	struct table_key k; /* into the text */
 	int flags;
 	enum expo_type type;
 };
@@ -1516,64 +1112,21 @@ struct expo_reader {
 	const char *p;
 	const char *end;
 	size_t lineno;
-	struct expo_reader_type *types; /* open addressing, power of two */
-	size_t ntypes;
-	size_t typescap;
+	struct table names; /* of struct expo_reader_name */
 	const char *sampled; /* the last sample's name, marked already */
 	size_t sampledlen;
 	struct expo_sample sample;
 };
-
-static struct expo_reader_type *
-expo_reader_type_slot(struct expo_reader *r, const char *name, size_t len)
-{
-	uint64_t hash = expo_hash(name, len);
-	size_t i, mask = r->typescap - 1;
-	struct expo_reader_type *t;
-
-	for (i = hash & mask;; i = (i + 1) & mask) {
-		t = &r->types[i];
-		if (t->name == NULL ||
-		    (t->hash == hash && t->len == len &&
-			memcmp(t->name, name, len) == 0))
-			return t;
-	}
-}
-
-/* The entry of name, made if new. */
-static struct expo_reader_type *
-expo_reader_type_add(struct expo_reader *r, const char *name, size_t len)
-{
-	struct expo_reader_type *old = r->types, *t;
-	size_t oldcap = r->typescap, i;
-
-	if ((r->ntypes + 1) * 2 > r->typescap) {
-		r->typescap = oldcap != 0 ? oldcap * 2 : 64;
-		r->types = xcalloc(r->typescap, sizeof *r->types);
-		for (i = 0; i < oldcap; i++) {
-			if (old[i].name != NULL)
-				*expo_reader_type_slot(r, old[i].name,
-				    old[i].len) = old[i];
-		}
-		free(old);
-	}
-	t = expo_reader_type_slot(r, name, len);
-	if (t->name != NULL)
-		return t;
-	t->name = name;
-	t->len = len;
-	t->hash = expo_hash(name, len);
-	r->ntypes++;
-	return t;
-}
 
 /* Sets flag on name: 0, or -1 when it was set, or refuses to be now. */
 static int
 expo_reader_mark(struct expo_reader *r, const char *name, size_t len, int flag,
     enum expo_type type)
 {
-	struct expo_reader_type *t = expo_reader_type_add(r, name, len);
+	struct expo_reader_name *t;
+	int added;
 
+	t = table_add(&r->names, name, len, &added);
 	/* A second TYPE or HELP, or a TYPE after the name's samples. */
 	if ((t->flags & flag & ~EXPO_READER_SAMPLED) ||
 	    (flag == EXPO_READER_TYPED && (t->flags & EXPO_READER_SAMPLED)))
@@ -1584,15 +1137,12 @@ expo_reader_mark(struct expo_reader *r, const char *name, size_t len, int flag,
 	return 0;
 }
 
-static const struct expo_reader_type *
+static const struct expo_reader_name *
 expo_reader_type_get(struct expo_reader *r, const char *name, size_t len)
 {
-	struct expo_reader_type *t;
+	const struct expo_reader_name *t = table_find(&r->names, name, len);
 
-	if (r->typescap == 0)
-		return NULL;
-	t = expo_reader_type_slot(r, name, len);
-	return t->name != NULL && (t->flags & EXPO_READER_TYPED) ? t : NULL;
+	return t != NULL && (t->flags & EXPO_READER_TYPED) ? t : NULL;
 }
 
 /* The family of sample name s, as the comment above says. */
@@ -1614,7 +1164,7 @@ expo_reader_family(struct expo_reader *r, struct expo_line *line)
 		{ "_total", 6, EXPO_COUNTER },
 		{ "_created", 8, EXPO_COUNTER },
 	};
-	const struct expo_reader_type *t;
+	const struct expo_reader_name *t;
 	size_t i, len;
 
 	line->family = line->name;
@@ -1632,44 +1182,24 @@ expo_reader_family(struct expo_reader *r, struct expo_line *line)
 			continue;
 		t = expo_reader_type_get(r, line->name, line->namelen - len);
 		if (t != NULL && t->type == owned[i].type) {
-			line->familylen = t->len;
+			line->familylen = t->k.len;
 			line->type = t->type;
 			return;
 		}
 	}
 }
 
-/* A HELP or TYPE line, p just past the '#'. */
+/* A line starting with '#', p just past it. */
 static int
 expo_reader_comment(struct expo_reader *r, struct expo_line *line,
     const char *p, const char *end)
 {
-	const char *kw, *name, *last;
+	const char *name, *last;
 	size_t n;
-	int help;
+	int help, rc;
 
-	p = expo_skip_blanks(p, end);
-	for (kw = p; p < end && !expo_is_blank(*p); p++)
-		;
-	if (p == end)
-		return 0;
-	if (p - kw == 4 && memcmp(kw, "HELP", 4) == 0)
-		help = 1;
-	else if (p - kw == 4 && memcmp(kw, "TYPE", 4) == 0)
-		help = 0;
-	else
-		return 0;
-	p = expo_skip_blanks(p, end);
-	name = p;
-	n = expo_name_len(p, end, 1);
-	p += n;
-	if (p == end)
-		return 0;
-	if (n == 0 || !expo_is_blank(*p))
-		return -1;
-	p = expo_skip_blanks(p, end);
-	if (p == end)
-		return 0;
+	if ((rc = expo_comment_head(p, end, &help, &name, &n, &p)) != 1)
+		return rc;
 	line->family = name;
 	line->familylen = n;
 	if (help) {
@@ -1696,37 +1226,13 @@ expo_reader_sample(struct expo_reader *r, struct expo_line *line, const char *p,
     const char *end)
 {
 	struct expo_sample *s = &r->sample;
-	const char *tok;
-	size_t n;
-	long long ts;
 
-	if ((n = expo_name_len(p, end, 1)) == 0)
+	if (expo_sample_parse(&r->names, s, p, end) != 0)
 		return -1;
-	s->nlabels = 0;
-	line->name = p;
-	line->namelen = n;
-	p += n;
-	tok = expo_skip_blanks(p, end);
-	if (tok < end && *tok == '{') {
-		if ((p = expo_labels_parse(s, tok + 1, end)) == NULL)
-			return -1;
-	} else if (tok == p)
-		return -1;
-	p = expo_skip_blanks(p, end);
-	for (tok = p; p < end && !expo_is_blank(*p); p++)
-		;
-	if (p == tok || expo_value_parse(tok, (size_t)(p - tok), &s->value))
-		return -1;
-	line->valuetext = tok;
-	line->valuelen = (size_t)(p - tok);
-	p = expo_skip_blanks(p, end);
-	if (p < end) {
-		for (tok = p; p < end && !expo_is_blank(*p); p++)
-			;
-		if (expo_ts_parse(tok, (size_t)(p - tok), &ts) != 0 ||
-		    expo_skip_blanks(p, end) != end)
-			return -1;
-	}
+	line->name = s->name;
+	line->namelen = s->namelen;
+	line->valuetext = s->value;
+	line->valuelen = s->valuelen;
 	expo_reader_family(r, line);
 	if (expo_labels_check(s, line->type) != 0)
 		return -1;
@@ -1753,6 +1259,7 @@ expo_reader_create(const char *text, size_t len)
 
 	r->p = text;
 	r->end = text + len;
+	table_init(&r->names, sizeof(struct expo_reader_name));
 	return r;
 }
 
@@ -1803,7 +1310,7 @@ expo_reader_free(struct expo_reader *r)
 {
 	if (r == NULL)
 		return;
-	free(r->types);
+	table_finish(&r->names);
 	free(r);
 }
 

@@ -3,16 +3,26 @@
  * listener.  Requests are capped in header and body size and must arrive
  * whole within an absolute deadline (an idle timeout alone lets a client
  * trickle one byte at a time forever); connections are capped in number.
+ * Each connection is known by its peer from the moment it is accepted (a
+ * Unix peer's credentials and the process itself, pinned by a pidfd; an IP
+ * peer's address): a peer the server does not allow is turned away before
+ * it counts, and one peer may hold only part of the connections.  A
+ * connection idle between requests is closed, and none lives for ever.
  * The parser is pure so tests and the fuzzer call it directly.
  */
 #include <sys/socket.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -26,6 +36,12 @@
 #define HTTP_TARGET_MAX 2048
 #define HTTP_HEAD_MAX 512
 #define HTTP_WRITE_MAX (256 * 1024) /* per write(2) */
+#define HTTP_REFUSED_LOG_S 1 /* refusals at accept: one log line a second */
+
+/* Linux 6.5; older headers lack it, older kernels answer ENOPROTOOPT. */
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
 
 enum http_conn_state {
 	HTTP_READING, /* waiting for a whole request */
@@ -44,8 +60,11 @@ struct http_conn {
 	int busy; /* inside http_conn_process: closing must not free */
 	int dead; /* closed while busy: http_conn_process frees it */
 	struct http_request req;
-	struct ucred peer; /* valid when peer_known */
-	int peer_known;
+	struct http_peer peer; /* as of the accept */
+	int pidfd; /* the Unix peer's process; -1 without */
+	unsigned long long starttime; /* the same, without a pidfd */
+	int idle; /* between requests: ev_deadline is the idle timeout */
+	struct timespec accepted;
 	http_close_fn close_fn;
 	void *close_arg;
 	struct http_conn *prev, *next;
@@ -56,10 +75,22 @@ struct http_server {
 	struct evconnlistener *listener;
 	struct http_limits limits;
 	http_handler_fn handler;
+	http_accept_fn accept; /* NULL: every peer */
+	int pin_by_pid; /* as without SO_PEERPIDFD */
 	void *arg;
 	int nconns;
 	struct http_conn *conns;
+	time_t refused_logged; /* when a refusal at accept was last logged */
+	unsigned long long refused; /* since then, not logged */
+	struct event *ev_resume; /* accepting again after running out of fds */
+	int pause_ms; /* the last pause */
+	struct timespec paused; /* when it began */
 };
+
+/* Out of descriptors, accepting is paused this long, doubled each time in
+ * a row up to the maximum. */
+#define HTTP_PAUSE_MIN_MS 10
+#define HTTP_PAUSE_MAX_MS 1000
 
 static const struct {
 	int status;
@@ -76,6 +107,7 @@ static const struct {
 	{ 411, "Length Required" },
 	{ 413, "Content Too Large" },
 	{ 414, "URI Too Long" },
+	{ 429, "Too Many Requests" },
 	{ 431, "Request Header Fields Too Large" },
 	{ 500, "Internal Server Error" },
 	{ 501, "Not Implemented" },
@@ -104,7 +136,7 @@ http_is_token(int c)
 }
 
 void
-http_request_clear(struct http_request *req)
+http_request_finish(struct http_request *req)
 {
 	size_t i;
 
@@ -220,16 +252,11 @@ http_parse_header(const char *line, size_t len, struct http_request *req,
 static int
 http_parse_length(const char *s, size_t *len)
 {
-	size_t n = 0;
+	long long n;
 
-	if (*s == '\0')
+	if (decimal_parse(s, 0, LLONG_MAX, &n, NULL) != 0)
 		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9' || n > SIZE_MAX / 10 - 10)
-			return -1;
-		n = n * 10 + (size_t)(*s - '0');
-	}
-	*len = n;
+	*len = (size_t)n;
 	return 0;
 }
 
@@ -288,7 +315,7 @@ http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 		goto fail;
 	}
 	if (len - hlen < blen) {
-		http_request_clear(req);
+		http_request_finish(req);
 		return 0;
 	}
 	req->body = xmalloc(blen + 1);
@@ -305,7 +332,7 @@ http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 	return 1;
 
 fail:
-	http_request_clear(req);
+	http_request_finish(req);
 	return -1;
 }
 
@@ -315,21 +342,34 @@ http_conn_fd(const struct http_conn *c)
 	return (int)bufferevent_getfd(c->bev);
 }
 
-/* The peer's credentials as of its connect(2): they never change, so read
- * once per connection. */
-int
-http_conn_peercred(struct http_conn *c, struct ucred *cred)
+/* Who connected, as of the accept (a Unix peer's credentials never
+ * change). */
+const struct http_peer *
+http_conn_peer(const struct http_conn *c)
 {
-	socklen_t len = sizeof c->peer;
+	return &c->peer;
+}
 
-	if (!c->peer_known) {
-		if (getsockopt(http_conn_fd(c), SOL_SOCKET, SO_PEERCRED,
-			&c->peer, &len) != 0)
-			return -1;
-		c->peer_known = 1;
+/*
+ * Is the Unix peer still the process that connected?  A connection can be
+ * handed to another process, and the peer's pid can be reused once it has
+ * exited: its identity must not outlive it.
+ */
+int
+http_conn_peer_alive(const struct http_conn *c)
+{
+	struct proc_stat st;
+	char *cause = NULL;
+
+	if (c->peer.family != AF_UNIX)
+		return 1;
+	if (c->pidfd != -1)
+		return !proc_exited(c->pidfd);
+	if (proc_stat_read(c->peer.cred.pid, &st, &cause) != 0) {
+		free(cause);
+		return 0;
 	}
-	*cred = c->peer;
-	return 0;
+	return st.starttime == c->starttime;
 }
 
 void
@@ -358,7 +398,9 @@ http_conn_close(struct http_conn *c, const char *why)
 		c->close_fn(c->close_arg);
 	bufferevent_free(c->bev);
 	event_free(c->ev_deadline);
-	http_request_clear(&c->req);
+	if (c->pidfd != -1)
+		close(c->pidfd);
+	http_request_finish(&c->req);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -374,13 +416,52 @@ http_conn_close(struct http_conn *c, const char *why)
 }
 
 static void
-http_conn_arm_deadline(struct http_conn *c)
+http_conn_arm(struct http_conn *c, int ms)
 {
 	struct timeval tv;
 
-	tv.tv_sec = c->server->limits.deadline_ms / 1000;
-	tv.tv_usec = (c->server->limits.deadline_ms % 1000) * 1000;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
 	event_add(c->ev_deadline, &tv);
+}
+
+static void
+http_conn_arm_deadline(struct http_conn *c)
+{
+	c->idle = 0;
+	http_conn_arm(c, c->server->limits.deadline_ms);
+}
+
+/*
+ * After an answer: a request already begun has the deadline from now; an
+ * empty connection has the idle timeout, never a fresh deadline, so that a
+ * client cannot keep a connection by asking now and then.
+ */
+static void
+http_conn_wait_next(struct http_conn *c)
+{
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+	    c->server->limits.idle_ms <= 0) {
+		http_conn_arm_deadline(c);
+		return;
+	}
+	c->idle = 1;
+	http_conn_arm(c, c->server->limits.idle_ms);
+}
+
+/* Has the connection lived its whole life?  Then its next answer closes. */
+static int
+http_conn_expired(const struct http_conn *c)
+{
+	struct timespec now;
+	long long ms;
+
+	if (c->server->limits.life_ms <= 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (long long)(now.tv_sec - c->accepted.tv_sec) * 1000 +
+	    (now.tv_nsec - c->accepted.tv_nsec) / 1000000;
+	return ms >= c->server->limits.life_ms;
 }
 
 /* Formats the response head; returns its length, which fits in cap. */
@@ -460,9 +541,9 @@ http_reply(struct http_conn *c, int status, const char *content_type,
 	if (c->keep_alive)
 		sent = http_send_now(c, head, hlen, body, len);
 	if (sent == hlen + len) {
-		http_request_clear(&c->req);
+		http_request_finish(&c->req);
 		c->state = HTTP_READING; /* http_conn_process reads on */
-		http_conn_arm_deadline(c);
+		http_conn_wait_next(c);
 		return;
 	}
 	if (sent < hlen) {
@@ -501,16 +582,6 @@ http_reply_error(struct http_conn *c, int status, const char *fmt, ...)
 	va_end(ap);
 	http_reply_json(c, status, json_pack("{s:s}", "error", msg));
 	free(msg);
-}
-
-/* Starts a response whose length is not known yet; the end is the close. */
-struct evbuffer *
-http_reply_start(struct http_conn *c, int status, const char *content_type)
-{
-	c->keep_alive = 0;
-	http_write_head(c, status, content_type, -1);
-	c->state = HTTP_STREAMING;
-	return bufferevent_get_output(c->bev);
 }
 
 /*
@@ -559,6 +630,13 @@ http_reply_abort(struct http_conn *c, const char *why)
 	c->state = HTTP_WRITING;
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		http_conn_close(c, why);
+}
+
+/* The answer being made is the connection's last. */
+void
+http_conn_last(struct http_conn *c)
+{
+	c->keep_alive = 0;
 }
 
 void
@@ -618,7 +696,7 @@ http_conn_process(struct http_conn *c)
 			break;
 		}
 		evbuffer_drain(in, consumed);
-		c->keep_alive = c->req.keep_alive;
+		c->keep_alive = c->req.keep_alive && !http_conn_expired(c);
 		c->state = HTTP_HANDLING;
 		c->server->handler(c, &c->req, c->server->arg);
 	}
@@ -630,7 +708,12 @@ http_conn_process(struct http_conn *c)
 static void
 http_conn_read_cb(struct bufferevent *bev, void *arg)
 {
-	http_conn_process(arg);
+	struct http_conn *c = arg;
+
+	/* The first byte of the next request: it has the deadline now. */
+	if (c->idle && c->state == HTTP_READING)
+		http_conn_arm_deadline(c);
+	http_conn_process(c);
 }
 
 static void
@@ -644,9 +727,9 @@ http_conn_write_cb(struct bufferevent *bev, void *arg)
 		http_conn_close(c, "response sent");
 		return;
 	}
-	http_request_clear(&c->req);
+	http_request_finish(&c->req);
 	c->state = HTTP_READING;
-	http_conn_arm_deadline(c);
+	http_conn_wait_next(c);
 	http_conn_process(c); /* a pipelined request may be waiting */
 }
 
@@ -674,6 +757,10 @@ http_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	struct http_conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
+	if (c->idle) {
+		http_conn_close(c, "idle");
+		return;
+	}
 	if (c->state == HTTP_READING && evbuffer_get_length(in) > 0) {
 		log_warnx("http request not complete within %d ms, refused",
 		    c->server->limits.deadline_ms);
@@ -688,38 +775,229 @@ http_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Best effort: the refused peer is told why, without ever blocking us. */
 static void
-http_send_busy(int fd, const char *body, size_t len)
+http_send_refusal(int fd, int status, const char *why)
 {
-	char buf[256];
+	char buf[1024], *body;
+	json_t *obj = json_pack("{s:s}", "error", why);
 	int n;
 
+	if (obj == NULL || (body = json_dumps(obj, JSON_COMPACT)) == NULL)
+		fatalx("cannot render a refusal");
+	json_decref(obj);
 	n = snprintf(buf, sizeof buf,
-	    "HTTP/1.1 503 Service Unavailable\r\n"
+	    "HTTP/1.1 %d %s\r\n"
 	    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-	    "Connection: close\r\n\r\n%s",
-	    len, body);
+	    "Connection: close\r\n\r\n%s\n",
+	    status, http_status_text(status), strlen(body) + 1, body);
+	free(body);
 	if (n > 0 && (size_t)n < sizeof buf)
 		(void)send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/*
+ * Who connected: a Unix peer's credentials (of its connect(2); they never
+ * change), or an IP peer's address, IPv4 as IPv4-mapped IPv6 so that one
+ * client is one key on a dual-stack listener.
+ */
+static int
+http_peer_identify(int fd, const struct sockaddr *sa, int salen,
+    struct http_peer *p)
+{
+	socklen_t len = sizeof p->cred;
+
+	memset(p, 0, sizeof *p);
+	p->family = sa != NULL && salen > 0 ? sa->sa_family : AF_UNIX;
+	switch (p->family) {
+	case AF_UNIX:
+		return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &p->cred, &len);
+	case AF_INET:
+		p->addr[10] = p->addr[11] = 0xff;
+		memcpy(p->addr + 12,
+		    &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 0;
+	case AF_INET6:
+		memcpy(p->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+		    16);
+		return 0;
+	}
+	return -1;
+}
+
+static int
+http_peer_same(const struct http_peer *a, const struct http_peer *b)
+{
+	if (a->family == AF_UNIX || b->family == AF_UNIX)
+		return a->family == b->family && a->cred.uid == b->cred.uid;
+	return memcmp(a->addr, b->addr, sizeof a->addr) == 0;
+}
+
+/* For the log: uid N, or the address. */
+static void
+http_peer_name(const struct http_peer *p, char *buf, size_t len)
+{
+	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		0xff, 0xff };
+
+	if (p->family == AF_UNIX)
+		snprintf(buf, len, "uid %u (pid %d)", (unsigned int)p->cred.uid,
+		    (int)p->cred.pid);
+	else if (memcmp(p->addr, mapped, 12) == 0)
+		inet_ntop(AF_INET, p->addr + 12, buf, (socklen_t)len);
+	else
+		inet_ntop(AF_INET6, p->addr, buf, (socklen_t)len);
+}
+
+/*
+ * Logs a refusal at accept, at most once a second: refusals cost a peer
+ * nothing and must not flood the log either.
+ */
+static void
+http_server_log_refusal(struct http_server *s, const struct http_peer *p,
+    const char *why)
+{
+	time_t now = time(NULL);
+	char name[INET6_ADDRSTRLEN + 32];
+
+	if (now - s->refused_logged < HTTP_REFUSED_LOG_S) {
+		s->refused++;
+		return;
+	}
+	http_peer_name(p, name, sizeof name);
+	if (s->refused > 0)
+		log_warnx("connection of %s refused: %s (and %llu more "
+			  "refused since the last such line)",
+		    name, why, s->refused);
+	else
+		log_warnx("connection of %s refused: %s", name, why);
+	s->refused_logged = now;
+	s->refused = 0;
+}
+
+/*
+ * Holds the Unix peer's process: by SO_PEERPIDFD where the kernel has it
+ * (the very process that connected), else by pidfd_open of its pid and its
+ * start time.  -1 when that process is already gone.
+ */
+static int
+http_conn_pin(struct http_conn *c, int fd)
+{
+	struct proc_ref ref;
+	socklen_t len = sizeof c->pidfd;
+	char *cause = NULL;
+	int err;
+
+	c->pidfd = -1;
+	if (c->peer.family != AF_UNIX)
+		return 0;
+	if (!c->server->pin_by_pid &&
+	    getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) == 0) {
+		if (!proc_exited(c->pidfd))
+			return 0;
+		close(c->pidfd);
+		c->pidfd = -1;
+		errno = ESRCH;
+		return -1;
+	}
+	if (!c->server->pin_by_pid && errno != ENOPROTOOPT && errno != EINVAL &&
+	    !proc_out_of_fds(errno))
+		log_warn("SO_PEERPIDFD");
+	c->pidfd = -1;
+	if (c->peer.cred.pid <= 0) {
+		errno = ESRCH;
+		return -1;
+	}
+	if (proc_ref_init(c->peer.cred.pid, &ref, &cause) != 0) {
+		err = errno; /* out of descriptors, or gone */
+		free(cause);
+		errno = err;
+		return -1;
+	}
+	c->pidfd = ref.pidfd;
+	c->starttime = ref.st.starttime;
+	return 0;
+}
+
+/* Connections the peer holds now. */
+static int
+http_server_peer_conns(const struct http_server *s, const struct http_peer *p)
+{
+	const struct http_conn *c;
+	int n = 0;
+
+	for (c = s->conns; c != NULL; c = c->next)
+		n += http_peer_same(&c->peer, p);
+	return n;
+}
+
+/*
+ * Decides before a peer holds anything: one the server does not allow is
+ * turned away (told why, best effort), then one over its own share, then
+ * one over the cap of all.  Returns 0 to take the connection.
+ */
+static int
+http_server_admit(struct http_server *s, int fd, const struct http_peer *p)
+{
+	char *cause = NULL;
+	int rc = -1;
+
+	if (s->accept != NULL && s->accept(fd, p, s->arg, &cause) != 0) {
+		http_server_log_refusal(s, p, cause);
+		http_send_refusal(fd, 403, cause);
+		goto out;
+	}
+	if (s->limits.peer_conns_max > 0 &&
+	    http_server_peer_conns(s, p) >= s->limits.peer_conns_max) {
+		xasprintf(&cause, "it already holds %d connections",
+		    s->limits.peer_conns_max);
+		http_server_log_refusal(s, p, cause);
+		http_send_refusal(fd, 503,
+		    "too many connections from you, try again");
+		goto out;
+	}
+	if (s->nconns >= s->limits.conns_max) {
+		xasprintf(&cause, "%d connections already open", s->nconns);
+		http_server_log_refusal(s, p, cause);
+		http_send_refusal(fd, 503, "too many connections, try again");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(cause);
+	return rc;
 }
 
 static void
 http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	static const char busy_body[] = "{\"error\": \"too many "
-					"connections, try again\"}\n";
 	struct http_server *s = arg;
 	struct http_conn *c;
+	struct http_peer peer;
 
-	if (s->nconns >= s->limits.conns_max) {
-		log_warnx("connection refused: %d connections already open",
-		    s->nconns);
-		http_send_busy(fd, busy_body, sizeof busy_body - 1);
+	if (http_peer_identify(fd, sa, salen, &peer) != 0) {
+		log_warn("cannot identify a peer");
+		close(fd);
+		return;
+	}
+	if (http_server_admit(s, fd, &peer) != 0) {
 		close(fd);
 		return;
 	}
 	c = xcalloc(1, sizeof *c);
 	c->server = s;
+	c->peer = peer;
+	if (http_conn_pin(c, fd) != 0) {
+		/* Out of descriptors is ours to say, and passes. */
+		if (proc_out_of_fds(errno))
+			http_send_refusal(fd, 503, "out of file descriptors");
+		else
+			log_debug("connection refused: its peer pid %d is gone",
+			    (int)peer.cred.pid);
+		close(fd);
+		free(c);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &c->accepted);
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL)
 		fatalx("bufferevent_socket_new");
@@ -741,9 +1019,53 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 }
 
 static void
+http_server_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct http_server *s = arg;
+
+	evconnlistener_enable(s->listener);
+}
+
+/*
+ * Out of descriptors, the pending connection stays queued and the
+ * listener would wake at once: stop accepting for a while instead of
+ * spinning, and say so once per pause.
+ */
+static void
+http_server_pause(struct http_server *s, int err)
+{
+	struct timespec now;
+	struct timeval tv;
+	long long since_ms;
+
+	/* Pauses in a row (each within a second of the one before) grow. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	since_ms = (now.tv_sec - s->paused.tv_sec) * 1000LL +
+	    (now.tv_nsec - s->paused.tv_nsec) / 1000000;
+	if (s->pause_ms == 0 || since_ms > s->pause_ms + 1000)
+		s->pause_ms = HTTP_PAUSE_MIN_MS;
+	else if ((s->pause_ms *= 2) > HTTP_PAUSE_MAX_MS)
+		s->pause_ms = HTTP_PAUSE_MAX_MS;
+	s->paused = now;
+	log_warnx("accept: %s; not accepting for %d ms (%d connections "
+		  "open)",
+	    strerror(err), s->pause_ms, s->nconns);
+	evconnlistener_disable(s->listener);
+	tv.tv_sec = s->pause_ms / 1000;
+	tv.tv_usec = (s->pause_ms % 1000) * 1000;
+	evtimer_add(s->ev_resume, &tv);
+}
+
+static void
 http_server_error_cb(struct evconnlistener *lst, void *arg)
 {
-	log_warn("accept");
+	struct http_server *s = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	if (proc_out_of_fds(err) || err == ENOBUFS || err == ENOMEM)
+		http_server_pause(s, err);
+	else
+		log_warnx("accept: %s", strerror(err));
 }
 
 struct http_server *
@@ -761,7 +1083,22 @@ http_server_create(struct event_base *base, int fd,
 	if (s->listener == NULL)
 		fatalx("evconnlistener_new");
 	evconnlistener_set_error_cb(s->listener, http_server_error_cb);
+	s->ev_resume = evtimer_new(base, http_server_resume_cb, s);
 	return s;
+}
+
+/* Pins Unix peers as on kernels before 6.5: for tests of that path. */
+void
+http_server_pin_by_pid(struct http_server *s)
+{
+	s->pin_by_pid = 1;
+}
+
+/* Sets who may connect at all: fn returns -1 with a cause to refuse. */
+void
+http_server_set_accept(struct http_server *s, http_accept_fn fn)
+{
+	s->accept = fn;
 }
 
 void
@@ -771,6 +1108,7 @@ http_server_free(struct http_server *s)
 		return;
 	while (s->conns != NULL)
 		http_conn_close(s->conns, "server shutdown");
+	event_free(s->ev_resume);
 	evconnlistener_free(s->listener);
 	free(s);
 }

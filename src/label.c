@@ -77,6 +77,23 @@ labels_get(const struct labels *ls, const char *name)
 	return NULL;
 }
 
+/* The same names with the same values, in any order (names are unique). */
+int
+labels_equal(const struct labels *a, const struct labels *b)
+{
+	const char *v;
+	size_t i;
+
+	if (a->n != b->n)
+		return 0;
+	for (i = 0; i < a->n; i++) {
+		v = labels_get(b, a->v[i].name);
+		if (v == NULL || strcmp(v, a->v[i].value) != 0)
+			return 0;
+	}
+	return 1;
+}
+
 /* Sets name to value, replacing an earlier value of the same name. */
 int
 labels_set(struct labels *ls, const char *name, const char *value, char **cause)
@@ -166,7 +183,7 @@ labels_copy(struct labels *dst, const struct labels *src)
 {
 	size_t i;
 
-	labels_clear(dst);
+	labels_finish(dst);
 	if (src->n == 0)
 		return;
 	dst->v = xreallocarray(NULL, src->n, sizeof *dst->v);
@@ -178,7 +195,7 @@ labels_copy(struct labels *dst, const struct labels *src)
 }
 
 void
-labels_clear(struct labels *ls)
+labels_finish(struct labels *ls)
 {
 	size_t i;
 

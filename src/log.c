@@ -257,6 +257,34 @@ log_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * May one more line of a kind be logged now?  At most LOG_LIMIT_PER_S a
+ * second: a flood (every scrape failing while promfork is out of
+ * descriptors) must not become a flood of lines.  The first line of the
+ * next second says how many were left out.
+ */
+int
+log_limit(struct log_limit *ll, const char *what)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec != ll->second) {
+		if (ll->suppressed > 0)
+			log_warnx("%llu more %s not logged", ll->suppressed,
+			    what);
+		ll->second = now.tv_sec;
+		ll->lines = 0;
+		ll->suppressed = 0;
+	}
+	if (ll->lines >= LOG_LIMIT_PER_S) {
+		ll->suppressed++;
+		return 0;
+	}
+	ll->lines++;
+	return 1;
+}
+
 void
 fatal(const char *fmt, ...)
 {

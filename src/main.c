@@ -2,8 +2,6 @@
  * Wiring only: options -> checks -> modules -> event loop -> exit status.
  */
 #include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -25,7 +23,7 @@ struct promfork {
 	struct event_base *base;
 	struct registry reg;
 	struct target_config tc;
-	struct sdfile sdfile;
+	struct mirror sdfile;
 	int have_sdfile;
 	struct api *api;
 	struct discover *discover;
@@ -36,9 +34,11 @@ struct promfork {
 	char *socket_dir; /* our private directory, removed at exit */
 	struct child child;
 	struct spawn *spawn; /* --workers */
-	struct state state; /* standalone --state-file */
+	struct mirror state; /* standalone --state-file */
 	int have_state;
 	int stopped; /* standalone: by a signal, as asked */
+	struct privsep_cred app_cred; /* --user */
+	int have_app_cred;
 	struct event *ev_signals[NFORWARDED + 1];
 };
 
@@ -49,49 +49,14 @@ usage_exit(const char *message)
 	exit(2);
 }
 
-/* Without --socket, a private directory keeps the socket ours alone. */
+/* A reaped process may be one of the supervisor's workers. */
 static void
-socket_path_default(struct promfork *pf)
+child_reaped_cb(pid_t pid, int wstatus, void *arg)
 {
-	const char *dir = getenv("RUNTIME_DIRECTORY");
-	char *tmpl;
+	struct promfork *pf = arg;
 
-	if (dir == NULL || *dir == '\0')
-		dir = getenv("XDG_RUNTIME_DIR");
-	if (dir == NULL || *dir == '\0' || access(dir, W_OK) != 0)
-		dir = "/tmp";
-	xasprintf(&tmpl, "%s/promfork.XXXXXX", dir);
-	if (mkdtemp(tmpl) == NULL)
-		fatal("cannot create a directory for the socket in %s", dir);
-	chmod(tmpl, 0755);
-	pf->socket_dir = tmpl;
-	xasprintf(&pf->socket_path, "%s/promfork.sock", tmpl);
-}
-
-static void
-child_reap(struct promfork *pf)
-{
-	struct lease *l;
-	int wstatus;
-	pid_t pid;
-
-	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
-		pf->child.reaped++;
-		if (pid == pf->child.pid) {
-			pf->child.exited = 1;
-			pf->child.status = child_wait_status(wstatus);
-			log_info("%s (pid %d) exited with status %d",
-			    pf->opts.command[0], (int)pid, pf->child.status);
-		} else
-			log_debug("reaped pid %d", (int)pid);
-		if ((l = registry_find_pid(&pf->reg, pid)) != NULL)
-			lease_close(l, LEASE_END_EXIT);
-		if (pf->spawn != NULL)
-			spawn_reaped(pf->spawn, pid, wstatus);
-	}
-	registry_check(&pf->reg);
-	if (pf->child.exited)
-		event_base_loopexit(pf->base, NULL);
+	if (pf->spawn != NULL)
+		spawn_reaped(pf->spawn, pid, wstatus);
 }
 
 static void
@@ -99,9 +64,11 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 {
 	struct promfork *pf = arg;
 
-	if (sig == SIGCHLD)
-		child_reap(pf);
-	else if (pf->spawn != NULL)
+	if (sig == SIGCHLD) {
+		child_reap(&pf->child, &pf->reg, child_reaped_cb, pf);
+		if (pf->child.exited)
+			event_base_loopexit(pf->base, NULL);
+	} else if (pf->spawn != NULL)
 		spawn_signal(pf->spawn, (int)sig);
 	else if (pf->opts.command != NULL)
 		child_signal(&pf->child, (int)sig);
@@ -111,38 +78,6 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		pf->stopped = 1;
 		event_base_loopexit(pf->base, NULL);
 	}
-}
-
-/* Standalone: take up the workers a previous promfork left running. */
-static void
-state_setup(struct promfork *pf)
-{
-	char *cause = NULL;
-
-	state_init(&pf->state, pf->opts.state_file, &pf->reg);
-	pf->have_state = 1;
-	if (state_adopt(&pf->state, &cause) == -1) {
-		log_warnx("%s; starting without the saved leases", cause);
-		free(cause);
-	}
-	if (state_flush(&pf->state) != 0)
-		usage_exit("cannot write the --state-file");
-}
-
-static void
-spawn_setup(struct promfork *pf)
-{
-	struct spawn_config scfg;
-	char *cause = NULL;
-
-	memset(&scfg, 0, sizeof scfg);
-	scfg.command = pf->opts.command;
-	scfg.workers = pf->opts.workers;
-	scfg.grace_ms = pf->opts.grace_ms;
-	scfg.socket_path = pf->socket_path;
-	if ((pf->spawn = spawn_create(pf->base, &pf->reg, &scfg, &cause)) ==
-	    NULL)
-		fatalx("%s", cause);
 }
 
 static void
@@ -169,26 +104,6 @@ signals_finish(struct promfork *pf)
 }
 
 static void
-discover_setup(struct promfork *pf)
-{
-	struct discover_config dcfg;
-	char *cause = NULL, *range;
-
-	memset(&dcfg, 0, sizeof dcfg);
-	dcfg.root = getpid();
-	dcfg.low = pf->opts.port_low;
-	dcfg.high = pf->opts.port_high;
-	dcfg.interval_ms = pf->opts.discover_interval_ms;
-	if ((pf->discover =
-		    discover_create(pf->base, &pf->reg, &dcfg, &cause)) == NULL)
-		fatalx("%s", cause);
-	/* so the app can pick its ports from the same range */
-	xasprintf(&range, "%u-%u", dcfg.low, dcfg.high);
-	setenv("PROMFORK_PORT_RANGE", range, 1);
-	free(range);
-}
-
-static void
 setup(struct promfork *pf)
 {
 	struct api_config acfg;
@@ -198,35 +113,6 @@ setup(struct promfork *pf)
 	if (pf->opts.sd_file != NULL &&
 	    sdfile_check(pf->opts.sd_file, &cause) != 0)
 		usage_exit(cause);
-	if (pf->opts.socket_path != NULL)
-		pf->socket_path = xstrdup(pf->opts.socket_path);
-	else
-		socket_path_default(pf);
-	if ((fd = api_listen(pf->socket_path, &cause)) == -1)
-		usage_exit(cause);
-	if (pf->opts.listen != NULL &&
-	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
-		usage_exit(cause);
-
-	pf->base = event_base_new();
-	if (pf->base == NULL)
-		fatalx("event_base_new");
-	registry_init(&pf->reg, pf->base, pf->opts.port_low, pf->opts.port_high,
-	    pool_port_bindable, NULL);
-	pf->tc.host = pf->opts.target_host;
-	pf->tc.labels = &pf->opts.labels;
-	if (pf->opts.proxy_targets) {
-		pf->web_address = web_address(web_fd, pf->opts.target_host);
-		pf->tc.proxy_address = pf->web_address;
-	}
-	if (pf->opts.state_file != NULL)
-		state_setup(pf); /* before the sd file is first written */
-	if (pf->opts.sd_file != NULL) {
-		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
-		pf->have_sdfile = 1;
-		if (sdfile_flush(&pf->sdfile) != 0)
-			usage_exit("cannot write the sd file");
-	}
 	memset(&acfg, 0, sizeof acfg);
 	acfg.tree_root = pf->opts.command != NULL ? getpid() : 0;
 	acfg.tc = &pf->tc;
@@ -234,9 +120,76 @@ setup(struct promfork *pf)
 	acfg.nallow_uids = pf->opts.nallow_uids;
 	acfg.allow_gids = pf->opts.allow_gids;
 	acfg.nallow_gids = pf->opts.nallow_gids;
+	acfg.max_leases_per_uid =
+	    pf->opts.command == NULL ? pf->opts.max_leases_per_uid : 0;
+	/* COMMAND runs as --user, else as promfork's own user and group:
+	 * the socket is made for it. */
+	acfg.command_uid = geteuid();
+	acfg.command_gid = getegid();
+	if (pf->opts.user != NULL) {
+		if (privsep_lookup(&pf->app_cred, pf->opts.user, pf->opts.group,
+			getegid(), &cause) != 0)
+			usage_exit(cause);
+		acfg.command_uid = pf->app_cred.uid;
+		acfg.command_gid = pf->app_cred.gid;
+		privsep_cred_clear(&pf->app_cred);
+	}
+	if (pf->opts.socket_path != NULL)
+		pf->socket_path = xstrdup(pf->opts.socket_path);
+	else
+		api_socket_default(&acfg, &pf->socket_path, &pf->socket_dir);
+	if ((fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
+		usage_exit(cause);
+	if (pf->opts.listen != NULL &&
+	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
+		usage_exit(cause);
+	switch (privsep_setup(&pf->app_cred, &pf->opts, pf->socket_path,
+	    pf->socket_dir, &cause)) {
+	case -1:
+		usage_exit(cause);
+		break;
+	case 1:
+		pf->have_app_cred = 1;
+		break;
+	}
+	/* as the user that is to write it */
+	if (pf->opts.sd_file != NULL &&
+	    sdfile_check(pf->opts.sd_file, &cause) != 0)
+		usage_exit(cause);
+
+	pf->base = event_base_new();
+	if (pf->base == NULL)
+		fatalx("event_base_new");
+	registry_init(&pf->reg, pf->base, pf->opts.port_low, pf->opts.port_high,
+	    pool_port_bindable, NULL);
+	{
+		struct continuity_config cc = { pf->opts.continuity,
+			pf->opts.carry_hold_ms, pf->opts.carry_max_series };
+
+		registry_continuity(&pf->reg, &cc);
+	}
+	pf->tc.host = pf->opts.target_host;
+	pf->tc.labels = &pf->opts.labels;
+	if (pf->opts.proxy_targets) {
+		pf->web_address = web_address(web_fd, pf->opts.target_host);
+		pf->tc.proxy_address = pf->web_address;
+	}
+	if (pf->opts.state_file != NULL) {
+		/* before the sd file is first written: it shows who is taken up */
+		pf->have_state = 1;
+		if (state_init(&pf->state, pf->opts.state_file, &pf->reg,
+			&acfg) != 0)
+			usage_exit("cannot write the --state-file");
+	}
+	if (pf->opts.sd_file != NULL) {
+		sdfile_init(&pf->sdfile, pf->opts.sd_file, &pf->reg, &pf->tc);
+		pf->have_sdfile = 1;
+		if (mirror_flush(&pf->sdfile) != 0)
+			usage_exit("cannot write the sd file");
+	}
 	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
 	if (pf->opts.discover)
-		discover_setup(pf);
+		pf->discover = discover_setup(pf->base, &pf->reg, &pf->opts);
 	pf->web_fd = web_fd;
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
@@ -272,9 +225,15 @@ teardown(struct promfork *pf)
 	discover_free(pf->discover);
 	api_free(pf->api);
 	spawn_free(pf->spawn);
-	if (pf->have_sdfile)
-		sdfile_finish(&pf->sdfile,
-		    pf->have_state ? SDFILE_KEEP : pf->opts.sd_remove_on_exit);
+	if (pf->have_sdfile) {
+		enum sd_exit how = SD_EXIT_EMPTY;
+
+		if (pf->have_state) /* the workers outlive us */
+			how = SD_EXIT_KEEP;
+		else if (pf->opts.sd_remove_on_exit)
+			how = SD_EXIT_REMOVE;
+		sdfile_finish(&pf->sdfile, how);
+	}
 	if (pf->have_state)
 		state_finish(&pf->state);
 	registry_finish(&pf->reg);
@@ -286,7 +245,8 @@ teardown(struct promfork *pf)
 	free(pf->socket_path);
 	free(pf->socket_dir);
 	free(pf->web_address);
-	options_free(&pf->opts);
+	privsep_cred_clear(&pf->app_cred);
+	options_finish(&pf->opts);
 }
 
 int
@@ -307,7 +267,7 @@ main(int argc, char **argv)
 		else
 			options_usage();
 		free(message);
-		options_free(&pf.opts);
+		options_finish(&pf.opts);
 		return 0;
 	case OPTIONS_EXIT_USAGE:
 		usage_exit(message);
@@ -318,17 +278,23 @@ main(int argc, char **argv)
 	log_init(pf.opts.log_level, pf.opts.log_json);
 	if (pf.opts.check) {
 		status = check_run(&pf.opts);
-		options_free(&pf.opts);
+		options_finish(&pf.opts);
 		return status;
 	}
 	notify_init();
+	log_debug("open files limit %llu", proc_nofile_raise());
 	setup(&pf);
 
 	if (pf.opts.workers > 0)
-		spawn_setup(&pf);
+		pf.spawn = spawn_setup(pf.base, &pf.reg, &pf.opts,
+		    pf.socket_path, pf.have_app_cred ? &pf.app_cred : NULL);
 	else if (pf.opts.command != NULL &&
-	    child_start(&pf.child, pf.opts.command, pf.socket_path, &cause) !=
-		0)
+	    child_start(&pf.child, pf.opts.command, pf.socket_path,
+		pf.have_app_cred ? &pf.app_cred : NULL, &cause) != 0)
+		fatalx("%s", cause);
+	/* The command runs: changing users is no longer needed. */
+	if (pf.have_app_cred && pf.opts.workers == 0 && geteuid() != 0 &&
+	    privsep_keep(0, 1, &cause) != 0)
 		fatalx("%s", cause);
 	web_setup(&pf);
 	log_info("ports %u-%u, socket %s%s%s", pf.opts.port_low,

@@ -64,18 +64,26 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	    &ms->start_time);
 
 	ms->pool_size = reg->pool.size;
-	ms->pool_free = pool_free(&reg->pool);
+	ms->pool_nfree = pool_nfree(&reg->pool);
 	ms->port_low = reg->pool.low;
 	ms->leases = reg->count;
 	ms->registrations = reg->stats.registrations;
 	ms->refusals = reg->stats.refusals;
 	memcpy(ms->ends, reg->stats.ends, sizeof ms->ends);
+	if (reg->cont != NULL && reg->cont->on) {
+		ms->have_carry = 1;
+		ms->carry_series = reg->cont->limits.series;
+		ms->carry_max_series = reg->cont->limits.max_series;
+		ms->carry_dropped = reg->cont->limits.dropped;
+		ms->carry_type_changes = reg->cont->limits.type_changes;
+		ms->carry_lifetimes = reg->cont->lifetimes;
+	}
 	if (src->sdfile != NULL) {
 		ms->have_sdfile = 1;
-		ms->sd_path = src->sdfile->m.path;
-		ms->sd_writes = src->sdfile->m.writes;
-		ms->sd_errors = src->sdfile->m.errors;
-		ms->sd_last_write = src->sdfile->m.last_write;
+		ms->sd_path = src->sdfile->path;
+		ms->sd_writes = src->sdfile->writes;
+		ms->sd_errors = src->sdfile->errors;
+		ms->sd_last_write = src->sdfile->last_write;
 	}
 	if (src->child != NULL) {
 		ms->child_pid = src->child->exited ? 0 : src->child->pid;
@@ -86,7 +94,6 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	if (src->spawn != NULL) {
 		ms->have_spawn = 1;
 		ms->spawn = *spawn_stats(src->spawn);
-		ms->spawn.slot_restarts = NULL;
 	}
 	if (src->discover != NULL) {
 		ms->have_discover = 1;
@@ -96,12 +103,13 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	/* Slots only ever taken lowest first: this stays as small as the peak
 	 * number of workers, never as large as the churn. */
 	for (s = 0, n = 0; s < reg->pool.size; s++) {
-		if (reg->stats.slot_leases[s] > 0 || reg->slots[s] != NULL)
+		if (reg->stats.slot_leases[s] > 0 ||
+		    registry_find_worker(reg, (int)s) != NULL)
 			n++;
 	}
 	ms->workers = n > 0 ? xcalloc(n, sizeof *ms->workers) : NULL;
 	for (s = 0, n = 0; s < reg->pool.size; s++) {
-		const struct lease *l = reg->slots[s];
+		const struct lease *l = registry_find_worker(reg, (int)s);
 
 		if (reg->stats.slot_leases[s] == 0 && l == NULL)
 			continue;
@@ -124,7 +132,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 }
 
 void
-metrics_snapshot_free(struct metrics_snapshot *ms)
+metrics_snapshot_finish(struct metrics_snapshot *ms)
 {
 	free(ms->workers);
 	memset(ms, 0, sizeof *ms);
@@ -223,6 +231,10 @@ metrics_render_discover(struct evbuffer *out, const struct discover_stats *d)
 	metrics_ull(out, "promfork_discover_walks_total", "counter",
 	    "Passes that had to read /proc to find a listener's process.",
 	    d->walks);
+	metrics_ull(out, "promfork_discover_walks_deferred_total", "counter",
+	    "Walks of /proc put off to a later pass: more than 5 a second "
+	    "were asked for.",
+	    d->walks_deferred);
 	metrics_ull(out, "promfork_discover_errors_total", "counter",
 	    "Passes that failed.", d->errors);
 	metrics_family(out, "promfork_discover_last_pass_seconds", "gauge",
@@ -257,10 +269,29 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 		    "promfork_releases_total{reason=\"%s\"} "
 		    "%llu\n",
 		    lease_end_name((enum lease_end)e), ms->ends[e]);
+	if (ms->have_carry) {
+		metrics_ull(out, "promfork_carry_series", "gauge",
+		    "Counter series whose finished lifetimes' totals are "
+		    "carried now, all slots.",
+		    ms->carry_series);
+		metrics_ull(out, "promfork_carry_max_series", "gauge",
+		    "--carry-max-series.", ms->carry_max_series);
+		metrics_ull(out, "promfork_carry_dropped_total", "counter",
+		    "Counter values not carried: over --carry-max-series.",
+		    ms->carry_dropped);
+		metrics_ull(out, "promfork_carry_type_changes_total", "counter",
+		    "Carried families dropped because a worker typed them "
+		    "otherwise.",
+		    ms->carry_type_changes);
+		metrics_ull(out, "promfork_carry_lifetimes_total", "counter",
+		    "Worker lifetimes whose final values joined their slot's "
+		    "totals.",
+		    ms->carry_lifetimes);
+	}
 	metrics_ull(out, "promfork_port_pool_size", "gauge",
 	    "Ports in --port-range.", ms->pool_size);
 	metrics_ull(out, "promfork_port_pool_free", "gauge",
-	    "Ports of the range not leased now.", ms->pool_free);
+	    "Ports of the range not leased now.", ms->pool_nfree);
 	if (ms->have_sdfile) {
 		metrics_ull(out, "promfork_sd_writes_total", "counter",
 		    "Times the file_sd file was written.", ms->sd_writes);

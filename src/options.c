@@ -84,6 +84,13 @@ static const char options_help[] =
 
 /* Two strings: C compilers need not take one longer than 4 095 bytes. */
 static const char options_help_tail[] =
+    "Privilege separation:\n"
+    "      --user USER            run COMMAND as USER, with its own groups and\n"
+    "                             none of promfork's (needs root, or\n"
+    "                             CAP_SETUID, CAP_SETGID and CAP_KILL)\n"
+    "      --group GROUP          ... and with GROUP instead of USER's own group\n"
+    "      --privsep-user USER    started as root: promfork itself continues as\n"
+    "                             USER, the only user that may write the sd file\n"
     "Standalone (no COMMAND: one promfork per host that many apps share):\n"
     "      --state-file PATH      keep the leases in PATH and, after a restart,\n"
     "                             take up every worker still running with its\n"
@@ -91,6 +98,8 @@ static const char options_help_tail[] =
     "      --allow-uid USER       may register besides root and promfork's own\n"
     "                             user (name or number, repeatable)\n"
     "      --allow-gid GROUP      members of GROUP may register (repeatable)\n"
+    "      --max-leases-per-uid N the most leases the processes of one user may\n"
+    "                             hold (default 128)\n"
     "  -h, --help                 show this help and exit\n"
     "  -V, --version              show the version and exit\n"
     "\n"
@@ -115,29 +124,12 @@ options_usage(void)
 	fputs(options_help_tail, stdout);
 }
 
-static int
-options_parse_port(const char *s, uint16_t *port)
-{
-	char *end;
-	long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 int
 options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
     char **cause)
 {
 	const char *dash = strchr(s, '-');
-	char *first;
-	int rc;
+	long long lo, hi;
 
 	if (dash == NULL) {
 		xasprintf(cause,
@@ -146,16 +138,16 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 		    s);
 		return -1;
 	}
-	first = xstrndup(s, (size_t)(dash - s));
-	rc = options_parse_port(first, low);
-	free(first);
-	if (rc != 0 || options_parse_port(dash + 1, high) != 0) {
+	if (decimal_parse_n(s, (size_t)(dash - s), 1, 65535, &lo, NULL) != 0 ||
+	    decimal_parse(dash + 1, 1, 65535, &hi, NULL) != 0) {
 		xasprintf(cause,
 		    "--port-range \"%s\": ports must be whole "
 		    "numbers from 1 to 65535, e.g. 9400-9463",
 		    s);
 		return -1;
 	}
+	*low = (uint16_t)lo;
+	*high = (uint16_t)hi;
 	if (*low > *high) {
 		xasprintf(cause,
 		    "--port-range \"%s\" is reversed: write the "
@@ -169,16 +161,9 @@ options_parse_port_range(const char *s, uint16_t *low, uint16_t *high,
 static int
 options_parse_ms(const char *s, int min, int max, int *ms)
 {
-	long v = 0;
+	long long v;
 
-	if (*s == '\0' || strlen(s) > 6)
-		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (*s - '0');
-	}
-	if (v < min || v > max)
+	if (decimal_parse(s, min, max, &v, NULL) != 0)
 		return -1;
 	*ms = (int)v;
 	return 0;
@@ -213,19 +198,72 @@ enum {
 	OPTIONS_ALLOW_GID
 };
 
+/* A count of workers or leases: 1 to 65536, one per port at most. */
+static int
+options_parse_count(const char *arg, int *count)
+{
+	long long v;
+
+	if (decimal_parse(arg, 1, 65536, &v, NULL) != 0)
+		return -1;
+	*count = (int)v;
+	return 0;
+}
+
+/* Privilege separation and the standalone per-user cap. */
+enum {
+	OPTIONS_USER = 0x801,
+	OPTIONS_GROUP,
+	OPTIONS_PRIVSEP_USER,
+	OPTIONS_MAX_LEASES_PER_UID
+};
+#define OPTIONS_MAX_LEASES_PER_UID_DEFAULT 128
+
+/* Names only: main looks them up, so an unknown one fails there. */
+static int
+options_parse_privsep(struct options *o, int opt, const char *arg, char **cause)
+{
+	char **dst = NULL;
+
+	switch (opt) {
+	case OPTIONS_USER:
+		dst = &o->user;
+		break;
+	case OPTIONS_GROUP:
+		dst = &o->group;
+		break;
+	case OPTIONS_PRIVSEP_USER:
+		dst = &o->privsep_user;
+		break;
+	case OPTIONS_MAX_LEASES_PER_UID:
+		if (options_parse_count(arg, &o->max_leases_per_uid) != 0) {
+			xasprintf(cause,
+			    "--max-leases-per-uid \"%s\" is not a number "
+			    "from 1 to 65536",
+			    arg);
+			return -1;
+		}
+		return 0;
+	}
+	if (*arg == '\0' || strlen(arg) > 255) {
+		xasprintf(cause, "an empty or overlong user or group name");
+		return -1;
+	}
+	free(*dst);
+	*dst = xstrdup(arg);
+	return 0;
+}
+
 /* A user or group by name or number. */
 static int
 options_parse_id(const char *s, int group, unsigned int *id, char **cause)
 {
 	struct passwd *pw;
 	struct group *gr;
-	char *end;
-	unsigned long v;
+	long long v;
 
 	if (*s >= '0' && *s <= '9') {
-		errno = 0;
-		v = strtoul(s, &end, 10);
-		if (errno == 0 && *end == '\0' && v < UINT_MAX) {
+		if (decimal_parse(s, 0, UINT_MAX - 1, &v, NULL) == 0) {
 			*id = (unsigned int)v;
 			return 0;
 		}
@@ -249,21 +287,16 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 	unsigned int id;
 	char *end;
 	double d;
-	long v;
 
 	switch (opt) {
 	case OPTIONS_WORKERS:
-		errno = 0;
-		v = strtol(arg, &end, 10);
-		if (*arg < '0' || *arg > '9' || errno != 0 || *end != '\0' ||
-		    v < 1 || v > 65536) {
+		if (options_parse_count(arg, &o->workers) != 0) {
 			xasprintf(cause,
 			    "--workers \"%s\" is not a number of "
 			    "workers from 1 up",
 			    arg);
 			return -1;
 		}
-		o->workers = (int)v;
 		return 0;
 	case OPTIONS_GRACE:
 		errno = 0;
@@ -365,6 +398,20 @@ options_check_modes(struct options *o, char **cause)
 			    "for standalone mode, without a COMMAND");
 		return -1;
 	}
+	if (o->command != NULL && o->max_leases_per_uid != 0) {
+		*cause = xstrdup("--max-leases-per-uid is for standalone mode, "
+				 "without a COMMAND");
+		return -1;
+	}
+	if (o->group != NULL && o->user == NULL) {
+		*cause = xstrdup("--group needs --user: the user to run "
+				 "COMMAND as");
+		return -1;
+	}
+	if (o->user != NULL && o->command == NULL && !o->check) {
+		*cause = xstrdup("--user needs a COMMAND to run as that user");
+		return -1;
+	}
 	return 0;
 }
 
@@ -401,6 +448,12 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "state-file", required_argument, NULL, OPTIONS_STATE_FILE },
 		{ "allow-uid", required_argument, NULL, OPTIONS_ALLOW_UID },
 		{ "allow-gid", required_argument, NULL, OPTIONS_ALLOW_GID },
+		{ "user", required_argument, NULL, OPTIONS_USER },
+		{ "group", required_argument, NULL, OPTIONS_GROUP },
+		{ "privsep-user", required_argument, NULL,
+		    OPTIONS_PRIVSEP_USER },
+		{ "max-leases-per-uid", required_argument, NULL,
+		    OPTIONS_MAX_LEASES_PER_UID },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 }
 	};
@@ -529,6 +582,13 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			if (options_parse_standalone(o, c, optarg, &cause) != 0)
 				goto usage;
 			break;
+		case OPTIONS_USER:
+		case OPTIONS_GROUP:
+		case OPTIONS_PRIVSEP_USER:
+		case OPTIONS_MAX_LEASES_PER_UID:
+			if (options_parse_privsep(o, c, optarg, &cause) != 0)
+				goto usage;
+			break;
 		case 'h':
 			return OPTIONS_EXIT_OK;
 		case 'V':
@@ -574,6 +634,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 	}
 	if (o->target_host == NULL)
 		o->target_host = options_default_host();
+	if (o->max_leases_per_uid == 0)
+		o->max_leases_per_uid = OPTIONS_MAX_LEASES_PER_UID_DEFAULT;
 	return OPTIONS_RUN;
 
 usage:
@@ -583,7 +645,7 @@ usage:
 }
 
 void
-options_free(struct options *o)
+options_finish(struct options *o)
 {
 	free(o->sd_file);
 	free(o->socket_path);
@@ -592,6 +654,9 @@ options_free(struct options *o)
 	free(o->allow_uids);
 	free(o->allow_gids);
 	free(o->listen);
-	labels_clear(&o->labels);
+	free(o->user);
+	free(o->group);
+	free(o->privsep_user);
+	labels_finish(&o->labels);
 	memset(o, 0, sizeof *o);
 }

@@ -136,16 +136,8 @@ pool_port(const struct pool *p, int slot)
 	return (uint16_t)(p->low + slot);
 }
 
-int
-pool_slot(const struct pool *p, uint16_t port)
-{
-	if (port < p->low || (size_t)(port - p->low) >= p->size)
-		return -1;
-	return port - p->low;
-}
-
 size_t
-pool_free(const struct pool *p)
+pool_nfree(const struct pool *p)
 {
 	return p->size - p->nused;
 }

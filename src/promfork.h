@@ -43,6 +43,13 @@ void log_warnx(const char *, ...) PRINTFLIKE(1, 2);
 void log_info(const char *, ...) PRINTFLIKE(1, 2);
 void log_debug(const char *, ...) PRINTFLIKE(1, 2);
 void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
+#define LOG_LIMIT_PER_S 10
+struct log_limit {
+	time_t second; /* monotonic */
+	unsigned int lines; /* logged in that second */
+	unsigned long long suppressed;
+};
+int log_limit(struct log_limit *, const char *what);
 void fatalx(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
 
 /* xmalloc.c */
@@ -53,6 +60,22 @@ char *xstrdup(const char *);
 char *xstrndup(const char *, size_t);
 int xasprintf(char **, const char *, ...) PRINTFLIKE(2, 3);
 int xvasprintf(char **, const char *, va_list);
+
+/* buf.c */
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+void buf_reserve(struct buf *, size_t);
+void buf_add(struct buf *, const void *, size_t);
+void buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
+void buf_finish(struct buf *);
+/* decimal.c */
+int decimal_parse_n(const char *, size_t, long long min, long long max,
+    long long *, char **cause);
+int decimal_parse(const char *, long long min, long long max, long long *,
+    char **cause);
 
 /* label.c */
 struct label {
@@ -72,8 +95,9 @@ int labels_set_arg(struct labels *, const char *arg, char **cause);
 int labels_from_json(struct labels *, json_t *, char **cause);
 json_t *labels_to_json(const struct labels *);
 const char *labels_get(const struct labels *, const char *name);
+int labels_equal(const struct labels *, const struct labels *);
 void labels_copy(struct labels *, const struct labels *);
-void labels_clear(struct labels *);
+void labels_finish(struct labels *);
 
 /* options.c */
 struct options {
@@ -103,6 +127,10 @@ struct options {
 	size_t nallow_uids;
 	gid_t *allow_gids;
 	size_t nallow_gids;
+	char *user; /* --user: COMMAND runs as this user */
+	char *group; /* --group */
+	char *privsep_user; /* --privsep-user: promfork's own, from root */
+	int max_leases_per_uid; /* standalone */
 };
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_EXIT_USAGE };
 enum options_result
@@ -110,7 +138,7 @@ options_parse(struct options *, int argc, char **argv, char **message);
 int
 options_parse_port_range(const char *, uint16_t *, uint16_t *, char **cause);
 void options_usage(void);
-void options_free(struct options *);
+void options_finish(struct options *);
 
 /* pool.c */
 typedef int (*pool_probe_fn)(uint16_t port, void *arg);
@@ -133,8 +161,7 @@ int pool_claim(struct pool *, int slot);
 void pool_release(struct pool *, int slot);
 void pool_release_exited(struct pool *, int slot, uint64_t now_ms);
 uint16_t pool_port(const struct pool *, int slot);
-int pool_slot(const struct pool *, uint16_t port);
-size_t pool_free(const struct pool *);
+size_t pool_nfree(const struct pool *);
 int pool_port_bindable(uint16_t port, void *arg);
 
 /* proc.c */
@@ -158,8 +185,44 @@ struct proc_ref {
 	int pidfd;
 	struct proc_stat st;
 };
-int proc_ref_open(pid_t, struct proc_ref *, char **cause);
-void proc_ref_close(struct proc_ref *);
+int proc_ref_init(pid_t, struct proc_ref *, char **cause);
+void proc_ref_finish(struct proc_ref *);
+#define PROC_GROUPS_MAX 256
+/* Who a process runs as, from /proc/PID/status. */
+struct proc_creds {
+	uid_t uid; /* real */
+	gid_t gid;
+	gid_t groups[PROC_GROUPS_MAX];
+	size_t ngroups;
+};
+int proc_creds_parse(const char *, size_t, struct proc_creds *, char **cause);
+int proc_creds_read(pid_t, struct proc_creds *, char **cause);
+int proc_out_of_fds(int err);
+#define PROC_BOOT_ID_LEN 36 /* a UUID */
+const char *proc_boot_id(void);
+unsigned long long proc_nofile_raise(void);
+void proc_nofile_restore(void);
+
+/* privsep.c */
+#define PRIVSEP_GROUPS_MAX 64
+struct privsep_cred {
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[PRIVSEP_GROUPS_MAX]; /* supplementary */
+	int ngroups;
+	char *name;
+};
+int privsep_lookup(struct privsep_cred *, const char *user, const char *group,
+    gid_t exclude, char **cause);
+void privsep_cred_clear(struct privsep_cred *);
+int privsep_can_setid(void);
+int privsep_can_trace(void);
+int privsep_apply(const struct privsep_cred *);
+int privsep_keep(int setid, int kill, char **cause);
+int privsep_drop(const struct privsep_cred *, char **cause);
+void privsep_thread_drop(void);
+int privsep_setup(struct privsep_cred *, const struct options *,
+    const char *socket_path, const char *socket_dir, char **cause);
 
 /* registry.c */
 enum lease_source { LEASE_API, LEASE_DISCOVER, LEASE_SPAWN };
@@ -168,9 +231,13 @@ enum lease_end {
 	LEASE_END_RELEASE, /* asked for, by DELETE */
 	LEASE_END_GONE, /* discovery: the listener is gone */
 	LEASE_END_SHUTDOWN,
+	LEASE_END_RETIRE, /* asked for before a graceful exit */
 	LEASE_END_COUNT
 };
 struct registry;
+struct continuity;
+struct continuity_config;
+struct carry;
 /* The last scrape of a worker through promfork (proxy, fan-out, status). */
 struct lease_scrape {
 	time_t when; /* wall clock; 0 when never scraped */
@@ -190,7 +257,11 @@ struct lease {
 	enum lease_source source;
 	time_t created; /* wall clock, for people */
 	struct timespec created_mono;
+	uid_t uid; /* standalone: the user of its process; -1 when unknown */
 	struct lease_scrape scrape;
+	struct buf body; /* the last whole answer: this lifetime's final values
+			  * should it end without a retire */
+	uint64_t body_stamp; /* the stamp of the scrape that got it */
 };
 typedef void (*registry_change_fn)(void *arg);
 struct registry_listener {
@@ -203,10 +274,18 @@ struct registry_stats {
 	unsigned long long ends[LEASE_END_COUNT];
 	unsigned long long *slot_leases; /* per slot: leases ever granted */
 };
+/* Why registry_lease gave no lease; api.c says it in HTTP. */
+enum registry_error {
+	REGISTRY_OK,
+	REGISTRY_FULL, /* no free port, or the slot asked for is taken */
+	REGISTRY_GONE, /* the process has exited */
+	REGISTRY_NOFDS /* out of file descriptors: ours, and passing */
+};
 struct registry {
 	struct event_base *base;
 	struct pool pool;
 	struct lease **slots; /* pool.size entries, NULL when free */
+	unsigned char *reserved; /* per slot: 1 + the source it is held for */
 	size_t count;
 	struct event *ev_check; /* liveness poll for leases without pidfd */
 	int exit_fd; /* epoll set of the leases' pidfds */
@@ -214,25 +293,54 @@ struct registry {
 	struct registry_listener listeners[8];
 	size_t nlisteners;
 	struct registry_stats stats;
+	int prefer; /* the slot the registration being made asks for, or -1 */
+	struct continuity *cont; /* the slots' carried totals */
 };
 void registry_init(struct registry *, struct event_base *, uint16_t low,
     uint16_t high, pool_probe_fn, void *probe_arg);
 void registry_finish(struct registry *);
 void registry_listen(struct registry *, registry_change_fn, void *);
 void registry_unlisten(struct registry *, registry_change_fn, void *);
-struct lease *
-registry_lease(struct registry *, struct proc_ref *, const struct labels *,
-    enum lease_source, int slot, int *created, int *status, char **cause);
-struct lease *
-registry_lease_pid(struct registry *, pid_t, const struct labels *,
-    enum lease_source, int slot, int *created, int *status, char **cause);
+struct lease *registry_lease(struct registry *, struct proc_ref *,
+    const struct labels *, enum lease_source, int slot, int *created,
+    enum registry_error *, char **cause);
+struct lease *registry_lease_pid(struct registry *, pid_t,
+    const struct labels *, enum lease_source, int slot, int *created,
+    enum registry_error *, char **cause);
+struct lease *registry_lease_prefer(struct registry *, struct proc_ref *,
+    const struct labels *, enum lease_source, int prefer, int *created,
+    enum registry_error *, char **cause);
+void registry_continuity(struct registry *, const struct continuity_config *);
+uint64_t registry_stamp(struct registry *);
+struct carry *registry_carry(struct registry *, int slot, int live);
+int registry_adopt_carry(struct registry *, int slot, const char *, size_t);
+void registry_count_refusal(struct registry *);
+int registry_reserve(struct registry *, int slot, enum lease_source);
+void registry_unreserve(struct registry *, int slot);
+struct lease *registry_next(const struct registry *, int worker);
+/* Every live lease in slot order; the _SAFE form lets the body end l. */
+#define REGISTRY_FOREACH(l, reg) \
+	for ((l) = registry_next((reg), -1); (l) != NULL; \
+	     (l) = registry_next((reg), (l)->worker))
+#define REGISTRY_FOREACH_SAFE(l, reg, w) \
+	for ((l) = registry_next((reg), -1); \
+	     (l) != NULL && ((w) = (l)->worker, 1); \
+	     (l) = registry_next((reg), (w)))
+void registry_relabel(struct registry *, struct lease *, const struct labels *);
 struct lease *registry_find_pid(struct registry *, pid_t);
-struct lease *registry_find_worker(struct registry *, int);
+struct lease *registry_find_worker(const struct registry *, int);
+struct lease *registry_find_lease(const struct registry *, int worker, pid_t,
+    unsigned long long starttime);
+int registry_count_uid(const struct registry *, uid_t);
 void registry_check(struct registry *);
 void registry_clear(struct registry *, enum lease_end);
 const char *lease_end_name(enum lease_end);
 const char *lease_source_name(enum lease_source);
+int lease_source_parse(const char *, enum lease_source *);
 void lease_close(struct lease *, enum lease_end);
+struct scrape_result;
+void lease_record_scrape(struct lease *, const struct scrape_result *);
+void lease_keep_body(struct lease *, uint64_t stamp, struct buf *);
 
 /* target.c */
 struct target_config {
@@ -242,43 +350,43 @@ struct target_config {
 	 * __metrics_path__ is /workers/N/metrics: scrapes go through the proxy. */
 	const char *proxy_address;
 };
-json_t *target_groups(const struct registry *, const struct target_config *);
 char *
 target_render(const struct registry *, const struct target_config *, size_t *);
 char *target_address(const struct target_config *, uint16_t port);
 
-/* sdfile.c */
-/* writer.c */
-/* results: writes finished since the last call; cause: why the last of
- * them failed, NULL when it succeeded */
-typedef void (*writer_done_fn)(int results, const char *cause, void *arg);
-struct writer;
-struct writer *
-writer_create(struct event_base *, const char *path, writer_done_fn, void *arg);
-void writer_submit(struct writer *, char *data, size_t len);
-void writer_drain(struct writer *);
-void writer_free(struct writer *);
+/* file.c */
+char *file_dir(const char *path);
+int file_dir_writable(const char *dir);
+int file_replace(const char *path, const char *data, size_t len, mode_t,
+    char **cause);
+int
+file_read(const char *path, size_t max, char **buf, size_t *len, char **cause);
 
-/* writer.c: a file kept in step with the registry */
+/* mirror.c: a file kept in step with the registry, written off the loop */
+typedef char *(*mirror_render_fn)(const struct registry *, const void *arg,
+    size_t *len); /* malloc'd text */
 struct mirror_config {
 	const char *path;
 	const char *what; /* for the log: "sd file" */
 	struct registry *reg;
-	char *(*render)(void *arg, size_t *len); /* malloc'd text */
-	void *arg;
+	mirror_render_fn render;
+	const void *arg;
 	int debounce_ms; /* changes coalesced this long */
 	int retry_ms; /* after a failed write */
+	mode_t mode; /* of the file; 0: 0644 */
 };
+struct mirror_thread;
 struct mirror {
 	char *path;
 	const char *what;
 	struct registry *reg;
-	char *(*render)(void *arg, size_t *len);
-	void *arg;
+	mirror_render_fn render;
+	const void *arg;
 	int debounce_ms;
 	int retry_ms;
+	mode_t mode;
 	struct event *ev_write;
-	struct writer *writer; /* writes off the loop */
+	struct mirror_thread *thread; /* writes off the loop; NULL stopped */
 	unsigned long long writes;
 	unsigned long long errors;
 	time_t last_write;
@@ -286,24 +394,25 @@ struct mirror {
 void mirror_init(struct mirror *, const struct mirror_config *);
 int mirror_flush(struct mirror *);
 void mirror_stop(struct mirror *);
-void mirror_free(struct mirror *);
+void mirror_finish(struct mirror *);
 
 /* sdfile.c */
-struct sdfile {
-	struct mirror m;
-	const struct target_config *tc;
+enum sd_exit {
+	SD_EXIT_EMPTY, /* [], for a Prometheus that outlives us */
+	SD_EXIT_REMOVE, /* --sd-remove-on-exit */
+	SD_EXIT_KEEP /* the current workers, who outlive us (standalone) */
 };
 int sdfile_check(const char *path, char **cause);
-int
-sdfile_replace(const char *path, const char *data, size_t len, char **cause);
-void sdfile_init(struct sdfile *, const char *path, struct registry *,
+void sdfile_init(struct mirror *, const char *path, struct registry *,
     const struct target_config *);
-int sdfile_flush(struct sdfile *);
-#define SDFILE_KEEP 2 /* sdfile_finish: leave the current workers */
-int sdfile_finish(struct sdfile *, int remove);
+int sdfile_finish(struct mirror *, enum sd_exit);
 
 /* http.c */
 #define HTTP_HEADERS_MAX 32
+/* The Prometheus text exposition format, as promfork serves it. */
+#define HTTP_EXPOSITION_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* What promfork asks workers for: the format it reads. */
+#define HTTP_EXPOSITION_ACCEPT "text/plain;version=0.0.4"
 struct http_header {
 	char *name;
 	char *value;
@@ -323,10 +432,19 @@ struct http_limits {
 	size_t body_max;
 	int deadline_ms; /* a whole request must arrive within this */
 	int conns_max;
+	int idle_ms; /* between requests; 0: the deadline */
+	int life_ms; /* then the next answer closes; 0: no limit */
+	int peer_conns_max; /* per uid (Unix) or address (IP); 0: no limit */
+};
+/* Who is at the other end of a connection, as of its accept. */
+struct http_peer {
+	sa_family_t family;
+	struct ucred cred; /* AF_UNIX */
+	unsigned char addr[16]; /* IP: IPv6, IPv4 as IPv4-mapped */
 };
 int http_request_parse(const char *, size_t, const struct http_limits *,
     struct http_request *, size_t *consumed, int *status);
-void http_request_clear(struct http_request *);
+void http_request_finish(struct http_request *);
 const char *http_request_header(const struct http_request *, const char *);
 const char *http_status_text(int);
 
@@ -334,22 +452,25 @@ struct http_server;
 struct http_conn;
 typedef void (
     *http_handler_fn)(struct http_conn *, struct http_request *, void *arg);
+typedef int (
+    *http_accept_fn)(int fd, const struct http_peer *, void *arg, char **cause);
 struct http_server *http_server_create(struct event_base *, int listen_fd,
     const struct http_limits *, http_handler_fn, void *arg);
+void http_server_set_accept(struct http_server *, http_accept_fn);
+void http_server_pin_by_pid(struct http_server *);
 int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);
 int http_conn_fd(const struct http_conn *);
-int http_conn_peercred(struct http_conn *, struct ucred *);
+const struct http_peer *http_conn_peer(const struct http_conn *);
+int http_conn_peer_alive(const struct http_conn *);
+void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
     const char *body, size_t len);
 void http_reply_json(struct http_conn *, int status, json_t *);
 void http_reply_error(struct http_conn *, int status, const char *fmt, ...)
     PRINTFLIKE(3, 4);
-struct evbuffer *
-http_reply_start(struct http_conn *, int status, const char *content_type);
-void http_reply_flush(struct http_conn *);
 void http_reply_end(struct http_conn *);
 void http_reply_stream(struct http_conn *, int status, const char *content_type,
     long long length);
@@ -357,6 +478,11 @@ void http_reply_write(struct http_conn *, struct evbuffer *);
 void http_reply_abort(struct http_conn *, const char *why);
 
 /* api.c */
+#define API_CONNS_MAX 256
+/* One user may hold three quarters: a quarter is always left for others. */
+#define API_PEER_CONNS_MAX (API_CONNS_MAX * 3 / 4)
+#define API_IDLE_MS 2000 /* between requests on a kept-alive connection */
+#define API_LIFE_MS 60000 /* then the next answer closes the connection */
 struct api_config {
 	pid_t tree_root; /* promfork's pid, the root of the tree that may
 			  * register; 0 when standalone */
@@ -366,9 +492,16 @@ struct api_config {
 	size_t nallow_uids;
 	const gid_t *allow_gids;
 	size_t nallow_gids;
+	/* wrapping: the user and group the command runs as */
+	uid_t command_uid;
+	gid_t command_gid;
+	int max_leases_per_uid; /* standalone; 0: no cap */
 };
 struct api;
-int api_listen(const char *path, char **cause);
+mode_t api_socket_mode(const struct api_config *, gid_t *);
+void api_socket_default(const struct api_config *, char **path, char **dir);
+int api_socket_probe(const char *path, char **cause);
+int api_listen(const char *path, const struct api_config *, char **cause);
 struct api *api_create(struct event_base *, int fd, struct registry *,
     const struct api_config *);
 void api_free(struct api *);
@@ -376,12 +509,20 @@ int api_authorise(const struct api_config *, pid_t peer,
     const struct proc_stat *, char **cause);
 int api_authorise_user(const struct api_config *, uid_t, gid_t,
     const gid_t *groups, size_t ngroups, char **cause);
+int api_authorise_uid(const struct api_config *, uid_t, char **cause);
+int api_authorise_owner(const struct api_config *, uid_t, pid_t peer,
+    const struct lease *, char **cause);
+int api_labels_check(const struct api_config *, const struct labels *,
+    char **cause);
+int api_authorise_process(const struct api_config *, const struct registry *,
+    uid_t caller, pid_t, int counted, uid_t *owner, int *status, char **cause);
 
 /* discover.c */
 #define DISCOVER_INTERVAL_MS 200
 #define DISCOVER_SOCKS_MAX 65536
 struct discover_sock {
 	uint32_t inode;
+	uid_t uid; /* the socket's owner */
 	uint16_t port;
 	uint8_t family;
 	uint8_t state; /* the kernel's TCP state */
@@ -406,6 +547,7 @@ struct discover_config {
 struct discover_stats {
 	unsigned long long passes;
 	unsigned long long walks; /* passes that read /proc */
+	unsigned long long walks_deferred; /* over DISCOVER_WALKS_PER_S */
 	unsigned long long errors;
 	unsigned long long last_pass_us;
 	unsigned long long last_walk_us;
@@ -417,12 +559,17 @@ int discover_parse_diag(const void *, size_t, uint32_t seq, uint16_t low,
     uint16_t high, struct discover_socks *, int *done, char **cause);
 int discover_parse_fdlink(const char *, size_t, uint32_t *inode, char **cause);
 void discover_tree_mark(struct discover_proc *, size_t, pid_t root);
-void discover_socks_clear(struct discover_socks *);
+void discover_socks_finish(struct discover_socks *);
+int discover_listeners(uint16_t low, uint16_t high, struct discover_socks *,
+    char **cause);
+void discover_holders(const struct discover_socks *, pid_t *pids);
 struct discover *discover_create(struct event_base *, struct registry *,
     const struct discover_config *, char **cause);
 int discover_scan(struct discover *);
 const struct discover_stats *discover_stats(const struct discover *);
 void discover_free(struct discover *);
+struct discover *
+discover_setup(struct event_base *, struct registry *, const struct options *);
 
 /* scrape.c */
 #define SCRAPE_HEAD_MAX (16 * 1024)
@@ -452,20 +599,79 @@ struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *, void *arg);
 void scrape_cancel(struct scrape *);
-int scrape_deadline(const struct http_request *, int max_ms);
-void scrape_record(struct lease *, const struct scrape_result *);
-struct lease *scrape_lease(struct registry *, int worker, pid_t,
-    unsigned long long starttime);
+
+/* collect.c */
+#define COLLECT_PATH "/metrics" /* where every worker is scraped */
+struct collect_config {
+	const char *accept; /* sent on to the workers; NULL: none */
+	int deadline_ms; /* for every scrape, from its start */
+	size_t body_max; /* per worker */
+};
+/* One lease's scrape, as far as it got. */
+struct collect_item {
+	size_t index; /* in the leases given to collect_start */
+	int worker;
+	pid_t pid;
+	unsigned long long starttime;
+	int ok; /* the whole answer arrived, whatever its status */
+	int status; /* HTTP status; 0 when there was no answer */
+	int timed_out; /* the deadline passed */
+	double seconds; /* how long the scrape took */
+	char error[160]; /* why it failed; empty when ok */
+};
+/* head and body may be NULL; they return 0 to go on, -1 to stop that
+ * worker's scrape.  done runs exactly once, when every scrape has ended. */
+struct collect_callbacks {
+	int (*head)(struct collect_item *, const struct scrape_head *, void *);
+	int (*body)(struct collect_item *, struct evbuffer *, void *);
+	void (*done)(struct collect_item *, size_t n, void *arg);
+};
+struct collect;
+struct collect *collect_start(struct event_base *, struct registry *,
+    struct lease *const *, size_t n, const struct collect_config *,
+    const struct collect_callbacks *, void *arg);
+void collect_cancel(struct collect *);
 
 /* proxy.c */
 #define PROXY_BODY_MAX (32 * 1024 * 1024)
-#define PROXY_WORKER_PATH "/metrics"
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
+
+/* table.c */
+/* The first member of every entry of a table: the name it is found by. */
+struct table_key {
+	const char *name;
+	uint32_t len;
+	uint32_t gen; /* the table's: in use; else an empty slot */
+	uint64_t hash;
+};
+struct table {
+	unsigned char *slots; /* cap entries of esize bytes */
+	size_t esize;
+	size_t n;
+	size_t cap; /* 0 or a power of two */
+	uint32_t gen; /* of the entries in use; table_clear moves it on */
+	uint64_t key[2]; /* SipHash-1-3 key, random */
+};
+void table_init(struct table *, size_t esize);
+void table_finish(struct table *);
+uint64_t table_hash(const struct table *, const char *, size_t);
+void *table_find(const struct table *, const char *, size_t);
+void *table_add(struct table *, const char *, size_t, int *added);
+void *table_next(const struct table *, size_t *);
+void table_clear(struct table *);
+
+/* value.c */
+int value_parse(const char *, size_t);
+int value_timestamp_parse(const char *, size_t, long long *);
 
 /* expo.c */
 #define EXPO_LINE_MAX (64 * 1024) /* longer lines are malformed */
 #define EXPO_LABELS_MAX 64 /* per sample, before worker is added */
+/* Taken from one worker per scrape, the rest dropped and counted: bounds
+ * the merge's work and memory whatever a worker answers. */
+#define EXPO_SERIES_MAX 50000 /* samples */
+#define EXPO_NAMES_MAX 4096 /* distinct names in samples, HELP and TYPE */
 enum expo_type {
 	EXPO_UNTYPED,
 	EXPO_COUNTER,
@@ -480,28 +686,21 @@ struct expo_label {
 	const char *value; /* escaped, as on the wire, which is canonical */
 	size_t valuelen;
 };
-struct expo_buf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
 struct expo_stats {
 	size_t lines;
 	size_t samples; /* kept */
 	size_t dropped; /* samples of families lost to a type conflict */
+	size_t capped; /* lines past EXPO_SERIES_MAX or EXPO_NAMES_MAX */
 	size_t malformed; /* lines dropped */
 	size_t malformed_line; /* the first of them, from 1; 0 when none */
 	size_t type_conflicts; /* families another worker typed otherwise */
 	char conflict[64]; /* the first such family, truncated */
 };
 struct expo_merge;
-void expo_buf_reserve(struct expo_buf *, size_t);
-void expo_buf_add(struct expo_buf *, const void *, size_t);
-void expo_buf_finish(struct expo_buf *);
 struct expo_merge *expo_merge_create(void);
 int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
     size_t len, struct expo_stats *);
-void expo_merge_render(struct expo_merge *, struct expo_buf *);
+void expo_merge_render(struct expo_merge *, struct buf *);
 void expo_merge_reset(struct expo_merge *);
 void expo_merge_free(struct expo_merge *);
 /* One line of an exposition, as expo_reader_next reads it. */
@@ -568,12 +767,12 @@ carry_edit(void *carry, const struct expo_line *, char *buf, size_t *len);
 int carry_complete(const struct carry *);
 void carry_end_lifetime(struct carry *);
 int carry_add_lifetime(struct carry *, const char *, size_t, size_t *malformed);
-void carry_render(struct carry *, struct expo_buf *);
+void carry_render(struct carry *, struct buf *);
 void carry_rewrite(struct carry *, uint64_t stamp, const char *, size_t,
-    struct expo_buf *);
-void carry_render_finished(const struct carry *, struct expo_buf *);
+    struct buf *);
+void carry_render_finished(const struct carry *, struct buf *);
 int carry_merge_add(struct carry *, uint64_t stamp, struct expo_merge *,
-    const char *worker, const char *, size_t, struct expo_buf *scratch,
+    const char *worker, const char *, size_t, struct buf *scratch,
     struct expo_stats *);
 
 /* continuity.c */
@@ -593,19 +792,17 @@ struct continuity {
 	unsigned long long lifetimes; /* ended and carried */
 	unsigned long long dropped_logged;
 };
-void continuity_init(struct continuity *, size_t slots,
-    const struct continuity_config *);
-void continuity_finish(struct continuity *);
+struct continuity *
+continuity_create(size_t slots, const struct continuity_config *);
+void continuity_free(struct continuity *);
 uint64_t continuity_stamp(struct continuity *);
 size_t continuity_end(struct continuity *, int slot, const char *final,
     size_t len, uint64_t now_ms);
 struct carry *
 continuity_carry(struct continuity *, int slot, int live, uint64_t now_ms);
-void continuity_expire(struct continuity *, const unsigned char *live,
-    uint64_t now_ms);
 int continuity_adopt(struct continuity *, int slot, const char *, size_t,
     uint64_t now_ms);
-size_t continuity_render_slot(struct continuity *, int slot, struct expo_buf *);
+size_t continuity_render_slot(struct continuity *, int slot, struct buf *);
 
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */
@@ -613,18 +810,18 @@ size_t continuity_render_slot(struct continuity *, int slot, struct expo_buf *);
  * warm buffers instead of growing fresh ones. */
 struct fanout_scratch {
 	struct expo_merge *merge;
-	struct expo_buf out;
+	struct buf out;
+	struct buf carried; /* a slot's carried series, rendered */
 };
-void fanout_serve(struct http_conn *, const struct http_request *,
-    struct registry *, int deadline_ms, struct fanout_scratch *);
-void fanout_scratch_free(struct fanout_scratch *);
+void fanout_serve(struct http_conn *, struct registry *, int deadline_ms,
+    struct fanout_scratch *);
+void fanout_scratch_finish(struct fanout_scratch *);
 
 /* spawn.c: what its supervisor counts, shown in /metrics */
 struct spawn_stats {
 	unsigned long long starts; /* forks of COMMAND */
 	unsigned long long restarts; /* starts after a death or for HUP */
 	unsigned long long deaths; /* exits nobody asked for */
-	unsigned long long *slot_restarts; /* per pool slot */
 	unsigned int workers; /* wanted now: --workers, TTIN, TTOU */
 	unsigned int backoff; /* dead, waiting to be restarted */
 	unsigned int crash_looping; /* failed SPAWN_LOOP_FAILURES+ in a row */
@@ -652,12 +849,18 @@ struct metrics_snapshot {
 	double cpu_seconds;
 	long long rss_bytes;
 	size_t pool_size;
-	size_t pool_free;
+	size_t pool_nfree;
 	uint16_t port_low;
 	size_t leases;
 	unsigned long long registrations;
 	unsigned long long refusals;
 	unsigned long long ends[LEASE_END_COUNT];
+	int have_carry; /* slot continuity is on: the fields below are set */
+	size_t carry_series; /* carried now, all slots */
+	size_t carry_max_series;
+	unsigned long long carry_dropped;
+	unsigned long long carry_type_changes;
+	unsigned long long carry_lifetimes;
 	int have_sdfile;
 	const char *sd_path;
 	unsigned long long sd_writes;
@@ -667,7 +870,7 @@ struct metrics_snapshot {
 	unsigned long long child_exits;
 	int http_conns;
 	int have_spawn; /* --workers: the fields below are set */
-	struct spawn_stats spawn; /* without slot_restarts */
+	struct spawn_stats spawn;
 	int have_discover; /* --discover: the fields below are set */
 	struct discover_stats discover;
 	struct metrics_worker *workers; /* slots that ever had a lease */
@@ -675,7 +878,7 @@ struct metrics_snapshot {
 };
 struct metrics_sources {
 	const struct registry *reg;
-	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	const struct http_server *http; /* the listener's, for its conns */
 	struct spawn *spawn; /* NULL without --workers */
@@ -683,7 +886,7 @@ struct metrics_sources {
 };
 void metrics_snapshot_take(struct metrics_snapshot *,
     const struct metrics_sources *);
-void metrics_snapshot_free(struct metrics_snapshot *);
+void metrics_snapshot_finish(struct metrics_snapshot *);
 void metrics_render(struct evbuffer *, const struct metrics_snapshot *);
 
 /* status.c */
@@ -697,7 +900,7 @@ void status_serve(struct http_conn *, struct registry *,
 struct web_config {
 	struct registry *reg;
 	const struct target_config *tc;
-	const struct sdfile *sdfile; /* NULL without --sd-file */
+	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
@@ -707,6 +910,7 @@ struct web;
 int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
     char **cause);
 int web_listen(const char *, char **cause);
+int web_scrape_deadline(const struct http_request *, int max_ms);
 char *web_address(int fd, const char *target_host);
 struct web *web_create(struct event_base *, int fd, const struct web_config *);
 void web_free(struct web *);
@@ -714,14 +918,18 @@ void web_free(struct web *);
 /* child.c */
 struct child {
 	pid_t pid;
+	const char *name; /* argv[0], for the log */
 	int exited;
 	int status; /* exit status promfork should pass on */
 	unsigned long long reaped; /* processes reaped: the command, orphans */
 };
-pid_t child_fork(char **argv, char *const *env, int deathsig, char **cause);
-int
-child_start(struct child *, char **argv, const char *socket_path, char **cause);
+pid_t child_fork(char **argv, char *const *env, int deathsig,
+    const struct privsep_cred *, char **cause);
+int child_start(struct child *, char **argv, const char *socket_path,
+    const struct privsep_cred *, char **cause);
 int child_wait_status(int wstatus);
+typedef void (*child_reaped_fn)(pid_t, int wstatus, void *arg);
+void child_reap(struct child *, struct registry *, child_reaped_fn, void *arg);
 void child_signal(struct child *, int sig);
 
 /* spawn.c */
@@ -734,6 +942,7 @@ struct spawn_config {
 	int workers;
 	int grace_ms; /* TERM to KILL */
 	const char *socket_path;
+	const struct privsep_cred *cred; /* --user: run the copies as */
 };
 struct spawn;
 struct spawn *spawn_create(struct event_base *, struct registry *,
@@ -743,6 +952,9 @@ void spawn_signal(struct spawn *, int sig);
 void spawn_reaped(struct spawn *, pid_t, int wstatus);
 int spawn_done(const struct spawn *);
 const struct spawn_stats *spawn_stats(struct spawn *);
+struct spawn *
+spawn_setup(struct event_base *, struct registry *, const struct options *,
+    const char *socket_path, const struct privsep_cred *);
 char **spawn_argv(char **command, int worker, uint16_t port);
 void spawn_argv_free(char **);
 unsigned int spawn_backoff_ms(unsigned int failures);
@@ -759,17 +971,24 @@ struct state_entry {
 	time_t created;
 	struct labels labels;
 };
-struct state {
-	struct mirror m;
-};
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
-    char **cause);
+    char *boot_id, char **cause);
 void state_entries_free(struct state_entry *, size_t);
+/* A slot's carried totals, as an exposition. */
+struct state_carried {
+	int worker;
+	char *text;
+	size_t len;
+};
+int state_parse_carried(const char *, size_t, struct state_carried **, size_t *,
+    char **cause);
+void state_carried_free(struct state_carried *, size_t);
 char *state_render(const struct registry *, size_t *);
-void state_init(struct state *, const char *path, struct registry *);
-int state_adopt(struct state *, char **cause);
-int state_flush(struct state *);
-void state_finish(struct state *);
+int state_adopt(const char *path, struct registry *, const struct api_config *,
+    char **cause);
+int state_init(struct mirror *, const char *path, struct registry *,
+    const struct api_config *);
+void state_finish(struct mirror *);
 
 /* client.c */
 int client_lease_main(int argc, char **argv);
@@ -781,13 +1000,6 @@ void notify_ready(void);
 void notify_stopping(void);
 
 /* check.c */
-struct check_sock {
-	uint16_t port; /* local port */
-	int state; /* 0x0a is LISTEN */
-	uid_t uid;
-	unsigned long long inode;
-};
-int check_tcp_parse(const char *, size_t, struct check_sock *);
 int check_socket(const char *path, char **cause);
 int check_run(const struct options *);
 

@@ -3,25 +3,32 @@
  * live worker N on loopback and its answer streamed back byte for byte, for
  * hosts and containers that expose one port.  The worker is looked up in
  * the registry, so only a live registered worker's own port can be reached,
- * always at PROXY_WORKER_PATH; nothing from the request picks the address.
+ * always at COLLECT_PATH; nothing from the request picks the address.
+ *
+ * With slot continuity the worker is asked for the text format, which the
+ * carry reads, and its answer is kept on its lease (the lifetime's final
+ * values, should it end unannounced).  While the slot has nothing carried
+ * the answer still streams as it comes; once it has, the answer is taken
+ * whole and served with the carried totals added, and a slot with no
+ * worker serves its carried totals alone for the hold time.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/buffer.h>
 
 #include "promfork.h"
 
-#define PROXY_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-
 struct proxy {
-	struct http_conn *conn;
 	struct registry *reg;
-	struct scrape *scrape;
+	struct http_conn *conn;
+	struct collect *collect;
 	int worker;
-	pid_t pid;
-	unsigned long long starttime;
 	int started; /* the response head has been sent */
+	int keep; /* continuity: keep the answer on the lease */
+	int rewrite; /* the slot has carried totals: answer at the end */
+	int status; /* the worker's */
+	uint64_t stamp;
+	struct buf body;
 };
 
 /* The single teardown path of a proxied request. */
@@ -30,7 +37,8 @@ proxy_free(struct proxy *p)
 {
 	if (p->conn != NULL)
 		http_conn_on_close(p->conn, NULL, NULL);
-	scrape_cancel(p->scrape);
+	collect_cancel(p->collect);
+	buf_finish(&p->body);
 	free(p);
 }
 
@@ -45,83 +53,146 @@ proxy_client_close_cb(void *arg)
 }
 
 static int
-proxy_head_cb(const struct scrape_head *h, void *arg)
+proxy_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 {
 	struct proxy *p = arg;
 	int status = h->status;
 
+	p->status = h->status;
+	if (p->rewrite)
+		return 0;
 	/* 1xx and other oddities are not passed on as they are. */
 	if (status < 200 || status > 599)
 		status = 502;
 	http_reply_stream(p->conn, status,
-	    h->content_type[0] != '\0' ? h->content_type : PROXY_CONTENT_TYPE,
+	    h->content_type[0] != '\0' ? h->content_type : HTTP_EXPOSITION_TYPE,
 	    h->length);
 	p->started = 1;
 	return 0;
 }
 
 static int
-proxy_body_cb(struct evbuffer *chunk, void *arg)
+proxy_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 {
 	struct proxy *p = arg;
+	size_t n = evbuffer_get_length(chunk);
 
-	http_reply_write(p->conn, chunk);
+	if (p->keep && n > 0)
+		buf_add(&p->body, evbuffer_pullup(chunk, -1), n);
+	if (p->rewrite)
+		evbuffer_drain(chunk, n);
+	else
+		http_reply_write(p->conn, chunk);
 	return 0;
 }
 
+static struct log_limit proxy_log;
+
+/* Answers with slot's carried totals alone, or 404 when it has none. */
 static void
-proxy_done_cb(const struct scrape_result *r, void *arg)
+proxy_carried(struct http_conn *c, struct registry *reg, int worker,
+    uint64_t stamp)
+{
+	struct carry *carry;
+	struct buf out = { NULL, 0, 0 };
+
+	carry = registry_carry(reg, worker,
+	    registry_find_worker(reg, worker) != NULL);
+	if (carry == NULL) {
+		http_reply_error(c, 404, "no live worker %d", worker);
+		return;
+	}
+	carry_begin(carry, stamp);
+	carry_render(carry, &out);
+	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	    out.data != NULL ? out.data : "", out.len);
+	buf_finish(&out);
+}
+
+/* The whole answer of a slot with carried totals, with them added. */
+static void
+proxy_rewrite(struct proxy *p, struct http_conn *c, struct lease *l)
+{
+	struct carry *carry = registry_carry(p->reg, p->worker, 1);
+	struct buf out = { NULL, 0, 0 };
+
+	if (carry == NULL) { /* forgotten meanwhile: the answer as it is */
+		http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+		    p->body.data != NULL ? p->body.data : "", p->body.len);
+		return;
+	}
+	carry_rewrite(carry, p->stamp, p->body.data != NULL ? p->body.data : "",
+	    p->body.len, &out);
+	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	    out.data != NULL ? out.data : "", out.len);
+	buf_finish(&out);
+}
+
+static void
+proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 {
 	struct proxy *p = arg;
 	struct http_conn *c = p->conn;
+	struct collect_item *it = &items[0];
 	struct lease *l;
+	int whole = it->ok && p->status == 200;
 
-	p->scrape = NULL; /* it frees itself after this */
-	if ((l = scrape_lease(p->reg, p->worker, p->pid, p->starttime)) != NULL)
-		scrape_record(l, r);
+	p->collect = NULL; /* it frees itself after this */
+	l = registry_find_lease(p->reg, it->worker, it->pid, it->starttime);
 	/* Ending the reply may close the connection: we are done with it. */
 	http_conn_on_close(c, NULL, NULL);
 	p->conn = NULL;
-	if (r->error == NULL)
+	if (!it->ok && log_limit(&proxy_log, "failed proxied scrapes"))
+		log_warnx("proxy to worker %d: %s", p->worker, it->error);
+	if (p->rewrite && whole && l != NULL)
+		proxy_rewrite(p, c, l);
+	else if (p->rewrite && whole) /* its lifetime ended meanwhile */
+		proxy_carried(c, p->reg, p->worker, p->stamp);
+	else if (p->rewrite && it->ok)
+		http_reply_error(c, 502, "worker %d answered %d", p->worker,
+		    p->status);
+	else if (it->ok)
 		http_reply_end(c);
-	else if (p->started) {
-		log_warnx("proxy to worker %d: %s", p->worker, r->error);
-		http_reply_abort(c, r->error);
-	} else {
-		log_warnx("proxy to worker %d: %s", p->worker, r->error);
-		http_reply_error(c, r->timed_out ? 504 : 502, "worker %d: %s",
-		    p->worker, r->error);
+	else if (p->started)
+		http_reply_abort(c, it->error);
+	else {
+		http_reply_error(c, it->timed_out ? 504 : 502, "worker %d: %s",
+		    p->worker, it->error);
 	}
+	if (p->keep && whole && l != NULL)
+		lease_keep_body(l, p->stamp, &p->body);
 	proxy_free(p);
 }
 
-/* Answers GET /workers/N/metrics, now or when the worker has answered. */
+/*
+ * Answers GET /workers/N/metrics, now or when the worker has answered;
+ * deadline_ms is what the listener allows the scrape.
+ */
 void
 proxy_serve(struct http_conn *c, const struct http_request *req,
     struct registry *reg, int worker, int deadline_ms)
 {
-	static const struct scrape_callbacks cb = { proxy_head_cb,
+	static const struct collect_callbacks cb = { proxy_head_cb,
 		proxy_body_cb, proxy_done_cb };
 	struct lease *l = registry_find_worker(reg, worker);
+	struct collect_config cfg;
 	struct proxy *p;
 
 	if (l == NULL) {
-		http_reply_error(c, 404, "no live worker %d", worker);
+		proxy_carried(c, reg, worker, registry_stamp(reg));
 		return;
 	}
 	p = xcalloc(1, sizeof *p);
-	p->conn = c;
 	p->reg = reg;
+	p->conn = c;
 	p->worker = worker;
-	p->pid = l->pid;
-	p->starttime = l->starttime;
-	p->scrape = scrape_start(reg->base, l->port, PROXY_WORKER_PATH,
-	    http_request_header(req, "Accept"),
-	    scrape_deadline(req, deadline_ms), PROXY_BODY_MAX, &cb, p);
-	if (p->scrape == NULL) {
-		free(p);
-		http_reply_error(c, 500, "cannot scrape worker %d", worker);
-		return;
-	}
+	p->stamp = registry_stamp(reg);
+	p->keep = reg->cont->on;
+	p->rewrite = registry_carry(reg, worker, 1) != NULL;
+	cfg.accept = p->keep ? HTTP_EXPOSITION_ACCEPT
+			     : http_request_header(req, "Accept");
+	cfg.deadline_ms = deadline_ms;
+	cfg.body_max = PROXY_BODY_MAX;
+	p->collect = collect_start(reg->base, reg, &l, 1, &cfg, &cb, p);
 	http_conn_on_close(c, proxy_client_close_cb, p);
 }

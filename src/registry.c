@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,10 +20,12 @@
 #define REGISTRY_CHECK_MS 500
 
 static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
-	"gone", "shutdown" };
+	"gone", "shutdown", "retire" };
 static const char *const lease_source_names[] = { "api", "discover", "spawn" };
+#define LEASE_SOURCES (sizeof lease_source_names / sizeof lease_source_names[0])
 
 static void registry_exits_cb(evutil_socket_t, short, void *);
+static void registry_release(struct registry *, int slot, int exited);
 
 const char *
 lease_end_name(enum lease_end e)
@@ -34,6 +37,21 @@ const char *
 lease_source_name(enum lease_source s)
 {
 	return lease_source_names[s];
+}
+
+/* The source lease_source_name calls s; -1 for any other string. */
+int
+lease_source_parse(const char *s, enum lease_source *source)
+{
+	size_t i;
+
+	for (i = 0; s != NULL && i < LEASE_SOURCES; i++) {
+		if (strcmp(s, lease_source_names[i]) == 0) {
+			*source = (enum lease_source)i;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static void
@@ -51,6 +69,16 @@ registry_check_cb(evutil_socket_t fd, short events, void *arg)
 	registry_check(arg);
 }
 
+/* Monotonic milliseconds, for the pool's and the carries' times. */
+static uint64_t
+registry_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 void
 registry_init(struct registry *reg, struct event_base *base, uint16_t low,
     uint16_t high, pool_probe_fn probe, void *probe_arg)
@@ -61,8 +89,16 @@ registry_init(struct registry *reg, struct event_base *base, uint16_t low,
 	reg->base = base;
 	pool_init(&reg->pool, low, high, probe, probe_arg);
 	reg->slots = xcalloc(reg->pool.size, sizeof *reg->slots);
+	reg->reserved = xcalloc(reg->pool.size, sizeof *reg->reserved);
 	reg->stats.slot_leases =
 	    xcalloc(reg->pool.size, sizeof *reg->stats.slot_leases);
+	reg->prefer = -1;
+	{
+		static const struct continuity_config cc = { 1, CARRY_HOLD_MS,
+			CARRY_MAX_SERIES };
+
+		reg->cont = continuity_create(reg->pool.size, &cc);
+	}
 	reg->ev_check = event_new(base, -1, EV_PERSIST, registry_check_cb, reg);
 	event_add(reg->ev_check, &tv);
 	if ((reg->exit_fd = epoll_create1(EPOLL_CLOEXEC)) == -1)
@@ -81,8 +117,43 @@ registry_finish(struct registry *reg)
 	event_free(reg->ev_exits);
 	close(reg->exit_fd);
 	free(reg->slots);
+	free(reg->reserved);
 	free(reg->stats.slot_leases);
+	continuity_free(reg->cont);
 	pool_finish(&reg->pool);
+}
+
+/* Slot continuity as the options say; before any lease. */
+void
+registry_continuity(struct registry *reg, const struct continuity_config *cc)
+{
+	continuity_free(reg->cont);
+	reg->cont = continuity_create(reg->pool.size, cc);
+}
+
+/* Takes up slot's carried totals, as a state file kept them. */
+int
+registry_adopt_carry(struct registry *reg, int slot, const char *text,
+    size_t len)
+{
+	return continuity_adopt(reg->cont, slot, text, len, registry_now_ms());
+}
+
+/* A stamp for a scrape starting now, to order the answers it applies. */
+uint64_t
+registry_stamp(struct registry *reg)
+{
+	return continuity_stamp(reg->cont);
+}
+
+/*
+ * The carried totals to serve slot with, NULL when it has none; live: a
+ * worker holds the slot.  Without one they last for the hold time.
+ */
+struct carry *
+registry_carry(struct registry *reg, int slot, int live)
+{
+	return continuity_carry(reg->cont, slot, live, registry_now_ms());
 }
 
 void
@@ -113,24 +184,130 @@ registry_unlisten(struct registry *reg, registry_change_fn fn, void *arg)
 	}
 }
 
+/*
+ * The live lease in the lowest slot above worker (-1: the first), so that
+ * REGISTRY_FOREACH walks the leases in slot order.
+ */
 struct lease *
-registry_find_pid(struct registry *reg, pid_t pid)
+registry_next(const struct registry *reg, int worker)
 {
 	size_t s;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] != NULL && reg->slots[s]->pid == pid)
+	for (s = (size_t)(worker + 1); s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL)
 			return reg->slots[s];
 	}
 	return NULL;
 }
 
 struct lease *
-registry_find_worker(struct registry *reg, int worker)
+registry_find_pid(struct registry *reg, pid_t pid)
+{
+	struct lease *l;
+
+	REGISTRY_FOREACH (l, reg) {
+		if (l->pid == pid)
+			return l;
+	}
+	return NULL;
+}
+
+struct lease *
+registry_find_worker(const struct registry *reg, int worker)
 {
 	if (worker < 0 || (size_t)worker >= reg->pool.size)
 		return NULL;
 	return reg->slots[worker];
+}
+
+/* The lease of worker, if it still belongs to the same process. */
+struct lease *
+registry_find_lease(const struct registry *reg, int worker, pid_t pid,
+    unsigned long long starttime)
+{
+	struct lease *l = registry_find_worker(reg, worker);
+
+	if (l == NULL || l->pid != pid || l->starttime != starttime)
+		return NULL;
+	return l;
+}
+
+/* A registration refused before it reached the registry (by the API). */
+void
+registry_count_refusal(struct registry *reg)
+{
+	reg->stats.refusals++;
+}
+
+/*
+ * Holds slot (-1: the lowest free one) for the leases of source across
+ * the lives of their processes: the pool gives it to no one else, a lease
+ * of that source naming the slot takes it, and the slot stays held when
+ * that lease ends, until registry_unreserve.  Returns the slot, or -1 when
+ * it is taken (or none is free).
+ */
+int
+registry_reserve(struct registry *reg, int slot, enum lease_source source)
+{
+	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
+	if (slot >= 0)
+		reg->reserved[slot] = (unsigned char)(source + 1);
+	return slot;
+}
+
+/* Lets slot go; a lease in it keeps it until the lease ends. */
+void
+registry_unreserve(struct registry *reg, int slot)
+{
+	if (slot < 0 || (size_t)slot >= reg->pool.size || !reg->reserved[slot])
+		return;
+	reg->reserved[slot] = 0;
+	if (reg->slots[slot] == NULL)
+		pool_release(&reg->pool, slot);
+}
+
+/*
+ * Frees a slot whose lease ended, unless it is reserved; one freed by its
+ * process ending goes to the replacement a master forks right away.
+ */
+static void
+registry_release(struct registry *reg, int slot, int exited)
+{
+	if (reg->reserved[slot])
+		return;
+	if (exited)
+		pool_release_exited(&reg->pool, slot, registry_now_ms());
+	else
+		pool_release(&reg->pool, slot);
+}
+
+/* Takes slot (-1: the pool's choice, reg->prefer first) for source. */
+static int
+registry_take(struct registry *reg, int slot, enum lease_source source)
+{
+	if (slot < 0)
+		return pool_take_preferred(&reg->pool, reg->prefer,
+		    registry_now_ms());
+	if ((size_t)slot < reg->pool.size && reg->reserved[slot] != 0)
+		return reg->reserved[slot] == source + 1 &&
+			reg->slots[slot] == NULL
+		    ? slot
+		    : -1;
+	return pool_claim(&reg->pool, slot);
+}
+
+/* Standalone: how many leases the processes of uid hold. */
+int
+registry_count_uid(const struct registry *reg, uid_t uid)
+{
+	size_t s;
+	int n = 0;
+
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] != NULL && reg->slots[s]->uid == uid)
+			n++;
+	}
+	return n;
 }
 
 /* Is the lease's process still the one that registered? */
@@ -142,7 +319,8 @@ lease_alive(const struct lease *l)
 
 	if (proc_stat_read(l->pid, &st, &cause) != 0) {
 		free(cause);
-		return 0;
+		/* Out of descriptors says nothing about the process. */
+		return proc_out_of_fds(errno);
 	}
 	return st.starttime == l->starttime;
 }
@@ -159,9 +337,15 @@ lease_close(struct lease *l, enum lease_end why)
 		close(l->pidfd); /* and so leaves the exit set */
 	reg->slots[l->worker] = NULL;
 	reg->count--;
-	pool_release(&reg->pool, l->worker);
+	registry_release(reg, l->worker,
+	    why == LEASE_END_EXIT || why == LEASE_END_RETIRE);
 	reg->stats.ends[why]++;
-	labels_clear(&l->labels);
+	/* The workers outlive a shutdown: their lifetimes go on. */
+	if (why != LEASE_END_SHUTDOWN)
+		continuity_end(reg->cont, l->worker, l->body.data, l->body.len,
+		    registry_now_ms());
+	buf_finish(&l->body);
+	labels_finish(&l->labels);
 	free(l);
 	registry_changed(reg);
 }
@@ -230,39 +414,39 @@ registry_watch_exit(struct registry *reg, struct lease *l)
 /*
  * Finds or makes the lease of ref's process, taking over its pidfd.  slot
  * is -1 for the lowest free port, or the one slot a source requires.  On
- * failure *status is the HTTP status that fits and *cause says why.
+ * failure *error says what went wrong and *cause says why, for people.
  */
 struct lease *
 registry_lease(struct registry *reg, struct proc_ref *ref,
     const struct labels *labels, enum lease_source source, int slot,
-    int *created, int *status, char **cause)
+    int *created, enum registry_error *error, char **cause)
 {
 	struct lease *l;
 	pid_t pid = ref->pid;
 
 	*created = 0;
+	*error = REGISTRY_OK;
 	if ((l = registry_find_pid(reg, pid)) != NULL) {
 		if (l->starttime == ref->st.starttime) {
 			/* registered now: no longer ends with its listener */
 			if (source == LEASE_API && l->source == LEASE_DISCOVER)
 				l->source = LEASE_API;
-			proc_ref_close(ref);
+			proc_ref_finish(ref);
 			return l;
 		}
 		lease_close(l, LEASE_END_EXIT);
 	}
 
 	registry_sweep(reg);
-	slot = slot < 0 ? pool_take(&reg->pool) : pool_claim(&reg->pool, slot);
-	if (slot < 0) {
-		proc_ref_close(ref);
+	if ((slot = registry_take(reg, slot, source)) < 0) {
+		proc_ref_finish(ref);
 		xasprintf(cause,
 		    "no free port in %u-%u: all %zu ports are "
 		    "leased or held by other processes; widen --port-range",
 		    reg->pool.low,
 		    pool_port(&reg->pool, (int)reg->pool.size - 1),
 		    reg->pool.size);
-		*status = 503;
+		*error = REGISTRY_FULL;
 		reg->stats.refusals++;
 		return NULL;
 	}
@@ -279,6 +463,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	if (labels != NULL)
 		labels_copy(&l->labels, labels);
 	l->created = time(NULL);
+	l->uid = (uid_t)-1; /* standalone: its owner, set by who leased it */
 	clock_gettime(CLOCK_MONOTONIC, &l->created_mono);
 	reg->slots[slot] = l;
 	reg->count++;
@@ -289,7 +474,7 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	/* Without a pidfd, the pid may have been reused since stat was read. */
 	if (l->pidfd == -1 && !lease_alive(l)) {
 		xasprintf(cause, "process %d has exited", (int)pid);
-		*status = 404;
+		*error = REGISTRY_GONE;
 		*created = 0;
 		lease_close(l, LEASE_END_EXIT);
 		return NULL;
@@ -302,19 +487,49 @@ registry_lease(struct registry *reg, struct proc_ref *ref,
 	return l;
 }
 
+/* Replaces a lease's labels (its process asked, or an ancestor of it). */
+void
+registry_relabel(struct registry *reg, struct lease *l,
+    const struct labels *labels)
+{
+	labels_finish(&l->labels);
+	labels_copy(&l->labels, labels);
+	log_info("worker %d (pid %d) relabelled", l->worker, (int)l->pid);
+	registry_changed(reg);
+}
+
+/*
+ * registry_lease with a slot the caller would like (a server's own worker
+ * index), granted when it is free; otherwise the pool's usual choice.
+ */
+struct lease *
+registry_lease_prefer(struct registry *reg, struct proc_ref *ref,
+    const struct labels *labels, enum lease_source source, int prefer,
+    int *created, enum registry_error *error, char **cause)
+{
+	struct lease *l;
+
+	reg->prefer = prefer;
+	l = registry_lease(reg, ref, labels, source, -1, created, error, cause);
+	reg->prefer = -1;
+	return l;
+}
+
 /* registry_lease for a pid not yet held. */
 struct lease *
 registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
-    enum lease_source source, int slot, int *created, int *status, char **cause)
+    enum lease_source source, int slot, int *created,
+    enum registry_error *error, char **cause)
 {
 	struct proc_ref ref;
 
 	*created = 0;
-	if (proc_ref_open(pid, &ref, cause) != 0) {
-		*status = 404;
+	if (proc_ref_init(pid, &ref, cause) != 0) {
+		*error =
+		    proc_out_of_fds(errno) ? REGISTRY_NOFDS : REGISTRY_GONE;
 		return NULL;
 	}
-	return registry_lease(reg, &ref, labels, source, slot, created, status,
+	return registry_lease(reg, &ref, labels, source, slot, created, error,
 	    cause);
 }
 
@@ -325,22 +540,63 @@ registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
 void
 registry_check(struct registry *reg)
 {
+	struct lease *l;
 	size_t s;
+	int w;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		struct lease *l = reg->slots[s];
-		if (l != NULL && l->pidfd == -1 && !lease_alive(l))
+	REGISTRY_FOREACH_SAFE (l, reg, w) {
+		if (l->pidfd == -1 && !lease_alive(l))
 			lease_close(l, LEASE_END_EXIT);
+	}
+	/* Carried totals of slots long without a worker are forgotten. */
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] == NULL)
+			registry_carry(reg, (int)s, 0);
 	}
 }
 
 void
 registry_clear(struct registry *reg, enum lease_end why)
 {
-	size_t s;
+	struct lease *l;
+	int w;
 
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] != NULL)
-			lease_close(reg->slots[s], why);
-	}
+	REGISTRY_FOREACH_SAFE (l, reg, w)
+		lease_close(l, why);
+}
+
+/*
+ * Keeps body, the whole answer to a scrape of l that started at stamp, as
+ * the final values of l's lifetime should it end before a newer one: the
+ * lease takes body's buffer and leaves body its old one.
+ */
+void
+lease_keep_body(struct lease *l, uint64_t stamp, struct buf *body)
+{
+	struct buf old = l->body;
+
+	if (stamp < l->body_stamp)
+		return;
+	l->body_stamp = stamp;
+	l->body = *body;
+	*body = old;
+	body->len = 0;
+}
+
+void
+lease_record_scrape(struct lease *l, const struct scrape_result *r)
+{
+	struct lease_scrape *ls = &l->scrape;
+
+	ls->when = time(NULL);
+	ls->status = r->status;
+	ls->duration_ms = r->duration_ms;
+	ls->ok = r->error == NULL && r->status >= 200 && r->status < 300;
+	if (r->error != NULL)
+		snprintf(ls->error, sizeof ls->error, "%s", r->error);
+	else if (!ls->ok)
+		snprintf(ls->error, sizeof ls->error, "HTTP status %d",
+		    r->status);
+	else
+		ls->error[0] = '\0';
 }

@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,6 +467,7 @@ scrape_connect(struct scrape *s)
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	socklen_t len;
+	int fd;
 
 	memset(&ss, 0, sizeof ss);
 	if (s->ipv6) {
@@ -481,7 +481,15 @@ scrape_connect(struct scrape *s)
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		len = sizeof *sin;
 	}
-	s->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* Our own socket: libevent's would leak into children forked meanwhile. */
+	fd =
+	    socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(s->error, sizeof s->error, "socket: %s",
+		    strerror(errno));
+		return -1;
+	}
+	s->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL)
 		fatalx("bufferevent_socket_new");
 	bufferevent_setcb(s->bev, scrape_read_cb, NULL, scrape_event_cb, s);
@@ -517,8 +525,9 @@ scrape_header_ok(const char *v, size_t max)
 
 /*
  * Starts GET path on 127.0.0.1:port (then [::1]:port if refused).  accept
- * may be NULL; one that is not plain printable text is not sent.  Returns
- * NULL only for a path that is not an absolute path of printable bytes.
+ * may be NULL; one that is not plain printable text is not sent.  Never
+ * fails: every failure, even a path that is not an absolute path of
+ * printable bytes, is reported through done, so callers have one path.
  */
 struct scrape *
 scrape_start(struct event_base *base, uint16_t port, const char *path,
@@ -529,9 +538,6 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	struct scrape *s;
 	char *accept_line = NULL;
 
-	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
-	    strchr(path, ' ') != NULL)
-		return NULL;
 	s = xcalloc(1, sizeof *s);
 	s->base = base;
 	s->port = port;
@@ -540,6 +546,20 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	s->cb = *cb;
 	s->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
+	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);
+	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
+	if (s->ev_deadline == NULL || s->ev_fail == NULL)
+		fatalx("evtimer_new");
+	/* done never runs inside scrape_start: callers are not ready yet. */
+	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
+	    strchr(path, ' ') != NULL) {
+		snprintf(s->error, sizeof s->error,
+		    "cannot scrape port %u: not an absolute path of printable "
+		    "bytes",
+		    port);
+		event_add(s->ev_fail, &now);
+		return s;
+	}
 	if (accept != NULL && scrape_header_ok(accept, SCRAPE_ACCEPT_MAX))
 		xasprintf(&accept_line, "Accept: %s\r\n", accept);
 	xasprintf(&s->request,
@@ -549,14 +569,9 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	    accept_line != NULL ? accept_line : "");
 	free(accept_line);
 
-	s->ev_deadline = evtimer_new(base, scrape_deadline_cb, s);
-	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
-	if (s->ev_deadline == NULL || s->ev_fail == NULL)
-		fatalx("evtimer_new");
 	tv.tv_sec = deadline_ms / 1000;
 	tv.tv_usec = (deadline_ms % 1000) * 1000;
 	event_add(s->ev_deadline, &tv);
-	/* done never runs inside scrape_start: callers are not ready yet. */
 	if (scrape_connect(s) != 0)
 		event_add(s->ev_fail, &now);
 	return s;
@@ -568,58 +583,4 @@ scrape_cancel(struct scrape *s)
 {
 	if (s != NULL)
 		scrape_free(s);
-}
-
-void
-scrape_record(struct lease *l, const struct scrape_result *r)
-{
-	struct lease_scrape *ls = &l->scrape;
-
-	ls->when = time(NULL);
-	ls->status = r->status;
-	ls->duration_ms = r->duration_ms;
-	ls->ok = r->error == NULL && r->status >= 200 && r->status < 300;
-	if (r->error != NULL)
-		snprintf(ls->error, sizeof ls->error, "%s", r->error);
-	else if (!ls->ok)
-		snprintf(ls->error, sizeof ls->error, "HTTP status %d",
-		    r->status);
-	else
-		ls->error[0] = '\0';
-}
-
-/* The lease of worker, if it still belongs to the same process. */
-struct lease *
-scrape_lease(struct registry *reg, int worker, pid_t pid,
-    unsigned long long starttime)
-{
-	struct lease *l = registry_find_worker(reg, worker);
-
-	if (l == NULL || l->pid != pid || l->starttime != starttime)
-		return NULL;
-	return l;
-}
-
-/*
- * How long a scrape made for Prometheus' request may take (proxy, fan-out):
- * Prometheus says its own timeout in X-Prometheus-Scrape-Timeout-Seconds;
- * never more than max_ms.
- */
-int
-scrape_deadline(const struct http_request *req, int max_ms)
-{
-	const char *v = http_request_header(req,
-	    "X-Prometheus-Scrape-Timeout-"
-	    "Seconds");
-	char *end;
-	double secs;
-
-	if (v == NULL)
-		return max_ms;
-	secs = strtod(v, &end);
-	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
-		return max_ms;
-	if (secs * 1000 < max_ms)
-		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
-	return max_ms;
 }

@@ -4,7 +4,8 @@
  * its whole life: it is told its port and worker number, and when it dies
  * it is restarted in the same slot (with exponential backoff that resets
  * once it has run stably), so its target and series carry on.  While a
- * worker is down its slot is reserved in the pool, so no one else takes it.
+ * worker is down its slot stays reserved in the registry, so no one else
+ * takes it.
  *
  * Signals: TERM, INT and QUIT stop every worker (TERM, then KILL after the
  * grace period; a second one kills at once), HUP restarts them one at a
@@ -41,7 +42,6 @@ struct spawn_worker {
 	pid_t pid;
 	enum spawn_state state;
 	enum spawn_then then; /* when STOPPING */
-	int reserved; /* holds the pool slot while there is no lease */
 	int roll; /* HUP asked for a restart not yet done */
 	unsigned int failures; /* deaths in a row without a stable run */
 	struct timespec started;
@@ -54,11 +54,11 @@ struct spawn {
 	char **command;
 	int grace_ms;
 	char *socket_path;
+	const struct privsep_cred *cred; /* NULL: as promfork's user */
 	struct spawn_worker **w;
 	size_t n;
 	struct spawn_worker *rolling; /* stopped for HUP, not yet back */
 	struct spawn_worker *settling; /* restarted for HUP, on probation */
-	struct spawn_worker *starting; /* between unreserve and its lease */
 	struct event *ev_roll;
 	int rolling_on; /* a HUP restart is under way */
 	int stopping;
@@ -177,39 +177,6 @@ spawn_timer_add(struct event *ev, unsigned int ms)
 	event_add(ev, &tv);
 }
 
-/* Keeps the slot of a worker without a lease out of others' hands. */
-static void
-spawn_reserve(struct spawn_worker *w)
-{
-	struct registry *reg = w->sp->reg;
-
-	if (w->reserved || reg->slots[w->slot] != NULL || w->sp->starting == w)
-		return;
-	if (w->state == SPAWN_STOPPING && w->then == SPAWN_THEN_REMOVE)
-		return;
-	if (pool_claim(&reg->pool, w->slot) == w->slot)
-		w->reserved = 1;
-}
-
-static void
-spawn_unreserve(struct spawn_worker *w)
-{
-	if (w->reserved)
-		pool_release(&w->sp->reg->pool, w->slot);
-	w->reserved = 0;
-}
-
-/* A lease ended or began: re-reserve the slots of workers that lost one. */
-static void
-spawn_changed_cb(void *arg)
-{
-	struct spawn *sp = arg;
-	size_t i;
-
-	for (i = 0; i < sp->n; i++)
-		spawn_reserve(sp->w[i]);
-}
-
 static void
 spawn_worker_remove(struct spawn_worker *w)
 {
@@ -230,7 +197,7 @@ spawn_worker_remove(struct spawn_worker *w)
 	if (sp->settling == w)
 		sp->settling = NULL;
 	event_free(w->ev_timer);
-	spawn_unreserve(w);
+	registry_unreserve(sp->reg, w->slot);
 	free(w);
 	spawn_roll_step(sp); /* w may have been the one HUP waited for */
 	if (sp->stopping && sp->n == 0 && !sp->done) {
@@ -284,7 +251,6 @@ spawn_worker_backoff(struct spawn_worker *w)
 	ms = spawn_backoff_ms(w->failures);
 	w->state = SPAWN_BACKOFF;
 	w->pid = 0;
-	spawn_reserve(w);
 	if (w->failures >= SPAWN_LOOP_FAILURES)
 		log_warnx("worker %d is crash looping: %u failures in a row; "
 			  "next start in %.1f s",
@@ -302,8 +268,9 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 	struct registry *reg = sp->reg;
 	uint16_t port = pool_port(&reg->pool, w->slot);
 	char *env[4] = { NULL, NULL, NULL, NULL }, **argv, *cause = NULL;
+	enum registry_error error;
 	struct lease *l;
-	int created, status, i;
+	int created, i;
 	pid_t pid;
 
 	argv = spawn_argv(sp->command, w->slot, port);
@@ -313,7 +280,7 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 		xasprintf(&env[2], "%s=%s", PROMFORK_SOCKET_ENV,
 		    sp->socket_path);
 	/* Workers are ours alone: they go when promfork goes. */
-	pid = child_fork(argv, env, SIGTERM, &cause);
+	pid = child_fork(argv, env, SIGTERM, sp->cred, &cause);
 	for (i = 0; i < 3; i++)
 		free(env[i]);
 	spawn_argv_free(argv);
@@ -326,27 +293,21 @@ spawn_worker_start(struct spawn_worker *w, int restart)
 		return;
 	}
 	sp->stats.starts++;
-	if (restart) {
+	if (restart)
 		sp->stats.restarts++;
-		sp->stats.slot_restarts[w->slot]++;
-	}
 	w->pid = pid;
 	w->state = SPAWN_RUNNING;
 	log_info("started worker %d as pid %d on port %u", w->slot, (int)pid,
 	    port);
 
-	/* Other leases may end inside registry_lease: keep our slot free. */
-	spawn_unreserve(w);
-	sp->starting = w;
+	/* The slot is reserved for spawn's leases: this one takes it. */
 	l = registry_lease_pid(reg, pid, NULL, LEASE_SPAWN, w->slot, &created,
-	    &status, &cause);
-	sp->starting = NULL;
+	    &error, &cause);
 	if (l == NULL) {
 		/* It died at once; its reaping restarts it. */
 		log_warnx("worker %d (pid %d) has no lease: %s", w->slot,
 		    (int)pid, cause);
 		free(cause);
-		spawn_reserve(w);
 	}
 }
 
@@ -356,8 +317,7 @@ spawn_worker_add(struct spawn *sp, int slot)
 	struct spawn_worker *w = xcalloc(1, sizeof *w);
 
 	w->sp = sp;
-	w->slot = slot;
-	w->reserved = 1; /* pool_take gave us the slot */
+	w->slot = slot; /* reserved by spawn_grow */
 	w->ev_timer = evtimer_new(sp->base, spawn_worker_timer_cb, w);
 	sp->w = xreallocarray(sp->w, sp->n + 1, sizeof *sp->w);
 	sp->w[sp->n++] = w;
@@ -371,7 +331,7 @@ spawn_grow(struct spawn *sp, char **cause)
 {
 	int slot;
 
-	if ((slot = pool_take(&sp->reg->pool)) < 0) {
+	if ((slot = registry_reserve(sp->reg, -1, LEASE_SPAWN)) < 0) {
 		xasprintf(cause,
 		    "no free port in the range for another "
 		    "worker; widen --port-range");
@@ -635,16 +595,35 @@ spawn_create(struct event_base *base, struct registry *reg,
 	sp->grace_ms = cfg->grace_ms > 0 ? cfg->grace_ms : SPAWN_GRACE_MS;
 	if (cfg->socket_path != NULL)
 		sp->socket_path = xstrdup(cfg->socket_path);
-	sp->stats.slot_restarts =
-	    xcalloc(reg->pool.size, sizeof *sp->stats.slot_restarts);
+	sp->cred = cfg->cred;
 	sp->ev_roll = evtimer_new(base, spawn_roll_cb, sp);
-	registry_listen(reg, spawn_changed_cb, sp);
 	for (i = 0; i < cfg->workers; i++) {
 		if (spawn_grow(sp, cause) != 0) {
 			spawn_free(sp);
 			return NULL;
 		}
 	}
+	return sp;
+}
+
+/* --workers: the supervisor of the options' command; exits on failure. */
+struct spawn *
+spawn_setup(struct event_base *base, struct registry *reg,
+    const struct options *o, const char *socket_path,
+    const struct privsep_cred *cred)
+{
+	struct spawn_config cfg;
+	struct spawn *sp;
+	char *cause = NULL;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.command = o->command;
+	cfg.workers = o->workers;
+	cfg.grace_ms = o->grace_ms;
+	cfg.socket_path = socket_path;
+	cfg.cred = cred;
+	if ((sp = spawn_create(base, reg, &cfg, &cause)) == NULL)
+		fatalx("%s", cause);
 	return sp;
 }
 
@@ -656,7 +635,6 @@ spawn_free(struct spawn *sp)
 
 	if (sp == NULL)
 		return;
-	registry_unlisten(sp->reg, spawn_changed_cb, sp);
 	for (i = 0; i < sp->n; i++) {
 		struct spawn_worker *w = sp->w[i];
 		if (w->pid > 0) {
@@ -665,13 +643,12 @@ spawn_free(struct spawn *sp)
 			kill(w->pid, SIGKILL);
 		}
 		event_free(w->ev_timer);
-		spawn_unreserve(w);
+		registry_unreserve(sp->reg, w->slot);
 		free(w);
 	}
 	free(sp->w);
 	spawn_argv_free(sp->command);
 	event_free(sp->ev_roll);
-	free(sp->stats.slot_restarts);
 	free(sp->socket_path);
 	free(sp);
 }

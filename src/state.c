@@ -7,20 +7,20 @@
  * forgotten.  The file is outside input: it is size-capped and every field
  * is checked.
  *
- *     {"version": 1, "leases": [{"worker": 3, "port": 9403, "pid": 1234,
- *      "starttime": 5678, "source": "api", "created": 1700000000,
- *      "labels": {"role": "web"}}]}
+ *     {"version": 1, "boot_id": "0f6e...", "leases": [{"worker": 3,
+ *      "port": 9403, "pid": 1234, "starttime": 5678, "source": "api",
+ *      "created": 1700000000, "labels": {"role": "web"}}]}
+ *
+ * The file is promfork's alone (0600).  A saved lease is taken up only in
+ * the boot that wrote it, and only when a registration of its process now
+ * would be allowed: a tampered or stale file adopts nothing else.
  */
-#include <sys/stat.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/event.h>
 #include <jansson.h>
 
 #include "promfork.h"
@@ -28,8 +28,6 @@
 #define STATE_DEBOUNCE_MS 5
 #define STATE_RETRY_MS 1000
 #define STATE_LEASES_MAX 65536 /* one per port at most */
-
-static const char *const state_sources[] = { "api", "discover", "spawn" };
 
 void
 state_entries_free(struct state_entry *e, size_t n)
@@ -39,7 +37,7 @@ state_entries_free(struct state_entry *e, size_t n)
 	if (e == NULL)
 		return;
 	for (i = 0; i < n; i++)
-		labels_clear(&e[i].labels);
+		labels_finish(&e[i].labels);
 	free(e);
 }
 
@@ -67,7 +65,6 @@ state_parse_entry(json_t *obj, size_t idx, struct state_entry *e, char **cause)
 	const char *source;
 	json_t *labels;
 	long long v;
-	size_t i;
 
 	if (!json_is_object(obj)) {
 		xasprintf(cause, "lease %zu is not an object", idx);
@@ -90,21 +87,13 @@ state_parse_entry(json_t *obj, size_t idx, struct state_entry *e, char **cause)
 	e->created = (time_t)v;
 
 	source = json_string_value(json_object_get(obj, "source"));
-	for (i = 0; source != NULL &&
-	     i < sizeof state_sources / sizeof state_sources[0];
-	     i++) {
-		if (strcmp(source, state_sources[i]) == 0)
-			break;
-	}
-	if (source == NULL ||
-	    i == sizeof state_sources / sizeof state_sources[0]) {
+	if (lease_source_parse(source, &e->source) != 0) {
 		xasprintf(cause,
 		    "lease %zu: \"source\" must be \"api\", "
 		    "\"discover\" or \"spawn\"",
 		    idx);
 		return -1;
 	}
-	e->source = (enum lease_source)i;
 
 	if ((labels = json_object_get(obj, "labels")) != NULL &&
 	    labels_from_json(&e->labels, labels, cause) != 0) {
@@ -149,13 +138,37 @@ state_pids_repeat(const struct state_entry *e, size_t n, char **cause)
 	return rc;
 }
 
+/* "boot_id": 36 characters of hex digits and dashes. */
+static int
+state_parse_boot_id(json_t *root, char *boot_id, char **cause)
+{
+	const char *s = json_string_value(json_object_get(root, "boot_id"));
+	size_t i;
+
+	for (i = 0; s != NULL && i < PROC_BOOT_ID_LEN; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+			(s[i] >= 'a' && s[i] <= 'f') || s[i] == '-'))
+			break;
+	}
+	if (s == NULL || i != PROC_BOOT_ID_LEN || s[i] != '\0') {
+		*cause = xstrdup("state file has no \"boot_id\" of the boot "
+				 "that wrote it");
+		return -1;
+	}
+	if (boot_id != NULL)
+		memcpy(boot_id, s, PROC_BOOT_ID_LEN + 1);
+	return 0;
+}
+
 /*
- * Parses the text of a state file into its leases.  Checks syntax and
- * bounds only; whether a lease fits the port range is state_adopt's call.
+ * Parses the text of a state file into its leases and the id of the boot
+ * that wrote it (boot_id: PROC_BOOT_ID_LEN + 1 bytes, may be NULL).
+ * Checks syntax and bounds only; whether a lease may be taken up is
+ * state_adopt's call.
  */
 int
 state_parse(const char *buf, size_t len, struct state_entry **entries,
-    size_t *n, char **cause)
+    size_t *n, char *boot_id, char **cause)
 {
 	struct state_entry *e = NULL;
 	json_error_t err;
@@ -187,6 +200,8 @@ state_parse(const char *buf, size_t len, struct state_entry **entries,
 		    STATE_VERSION);
 		goto out;
 	}
+	if (state_parse_boot_id(root, boot_id, cause) != 0)
+		goto out;
 	leases = json_object_get(root, "leases");
 	if (!json_is_array(leases)) {
 		*cause = xstrdup("state file has no \"leases\" array");
@@ -224,18 +239,89 @@ out:
 	return rc;
 }
 
+/*
+ * The slots' carried totals in a state file: {"carried": [{"worker": N,
+ * "totals": "<exposition>"}, ...]}, absent when there are none.  Returns
+ * how many, or -1 with *cause; every entry is checked before any is kept.
+ */
+int
+state_parse_carried(const char *buf, size_t len, struct state_carried **out,
+    size_t *n, char **cause)
+{
+	struct state_carried *c = NULL;
+	json_t *root, *arr, *e, *totals;
+	long long worker;
+	size_t i;
+	int rc = -1;
+
+	*out = NULL;
+	*n = 0;
+	if (len > STATE_FILE_MAX ||
+	    (root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) ==
+		NULL) {
+		*cause = xstrdup("state file is not valid JSON");
+		return -1;
+	}
+	if ((arr = json_object_get(root, "carried")) == NULL) {
+		rc = 0;
+		goto out;
+	}
+	if (!json_is_array(arr) || json_array_size(arr) > STATE_LEASES_MAX) {
+		xasprintf(cause, "\"carried\" is not an array of at most %d",
+		    STATE_LEASES_MAX);
+		goto out;
+	}
+	c = xcalloc(json_array_size(arr) + 1, sizeof *c);
+	json_array_foreach(arr, i, e)
+	{
+		totals = json_object_get(e, "totals");
+		if (state_int(e, "worker", 0, 65535, &worker, i, cause) != 0)
+			goto out;
+		if (!json_is_string(totals)) {
+			xasprintf(cause, "carried %zu: no \"totals\" text", i);
+			goto out;
+		}
+		c[i].worker = (int)worker;
+		c[i].text = xstrndup(json_string_value(totals),
+		    json_string_length(totals));
+		c[i].len = json_string_length(totals);
+		*n = i + 1;
+	}
+	*out = c;
+	c = NULL;
+	rc = 0;
+out:
+	if (c != NULL)
+		state_carried_free(c, *n);
+	if (rc != 0)
+		*n = 0;
+	json_decref(root);
+	return rc;
+}
+
+void
+state_carried_free(struct state_carried *c, size_t n)
+{
+	size_t i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(c[i].text);
+	free(c);
+}
+
 char *
 state_render(const struct registry *reg, size_t *len)
 {
-	json_t *root, *leases;
+	json_t *root, *leases, *carried;
+	const struct lease *l;
+	struct buf totals = { NULL, 0, 0 };
 	char *text;
 	size_t s;
 
 	leases = json_array();
-	for (s = 0; s < reg->pool.size; s++) {
-		const struct lease *l = reg->slots[s];
-		if (l == NULL)
-			continue;
+	REGISTRY_FOREACH (l, reg) {
 		json_array_append_new(leases,
 		    json_pack("{s:i, s:i, s:i, s:I, "
 			      "s:s, s:I, s:o}",
@@ -245,8 +331,23 @@ state_render(const struct registry *reg, size_t *len)
 			(json_int_t)l->created, "labels",
 			labels_to_json(&l->labels)));
 	}
-	root =
-	    json_pack("{s:i, s:o}", "version", STATE_VERSION, "leases", leases);
+	root = json_pack("{s:i, s:s, s:o}", "version", STATE_VERSION, "boot_id",
+	    proc_boot_id(), "leases", leases);
+	/* Standalone, the carried totals outlive promfork like the workers. */
+	carried = json_array();
+	for (s = 0; s < reg->pool.size; s++) {
+		totals.len = 0;
+		if (continuity_render_slot(reg->cont, (int)s, &totals) == 0)
+			continue;
+		json_array_append_new(carried,
+		    json_pack("{s:i, s:s%}", "worker", (int)s, "totals",
+			totals.data, totals.len));
+	}
+	buf_finish(&totals);
+	if (json_array_size(carried) > 0)
+		json_object_set_new(root, "carried", carried);
+	else
+		json_decref(carried);
 	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (text == NULL)
@@ -255,53 +356,20 @@ state_render(const struct registry *reg, size_t *len)
 	return text;
 }
 
-/* Reads path whole; a missing file is an empty state (*len 0, NULL). */
+/*
+ * Takes up one saved lease if its process is still the same one and a
+ * registration of it would be allowed now.
+ */
 static int
-state_read(const char *path, char **buf, size_t *len, char **cause)
+state_adopt_entry(struct registry *reg, const struct api_config *acfg,
+    const struct state_entry *e)
 {
-	struct stat sb;
-	ssize_t r;
-	size_t got = 0;
-	int fd;
-
-	*buf = NULL;
-	*len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		if (errno == ENOENT)
-			return 0;
-		xasprintf(cause, "cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
-	    sb.st_size > STATE_FILE_MAX) {
-		xasprintf(cause, "%s is not a regular file of at most %d bytes",
-		    path, STATE_FILE_MAX);
-		close(fd);
-		return -1;
-	}
-	*buf = xmalloc((size_t)sb.st_size + 1);
-	while (got < (size_t)sb.st_size) {
-		r = read(fd, *buf + got, (size_t)sb.st_size - got);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	close(fd);
-	*len = got;
-	return 0;
-}
-
-/* Takes up one saved lease if its process is still the same one. */
-static int
-state_adopt_entry(struct state *st, const struct state_entry *e)
-{
-	struct registry *reg = st->m.reg;
 	struct proc_ref ref;
 	struct lease *l;
+	enum registry_error error;
 	char *cause = NULL;
 	int created, status;
+	uid_t owner;
 
 	if ((size_t)e->worker >= reg->pool.size ||
 	    pool_port(&reg->pool, e->worker) != e->port) {
@@ -310,16 +378,26 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 		    e->worker, (int)e->pid, e->port);
 		return -1;
 	}
-	if (proc_ref_open(e->pid, &ref, &cause) != 0 ||
+	if (proc_ref_init(e->pid, &ref, &cause) != 0 ||
 	    ref.st.starttime != e->starttime) {
 		log_info("state: worker %d (pid %d, port %u) is gone; dropped",
 		    e->worker, (int)e->pid, e->port);
-		proc_ref_close(&ref);
+		proc_ref_finish(&ref);
+		free(cause);
+		return -1;
+	}
+	if (e->pid == getpid() ||
+	    api_authorise_process(acfg, reg, 0, e->pid, 1, &owner, &status,
+		&cause) != 0) {
+		log_warnx("state: worker %d (pid %d) not taken up: %s",
+		    e->worker, (int)e->pid,
+		    cause != NULL ? cause : "promfork itself");
+		proc_ref_finish(&ref);
 		free(cause);
 		return -1;
 	}
 	l = registry_lease(reg, &ref, &e->labels, e->source, e->worker,
-	    &created, &status, &cause);
+	    &created, &error, &cause);
 	if (l == NULL) {
 		log_warnx("state: worker %d (pid %d) not taken up: %s",
 		    e->worker, (int)e->pid, cause);
@@ -327,73 +405,116 @@ state_adopt_entry(struct state *st, const struct state_entry *e)
 		return -1;
 	}
 	l->created = e->created;
+	l->uid = owner;
 	return 0;
+}
+
+/* Takes up the slots' carried totals a previous promfork saved. */
+static void
+state_adopt_carried(const char *buf, size_t len, struct registry *reg)
+{
+	struct state_carried *c;
+	char *cause = NULL;
+	size_t n, i, taken = 0;
+
+	if (state_parse_carried(buf, len, &c, &n, &cause) != 0) {
+		log_warnx("state: carried totals dropped: %s", cause);
+		free(cause);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if ((size_t)c[i].worker < reg->pool.size &&
+		    registry_adopt_carry(reg, c[i].worker, c[i].text,
+			c[i].len) == 0)
+			taken++;
+		else
+			log_warnx("state: carried totals of worker %d dropped",
+			    c[i].worker);
+	}
+	if (n > 0)
+		log_info("state: took up the carried totals of %zu slots",
+		    taken);
+	state_carried_free(c, n);
 }
 
 /*
  * Reads the state file and takes up every lease whose process still runs;
  * returns how many, or -1 when the file cannot be read or parsed (then
- * nothing is taken up).  The caller writes the file back with state_flush.
+ * nothing is taken up).  state_init writes the file back.
  */
 int
-state_adopt(struct state *st, char **cause)
+state_adopt(const char *path, struct registry *reg,
+    const struct api_config *acfg, char **cause)
 {
 	struct state_entry *e = NULL;
 	size_t n = 0, i;
-	char *buf, *inner = NULL;
+	char *buf, *inner = NULL, boot_id[PROC_BOOT_ID_LEN + 1];
 	size_t len;
 	int adopted = 0;
 
-	if (state_read(st->m.path, &buf, &len, cause) != 0)
+	if (file_read(path, STATE_FILE_MAX, &buf, &len, cause) != 0)
 		return -1;
 	if (buf == NULL)
 		return 0;
-	if (state_parse(buf, len, &e, &n, &inner) != 0) {
-		xasprintf(cause, "%s: %s", st->m.path, inner);
+	if (state_parse(buf, len, &e, &n, boot_id, &inner) != 0) {
+		xasprintf(cause, "%s: %s", path, inner);
 		free(inner);
 		free(buf);
 		return -1;
 	}
-	free(buf);
+	if (strcmp(boot_id, proc_boot_id()) != 0) {
+		xasprintf(cause,
+		    "%s was written before the last reboot; its %zu "
+		    "processes are not the ones running now",
+		    path, n);
+		state_entries_free(e, n);
+		free(buf);
+		return -1;
+	}
 	for (i = 0; i < n; i++) {
-		if (state_adopt_entry(st, &e[i]) == 0)
+		if (state_adopt_entry(reg, acfg, &e[i]) == 0)
 			adopted++;
 	}
 	state_entries_free(e, n);
-	log_info("state: took up %d of %zu workers from %s", adopted, n,
-	    st->m.path);
+	state_adopt_carried(buf, len, reg);
+	free(buf);
+	log_info("state: took up %d of %zu workers from %s", adopted, n, path);
 	return adopted;
 }
 
 static char *
-state_render_mirror(void *arg, size_t *len)
+state_render_mirror(const struct registry *reg, const void *arg, size_t *len)
 {
-	struct state *st = arg;
-
-	return state_render(st->m.reg, len);
+	return state_render(reg, len);
 }
 
-/* Writes the file now, on the loop: at start. */
+/*
+ * Starts the state file's mirror: takes up the workers a previous promfork
+ * left running, then writes the file back at once, to fail early.  Returns
+ * -1 when it cannot be written (the mirror has logged why).
+ */
 int
-state_flush(struct state *st)
-{
-	return mirror_flush(&st->m);
-}
-
-void
-state_init(struct state *st, const char *path, struct registry *reg)
+state_init(struct mirror *m, const char *path, struct registry *reg,
+    const struct api_config *acfg)
 {
 	struct mirror_config cfg = {
 		.path = path,
 		.what = "state file",
 		.reg = reg,
 		.render = state_render_mirror,
-		.arg = st,
+		.arg = NULL,
 		.debounce_ms = STATE_DEBOUNCE_MS,
 		.retry_ms = STATE_RETRY_MS,
+		.mode = 0600, /* pids and labels are nobody else's business */
 	};
+	char *cause = NULL;
 
-	mirror_init(&st->m, &cfg);
+	mirror_init(m, &cfg);
+	if (state_adopt(path, reg, acfg, &cause) == -1) {
+		log_warnx("%s; starting without the saved leases", cause);
+		free(cause);
+	}
+	return mirror_flush(m);
 }
 
 /*
@@ -401,9 +522,9 @@ state_init(struct state *st, const char *path, struct registry *reg)
  * outlive a standalone promfork, and the next one takes them up.
  */
 void
-state_finish(struct state *st)
+state_finish(struct mirror *m)
 {
-	mirror_stop(&st->m);
-	(void)mirror_flush(&st->m);
-	mirror_free(&st->m);
+	mirror_stop(m);
+	(void)mirror_flush(m);
+	mirror_finish(m);
 }

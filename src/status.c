@@ -18,21 +18,10 @@
 
 #define STATUS_PROBE_BODY_MAX (32 * 1024 * 1024)
 
-struct status_req;
-struct status_probe {
-	struct status_req *req;
-	struct scrape *scrape;
-	int worker;
-	pid_t pid;
-	unsigned long long starttime;
-};
 struct status_req {
 	struct http_conn *conn;
-	struct registry *reg;
+	struct collect *collect;
 	struct metrics_sources src;
-	struct status_probe *probes;
-	size_t nprobes;
-	size_t pending;
 };
 
 static const char status_style[] =
@@ -279,13 +268,9 @@ status_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 static void
 status_req_free(struct status_req *sr)
 {
-	size_t i;
-
 	if (sr->conn != NULL)
 		http_conn_on_close(sr->conn, NULL, NULL);
-	for (i = 0; i < sr->nprobes; i++)
-		scrape_cancel(sr->probes[i].scrape);
-	free(sr->probes);
+	collect_cancel(sr->collect);
 	free(sr);
 }
 
@@ -300,7 +285,7 @@ status_reply(struct status_req *sr)
 		fatalx("evbuffer_new");
 	metrics_snapshot_take(&ms, &sr->src);
 	status_render(page, &ms);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	/* Replying may close the connection: forget it first. */
 	http_conn_on_close(c, NULL, NULL);
 	sr->conn = NULL;
@@ -309,31 +294,12 @@ status_reply(struct status_req *sr)
 	evbuffer_free(page);
 }
 
-static int
-status_probe_head_cb(const struct scrape_head *h, void *arg)
-{
-	return 0;
-}
-
-static int
-status_probe_body_cb(struct evbuffer *chunk, void *arg)
-{
-	return 0;
-}
-
 static void
-status_probe_done_cb(const struct scrape_result *r, void *arg)
+status_probe_done_cb(struct collect_item *items, size_t n, void *arg)
 {
-	struct status_probe *p = arg;
-	struct status_req *sr = p->req;
-	struct lease *l;
+	struct status_req *sr = arg;
 
-	p->scrape = NULL;
-	l = scrape_lease(sr->reg, p->worker, p->pid, p->starttime);
-	if (l != NULL)
-		scrape_record(l, r);
-	if (--sr->pending > 0)
-		return;
+	sr->collect = NULL; /* it frees itself after this */
 	status_reply(sr);
 	status_req_free(sr);
 }
@@ -355,41 +321,24 @@ void
 status_serve(struct http_conn *c, struct registry *reg,
     const struct metrics_sources *src, int probe_ms)
 {
-	static const struct scrape_callbacks cb = { status_probe_head_cb,
-		status_probe_body_cb, status_probe_done_cb };
+	static const struct collect_callbacks cb = { NULL, NULL,
+		status_probe_done_cb };
 	struct status_req *sr = xcalloc(1, sizeof *sr);
+	struct collect_config cfg = { NULL, probe_ms, STATUS_PROBE_BODY_MAX };
+	struct lease **stale, *l;
 	time_t now = time(NULL);
-	size_t s;
+	size_t n = 0;
 
 	sr->conn = c;
-	sr->reg = reg;
 	sr->src = *src;
-	if (reg->count > 0)
-		sr->probes = xcalloc(reg->count, sizeof *sr->probes);
-	for (s = 0; s < reg->pool.size && sr->nprobes < reg->count; s++) {
-		struct lease *l = reg->slots[s];
-		struct status_probe *p;
-
+	stale = xcalloc(reg->count + 1, sizeof *stale);
+	REGISTRY_FOREACH (l, reg) {
 		/* A failure is retried at once: it may have been a moment's. */
-		if (l == NULL ||
-		    (l->scrape.when != 0 && l->scrape.ok &&
-			now - l->scrape.when < STATUS_REFRESH_S))
-			continue;
-		p = &sr->probes[sr->nprobes++];
-		p->req = sr;
-		p->worker = l->worker;
-		p->pid = l->pid;
-		p->starttime = l->starttime;
-		p->scrape = scrape_start(reg->base, l->port, PROXY_WORKER_PATH,
-		    NULL, probe_ms, STATUS_PROBE_BODY_MAX, &cb, p);
-		if (p->scrape == NULL)
-			fatalx("cannot scrape %s", PROXY_WORKER_PATH);
-		sr->pending++;
+		if (l->scrape.when == 0 || !l->scrape.ok ||
+		    now - l->scrape.when >= STATUS_REFRESH_S)
+			stale[n++] = l;
 	}
-	if (sr->pending == 0) {
-		status_reply(sr);
-		status_req_free(sr);
-		return;
-	}
+	sr->collect = collect_start(reg->base, reg, stale, n, &cfg, &cb, sr);
+	free(stale);
 	http_conn_on_close(c, status_client_close_cb, sr);
 }

@@ -1,7 +1,7 @@
 /*
  * Targets: how the registry looks to Prometheus.  One group per worker,
  * sorted by worker, with the worker label, the static labels and the
- * worker's own; the same JSON serves the file_sd file and http_sd.
+ * worker's own; the same text serves the file_sd file and http_sd.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,59 +21,6 @@ target_address(const struct target_config *tc, uint16_t port)
 	else
 		xasprintf(&s, "%s:%u", tc->host, port);
 	return s;
-}
-
-static json_t *
-target_group(const struct lease *l, const struct target_config *tc)
-{
-	json_t *group, *targets, *labels;
-	char *addr, worker[16];
-	size_t i;
-
-	addr = tc->proxy_address != NULL ? xstrdup(tc->proxy_address)
-					 : target_address(tc, l->port);
-	targets = json_array();
-	json_array_append_new(targets, json_string(addr));
-	free(addr);
-
-	labels = json_object();
-	if (tc->labels != NULL) {
-		for (i = 0; i < tc->labels->n; i++)
-			json_object_set_new(labels, tc->labels->v[i].name,
-			    json_string(tc->labels->v[i].value));
-	}
-	for (i = 0; i < l->labels.n; i++)
-		json_object_set_new(labels, l->labels.v[i].name,
-		    json_string(l->labels.v[i].value));
-	snprintf(worker, sizeof worker, "%d", l->worker);
-	json_object_set_new(labels, "worker", json_string(worker));
-	if (tc->proxy_address != NULL) {
-		char *path;
-
-		xasprintf(&path, "/workers/%d/metrics", l->worker);
-		json_object_set_new(labels, "__metrics_path__",
-		    json_string(path));
-		free(path);
-	}
-
-	group = json_object();
-	json_object_set_new(group, "targets", targets);
-	json_object_set_new(group, "labels", labels);
-	return group;
-}
-
-json_t *
-target_groups(const struct registry *reg, const struct target_config *tc)
-{
-	json_t *groups = json_array();
-	size_t s;
-
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] != NULL)
-			json_array_append_new(groups,
-			    target_group(reg->slots[s], tc));
-	}
-	return groups;
 }
 
 struct target_buf {
@@ -104,8 +51,7 @@ target_buf_str(struct target_buf *b, const char *s)
 /*
  * Appends s as a JSON string.  ASCII is escaped here; anything else goes
  * through jansson, which refuses what is not UTF-8: then nothing is
- * appended and -1 is returned, and the caller leaves the string out, as
- * the JSON tree of target_groups does.
+ * appended and -1 is returned, and the caller leaves the string out.
  */
 static int
 target_buf_json(struct target_buf *b, const char *s)
@@ -214,21 +160,20 @@ target_render_group(struct target_buf *b, const struct lease *l,
  * The groups as text with a final newline; never empty, [] at least.  One
  * group per line, written directly: the sd file is rewritten on every
  * change, and building a JSON tree for a thousand workers costs more than
- * the write.  target_groups is the same content as a tree.
+ * the write.  The sd file and http_sd (/targets) both serve this text.
  */
 char *
 target_render(const struct registry *reg, const struct target_config *tc,
     size_t *len)
 {
 	struct target_buf b = { NULL, 0, 0 };
-	size_t s, n = 0;
+	const struct lease *l;
+	size_t n = 0;
 
 	target_buf_str(&b, "[");
-	for (s = 0; s < reg->pool.size; s++) {
-		if (reg->slots[s] == NULL)
-			continue;
+	REGISTRY_FOREACH (l, reg) {
 		target_buf_str(&b, n++ == 0 ? "\n" : ",\n");
-		target_render_group(&b, reg->slots[s], tc);
+		target_render_group(&b, l, tc);
 	}
 	target_buf_str(&b, n > 0 ? "\n]\n" : "]\n");
 	*len = b.len;

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,14 @@
 #define WEB_HEADER_MAX (8 * 1024)
 #define WEB_BODY_MAX (4 * 1024)
 #define WEB_CONNS_MAX 128
+/* One address may hold three quarters: a quarter is left for others. */
+#define WEB_PEER_CONNS_MAX (WEB_CONNS_MAX * 3 / 4)
+#define WEB_IDLE_MS 5000 /* at most; between requests of a kept-alive one */
+#define WEB_LIFE_MS 60000 /* then the next answer closes the connection */
 #define WEB_LISTEN_MAX 128 /* longer than any ADDR:PORT */
 #define WEB_PROBE_MS 1000
 
 struct web {
-	struct event_base *base;
 	struct http_server *server;
 	struct web_config cfg;
 	struct metrics_sources src;
@@ -36,24 +40,6 @@ struct web {
 	int proxy_ms; /* a proxied scrape, with time left to pass it on */
 	struct fanout_scratch fanout;
 };
-
-static int
-web_parse_port(const char *s, uint16_t *port)
-{
-	unsigned long v = 0;
-
-	if (*s == '\0' || strlen(s) > 5)
-		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	if (v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
 
 /*
  * Parses ADDR:PORT: an IPv4 address, an IPv6 address in brackets, or
@@ -69,7 +55,7 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	char host[WEB_LISTEN_MAX];
 	const char *colon, *port;
 	size_t n = strlen(s);
-	uint16_t p;
+	long long p;
 
 	memset(ss, 0, sizeof *ss);
 	if (n == 0 || n >= WEB_LISTEN_MAX)
@@ -82,10 +68,10 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 		port = close + 2;
 		memcpy(host, s + 1, n);
 		host[n] = '\0';
-		if (web_parse_port(port, &p) != 0)
+		if (decimal_parse(port, 0, 65535, &p, NULL) != 0)
 			goto bad_port;
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(p);
+		sin6->sin6_port = htons((uint16_t)p);
 		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
 			goto bad;
 		*len = sizeof *sin6;
@@ -96,18 +82,18 @@ web_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	n = (size_t)(colon - s);
 	memcpy(host, s, n);
 	host[n] = '\0';
-	if (web_parse_port(colon + 1, &p) != 0)
+	if (decimal_parse(colon + 1, 0, 65535, &p, NULL) != 0)
 		goto bad_port;
 	if (n == 0) {
 		/* Every address: IPv6 and, through it, IPv4. */
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(p);
+		sin6->sin6_port = htons((uint16_t)p);
 		sin6->sin6_addr = in6addr_any;
 		*len = sizeof *sin6;
 		return 0;
 	}
 	sin->sin_family = AF_INET;
-	sin->sin_port = htons(p);
+	sin->sin_port = htons((uint16_t)p);
 	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
 		goto bad;
 	*len = sizeof *sin;
@@ -215,23 +201,48 @@ web_address(int fd, const char *target_host)
 static int
 web_worker(const char *s, size_t len)
 {
-	long v = 0;
-	size_t i;
+	long long v;
 
-	if (len == 0 || len > 5 || (s[0] == '0' && len > 1))
+	/* one spelling per worker: /workers/03/metrics is not worker 3 */
+	if (len > 1 && s[0] == '0')
 		return -1;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
+	if (decimal_parse_n(s, len, 0, 99999, &v, NULL) != 0)
+		return -1;
 	return (int)v;
 }
 
+/*
+ * How long a scrape made for Prometheus' request may take (proxy, fan-out):
+ * Prometheus says its own timeout in X-Prometheus-Scrape-Timeout-Seconds;
+ * never more than max_ms.
+ */
+int
+web_scrape_deadline(const struct http_request *req, int max_ms)
+{
+	const char *v =
+	    http_request_header(req, "X-Prometheus-Scrape-Timeout-Seconds");
+	char *end;
+	double secs;
+
+	if (v == NULL)
+		return max_ms;
+	secs = strtod(v, &end);
+	if (end == v || *end != '\0' || !isfinite(secs) || secs <= 0)
+		return max_ms;
+	if (secs * 1000 < max_ms)
+		return secs * 1000 < 1 ? 1 : (int)(secs * 1000);
+	return max_ms;
+}
+
+/* http_sd: the sd file's text, from the same renderer. */
 static void
 web_targets(struct web *w, struct http_conn *c)
 {
-	http_reply_json(c, 200, target_groups(w->cfg.reg, w->cfg.tc));
+	size_t len;
+	char *text = target_render(w->cfg.reg, w->cfg.tc, &len);
+
+	http_reply(c, 200, "application/json", text, len);
+	free(text);
 }
 
 static void
@@ -244,8 +255,8 @@ web_metrics(struct web *w, struct http_conn *c)
 		fatalx("evbuffer_new");
 	metrics_snapshot_take(&ms, &w->src);
 	metrics_render(buf, &ms);
-	metrics_snapshot_free(&ms);
-	http_reply(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+	metrics_snapshot_finish(&ms);
+	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
 	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
 	evbuffer_free(buf);
 }
@@ -272,7 +283,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c);
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
-		fanout_serve(c, req, w->cfg.reg, w->proxy_ms, &w->fanout);
+		fanout_serve(c, w->cfg.reg,
+		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);
 	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
 	    strncmp(path + len - slen, suffix, slen) == 0) {
 		worker = web_worker(path + plen, len - plen - slen);
@@ -281,7 +293,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 			    "no such page: workers are "
 			    "numbered from 0, as in /workers/0/metrics");
 		else
-			proxy_serve(c, req, w->cfg.reg, worker, w->proxy_ms);
+			proxy_serve(c, req, w->cfg.reg, worker,
+			    web_scrape_deadline(req, w->proxy_ms));
 	} else
 		http_reply_error(c, 404,
 		    "no such page: try /, /targets, /metrics, "
@@ -296,13 +309,16 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 		.body_max = WEB_BODY_MAX,
 		.deadline_ms = cfg->deadline_ms,
 		.conns_max = WEB_CONNS_MAX,
+		.idle_ms = cfg->deadline_ms < WEB_IDLE_MS ? cfg->deadline_ms
+							  : WEB_IDLE_MS,
+		.life_ms = WEB_LIFE_MS,
+		.peer_conns_max = WEB_PEER_CONNS_MAX,
 	};
 	struct web *w = xcalloc(1, sizeof *w);
 	char *addr = web_address(fd, "*");
 
 	log_info("serving HTTP on %s", addr);
 	free(addr);
-	w->base = base;
 	w->cfg = *cfg;
 	w->server = http_server_create(base, fd, &limits, web_handle, w);
 	w->src.reg = cfg->reg;
@@ -323,6 +339,6 @@ web_free(struct web *w)
 	if (w == NULL)
 		return;
 	http_server_free(w->server);
-	fanout_scratch_free(&w->fanout);
+	fanout_scratch_finish(&w->fanout);
 	free(w);
 }

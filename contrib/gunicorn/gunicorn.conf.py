@@ -82,4 +82,4 @@ def worker_exit(server, worker):
     # slot's totals.  Bounded (2 s); promfork ends the lease itself when the
     # process is gone, so a kill -9 needs no hook.
     if promfork.enabled():
-        promfork.retire()
+        promfork.retire(promfork.served())

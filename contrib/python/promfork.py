@@ -13,13 +13,13 @@ Without PROMFORK_SOCKET, register() and start_http_server() return None
 (logged once, at INFO), so the same app runs unchanged without promfork.
 
 A worker about to exit gracefully calls ``lease.retire()`` (or
-``promfork.retire()``): promfork scrapes it one last time, so that what it
-counted since the last scrape is kept in its slot's totals.  The lease that
-start_http_server() made is retired by an ``atexit`` handler too.
+``promfork.retire(lease)``): promfork scrapes it one last time, so that
+what it counted since the last scrape stays in its slot's totals.  The
+lease that start_http_server() made is retired by an ``atexit`` handler.
 """
 
-import http.client
 import atexit
+import http.client
 import json
 import logging
 import os
@@ -34,9 +34,7 @@ __all__ = [
 
 SOCKET_ENV = "PROMFORK_SOCKET"
 ADDR_ENV = "PROMFORK_METRICS_ADDR"  # default listen address of start_http_server
-# How long a retiring worker waits for promfork's last scrape of it: promfork
-# bounds the scrape itself, this bounds the worker's exit whatever happens.
-RETIRE_TIMEOUT = 2.0
+RETIRE_TIMEOUT = 2.0  # a worker's exit is never held up longer
 
 log = logging.getLogger("promfork")
 
@@ -59,13 +57,15 @@ class PromforkError(Exception):
 
 
 class Lease:
-    """One registered worker: ``worker`` slot, ``port``, ``target``, ``pid``."""
+    """One registered worker: ``worker`` slot, ``port``, ``target``, ``pid``;
+    ``bind``: the address promfork wants the metrics served on (None: the
+    caller's choice)."""
 
     __slots__ = ("worker", "port", "target", "pid", "labels", "created", "socket_path",
-                 "retired")
+                 "bind", "retired")
 
     def __init__(self, worker, port, target, pid, labels=None, created=True,
-                 socket_path=None):
+                 socket_path=None, bind=None):
         self.worker = worker
         self.port = port
         self.target = target
@@ -73,9 +73,10 @@ class Lease:
         self.labels = dict(labels or {})
         self.created = created  # False when promfork returned an existing lease (200)
         self.socket_path = socket_path
+        self.bind = bind
         self.retired = False
 
-    def retire(self, timeout=RETIRE_TIMEOUT):
+    def retire(self, timeout=None):
         """Tell promfork this worker is about to exit: see retire()."""
         return retire(self, timeout=timeout)
 
@@ -158,10 +159,9 @@ def _request(path, method, url, body=None, timeout=5.0):
 def register(labels=None, pid=None, socket_path=None, timeout=5.0, slot=None):
     """Register ``pid`` (default: this process) and return its Lease.
 
-    ``slot``: the worker slot to take when it is free (a server's own
-    worker index, so that a replacement takes its predecessor's slot);
-    promfork makes its usual choice otherwise, and ``lease.worker`` says
-    which slot was given.
+    ``slot``: the preferred slot (the server's worker index); promfork
+    grants it when it is free.  A daemon that does not know the field yet
+    is asked again without it.
 
     Returns None when PROMFORK_SOCKET is not set; raises PromforkError when
     promfork refuses (403, 503 = port range exhausted, ...) or is unreachable.
@@ -181,9 +181,9 @@ def register(labels=None, pid=None, socket_path=None, timeout=5.0, slot=None):
     try:
         status, doc = _request(path, "POST", "/v1/workers", body, timeout)
     except PromforkError as e:
-        # A promfork older than preferred slots refuses the field.
-        if e.status != 400 or "slot" not in body or '"slot"' not in e.message:
+        if e.status != 400 or "slot" not in body or "slot" not in e.message:
             raise
+        # A daemon from before preferred slots: it makes its usual choice.
         del body["slot"]
         status, doc = _request(path, "POST", "/v1/workers", body, timeout)
     try:
@@ -194,8 +194,10 @@ def register(labels=None, pid=None, socket_path=None, timeout=5.0, slot=None):
     except (TypeError, KeyError, ValueError):
         raise PromforkError("promfork: POST /v1/workers: malformed answer %r" % (doc,), status)
     target = doc.get("target") or "localhost:%d" % port
+    bind = doc.get("bind")
     lease = Lease(worker, port, target, int(doc.get("pid") or pid or os.getpid()),
-                  doc.get("labels", labels), created=(status == 201), socket_path=path)
+                  doc.get("labels", labels), created=(status == 201), socket_path=path,
+                  bind=bind if isinstance(bind, str) and bind else None)
     log.debug("registered %r", lease)
     return lease
 
@@ -225,44 +227,44 @@ def release(lease, socket_path=None, timeout=5.0):
     return True
 
 
-def retire(lease=None, socket_path=None, timeout=RETIRE_TIMEOUT):
-    """Tell promfork that ``lease``'s worker is about to exit gracefully.
+def retire(lease, socket_path=None, timeout=None):
+    """Ask promfork for a final scrape before a graceful exit.
 
-    promfork scrapes the worker's metrics port once more (its metrics
-    server must still run), keeps that answer as the lifetime's final
-    values and ends the lease.  ``lease`` None: the lease start_http_server()
-    made in this process.  Waits at most ``timeout`` seconds and never
-    raises: a worker's exit must not fail over metrics.  Returns True when
-    promfork took the final scrape, False otherwise (no lease, already
-    retired, an older promfork without retire, an error).
+    Call it while the metrics server still runs; waits at most
+    RETIRE_TIMEOUT seconds.  Returns True when promfork took it, False
+    otherwise (a daemon without retire answers 404 or 405: nothing to do).
+    Never raises: it runs on the way out.
     """
-    if lease is None:
-        with _lock:
-            if _served is None or _served[0] != os.getpid():
-                return False
-            lease = _served[1]
-    if lease is None or lease.retired or lease.pid != os.getpid():
+    if lease is None or lease.retired:
         return False
     path = _socket_path(socket_path) or lease.socket_path
     if not path:
         return False
-    lease.retired = True
+    lease.retired = True  # once: a hook and the atexit may both ask
     try:
-        _request(path, "POST", "/v1/workers/%d/retire" % lease.worker, None, timeout)
+        _request(path, "POST", "/v1/workers/%d/retire" % lease.worker, None,
+                 min(timeout or RETIRE_TIMEOUT, RETIRE_TIMEOUT))
     except PromforkError as e:
-        if e.status not in (404, 405):  # 404, 405: gone, or an older promfork
-            log.warning("worker %d: retire: %s", lease.worker, e)
+        if e.status not in (404, 405):
+            log.warning("retire of worker %d: %s", lease.worker, e)
         return False
-    log.debug("retired %r", lease)
     return True
 
 
+def served():
+    """The lease of this process' metrics server, or None."""
+    with _lock:
+        if _served is not None and _served[0] == os.getpid():
+            return _served[1]
+    return None
+
+
 def _retire_at_exit():
-    # Only the process that made the lease: a child forked from it inherits
-    # this handler but not the lease.
+    # Only the process that made the lease (served() checks the pid): a
+    # child forked from it inherits this handler but not the lease.
     try:
-        retire()
-    except Exception:  # never let an exit hook raise
+        retire(served())
+    except Exception:  # an exit hook must not raise
         pass
 
 
@@ -281,7 +283,9 @@ def start_http_server(labels=None, addr="", registry=None, socket_path=None,
                       timeout=5.0, retry=0.0, slot=None):
     """Register this process and serve prometheus_client metrics on its port.
 
-    ``addr`` "" means $PROMFORK_METRICS_ADDR, else all IPv4 interfaces.
+    ``addr`` "" means the address promfork names, else
+    $PROMFORK_METRICS_ADDR, else all IPv4 interfaces.  ``slot``: the
+    preferred slot (see register).
     Call it in each worker after fork (never in a pre-fork master: the
     serving thread would not survive the fork).  Calling it again in the
     same process returns the same lease.  Returns None without promfork.
@@ -289,9 +293,6 @@ def start_http_server(labels=None, addr="", registry=None, socket_path=None,
     ``retry`` > 0: when the port range is exhausted (503, e.g. during a
     reload while old and new workers overlap), return None and keep trying
     in a daemon thread, once a second for ``retry`` seconds.
-
-    ``slot``: the preferred worker slot, as for register().  The lease is
-    retired (retire()) when the process exits through ``atexit``.
     """
     global _served
     kwargs = dict(labels=labels, addr=addr, registry=registry,
@@ -325,7 +326,7 @@ def _serve(lease, addr, registry, timeout):
     kwargs = {}
     if registry is not None:
         kwargs["registry"] = registry
-    addr = addr or os.environ.get(ADDR_ENV) or "0.0.0.0"
+    addr = addr or lease.bind or os.environ.get(ADDR_ENV) or "0.0.0.0"
     try:
         prometheus_client.start_http_server(lease.port, addr, **kwargs)
     except Exception:

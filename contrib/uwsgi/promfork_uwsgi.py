@@ -89,7 +89,7 @@ def _install_postfork(func):
 def retire_worker():
     """At a graceful worker exit (max-requests, reload): promfork's last scrape."""
     if uwsgi.worker_id() > 0:
-        promfork.retire()
+        promfork.retire(promfork.served())
 
 
 def _install_atexit(func):

@@ -11,7 +11,10 @@
  *             workers, then again after 256 of them were killed and
  *             replaced;
  *   baseline  multiproc_baseline.py: a MultiProcessCollector over 16
- *             workers' files, then over the files 256 restarts leave.
+ *             workers' files, then over the files 256 restarts leave;
+ *             with BENCH_BASELINE=mmap, mmap_baseline.rb: Ruby's
+ *             prometheus-client-mmap summing every worker's files
+ *             (marshal_multiprocess), the same two cases.
  *
  *   carry     the same merge where every slot has a finished lifetime's
  *             totals carried (issue 14: at most 1.2x the merge alone).
@@ -45,7 +48,7 @@
 static char *
 worker_text(int w, size_t *len)
 {
-	struct expo_buf b = { NULL, 0, 0 };
+	struct buf b = { NULL, 0, 0 };
 	char line[256];
 	int f, p, n;
 
@@ -54,13 +57,13 @@ worker_text(int w, size_t *len)
 		    "# HELP bench_family_%d_total Family %d.\n"
 		    "# TYPE bench_family_%d_total counter\n",
 		    f, f, f);
-		expo_buf_add(&b, line, (size_t)n);
+		buf_add(&b, line, (size_t)n);
 		for (p = 0; p < PATHS; p++) {
 			n = snprintf(line, sizeof line,
 			    "bench_family_%d_total{path=\"/api/v1/item/%d\"} "
 			    "%d.0\n",
 			    f, p, w + f + p + 1);
-			expo_buf_add(&b, line, (size_t)n);
+			buf_add(&b, line, (size_t)n);
 		}
 	}
 	*len = b.len;
@@ -80,7 +83,7 @@ bench_merge(int n, int rounds, int warm, int carry, size_t *out_len)
 	char *text[WORKERS_MAX], name[16];
 	size_t len[WORKERS_MAX];
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { NULL, 0, 0 }, served = { NULL, 0, 0 };
+	struct buf out = { NULL, 0, 0 }, served = { NULL, 0, 0 };
 	struct carry_limits limits = { .max_series = 1000000 };
 	struct carry *carries[WORKERS_MAX];
 	int i, r;
@@ -96,7 +99,7 @@ bench_merge(int n, int rounds, int warm, int carry, size_t *out_len)
 
 		if (!warm) {
 			expo_merge_free(m);
-			expo_buf_finish(&out);
+			buf_finish(&out);
 			m = expo_merge_create();
 		}
 		expo_merge_reset(m);
@@ -115,8 +118,8 @@ bench_merge(int n, int rounds, int warm, int carry, size_t *out_len)
 		*out_len = out.len;
 	}
 	expo_merge_free(m);
-	expo_buf_finish(&out);
-	expo_buf_finish(&served);
+	buf_finish(&out);
+	buf_finish(&served);
 	for (i = 0; i < n; i++) {
 		free(text[i]);
 		carry_free(carries[i]);
@@ -218,7 +221,16 @@ wait_workers(uint16_t port, const char *sock, int n, char *buf)
 	return -1;
 }
 
-/* Runs multiproc_baseline.py; its medians for 16 and 16 + RESTARTS files. */
+/* The baseline's name: "mmap" (Ruby) or NULL (Python). */
+static const char *
+baseline_kind(void)
+{
+	const char *kind = getenv("BENCH_BASELINE");
+
+	return kind != NULL && strcmp(kind, "mmap") == 0 ? kind : NULL;
+}
+
+/* Runs the baseline script; its medians for 16 and 16 + RESTARTS files. */
 static int
 baseline(double *live, double *restarted)
 {
@@ -229,7 +241,9 @@ baseline(double *live, double *restarted)
 	FILE *p;
 
 	snprintf(cmd, sizeof cmd,
-	    "/usr/bin/python3 %s/multiproc_baseline.py 16 %d",
+	    baseline_kind() != NULL
+		? "/usr/bin/ruby %s/mmap_baseline.rb 16 %d"
+		: "/usr/bin/python3 %s/multiproc_baseline.py 16 %d",
 	    src != NULL ? src : ".", RESTARTS);
 	if ((p = popen(cmd, "r")) == NULL)
 		return -1;
@@ -330,13 +344,16 @@ main(int argc, char **argv)
 	       "restarts %.3f   ratio %.2f (flat: %s)\n",
 	    s16, RESTARTS, s256, s256 / s16, s256 / s16 < 1.5 ? "yes" : "NO");
 	if (baseline(&b16, &b256) != 0) {
-		printf("FAILED: multiproc_baseline.py did not run\n");
+		printf("FAILED: the baseline script did not run\n");
 		return 1;
 	}
-	printf("baseline MultiProcessCollector, median ms: 16 files %.3f   "
-	       "after %d restarts (%d files) %.3f   ratio %.2f\n",
+	printf("baseline %s, median ms: 16 workers' files %.3f   "
+	       "after %d restarts (%d workers' files) %.3f   ratio %.2f\n",
+	    baseline_kind() != NULL
+		? "prometheus-client-mmap marshal_multiprocess (Ruby)"
+		: "MultiProcessCollector",
 	    b16, RESTARTS, 16 + RESTARTS, b256, b256 / b16);
-	printf("speed-up over multiproc, 16 workers: merge %.1fx (cold "
+	printf("speed-up over the baseline, 16 workers: merge %.1fx (cold "
 	       "%.1fx), whole scrape over HTTP %.1fx   target >= 10x: %s\n",
 	    b16 / m16, b16 / c16, b16 / s16,
 	    b16 / m16 >= 10 ? "met" : "MISSED");

@@ -1,5 +1,5 @@
 /*
- * Writing the sd file for 1 024 workers: target_render and sdfile_replace
+ * Writing the sd file for 1 024 workers: target_render and file_replace
  * over a registry of hand-made leases (as tests/unit/test_target.c makes
  * them), each with a label.  The baseline, interleaved round by round, is
  * the same bytes written with plain stdio: fopen, fwrite, fflush, fsync,
@@ -77,7 +77,7 @@ main(int argc, char **argv)
 		t0 = bench_now_us();
 		text = target_render(&reg, &tc, &len);
 		t1 = bench_now_us();
-		if (sdfile_replace(path, text, len, &cause) != 0)
+		if (file_replace(path, text, len, 0644, &cause) != 0)
 			fatalx("%s", cause);
 		render[r] = t1 - t0;
 		replace[r] = bench_now_us() - t1;
@@ -93,7 +93,7 @@ main(int argc, char **argv)
 	printf("render only           p50 ms %7.3f   p99 %7.3f\n",
 	    bench_pct(render, (size_t)rounds, 50) / 1e3,
 	    bench_pct(render, (size_t)rounds, 99) / 1e3);
-	printf("sdfile_replace only   p50 ms %7.3f   p99 %7.3f  (2 fsyncs: "
+	printf("file_replace only     p50 ms %7.3f   p99 %7.3f  (2 fsyncs: "
 	       "file and directory)\n",
 	    bench_pct(replace, (size_t)rounds, 50) / 1e3,
 	    bench_pct(replace, (size_t)rounds, 99) / 1e3);
@@ -109,7 +109,7 @@ main(int argc, char **argv)
 		bench_pct(base, (size_t)rounds, 50),
 	    bench_pct(total, (size_t)rounds, 50) <= 2e3 ? "met" : "MISSED");
 	for (i = 0; i < workers; i++)
-		labels_clear(&leases[i].labels);
+		labels_finish(&leases[i].labels);
 	free(leases);
 	free(reg.slots);
 	pool_finish(&reg.pool);

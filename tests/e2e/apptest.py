@@ -52,24 +52,26 @@ def direct_sum(pf):
     return sum(worker_count(p) for p in pf.workers().values())
 
 
-def prom_sum(prom):
-    v = prom.scalar('sum(app_requests_total{job="%s",path="/"})' % JOB)
+def prom_sum(prom, job=JOB):
+    v = prom.scalar('sum(app_requests_total{job="%s",path="/"})' % job)
     return int(v) if v is not None else 0
 
 
-def wait_prom_sum(prom, expected, what, timeout=20.0):
-    """Waits until Prometheus' sum over all workers equals expected."""
+def wait_prom_sum(prom, expected, what, timeout=20.0, job=JOB):
+    """Waits until Prometheus' sum over all workers (of job) equals
+    expected."""
     last = []
 
     def ok():
-        last[:] = [prom_sum(prom)]
+        last[:] = [prom_sum(prom, job)]
         return last[0] == expected
     try:
         wait_until(ok, timeout=timeout, interval=0.25,
                    what="%s: Prometheus sum == %d" % (what, expected))
     except TestFailure as e:
         raise TestFailure("%s; last sum: %s" % (e, last))
-    check(True, "%s: sum(%s) in Prometheus == %d" % (what, COUNTER, expected))
+    check(True, "%s: sum(app_requests_total{job=\"%s\",path=\"/\"}) in "
+          "Prometheus == %d" % (what, job, expected))
 
 
 def _safe(fn):
@@ -87,6 +89,23 @@ def leases(pf):
 def wait_leases(pf, pred, what, timeout=30.0):
     return wait_until(lambda: (lambda l: l if pred(l) else None)(leases(pf)),
                       timeout=timeout, interval=0.1, what=what)
+
+
+def kill_replaced(pf, slot, what="worker"):
+    """kill -9 of the `what` in slot; waits until the server replaced it
+    and checks that the replacement took that slot and every other kept
+    its own.  Returns the leases after."""
+    before = leases(pf)
+    victim = before[slot]
+    log("# kill -9 %s %d (pid %d)" % (what, slot, victim))
+    os.kill(victim, signal.SIGKILL)
+    after = wait_leases(pf, lambda l: len(l) == len(before) and victim not in
+                        l.values(), "a replacement for the killed %s" % what)
+    check(sorted(after) == sorted(before) and after[slot] != victim
+          and all(after[s] == before[s] for s in before if s != slot),
+          "the replacement (pid %d) took the freed slot %d, the others kept "
+          "theirs" % (after[slot], slot))
+    return after
 
 
 def check_targets(pf, prom, n, what, labels=None, timeout=30.0):

@@ -61,6 +61,32 @@ def run_test(fn):
     sys.exit(0)
 
 
+def run_logged(body, what="promfork"):
+    """Runs body(logf), logf a file for the output of the processes it
+    starts; shows the file's tail when body fails."""
+    logname = os.path.join(tmpdir(), "log")
+    with open(logname, "w") as logf:
+        try:
+            return body(logf)
+        except BaseException:
+            logf.flush()
+            with open(logname) as f:
+                log("--- %s log (tail) ---\n%s" % (what, f.read()[-8000:]))
+            raise
+
+
+def ensure_user(name):
+    """A throwaway system user for tests that need "another user"; made
+    when absent (harmless: no login, no home) and left for the next run."""
+    import pwd
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin",
+                        name], check=True, timeout=30)
+        return pwd.getpwnam(name)
+
+
 def tmpdir():
     d = tempfile.mkdtemp(prefix="promfork-e2e-")
     _tmpdirs.append(d)
@@ -124,6 +150,13 @@ def wait_listening(port, host="127.0.0.1", timeout=15.0):
 
 def free_port():
     return free_port_range(1)
+
+
+# Issue 14 (per-slot continuity and the final scrape on retire): until the
+# daemon has it, the totals promfork's fan-out serves start again from zero
+# when a worker is replaced.  Tests keep their exact-total assertions for
+# that case behind this switch, and assert today's exact values otherwise.
+CONTINUITY = os.environ.get("PROMFORK_E2E_CONTINUITY", "") not in ("", "0")
 
 
 def start(argv, env=None, **kw):
@@ -291,6 +324,15 @@ class Prometheus:
         c.update(extra)
         return c
 
+    @staticmethod
+    def fan_out(job, listen, **extra):
+        """A job scraping promfork's /workers/metrics at listen
+        ("127.0.0.1:PORT"): one target, every worker's series."""
+        c = {"job_name": job, "metrics_path": "/workers/metrics",
+             "static_configs": [{"targets": [listen]}]}
+        c.update(extra)
+        return c
+
     def api(self, path, **params):
         url = self.url + path
         if params:
@@ -326,3 +368,26 @@ class Prometheus:
     def scalar(self, expr):
         r = self.query(expr)
         return float(r[0]["value"][1]) if r else None
+
+
+def fanout_config(job, listen):
+    """A Prometheus scrape config for promfork's /workers/metrics at listen
+    ("127.0.0.1:PORT")."""
+    return {"job_name": job, "metrics_path": "/workers/metrics",
+            "static_configs": [{"targets": [listen]}]}
+
+
+def expo_samples(text, name, **labels):
+    """[(labels, value)] of the samples called name in an exposition whose
+    labels include `labels`.  Plain text parsing, for label values without
+    commas or escapes."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        lab, _, value = line[len(name) + 1:].rpartition("} ")
+        got = dict(kv.split("=", 1) for kv in lab.split(",") if "=" in kv)
+        got = {k: v.strip('"') for k, v in got.items()}
+        if all(got.get(k) == str(v) for k, v in labels.items()):
+            out.append((got, float(value.split()[0])))
+    return out

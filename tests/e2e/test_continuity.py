@@ -111,9 +111,11 @@ def run(name, argv_fn, logf):
     pf.wait_workers(N, timeout=30)
     wait_until(lambda: socket.create_connection(("127.0.0.1", app_port), 1),
                timeout=30, what="%s to listen" % name)
-    for p in pf.workers().values():
-        wait_until(lambda: worker_count(p) >= 0, timeout=20,
-                   what="worker metrics on %d" % p)
+    # --proxy-targets: the targets name the listener; a worker's own port
+    # is LOW + its slot.
+    for slot in leases(pf):
+        wait_until(lambda: worker_count(pf.low + slot) >= 0, timeout=20,
+                   what="worker metrics on %d" % (pf.low + slot))
 
     log("# %s: %d requests at %g/s, workers recycled every %d"
         % (name, REQUESTS, RATE, MAXREQ))
@@ -121,8 +123,9 @@ def run(name, argv_fn, logf):
     paced(app_port, REQUESTS, RATE)
     log("# took %.1f s" % (time.monotonic() - t0))
     served = REQUESTS
-    check(len(leases(pf)) == N, "%s: %d workers live after the recycles"
-          % (name, N))
+    wait_until(lambda: len(leases(pf)) == N, timeout=20,
+               what="%d leases after the recycles" % N)
+    check(True, "%s: %d workers live after the recycles" % (name, N))
 
     # Workers recycled since; let the last retirements land.
     def exact():
@@ -139,7 +142,7 @@ def run(name, argv_fn, logf):
     proxied = {s: proxy_count(base, s) for s in counts}
     check(sum(v for v in proxied.values() if v is not None) == served,
           "%s: the proxy targets sum to %d too" % (name, served))
-    raw = sum(worker_count(p) for p in pf.workers().values())
+    raw = sum(worker_count(pf.low + slot) for slot in leases(pf))
     check(raw < served,
           "%s: the workers' own ports serve raw per-process counts (%d of "
           "%d: the live processes' share)" % (name, raw, served))
@@ -154,12 +157,18 @@ def run(name, argv_fn, logf):
 
     # kill -9: only what the worker counted since promfork's last scrape
     # of it may be lost.
-    victim_slot, victim_pid = sorted(leases(pf).items())[0]
-    victim_port = pf.workers()[str(victim_slot)]
+    # The victim: the worker furthest from its own recycling, and fewer
+    # requests than it has left, so that it is still there to be killed.
+    live = leases(pf)
+    counts = {w: worker_count(pf.low + w) for w in live}
+    victim_slot = min(counts, key=counts.get)
+    victim_pid = live[victim_slot]
+    victim_port = pf.low + victim_slot
+    extra = max(1, min(20, MAXREQ - 1 - counts[victim_slot]))
     fanout_counts(base)  # promfork's last scrape, as far as we know
     at_scrape = worker_count(victim_port)
-    paced(app_port, 40, RATE * 4)
-    served += 40
+    paced(app_port, extra, RATE)
+    served += extra
     after = worker_count(victim_port)
     os.kill(victim_pid, signal.SIGKILL)
     log("# kill -9 worker %d (pid %d): it counted %d since the scrape"

@@ -156,6 +156,10 @@ def test_slow_garbage_conflict():
           and 'e2e_conflict{worker="0"} 1' in text
           and 'e2e_conflict{worker="2"}' not in text,
           "a type conflict keeps the first worker's family only")
+    check(value(ss, "promfork_worker_scrape_dropped_series", worker="2") == 1
+          and value(ss, "promfork_worker_scrape_dropped_series",
+                    worker="0") == 0,
+          "the conflicting sample is counted as dropped, for its worker only")
     check(promtool_accepts(text), "promtool accepts the answer all the same")
     with open(pf.log) as f:
         log = f.read()

@@ -114,12 +114,23 @@ def test():
     check(workers[by_app["a"]] == pf.low + int(by_app["a"]),
           "app a kept its port")
 
-    # a user not allowed is refused (only when the test can be another)
+    # a user not allowed is refused (only when the test can be another):
+    # without --allow-uid/--allow-gid the socket is 0600, and past a mode
+    # that lets everyone in the accept turns the user away
     if os.geteuid() == 0:
         os.chmod(pf.dir, 0o755)  # the socket's directory, not the socket
-        r = subprocess.run([PROMFORK, "lease", "--socket", pf.socket],
-                           user=65534, group=65534, capture_output=True,
-                           timeout=10)
+        check(os.stat(pf.socket).st_mode & 0o777 == 0o600,
+              "the socket is 0600: root and promfork's user only")
+
+        def lease_as_nobody():
+            return subprocess.run([PROMFORK, "lease", "--socket", pf.socket],
+                                  user=65534, group=65534,
+                                  capture_output=True, timeout=10)
+        r = lease_as_nobody()
+        check(r.returncode == 1 and b"Permission denied" in r.stderr,
+              "uid 65534 cannot connect: %r" % r.stderr)
+        os.chmod(pf.socket, 0o666)
+        r = lease_as_nobody()
         check(r.returncode == 1 and b"--allow-uid 65534" in r.stderr,
               "uid 65534 may not register: %r" % r.stderr)
 

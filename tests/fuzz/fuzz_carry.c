@@ -34,7 +34,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *p = (const char *)data, *end, *ff;
 	struct carry *c;
 	struct expo_merge *m;
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	struct expo_stats st;
 	size_t i;
 
@@ -57,7 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    (st.malformed != 0 || st.type_conflicts != 0))
 		abort();
 	expo_merge_free(m);
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	carry_free(c);
 	if (limits.series != 0)
 		abort();

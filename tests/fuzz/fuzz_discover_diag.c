@@ -29,7 +29,7 @@ fuzz_one(const void *buf, size_t len, uint32_t seq, uint16_t low, uint16_t high)
 			abort();
 	}
 	free(cause);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 int

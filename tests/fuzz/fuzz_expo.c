@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 /* False when a rendered line could exceed the parser's caps on its own:
  * the worker label makes an input line near a cap a little longer. */
 static int
-fuzz_expo_checkable(const struct expo_buf *b)
+fuzz_expo_checkable(const struct buf *b)
 {
 	const char *p, *end, *nl;
 	size_t eq, i;
@@ -46,7 +46,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const char *const workers[] = { "0", "1", "w\"2\\\n" };
 	const char *p = (const char *)data, *end, *ff;
 	struct expo_merge *m;
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	struct expo_stats st;
 	size_t i;
 
@@ -69,6 +69,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    (st.malformed != 0 || st.type_conflicts != 0))
 		abort();
 	expo_merge_free(m);
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	return 0;
 }

@@ -28,7 +28,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (used == 0 || used > size - off)
 			abort();
 		http_request_header(&req, "Content-Length");
-		http_request_clear(&req);
+		http_request_finish(&req);
 		off += used;
 	}
 	return 0;

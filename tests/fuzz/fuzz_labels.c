@@ -26,12 +26,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			free(cause);
 		json_decref(j);
 	}
-	labels_clear(&ls);
+	labels_finish(&ls);
 	cause = NULL;
 	arg = strndup((const char *)data, size);
 	if (arg != NULL && labels_set_arg(&ls, arg, &cause) != 0)
 		free(cause);
 	free(arg);
-	labels_clear(&ls);
+	labels_finish(&ls);
 	return 0;
 }

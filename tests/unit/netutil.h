@@ -16,8 +16,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -66,6 +68,39 @@ netutil_dead_port(void)
 
 	close(netutil_listen(&port));
 	return port;
+}
+
+/* A process that sleeps until killed, and dies with the test. */
+NETUTIL_FN pid_t
+netutil_sleeper(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		pause();
+		_exit(0);
+	}
+	if (pid == -1)
+		abort();
+	return pid;
+}
+
+/* A blocking connection to 127.0.0.1:port. */
+NETUTIL_FN int
+netutil_connect(uint16_t port)
+{
+	struct sockaddr_in sin;
+	int fd;
+
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
+		abort();
+	return fd;
 }
 
 NETUTIL_FN void
@@ -195,19 +230,11 @@ NETUTIL_FN size_t
 netutil_exchange(uint16_t port, const char *req, size_t reqlen, int timeout_ms,
     char **out)
 {
-	struct sockaddr_in sin;
 	size_t len = 0, cap = 65536;
 	char *buf = malloc(cap + 1);
 	struct pollfd pfd;
-	int fd;
+	int fd = netutil_connect(port);
 
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons(port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
-		abort();
 	if (reqlen > 0 &&
 	    send(fd, req, reqlen, MSG_NOSIGNAL) != (ssize_t)reqlen)
 		abort();

@@ -18,10 +18,10 @@ setup(void)
 static char *
 rewrite(struct carry *c, uint64_t stamp, const char *text)
 {
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 
 	carry_rewrite(c, stamp, text, strlen(text), &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	return out.data;
 }
 
@@ -284,16 +284,16 @@ Test(carry, label_sets_that_come_and_go)
 Test(carry, huge_series_counts_stop_at_the_shared_cap, .timeout = 30)
 {
 	struct carry *a = carry_create(&limits), *b = carry_create(&limits);
-	struct expo_buf text = { 0 }, out = { 0 };
+	struct buf text = { 0 }, out = { 0 };
 	char line[64];
 	size_t i, n = 200000;
 	int len;
 
 	limits.max_series = 1000;
-	expo_buf_add(&text, "# TYPE big counter\n", 19);
+	buf_add(&text, "# TYPE big counter\n", 19);
 	for (i = 0; i < n; i++) {
 		len = snprintf(line, sizeof line, "big{i=\"%zu\"} 1\n", i);
-		expo_buf_add(&text, line, (size_t)len);
+		buf_add(&text, line, (size_t)len);
 	}
 	cr_assert_eq(carry_add_lifetime(a, text.data, text.len, NULL), 0);
 	cr_assert_eq(carry_series(a), 1000);
@@ -305,22 +305,22 @@ Test(carry, huge_series_counts_stop_at_the_shared_cap, .timeout = 30)
 
 	/* over the cap, a live series is served raw */
 	carry_rewrite(a, 1, text.data, text.len, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_assert_eq(value_of(out.data, "big{i=\"0\"}"), 2);
 	cr_assert_eq(value_of(out.data, "big{i=\"150000\"}"), 1);
-	expo_buf_finish(&out);
+	buf_finish(&out);
 
 	carry_free(a);
 	carry_add_lifetime(b, text.data, text.len, NULL);
 	cr_assert_eq(carry_series(b), 1000, "a's room was given back");
 	carry_free(b);
-	expo_buf_finish(&text);
+	buf_finish(&text);
 }
 
 Test(carry, many_families_and_type_flips_stay_consistent, .timeout = 30)
 {
 	struct carry *c = carry_create(&limits);
-	struct expo_buf text = { 0 };
+	struct buf text = { 0 };
 	char line[96];
 	size_t i, round;
 	int len;
@@ -334,7 +334,7 @@ Test(carry, many_families_and_type_flips_stay_consistent, .timeout = 30)
 			    (i % 2 == 1 && round % 2 == 1) ? "gauge"
 							   : "counter",
 			    i, i);
-			expo_buf_add(&text, line, (size_t)len);
+			buf_add(&text, line, (size_t)len);
 		}
 		carry_add_lifetime(c, text.data, text.len, NULL);
 	}
@@ -344,24 +344,24 @@ Test(carry, many_families_and_type_flips_stay_consistent, .timeout = 30)
 	text.len = 0;
 	carry_begin(c, 1);
 	carry_render(c, &text);
-	expo_buf_add(&text, "", 1);
+	buf_add(&text, "", 1);
 	assert_valid(text.data);
 	cr_assert_eq(value_of(text.data, "f10{r=\"x\"}"), 40);
 	cr_assert_null(strstr(text.data, "f11{"));
-	expo_buf_finish(&text);
+	buf_finish(&text);
 	carry_free(c);
 }
 
 Test(carry, render_serves_a_slot_with_no_live_worker)
 {
 	struct carry *c = carry_create(&limits);
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	char *again;
 
 	carry_add_lifetime(c, lifetime1, strlen(lifetime1), NULL);
 	carry_begin(c, 1);
 	carry_render(c, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	assert_valid(out.data);
 	cr_assert(has_line(out.data, "# HELP req_total Requests."), "%s",
 	    out.data);
@@ -372,20 +372,20 @@ Test(carry, render_serves_a_slot_with_no_live_worker)
 	/* what it renders reads back as the same carry: the state file */
 	{
 		struct carry *d = carry_create(&limits);
-		struct expo_buf out2 = { 0 };
+		struct buf out2 = { 0 };
 
 		carry_add_lifetime(d, out.data, out.len - 1, NULL);
 		carry_begin(d, 1);
 		carry_render(d, &out2);
-		expo_buf_add(&out2, "", 1);
+		buf_add(&out2, "", 1);
 		cr_assert_str_eq(out2.data, out.data);
-		expo_buf_finish(&out2);
+		buf_finish(&out2);
 		carry_free(d);
 	}
 	again = rewrite(c, 2, "");
 	cr_assert_str_eq(again, out.data, "an empty answer: all carried");
 	free(again);
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	carry_free(c);
 }
 
@@ -477,7 +477,7 @@ Test(carry, merge_add_gives_the_same_as_rewrite)
 {
 	struct carry *a = carry_create(&limits), *b = carry_create(&limits);
 	struct expo_merge *m1 = expo_merge_create(), *m2 = expo_merge_create();
-	struct expo_buf o1 = { 0 }, o2 = { 0 }, scratch = { 0 };
+	struct buf o1 = { 0 }, o2 = { 0 }, scratch = { 0 };
 	char *rw;
 	int round;
 
@@ -495,8 +495,8 @@ Test(carry, merge_add_gives_the_same_as_rewrite)
 		free(rw);
 		expo_merge_render(m1, &o1);
 		expo_merge_render(m2, &o2);
-		expo_buf_add(&o1, "", 1);
-		expo_buf_add(&o2, "", 1);
+		buf_add(&o1, "", 1);
+		buf_add(&o2, "", 1);
 		cr_assert_str_eq(o1.data, o2.data);
 	}
 	cr_assert(has_line(o1.data,
@@ -506,9 +506,9 @@ Test(carry, merge_add_gives_the_same_as_rewrite)
 	cr_assert(has_line(o1.data, "lat_count{worker=\"3\"} 6"), "%s",
 	    o1.data);
 	cr_assert_null(strstr(o1.data, "lat_created"));
-	expo_buf_finish(&o1);
-	expo_buf_finish(&o2);
-	expo_buf_finish(&scratch);
+	buf_finish(&o1);
+	buf_finish(&o2);
+	buf_finish(&scratch);
 	expo_merge_free(m1);
 	expo_merge_free(m2);
 	carry_free(a);
@@ -540,4 +540,47 @@ Test(carry, fractions_read_back_exactly)
 		free(out);
 		carry_free(c);
 	}
+}
+
+/* The fan-out's cached served values follow every change of the carry. */
+Test(carry, merge_cache_follows_resets_and_lifetimes)
+{
+	struct carry *c = carry_create(&limits);
+	struct expo_merge *m = expo_merge_create();
+	struct buf out = { 0 }, scratch = { 0 };
+	static const struct {
+		const char *text;
+		int end_before; /* a lifetime ends before this answer */
+		double served;
+	} steps[] = {
+		{ "# TYPE n_total counter\nn_total 5\n", 0, 15 },
+		{ "# TYPE n_total counter\nn_total 5\n", 0, 15 }, /* cached */
+		{ "# TYPE n_total counter\nn_total 7\n", 0, 17 },
+		{ "# TYPE n_total counter\nn_total 2\n", 0, 19 }, /* reset */
+		{ "# TYPE n_total counter\nn_total 2\n", 0, 19 },
+		{ "# TYPE n_total counter\nn_total 2\n", 1, 21 }, /* ended */
+		{ "# TYPE n_total counter\nn_total 2\n", 0, 21 },
+	};
+	char *p;
+	size_t i;
+
+	carry_add_lifetime(c, "# TYPE n_total counter\nn_total 10\n", 34, NULL);
+	for (i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		if (steps[i].end_before)
+			carry_end_lifetime(c);
+		expo_merge_reset(m);
+		out.len = 0;
+		carry_merge_add(c, i + 1, m, "0", steps[i].text,
+		    strlen(steps[i].text), &scratch, NULL);
+		expo_merge_render(m, &out);
+		buf_add(&out, "", 1);
+		p = strstr(out.data, "n_total{worker=\"0\"} ");
+		cr_assert_not_null(p, "%s", out.data);
+		cr_assert_eq(strtod(p + 20, NULL), steps[i].served,
+		    "step %zu: %s", i, out.data);
+	}
+	buf_finish(&out);
+	buf_finish(&scratch);
+	expo_merge_free(m);
+	carry_free(c);
 }

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 #define LISTEN 10
@@ -73,7 +74,7 @@ Test(discover, parses_a_dump)
 	cr_assert_eq(socks.v[0].state, LISTEN);
 	cr_assert_eq(socks.v[1].port, 9403);
 	cr_assert_eq(socks.v[1].family, AF_INET6);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 Test(discover, dump_in_parts_and_unpadded_last_message)
@@ -98,7 +99,7 @@ Test(discover, dump_in_parts_and_unpadded_last_message)
 			 &done, &cause),
 	    0, "%s", cause);
 	cr_assert_eq(socks.n, 1);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 Test(discover, kernel_error_is_reported)
@@ -116,7 +117,7 @@ Test(discover, kernel_error_is_reported)
 	cr_assert_eq(socks.error, ENOENT);
 	cr_assert_not_null(strstr(cause, "sock_diag"));
 	free(cause);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 static void
@@ -134,7 +135,7 @@ bad_diag(const void *buf, size_t len, const char *what)
 		strncmp(cause, "sock_diag", 9) == 0,
 	    1, "%s: %s", what, cause);
 	free(cause);
-	discover_socks_clear(&socks);
+	discover_socks_finish(&socks);
 }
 
 Test(discover, bad_dumps_refused)
@@ -468,12 +469,13 @@ Test(discover, registered_and_discovered_is_one_lease, .timeout = 20)
 	struct kid k;
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 
 	kid_start(&k, 0);
 	world_init(&w, k.port);
 	l = registry_lease_pid(&w.reg, k.pid, NULL, LEASE_API, 2, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(discover_scan(w.d), 0);
 	cr_assert_eq(w.reg.count, 1);
@@ -493,14 +495,15 @@ Test(discover, a_port_leased_to_an_ancestor_is_that_lease, .timeout = 20)
 	struct kid k;
 	struct lease *l;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t g;
 
 	/* the kid's child gets the listener; the kid holds the lease */
 	kid_start(&k, 0);
 	world_init(&w, k.port);
 	l = registry_lease_pid(&w.reg, k.pid, NULL, LEASE_API, 2, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	cr_assert_eq(write(k.cmd, "f", 1), 1);
 	cr_assert_eq(read(k.ack, &g, sizeof g), sizeof g);
@@ -571,7 +574,8 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	struct kid k;
 	struct lease *l, *r;
 	char *cause = NULL;
-	int created, status;
+	enum registry_error error;
+	int created;
 
 	kid_start(&k, 0);
 	world_init(&w, k.port);
@@ -579,7 +583,7 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	l = registry_find_worker(&w.reg, 2);
 	cr_assert_not_null(l);
 	r = registry_lease_pid(&w.reg, k.pid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_eq(r, l);
 	cr_assert_eq(created, 0);
 	cr_assert_eq(l->source, LEASE_API);
@@ -588,4 +592,39 @@ Test(discover, registering_a_discovered_worker_makes_it_registered,
 	cr_assert_eq(registry_find_worker(&w.reg, 2), l);
 	kid_stop(&k);
 	world_finish(&w);
+}
+
+/* --check's view: one dump of the range, each listener with its holder. */
+Test(discover_once, listeners_and_their_holders)
+{
+	struct discover_socks socks = { NULL, 0, 0, 0 };
+	char *cause = NULL;
+	pid_t *pids;
+	size_t i, mine = 0;
+	uint16_t port;
+	int fd = listen_any(0);
+
+	cr_assert_neq(fd, -1);
+	port = fd_port(fd);
+	cr_assert_eq(discover_listeners(port, port, &socks, &cause), 0, "%s",
+	    cause);
+	cr_assert_geq(socks.n, 1, "our listener on %u", port);
+	pids = xcalloc(socks.n, sizeof *pids);
+	discover_holders(&socks, pids);
+	for (i = 0; i < socks.n; i++) {
+		cr_assert_eq(socks.v[i].port, port, "only the range");
+		if (pids[i] == getpid()) {
+			cr_assert_eq(socks.v[i].uid, getuid());
+			mine++;
+		}
+	}
+	cr_assert_eq(mine, 1, "found in our own fds");
+	free(pids);
+	discover_socks_finish(&socks);
+	close(fd);
+	/* nobody listens now: an empty answer, not an error */
+	cr_assert_eq(discover_listeners(port, port, &socks, &cause), 0, "%s",
+	    cause);
+	cr_assert_eq(socks.n, 0);
+	discover_socks_finish(&socks);
 }

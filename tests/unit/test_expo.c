@@ -19,7 +19,7 @@ static char *
 merge_n(const char *const *texts, size_t n, struct expo_stats *st, int *rc)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	char worker[24];
 	size_t i;
 	int r;
@@ -32,7 +32,7 @@ merge_n(const char *const *texts, size_t n, struct expo_stats *st, int *rc)
 			rc[i] = r;
 	}
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	expo_merge_free(m);
 	return out.data;
 }
@@ -182,7 +182,11 @@ Test(expo, escapes)
 	    "u=\"\xc3\xa9\"} 1\n");
 }
 
-Test(expo, values_and_timestamps)
+/*
+ * Values and timestamps pass through as the worker wrote them: value.c
+ * takes only text that Prometheus reads as the same number.
+ */
+Test(expo, values_and_timestamps_verbatim)
 {
 	expect1("# TYPE v gauge\n"
 		"v{k=\"a\"} 1.0 1700000000000\n"
@@ -197,52 +201,27 @@ Test(expo, values_and_timestamps)
 		"v{k=\"j\"} 123456789012345678901234567890\n"
 		"v{k=\"k\"} -0\n"
 		"v{k=\"l\"} Infinity -9223372036854775808\n"
-		"v{k=\"m\"} 5. 9223372036854775807\n",
+		"v{k=\"m\"} 5. 9223372036854775807\n"
+		"v{k=\"n\"} 4.9e-324\n"
+		"v{k=\"o\"} 1e-400 007\n"
+		"v{k=\"p\"} 1.7976931348623157e308\n",
 	    "# TYPE v gauge\n"
 	    "v{worker=\"0\",k=\"a\"} 1.0 1700000000000\n"
 	    "v{worker=\"0\",k=\"b\"} +Inf\n"
-	    "v{worker=\"0\",k=\"c\"} -Inf\n"
-	    "v{worker=\"0\",k=\"d\"} NaN\n"
+	    "v{worker=\"0\",k=\"c\"} -inf\n"
+	    "v{worker=\"0\",k=\"d\"} nan\n"
 	    "v{worker=\"0\",k=\"e\"} 1e3 -5\n"
 	    "v{worker=\"0\",k=\"f\"} 0.1\n"
 	    "v{worker=\"0\",k=\"g\"} -0.5e-3\n"
 	    "v{worker=\"0\",k=\"h\"} 1.5E300\n"
-	    "v{worker=\"0\",k=\"i\"} .5 7\n"
-	    "v{worker=\"0\",k=\"j\"} 1.2345678901234568e+29\n"
+	    "v{worker=\"0\",k=\"i\"} .5 +7\n"
+	    "v{worker=\"0\",k=\"j\"} 123456789012345678901234567890\n"
 	    "v{worker=\"0\",k=\"k\"} -0\n"
-	    "v{worker=\"0\",k=\"l\"} +Inf -9223372036854775808\n"
-	    "v{worker=\"0\",k=\"m\"} 5. 9223372036854775807\n");
-}
-
-/* The fewest digits that read back as the same double, printf-style. */
-/*
- * A plain decimal is passed on as the worker wrote it (it reads back as the
- * same double); only what is not one (more than 17 digits, the edges of
- * the range) is written out anew, in the fewest digits that read back.
- */
-Test(expo, values_verbatim_or_canonical)
-{
-	expect1("v{k=\"a\"} 1.7958394708559299e+09\n"
-		"v{k=\"b\"} 0.10000000000000001\n"
-		"v{k=\"c\"} 1e-5\n"
-		"v{k=\"d\"} 00012.500\n"
-		"v{k=\"e\"} 1E+2\n"
-		"v{k=\"f\"} 123456789012345678\n"
-		"v{k=\"g\"} 4.9e-324\n"
-		"v{k=\"h\"} 1.5e-310\n"
-		"v{k=\"i\"} 0.99999999999999999\n"
-		"v{k=\"j\"} 1234567890123456789012345\n",
-	    "# TYPE v untyped\n"
-	    "v{worker=\"0\",k=\"a\"} 1.7958394708559299e+09\n"
-	    "v{worker=\"0\",k=\"b\"} 0.10000000000000001\n"
-	    "v{worker=\"0\",k=\"c\"} 1e-5\n"
-	    "v{worker=\"0\",k=\"d\"} 00012.500\n"
-	    "v{worker=\"0\",k=\"e\"} 1E+2\n"
-	    "v{worker=\"0\",k=\"f\"} 1.2345678901234568e+17\n"
-	    "v{worker=\"0\",k=\"g\"} 5e-324\n"
-	    "v{worker=\"0\",k=\"h\"} 1.5e-310\n"
-	    "v{worker=\"0\",k=\"i\"} 0.99999999999999999\n"
-	    "v{worker=\"0\",k=\"j\"} 1.2345678901234568e+24\n");
+	    "v{worker=\"0\",k=\"l\"} Infinity -9223372036854775808\n"
+	    "v{worker=\"0\",k=\"m\"} 5. 9223372036854775807\n"
+	    "v{worker=\"0\",k=\"n\"} 4.9e-324\n"
+	    "v{worker=\"0\",k=\"o\"} 1e-400 007\n"
+	    "v{worker=\"0\",k=\"p\"} 1.7976931348623157e308\n");
 }
 
 Test(expo, untyped_without_type)
@@ -368,35 +347,35 @@ Test(expo, merge_histograms_of_workers)
 Test(expo, merge_exported_worker)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	const char *in = "m{worker=\"x\"} 1\n"
 			 "n{worker=\"x\",exported_worker=\"y\"} 2\n";
 
 	expo_merge_add(m, "7", in, strlen(in), NULL);
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_expect_str_eq(out.data,
 	    "# TYPE m untyped\n"
 	    "m{worker=\"7\",exported_worker=\"x\"} 1\n"
 	    "# TYPE n untyped\n"
 	    "n{worker=\"7\",exported_exported_worker=\"x\","
 	    "exported_worker=\"y\"} 2\n");
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	expo_merge_free(m);
 }
 
 Test(expo, merge_worker_escaped)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 
 	expo_merge_add(m, "a\"b\\c\nd", "m 1\n", 4, NULL);
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_expect_str_eq(out.data,
 	    "# TYPE m untyped\n"
 	    "m{worker=\"a\\\"b\\\\c\\nd\"} 1\n");
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	expo_merge_free(m);
 }
 
@@ -421,15 +400,15 @@ Test(expo, merge_help_first_seen)
 Test(expo, merge_render_twice)
 {
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf a = { 0 }, b = { 0 };
+	struct buf a = { 0 }, b = { 0 };
 
 	expo_merge_add(m, "0", "m 1\n", 4, NULL);
 	expo_merge_render(m, &a);
 	expo_merge_render(m, &b);
 	cr_expect_eq(a.len, b.len);
 	cr_expect_eq(memcmp(a.data, b.data, a.len), 0);
-	expo_buf_finish(&a);
-	expo_buf_finish(&b);
+	buf_finish(&a);
+	buf_finish(&b);
 	expo_merge_free(m);
 	expo_merge_free(NULL);
 }
@@ -515,18 +494,18 @@ Test(expo, nul_bytes)
 {
 	static const char in[] = "m 1\nn\0 2\no 3\n# HELP o a\0b\n";
 	struct expo_merge *m = expo_merge_create();
-	struct expo_buf out = { 0 };
+	struct buf out = { 0 };
 	struct expo_stats st;
 
 	expo_merge_add(m, "0", in, sizeof in - 1, &st);
 	expo_merge_render(m, &out);
-	expo_buf_add(&out, "", 1);
+	buf_add(&out, "", 1);
 	cr_expect_eq(st.malformed, 2);
 	cr_expect_eq(st.malformed_line, 2);
 	cr_expect_str_eq(out.data,
 	    "# TYPE m untyped\nm{worker=\"0\"} 1\n"
 	    "# TYPE o untyped\no{worker=\"0\"} 3\n");
-	expo_buf_finish(&out);
+	buf_finish(&out);
 	expo_merge_free(m);
 }
 
@@ -668,26 +647,26 @@ Test(expo, help_after_samples)
 
 Test(expo, label_cap)
 {
-	struct expo_buf in = { 0 };
+	struct buf in = { 0 };
 	struct expo_stats st;
 	char label[32], *out;
 	int i, n;
 
 	for (n = EXPO_LABELS_MAX; n <= EXPO_LABELS_MAX + 1; n++) {
-		expo_buf_add(&in, "m{", 2);
+		buf_add(&in, "m{", 2);
 		for (i = 0; i < n; i++) {
 			snprintf(label, sizeof label, "l%d=\"v\",", i);
-			expo_buf_add(&in, label, strlen(label));
+			buf_add(&in, label, strlen(label));
 		}
-		expo_buf_add(&in, "} 1\n", 4);
+		buf_add(&in, "} 1\n", 4);
 	}
-	expo_buf_add(&in, "", 1);
+	buf_add(&in, "", 1);
 	out = merge1(in.data, &st);
 	cr_expect_eq(st.samples, 1);
 	cr_expect_eq(st.malformed, 1);
 	cr_expect_eq(st.malformed_line, 2);
 	free(out);
-	expo_buf_finish(&in);
+	buf_finish(&in);
 }
 
 Test(expo, bad_names_and_values)
@@ -723,22 +702,22 @@ Test(expo, bad_names_and_values)
 		"# HELP m{} x",
 		"# HELP m bad \xff utf8",
 	};
-	struct expo_buf in = { 0 };
+	struct buf in = { 0 };
 	struct expo_stats st;
 	size_t i;
 	char *out;
 
 	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		expo_buf_add(&in, bad[i], strlen(bad[i]));
-		expo_buf_add(&in, "\n", 1);
+		buf_add(&in, bad[i], strlen(bad[i]));
+		buf_add(&in, "\n", 1);
 	}
-	expo_buf_add(&in, "", 1);
+	buf_add(&in, "", 1);
 	out = merge1(in.data, &st);
 	cr_expect_eq(st.malformed, sizeof bad / sizeof bad[0]);
 	cr_expect_eq(st.samples, 0);
 	cr_expect_str_eq(out, "");
 	free(out);
-	expo_buf_finish(&in);
+	buf_finish(&in);
 }
 
 Test(expo, bad_le_and_quantile)
@@ -838,7 +817,11 @@ Test(expo, promtool_hostile)
 		"x{a=\"\\q\"} 1\n<html>\n# TYPE y gauge\n# TYPE y gauge\ny 1",
 		"# TYPE x summary\nx{quantile=\"0.5\"} 1\nx_sum 1\nx_count 1\n"
 		"# TYPE h_bucket counter\nh_bucket 1\n"
-		"# HELP y Why.\n# TYPE y gauge\ny{a=\"\xc3\xa9\\n\"} -Inf -1\n",
+		"# HELP y Why.\n# TYPE y gauge\ny{a=\"\xc3\xa9\\n\"} -Inf -1\n"
+		"# TYPE z gauge\nz{k=\"a\"} -inf\nz{k=\"b\"} nan +7\n"
+		"z{k=\"c\"} Infinity\nz{k=\"d\"} 4.9e-324 007\n"
+		"z{k=\"e\"} 123456789012345678901234567890.5e-3\n"
+		"z{k=\"f\"} 1.7976931348623157e308\nz{k=\"g\"} .5\n",
 	};
 	char *out, *said;
 	int rc;
@@ -851,6 +834,117 @@ Test(expo, promtool_hostile)
 	    out);
 	free(said);
 	free(out);
+}
+
+/* Caps: what one worker may put in one scrape */
+
+Test(expo, names_cap, .timeout = 30)
+{
+	struct buf in = { 0 };
+	struct expo_stats st;
+	char line[64], *out, *p;
+	size_t i, families = 0;
+	int n;
+
+	for (i = 0; i < EXPO_NAMES_MAX + 100; i++) {
+		n = snprintf(line, sizeof line, "n%zu 1\n", i);
+		buf_add(&in, line, (size_t)n);
+	}
+	buf_add(&in, "n0 2\n# comment\n\n", sizeof "n0 2\n# comment\n\n" - 1);
+	buf_add(&in, "", 1);
+	out = merge1(in.data, &st);
+	cr_expect_eq(st.samples, EXPO_NAMES_MAX);
+	cr_expect_eq(st.capped, 103, "the lines left, counted, not read");
+	cr_expect_eq(st.malformed, 0);
+	for (p = out; (p = strstr(p, "# TYPE ")) != NULL; p++)
+		families++;
+	cr_expect_eq(families, EXPO_NAMES_MAX);
+	free(out);
+	buf_finish(&in);
+}
+
+Test(expo, names_cap_counts_help_and_type)
+{
+	struct buf in = { 0 };
+	struct expo_stats st;
+	char line[80], *out;
+	size_t i;
+	int n;
+
+	for (i = 0; i < EXPO_NAMES_MAX; i++) {
+		n = snprintf(line, sizeof line, "# TYPE t%zu gauge\n", i);
+		buf_add(&in, line, (size_t)n);
+	}
+	buf_add(&in, "t0 1\nx 1\n", sizeof "t0 1\nx 1\n" - 1);
+	buf_add(&in, "", 1);
+	out = merge1(in.data, &st);
+	cr_expect_eq(st.samples, 0, "the names were all spent on TYPE lines");
+	cr_expect_eq(st.capped, 2);
+	cr_expect_str_eq(out, "");
+	free(out);
+	buf_finish(&in);
+}
+
+Test(expo, series_cap, .timeout = 30)
+{
+	struct buf in = { 0 };
+	struct expo_stats st;
+	char *out;
+	size_t i;
+
+	buf_add(&in, "# TYPE s gauge\n", sizeof "# TYPE s gauge\n" - 1);
+	for (i = 0; i < EXPO_SERIES_MAX + 5; i++)
+		buf_add(&in, "s 1\n", sizeof "s 1\n" - 1);
+	buf_add(&in, "# HELP s late\n \r\n\nbad line\n",
+	    sizeof "# HELP s late\n \r\n\nbad line\n" - 1);
+	buf_add(&in, "", 1);
+	out = merge1(in.data, &st);
+	cr_expect_eq(st.samples, EXPO_SERIES_MAX);
+	cr_expect_eq(st.capped, 9, "5 samples and 4 lines, not read");
+	cr_expect_eq(st.malformed, 0, "past the cap lines are not read");
+	cr_expect_eq(st.lines, EXPO_SERIES_MAX + 10);
+	cr_expect(strncmp(out, "# TYPE s gauge\ns{worker=\"0\"} 1\n", 31) == 0);
+	free(out);
+	buf_finish(&in);
+}
+
+/* Type-conflict drops count towards the series cap: they were work. */
+Test(expo, series_cap_counts_dropped, .timeout = 30)
+{
+	struct buf in[2] = { { 0 }, { 0 } };
+	struct expo_stats st[2];
+	const char *texts[2];
+	char *out;
+	size_t i;
+
+	buf_add(&in[0], "c 1\n", sizeof "c 1\n" - 1);
+	buf_add(&in[1], "# TYPE c gauge\n", sizeof "# TYPE c gauge\n" - 1);
+	for (i = 0; i < EXPO_SERIES_MAX + 3; i++)
+		buf_add(&in[1], "c 1\n", sizeof "c 1\n" - 1);
+	buf_add(&in[0], "", 1);
+	buf_add(&in[1], "", 1);
+	texts[0] = in[0].data;
+	texts[1] = in[1].data;
+	out = merge_n(texts, 2, st, NULL);
+	cr_expect_eq(st[1].dropped, EXPO_SERIES_MAX);
+	cr_expect_eq(st[1].capped, 3);
+	free(out);
+	buf_finish(&in[0]);
+	buf_finish(&in[1]);
+}
+
+/* How many lines of text the reader refuses. */
+static int
+reader_fails(const char *text)
+{
+	struct expo_reader *r = expo_reader_create(text, strlen(text));
+	struct expo_line l;
+	int rc, fails = 0;
+
+	while ((rc = expo_reader_next(r, &l)) != 0)
+		fails += rc == -1;
+	expo_reader_free(r);
+	return fails;
 }
 
 /* The reader: one line at a time, each sample with its family. */
@@ -928,16 +1022,9 @@ Test(expo_reader, malformed_lines_are_reported_and_skipped)
 	struct expo_reader *r;
 	struct expo_line l;
 	size_t i;
-	int rc, fails;
 
-	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		r = expo_reader_create(bad[i], strlen(bad[i]));
-		fails = 0;
-		while ((rc = expo_reader_next(r, &l)) != 0)
-			fails += rc == -1;
-		cr_assert_eq(fails, 1, "%s", bad[i]);
-		expo_reader_free(r);
-	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(reader_fails(bad[i]), 1, "%s", bad[i]);
 	/* a NUL byte, and a line over the cap */
 	r = expo_reader_create("x\0 1\ny 2\n", 9);
 	cr_assert_eq(expo_reader_next(r, &l), -1);
@@ -965,17 +1052,8 @@ Test(expo_reader, refuses_what_the_merge_refuses)
 		"x 1\n# TYPE x counter\n",
 		"# TYPE h histogram\nh_sum 1\n# TYPE h summary\n",
 	};
-	struct expo_reader *r;
-	struct expo_line l;
 	size_t i;
-	int rc, fails;
 
-	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		r = expo_reader_create(bad[i], strlen(bad[i]));
-		fails = 0;
-		while ((rc = expo_reader_next(r, &l)) != 0)
-			fails += rc == -1;
-		cr_assert_eq(fails, 1, "%s", bad[i]);
-		expo_reader_free(r);
-	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(reader_fails(bad[i]), 1, "%s", bad[i]);
 }

@@ -1,7 +1,15 @@
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <fcntl.h>
+
 #include <criterion/criterion.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "promfork.h"
 
@@ -35,7 +43,7 @@ Test(http, get_with_headers)
 	cr_assert_str_eq(http_request_header(&req, "x-thing"), "spaced value");
 	cr_assert_null(http_request_header(&req, "Content-Length"));
 	cr_assert_eq(used, strlen(t) - 4, "pipelined bytes are left");
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 Test(http, post_with_body_and_bare_newlines)
@@ -49,7 +57,7 @@ Test(http, post_with_body_and_bare_newlines)
 	cr_assert_eq(req.body_len, 4);
 	cr_assert_str_eq(req.body, "{}{}");
 	cr_assert_eq(req.keep_alive, 0, "HTTP/1.0 closes by default");
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 Test(http, incomplete_until_whole)
@@ -65,7 +73,7 @@ Test(http, incomplete_until_whole)
 				 &status),
 		    0, "incomplete at %zu", n);
 	cr_assert_eq(parse(full, &req, &used, &status), 1);
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 Test(http, connection_header)
@@ -78,12 +86,12 @@ Test(http, connection_header)
 			 &used, &status),
 	    1);
 	cr_assert_eq(req.keep_alive, 0);
-	http_request_clear(&req);
+	http_request_finish(&req);
 	cr_assert_eq(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
 			 &req, &used, &status),
 	    1);
 	cr_assert_eq(req.keep_alive, 1);
-	http_request_clear(&req);
+	http_request_finish(&req);
 }
 
 static void
@@ -170,4 +178,181 @@ Test(http, status_texts)
 	cr_assert_str_eq(http_status_text(404), "Not Found");
 	cr_assert_str_eq(http_status_text(413), "Content Too Large");
 	cr_assert_str_eq(http_status_text(999), "Unknown");
+}
+
+/* Live: a server on a Unix socket, served by the loop in this thread. */
+static void
+ok_handler(struct http_conn *c, struct http_request *req, void *arg)
+{
+	http_reply(c, 200, "text/plain", "ok", 2);
+}
+
+/* Answers whether the peer is still the process that connected. */
+static void
+alive_handler(struct http_conn *c, struct http_request *req, void *arg)
+{
+	if (http_conn_peer_alive(c))
+		http_reply(c, 200, "text/plain", "ok", 2);
+	else
+		http_reply(c, 403, "text/plain", "ok gone", 7);
+}
+
+static struct event_base *
+live_server(char *dir, char *path, size_t len, const struct http_limits *l,
+    http_handler_fn handler, struct http_server **s)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct event_base *base = event_base_new();
+	int fd;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, len, "%s/s", dir);
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	cr_assert_eq(listen(fd, 16), 0);
+	*s = http_server_create(base, fd, l, handler, NULL);
+	return base;
+}
+
+/* Sends a request and runs the loop until its answer (or the close). */
+static int
+live_ask(struct event_base *base, int fd, char *buf, size_t cap)
+{
+	static const char get[] = "GET / HTTP/1.1\r\n\r\n";
+	size_t len = 0;
+	ssize_t n;
+	int i;
+
+	if (write(fd, get, sizeof get - 1) != (ssize_t)sizeof get - 1)
+		return -1;
+	for (i = 0; i < 200; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n == 0)
+			break;
+		if (n > 0) {
+			len += (size_t)n;
+			buf[len] = '\0';
+			if (strstr(buf, "\r\n\r\nok") != NULL)
+				return (int)len;
+		}
+		usleep(5 * 1000);
+	}
+	buf[len] = '\0';
+	return (int)len;
+}
+
+/*
+ * A client that asks now and then, never idle for long, still has a
+ * bounded life: after life_ms its next answer closes the connection.
+ */
+Test(http, keep_alive_life_is_bounded, .timeout = 10)
+{
+	static const struct http_limits l = { .header_max = 1024,
+		.body_max = 64,
+		.deadline_ms = 1000,
+		.conns_max = 4,
+		.idle_ms = 300,
+		.life_ms = 400 };
+	char dir[] = "/tmp/promfork-test-http.XXXXXX", path[256], buf[1024];
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct http_server *s;
+	struct event_base *base =
+	    live_server(dir, path, sizeof path, &l, ok_handler, &s);
+	int fd, i, closed = 0;
+
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	for (i = 0; i < 10 && !closed; i++) {
+		cr_assert_gt(live_ask(base, fd, buf, sizeof buf), 0,
+		    "request %d answered", i);
+		closed = strstr(buf, "Connection: close") != NULL;
+		usleep(100 * 1000); /* well within the idle timeout */
+	}
+	cr_assert(closed, "closed after its life, not kept for ever");
+	cr_assert(i >= 4 && i <= 7, "after about 400 ms: request %d", i);
+	close(fd);
+	http_server_free(s);
+	event_base_free(base);
+	unlink(path);
+	rmdir(dir);
+}
+
+/*
+ * A connection handed on by a process that then exits is no longer that
+ * process's: pinned by SO_PEERPIDFD, and as on older kernels by pidfd_open
+ * and the start time.
+ */
+static void
+peer_gone(int by_pid)
+{
+	static const struct http_limits l = { .header_max = 1024,
+		.body_max = 64,
+		.deadline_ms = 2000,
+		.conns_max = 4 };
+	char dir[] = "/tmp/promfork-test-http.XXXXXX", path[256], buf[1024];
+	char cbuf[CMSG_SPACE(sizeof(int))], x = 0;
+	struct iovec iov = { &x, 1 };
+	struct msghdr msg = { 0 };
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct http_server *s;
+	struct event_base *base =
+	    live_server(dir, path, sizeof path, &l, alive_handler, &s);
+	int sv[2], fd, i;
+	pid_t kid;
+
+	if (by_pid)
+		http_server_pin_by_pid(s);
+	strcpy(sun.sun_path, path);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf;
+	msg.msg_controllen = sizeof cbuf;
+	if ((kid = fork()) == 0) {
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0)
+			_exit(3);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+		if (sendmsg(sv[1], &msg, 0) != 1 || read(sv[1], &x, 1) != 1)
+			_exit(4);
+		_exit(0);
+	}
+	cr_assert_eq(recvmsg(sv[0], &msg, 0), 1);
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof fd);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (i = 0; i < 5; i++) { /* accepted, pinned, while it lives */
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(10 * 1000);
+	}
+	cr_assert_gt(live_ask(base, fd, buf, sizeof buf), 0);
+	cr_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0, "alive: %s", buf);
+	cr_assert_eq(write(sv[0], "x", 1), 1);
+	waitpid(kid, NULL, 0);
+	cr_assert_gt(live_ask(base, fd, buf, sizeof buf), 0);
+	cr_assert(strncmp(buf, "HTTP/1.1 403", 12) == 0, "gone: %s", buf);
+	close(fd);
+	close(sv[0]);
+	close(sv[1]);
+	http_server_free(s);
+	event_base_free(base);
+	unlink(path);
+	rmdir(dir);
+}
+
+Test(http, peer_gone_by_peerpidfd, .timeout = 10)
+{
+	peer_gone(0);
+}
+
+Test(http, peer_gone_by_pid_and_start_time, .timeout = 10)
+{
+	peer_gone(1);
 }

@@ -60,7 +60,7 @@ Test(label, set_replaces_and_gets)
 	cr_assert_eq(ls.n, 2);
 	cr_assert_str_eq(labels_get(&ls, "a"), "3");
 	cr_assert_null(labels_get(&ls, "c"));
-	labels_clear(&ls);
+	labels_finish(&ls);
 	cr_assert_eq(ls.n, 0);
 }
 
@@ -83,7 +83,7 @@ Test(label, arg_forms)
 	cause = NULL;
 	cr_assert_eq(labels_set_arg(&ls, "worker=1", &cause), -1);
 	free(cause);
-	labels_clear(&ls);
+	labels_finish(&ls);
 }
 
 Test(label, too_many_and_too_long)
@@ -105,7 +105,7 @@ Test(label, too_many_and_too_long)
 	cr_assert_eq(labels_set(&ls, "l0", big, &cause), -1);
 	free(cause);
 	free(big);
-	labels_clear(&ls);
+	labels_finish(&ls);
 }
 
 Test(label, json_round_trip_and_bad_json)
@@ -122,7 +122,7 @@ Test(label, json_round_trip_and_bad_json)
 	cr_assert_str_eq(text, "{\"role\":\"web\",\"zone\":\"a\"}");
 	free(text);
 	json_decref(j);
-	labels_clear(&ls);
+	labels_finish(&ls);
 
 	j = json_loads("{\"role\": 3}", 0, NULL);
 	cr_assert_eq(labels_from_json(&ls, j, &cause), -1);
@@ -138,5 +138,23 @@ Test(label, json_round_trip_and_bad_json)
 	cr_assert_eq(labels_from_json(&ls, j, &cause), -1);
 	free(cause);
 	json_decref(j);
-	labels_clear(&ls);
+	labels_finish(&ls);
+}
+
+Test(label, equal_in_any_order)
+{
+	struct labels a = { NULL, 0 }, b = { NULL, 0 };
+	char *cause = NULL;
+
+	cr_assert(labels_equal(&a, &b), "both empty");
+	labels_set(&a, "role", "web", &cause);
+	labels_set(&a, "zone", "a", &cause);
+	cr_assert_not(labels_equal(&a, &b));
+	labels_set(&b, "zone", "a", &cause);
+	labels_set(&b, "role", "web", &cause);
+	cr_assert(labels_equal(&a, &b), "the same, in another order");
+	labels_set(&b, "role", "batch", &cause);
+	cr_assert_not(labels_equal(&a, &b), "another value");
+	labels_finish(&a);
+	labels_finish(&b);
 }

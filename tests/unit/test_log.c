@@ -207,3 +207,28 @@ Test(log, fatalx_exits_1_with_error_priority, .exit_code = 1)
 	capture(LOG_LEVEL_ERROR, 0, 1);
 	fatalx("cannot continue");
 }
+
+/* A flood of one kind of line is cut to LOG_LIMIT_PER_S a second, and
+ * the next second says how many were left out. */
+Test(log, limit_cuts_a_flood)
+{
+	struct log_limit ll;
+	struct timespec now;
+	int i, logged = 0;
+	char *out;
+
+	memset(&ll, 0, sizeof ll);
+	capture(LOG_LEVEL_INFO, 0, 0);
+	/* start at the beginning of a second, so that all of it is one */
+	do
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	while (now.tv_nsec > 100000000);
+	for (i = 0; i < 1000; i++)
+		logged += log_limit(&ll, "things");
+	cr_assert_eq(logged, LOG_LIMIT_PER_S);
+	cr_assert_eq(ll.suppressed, 1000 - LOG_LIMIT_PER_S);
+	ll.second--; /* as if a second had passed */
+	cr_assert_eq(log_limit(&ll, "things"), 1);
+	out = collect();
+	cr_assert(strstr(out, "990 more things not logged") != NULL, "%s", out);
+}

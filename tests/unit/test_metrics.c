@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static char *
@@ -93,7 +94,7 @@ fake_snapshot(struct metrics_snapshot *ms, struct metrics_worker *w)
 	ms->cpu_seconds = 1.5;
 	ms->rss_bytes = 4096;
 	ms->pool_size = 64;
-	ms->pool_free = 62;
+	ms->pool_nfree = 62;
 	ms->port_low = 9400;
 	ms->leases = 2;
 	ms->registrations = 5;
@@ -131,7 +132,10 @@ Test(metrics, own_and_per_worker_families)
 
 	fake_snapshot(&ms, w);
 	text = render(&ms);
-	cr_assert_eq(check_exposition(text), 21, "%s", text);
+	cr_assert_eq(check_exposition(text), 22, "%s", text);
+	cr_assert(
+	    strstr(text, "promfork_releases_total{reason=\"retire\"} 0\n"));
+	cr_assert_null(strstr(text, "promfork_carry_"), "continuity off");
 	cr_assert(strstr(text, "\npromfork_leases 2\n") != NULL);
 	cr_assert(strstr(text, "\npromfork_registrations_total 5\n") != NULL);
 	cr_assert(strstr(text, "\npromfork_registration_refusals_total 1\n"));
@@ -241,12 +245,6 @@ Test(metrics, empty_registry)
 	free(text);
 }
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 {
 	struct event_base *base = event_base_new();
@@ -256,18 +254,19 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	struct registry reg;
 	struct lease *l;
 	char *cause = NULL, *text;
-	int created, status;
+	enum registry_error error;
+	int created;
 	pid_t pid;
 
-	registry_init(&reg, base, 9400, 9404, probe_all_free, NULL);
+	registry_init(&reg, base, 9400, 9404, helpers_probe_all_free, NULL);
 	pid = fork();
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		pause();
 		_exit(0);
 	}
-	l = registry_lease_pid(&reg, pid, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	l = registry_lease_pid(&reg, pid, NULL, LEASE_API, -1, &created, &error,
+	    &cause);
 	cr_assert_not_null(l, "%s", cause);
 	l->scrape.when = 1;
 	memset(&src, 0, sizeof src);
@@ -275,7 +274,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	src.child = &child;
 	metrics_snapshot_take(&ms, &src);
 	cr_assert_eq(ms.pool_size, 5);
-	cr_assert_eq(ms.pool_free, 4);
+	cr_assert_eq(ms.pool_nfree, 4);
 	cr_assert_eq(ms.leases, 1);
 	cr_assert_eq(ms.child_exits, 4);
 	cr_assert_eq(ms.child_pid, 1);
@@ -293,7 +292,7 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	text = render(&ms);
 	check_exposition(text);
 	free(text);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -302,7 +301,30 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	cr_assert_eq(ms.nworkers, 1, "the slot is remembered");
 	cr_assert_not(ms.workers[0].live);
 	cr_assert_eq(ms.workers[0].leases, 1);
-	metrics_snapshot_free(&ms);
+	metrics_snapshot_finish(&ms);
 	registry_finish(&reg);
 	event_base_free(base);
+}
+
+Test(metrics, carried_totals)
+{
+	struct metrics_snapshot ms;
+	struct metrics_worker w[3];
+	char *text;
+
+	fake_snapshot(&ms, w);
+	ms.have_carry = 1;
+	ms.carry_series = 1234;
+	ms.carry_max_series = 100000;
+	ms.carry_dropped = 5;
+	ms.carry_type_changes = 2;
+	ms.carry_lifetimes = 77;
+	text = render(&ms);
+	cr_assert_eq(check_exposition(text), 27, "%s", text);
+	cr_assert(strstr(text, "\npromfork_carry_series 1234\n"));
+	cr_assert(strstr(text, "\npromfork_carry_max_series 100000\n"));
+	cr_assert(strstr(text, "\npromfork_carry_dropped_total 5\n"));
+	cr_assert(strstr(text, "\npromfork_carry_type_changes_total 2\n"));
+	cr_assert(strstr(text, "\npromfork_carry_lifetimes_total 77\n"));
+	free(text);
 }

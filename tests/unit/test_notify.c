@@ -90,12 +90,24 @@ Test(notify, abstract_socket)
 	close(fd);
 }
 
+/* A manager was there at a first init; without one now, nothing is sent
+ * to it. */
 Test(notify, without_socket_is_a_noop)
 {
+	struct timeval tv = { 0, 200 * 1000 };
+	char buf[64];
+	int fd = manager(path);
+
+	setenv("NOTIFY_SOCKET", path, 1);
+	notify_init();
 	unsetenv("NOTIFY_SOCKET");
 	notify_init();
 	notify_ready();
 	notify_stopping();
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	cr_assert_eq(recv(fd, buf, sizeof buf, 0), -1, "a datagram was sent");
+	cr_assert_null(getenv("NOTIFY_SOCKET"));
+	close(fd);
 }
 
 Test(notify, bad_paths)

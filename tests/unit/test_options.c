@@ -47,7 +47,7 @@ Test(options, full_command_line)
 	cr_assert_str_eq(o.command[0], "gunicorn");
 	cr_assert_str_eq(o.command[3], "app:wsgi");
 	cr_assert_null(o.command[4]);
-	options_free(&o);
+	options_finish(&o);
 }
 
 Test(options, command_options_are_not_ours)
@@ -60,7 +60,7 @@ Test(options, command_options_are_not_ours)
 	    OPTIONS_RUN, "%s", msg);
 	cr_assert_str_eq(o.command[1], "--workers");
 	cr_assert_not_null(o.target_host, "defaults to the host name");
-	options_free(&o);
+	options_finish(&o);
 }
 
 Test(options, help_and_version)
@@ -70,11 +70,11 @@ Test(options, help_and_version)
 
 	cr_assert_eq(PARSE(&o, &msg, "--help"), OPTIONS_EXIT_OK);
 	cr_assert_null(msg);
-	options_free(&o);
+	options_finish(&o);
 	cr_assert_eq(PARSE(&o, &msg, "--version"), OPTIONS_EXIT_OK);
 	cr_assert(strstr(msg, PROMFORK_VERSION) != NULL);
 	free(msg);
-	options_free(&o);
+	options_finish(&o);
 }
 
 static void
@@ -89,7 +89,7 @@ refused(char **argv, int argc, const char *needle)
 	cr_assert(strstr(msg, needle) != NULL, "\"%s\" not in \"%s\"", needle,
 	    msg);
 	free(msg);
-	options_free(&o);
+	options_finish(&o);
 }
 
 Test(options, bad_values_refused_with_reason)
@@ -144,7 +144,7 @@ Test(options, spawn_mode)
 	cr_assert_eq(o.workers, 4);
 	cr_assert_eq(o.grace_ms, 2500);
 	cr_assert_str_eq(o.command[1], "--port={port}");
-	options_free(&o);
+	options_finish(&o);
 	REFUSED("--workers 5 needs as many ports", "-r", "9400-9403",
 	    "--workers", "5", "--", "srv");
 	REFUSED("--workers needs a COMMAND", "-r", "9400-9403", "--socket", "s",
@@ -174,7 +174,7 @@ Test(options, standalone_mode)
 	cr_assert_eq(o.allow_uids[1], 0, "names are looked up");
 	cr_assert_eq(o.nallow_gids, 2);
 	cr_assert_eq(o.allow_gids[1], 100);
-	options_free(&o);
+	options_finish(&o);
 	REFUSED("for standalone mode", "-r", "9400-9403", "--state-file",
 	    "s.json", "--", "srv");
 	REFUSED("for standalone mode", "-r", "9400-9403", "--allow-uid", "1",
@@ -189,6 +189,38 @@ Test(options, standalone_mode)
 	    "x.json");
 }
 
+Test(options, privsep)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--user", "shop",
+			 "--group", "www", "--privsep-user", "promfork", "--",
+			 "srv"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_str_eq(o.user, "shop");
+	cr_assert_str_eq(o.group, "www");
+	cr_assert_str_eq(o.privsep_user, "promfork");
+	cr_assert_eq(o.max_leases_per_uid, 128, "the default");
+	options_finish(&o);
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "-s", "s",
+			 "--max-leases-per-uid", "7"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.max_leases_per_uid, 7);
+	options_finish(&o);
+	REFUSED("--group needs --user", "-r", "9400-9403", "--group", "www",
+	    "--", "srv");
+	REFUSED("--user needs a COMMAND", "-r", "9400-9403", "-s", "s",
+	    "--user", "shop");
+	REFUSED("empty", "-r", "9400-9403", "--user", "", "--", "srv");
+	REFUSED("from 1 to 65536", "-r", "9400-9403", "-s", "s",
+	    "--max-leases-per-uid", "0");
+	REFUSED("from 1 to 65536", "-r", "9400-9403", "-s", "s",
+	    "--max-leases-per-uid", "12x");
+	REFUSED("for standalone mode", "-r", "9400-9403",
+	    "--max-leases-per-uid", "3", "--", "srv");
+}
+
 Test(options, discover)
 {
 	struct options o;
@@ -198,13 +230,13 @@ Test(options, discover)
 	    OPTIONS_RUN, "%s", msg);
 	cr_assert_eq(o.discover, 0);
 	cr_assert_eq(o.discover_interval_ms, DISCOVER_INTERVAL_MS);
-	options_free(&o);
+	options_finish(&o);
 	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9403", "--discover",
 			 "--discover-interval", "50", "--", "srv"),
 	    OPTIONS_RUN, "%s", msg);
 	cr_assert_eq(o.discover, 1);
 	cr_assert_eq(o.discover_interval_ms, 50);
-	options_free(&o);
+	options_finish(&o);
 	REFUSED("--discover-interval \"9\" is not", "-r", "9400-9403",
 	    "--discover-interval", "9", "srv");
 	REFUSED("milliseconds from 10 to 60000", "-r", "9400-9403",
@@ -227,7 +259,7 @@ Test(options, continuity)
 	cr_assert_eq(o.continuity, 1, "on by default");
 	cr_assert_eq(o.carry_hold_ms, CARRY_HOLD_MS);
 	cr_assert_eq(o.carry_max_series, CARRY_MAX_SERIES);
-	options_free(&o);
+	options_finish(&o);
 	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--no-continuity",
 			 "--carry-hold", "0", "--carry-max-series", "5000",
 			 "--", "x"),
@@ -235,12 +267,12 @@ Test(options, continuity)
 	cr_assert_eq(o.continuity, 0);
 	cr_assert_eq(o.carry_hold_ms, 0);
 	cr_assert_eq(o.carry_max_series, 5000);
-	options_free(&o);
+	options_finish(&o);
 	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--carry-hold", "86400",
 			 "--", "x"),
 	    OPTIONS_RUN);
 	cr_assert_eq(o.carry_hold_ms, 86400 * 1000);
-	options_free(&o);
+	options_finish(&o);
 	REFUSED("--carry-hold", "-r", "9400-9401", "--carry-hold", "-1", "x");
 	REFUSED("--carry-hold", "-r", "9400-9401", "--carry-hold", "86401",
 	    "x");

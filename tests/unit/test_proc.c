@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,7 +173,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 		pause();
 		_exit(0);
 	}
-	cr_assert_eq(proc_ref_open(pid, &ref, &cause), 0, "%s", cause);
+	cr_assert_eq(proc_ref_init(pid, &ref, &cause), 0, "%s", cause);
 	cr_assert_eq(ref.pid, pid);
 	cr_assert_eq(ref.st.pid, pid);
 	cr_assert_eq(ref.st.ppid, getpid());
@@ -185,7 +186,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 			usleep(10000);
 		cr_assert(proc_exited(ref.pidfd), "the pidfd saw the exit");
 	}
-	proc_ref_close(&ref);
+	proc_ref_finish(&ref);
 	cr_assert_eq(ref.pidfd, -1);
 
 	/* exited, not yet reaped: waitid without reaping waits for that */
@@ -195,7 +196,7 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 		cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT),
 		    0);
 	}
-	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
+	cr_assert_eq(proc_ref_init(pid, &ref, &cause), -1);
 	cr_assert(strstr(cause, "exited") != NULL, "%s", cause);
 	cr_assert_eq(ref.pidfd, -1);
 	free(cause);
@@ -203,7 +204,68 @@ Test(proc, ref_holds_a_live_process_and_refuses_the_rest)
 
 	/* reaped: no such process */
 	waitpid(pid, NULL, 0);
-	cr_assert_eq(proc_ref_open(pid, &ref, &cause), -1);
+	cr_assert_eq(proc_ref_init(pid, &ref, &cause), -1);
 	cr_assert(strstr(cause, "no process") != NULL, "%s", cause);
+	free(cause);
+}
+
+Test(proc, creds_parse)
+{
+	static const char good[] = "Name:\tx\nUmask:\t0022\nState:\tS\n"
+				   "Uid:\t1000\t1001\t1002\t1003\n"
+				   "Gid:\t50\t51\t52\t53\n"
+				   "Groups:\t4 24 27 \nNSpid:\t1\n";
+	static const char none[] = "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
+				   "Groups:\n";
+	struct proc_creds pc;
+	char *cause = NULL;
+
+	cr_assert_eq(proc_creds_parse(good, strlen(good), &pc, &cause), 0, "%s",
+	    cause);
+	cr_assert_eq(pc.uid, 1000, "the real uid");
+	cr_assert_eq(pc.gid, 50);
+	cr_assert_eq(pc.ngroups, 3);
+	cr_assert_eq(pc.groups[2], 27);
+	cr_assert_eq(proc_creds_parse(none, strlen(none), &pc, &cause), 0, "%s",
+	    cause);
+	cr_assert_eq(pc.ngroups, 0);
+	cr_assert_eq(proc_creds_read(getpid(), &pc, &cause), 0, "%s", cause);
+	cr_assert_eq(pc.uid, getuid());
+}
+
+Test(proc, creds_parse_bad)
+{
+	static const char *const bad[] = {
+		"",
+		"Gid:\t0\nGroups:\n",
+		"Uid:\t0\nGroups:\n",
+		"Uid:\t0\nGid:\t0\n",
+		"Uid:\tx\nGid:\t0\nGroups:\n",
+		"Uid:\t99999999999\nGid:\t0\nGroups:\n",
+		"Uid:\t-1\nGid:\t0\nGroups:\n",
+		"Uid:\t1x\nGid:\t0\nGroups:\n",
+		"Uid:\t0\nGid:\t0\nGroups:\t1 x\n",
+	};
+	struct proc_creds pc;
+	char *cause = NULL, big[8000];
+	size_t i, off;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert_eq(proc_creds_parse(bad[i], strlen(bad[i]), &pc,
+				 &cause),
+		    -1, "accepted %s", bad[i]);
+		cr_assert_str_eq(cause, "malformed /proc status");
+		free(cause);
+		cause = NULL;
+	}
+	/* more groups than PROC_GROUPS_MAX */
+	off = (size_t)sprintf(big, "Uid:\t0\nGid:\t0\nGroups:\t");
+	for (i = 0; i <= PROC_GROUPS_MAX; i++)
+		off += (size_t)sprintf(big + off, "%zu ", i);
+	cr_assert_eq(proc_creds_parse(big, off, &pc, &cause), -1);
+	free(cause);
+	cr_assert_eq(proc_creds_parse("Uid:\t0\0\nGid:\t0\nGroups:\n", 22, &pc,
+			 &cause),
+	    -1, "a NUL inside");
 	free(cause);
 }

@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "netutil.h"
+#include "helpers.h"
 #include "promfork.h"
 
 /* A server whose only handler is the proxy to worker 0, live. */
@@ -19,26 +19,26 @@ static struct loop lp;
 static struct canned cw;
 static uint16_t port;
 static pid_t sleeper;
-
-static int
-probe_all_free(uint16_t p, void *arg)
-{
-	return 1;
-}
+static int continuity_off; /* start() turns slot continuity off */
+static const char *carried; /* start() carries this for slot 0 */
 
 static void
 handle(struct http_conn *c, struct http_request *req, void *arg)
 {
-	proxy_serve(c, req, &reg, 0, 1500);
+	proxy_serve(c, req, &reg, 0, web_scrape_deadline(req, 1500));
 }
 
 static void
 start(const char *response, size_t len, int hang, int worker_up)
 {
-	static const struct http_limits lim = { 8192, 1024, 3000, 16 };
+	static const struct http_limits lim = { .header_max = 8192,
+		.body_max = 1024,
+		.deadline_ms = 3000,
+		.conns_max = 16 };
 	char *cause = NULL;
 	struct lease *l;
-	int fd, created, status;
+	enum registry_error error;
+	int fd, created;
 	uint16_t wport;
 
 	/* As promfork does: a client gone is an error, not a signal. */
@@ -53,15 +53,17 @@ start(const char *response, size_t len, int hang, int worker_up)
 		cw.fd = -1;
 	}
 	base = event_base_new();
-	registry_init(&reg, base, wport, wport, probe_all_free, NULL);
-	sleeper = fork();
-	if (sleeper == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		pause();
-		_exit(0);
+	registry_init(&reg, base, wport, wport, helpers_probe_all_free, NULL);
+	if (continuity_off) {
+		static const struct continuity_config off = { 0, 0, 0 };
+
+		registry_continuity(&reg, &off);
 	}
+	if (carried != NULL)
+		continuity_end(reg.cont, 0, carried, strlen(carried), 0);
+	sleeper = netutil_sleeper();
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 	fd = netutil_listen(&port);
 	evutil_make_socket_nonblocking(fd);
@@ -96,15 +98,6 @@ get(const char *version, const char *extra, char **out)
 	return netutil_exchange(port, req, strlen(req), 5000, out);
 }
 
-static const char *
-body_of(const char *response)
-{
-	const char *p = strstr(response, "\r\n\r\n");
-
-	cr_assert_not_null(p, "%s", response);
-	return p + 4;
-}
-
 Test(proxy_live, length_passed_byte_for_byte)
 {
 	static char answer[4096 + 128];
@@ -122,8 +115,8 @@ Test(proxy_live, length_passed_byte_for_byte)
 	cr_assert(strstr(r, "\r\nContent-Length: 4096\r\n"));
 	cr_assert(strstr(r, "\r\nContent-Type: application/octet-stream\r\n"));
 	cr_assert_null(strstr(r, "Transfer-Encoding"));
-	cr_assert_eq(len - (size_t)(body_of(r) - r), 4096);
-	cr_assert_eq(memcmp(body_of(r), expect + n, 4096), 0);
+	cr_assert_eq(len - (size_t)(helpers_body_of(r) - r), 4096);
+	cr_assert_eq(memcmp(helpers_body_of(r), expect + n, 4096), 0);
 	free(r);
 	stop();
 }
@@ -140,16 +133,17 @@ Test(proxy_live, close_delimited_to_an_http10_client)
 	cr_assert_null(strstr(r, "Content-Length"));
 	cr_assert(strstr(r, "Content-Type: text/plain; version=0.0.4"),
 	    "the exposition type when the worker names none");
-	cr_assert_str_eq(body_of(r), "x 1\n");
+	cr_assert_str_eq(helpers_body_of(r), "x 1\n");
 	free(r);
 	stop();
 }
 
-Test(proxy_live, accept_is_passed_on)
+Test(proxy_live, accept_is_passed_on_without_continuity)
 {
 	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
 	char *r;
 
+	continuity_off = 1;
 	start(answer, sizeof answer - 1, 0, 1);
 	get("1.1", "Accept: application/openmetrics-text; version=1.0.0\r\n",
 	    &r);
@@ -170,7 +164,7 @@ Test(proxy_live, worker_status_passed_on)
 	start(answer, sizeof answer - 1, 0, 1);
 	get("1.1", "", &r);
 	cr_assert(strncmp(r, "HTTP/1.1 503 ", 13) == 0, "%s", r);
-	cr_assert_str_eq(body_of(r), "busy");
+	cr_assert_str_eq(helpers_body_of(r), "busy");
 	free(r);
 	stop();
 }
@@ -185,7 +179,7 @@ Test(proxy_live, cut_short_body_is_seen_as_cut)
 	start(answer, sizeof answer - 1, 0, 1);
 	len = get("1.1", "", &r);
 	cr_assert(strstr(r, "\r\nContent-Length: 100\r\n"), "%s", r);
-	cr_assert_lt(len - (size_t)(body_of(r) - r), 100);
+	cr_assert_lt(len - (size_t)(helpers_body_of(r) - r), 100);
 	free(r);
 	stop();
 }
@@ -198,8 +192,9 @@ Test(proxy_live, stalled_body_has_no_last_chunk)
 	start(answer, sizeof answer - 1, 2, 1);
 	get("1.1", "X-Prometheus-Scrape-Timeout-Seconds: 0.3\r\n", &r);
 	cr_assert(strstr(r, "Transfer-Encoding: chunked"), "%s", r);
-	cr_assert(strstr(body_of(r), "7\r\npartial\r\n"), "%s", r);
-	cr_assert_null(strstr(body_of(r), "0\r\n\r\n"), "no proper end");
+	cr_assert(strstr(helpers_body_of(r), "7\r\npartial\r\n"), "%s", r);
+	cr_assert_null(strstr(helpers_body_of(r), "0\r\n\r\n"),
+	    "no proper end");
 	free(r);
 	stop();
 }
@@ -263,5 +258,52 @@ Test(proxy_live, success_is_recorded)
 	free(r);
 	cr_assert(reg.slots[0]->scrape.ok);
 	cr_assert_eq(reg.slots[0]->scrape.status, 200);
+	stop();
+}
+
+/* With continuity the worker is asked for the format the carry reads. */
+Test(proxy_live, continuity_asks_for_the_text_format)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "Accept: application/openmetrics-text; version=1.0.0\r\n",
+	    &r);
+	cr_assert(strstr(cw.request,
+		      "\r\nAccept: text/plain;version=0.0.4\r\n"),
+	    "%s", cw.request);
+	cr_assert(strstr(helpers_body_of(r), "x 1\n"),
+	    "nothing carried: as it is");
+	free(r);
+	stop();
+}
+
+/* A slot with carried totals: the answer is served with them added. */
+Test(proxy_live, carried_totals_are_added)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\n"
+			      "# TYPE req_total counter\n"
+			      "req_total{code=\"200\"} 3\n"
+			      "# TYPE busy gauge\nbusy 1\n";
+	char *r;
+
+	carried = "# HELP req_total Requests.\n# TYPE req_total counter\n"
+		  "req_total{code=\"200\"} 50\nreq_total{code=\"500\"} 2\n";
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 200 ", 13) == 0, "%s", r);
+	cr_assert_str_eq(helpers_body_of(r),
+	    "# TYPE req_total counter\n"
+	    "req_total{code=\"200\"} 53\n"
+	    "req_total{code=\"500\"} 2\n"
+	    "# TYPE busy gauge\nbusy 1\n");
+	free(r);
+	/* the next answer too; the live lifetime's own value is kept */
+	get("1.1", "", &r);
+	cr_assert(strstr(helpers_body_of(r), "req_total{code=\"200\"} 53\n"),
+	    "%s", r);
+	free(r);
+	cr_assert_not_null(registry_find_worker(&reg, 0)->body.data);
 	stop();
 }

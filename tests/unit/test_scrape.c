@@ -1,3 +1,6 @@
+#include <sys/stat.h>
+#include <sys/wait.h>
+
 #include <criterion/criterion.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -13,36 +16,6 @@ head(const char *text, struct scrape_head *h, size_t *used, char **cause)
 {
 	*cause = NULL;
 	return scrape_parse_head(text, strlen(text), h, used, cause);
-}
-
-static struct http_request *
-request(const char *timeout)
-{
-	static struct http_request req;
-
-	memset(&req, 0, sizeof req);
-	if (timeout != NULL) {
-		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
-		req.headers[0].value = (char *)timeout;
-		req.nheaders = 1;
-	}
-	return &req;
-}
-
-Test(scrape, deadline_from_prometheus)
-{
-	cr_assert_eq(scrape_deadline(request(NULL), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("0.9"), 7500), 900);
-	cr_assert_eq(scrape_deadline(request("10"), 7500), 7500, "capped");
-	cr_assert_eq(scrape_deadline(request("0.0001"), 7500), 1);
-	cr_assert_eq(scrape_deadline(request("0"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("-3"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("abc"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("1s"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request(""), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("nan"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("inf"), 7500), 7500);
-	cr_assert_eq(scrape_deadline(request("1e999"), 7500), 7500);
 }
 
 Test(scrape, head_with_length_and_type)
@@ -422,36 +395,111 @@ Test(scrape_live, cancel_calls_nothing)
 	cr_assert_eq(g.dones, 0);
 }
 
-Test(scrape_live, bad_paths_are_refused)
+Test(scrape_live, bad_paths_fail_through_done)
 {
-	cr_assert_null(
-	    scrape_start(base, 1, "metrics", NULL, 100, 10, &got_cb, &g));
-	cr_assert_null(
-	    scrape_start(base, 1, "/a b", NULL, 100, 10, &got_cb, &g));
-	cr_assert_null(
-	    scrape_start(base, 1, "/a\r\nX: y", NULL, 100, 10, &got_cb, &g));
+	const char *bad[] = { "metrics", "/a b", "/a\r\nX: y" };
+	struct canned cw;
+
+	canned_start(&cw, "HTTP/1.0 200 OK\r\n\r\n", 19);
+	canned_run(&cw);
+	for (size_t i = 0; i < 3; i++) {
+		g.dones = 0;
+		cr_assert_not_null(scrape_start(base, cw.port, bad[i], NULL,
+		    1000, 10, &got_cb, &g));
+		cr_assert_eq(g.dones, 0, "done never runs inside scrape_start");
+		event_base_dispatch(base);
+		cr_assert_eq(g.dones, 1);
+		cr_assert(strstr(g.error, "not an absolute path"), "%s",
+		    g.error);
+		cr_assert_eq(g.status, 0);
+	}
+	canned_stop(&cw);
+	cr_assert_eq(cw.served, 0, "nothing was sent");
 }
 
-Test(scrape, record_into_lease)
+/* The sockets connected to port, in this process: the scrape's. */
+static size_t
+scrape_sockets(uint16_t port, ino_t *inodes, size_t max)
 {
-	struct scrape_result r = { .status = 200, .duration_ms = 12 };
-	struct lease l;
+	struct sockaddr_in sin;
+	socklen_t len;
+	struct stat sb;
+	size_t n = 0;
+	int fd;
 
-	memset(&l, 0, sizeof l);
-	scrape_record(&l, &r);
-	cr_assert(l.scrape.ok);
-	cr_assert_neq(l.scrape.when, 0);
-	cr_assert_eq(l.scrape.duration_ms, 12);
-	cr_assert_str_eq(l.scrape.error, "");
+	for (fd = 3; fd < 1024 && n < max; fd++) {
+		len = sizeof sin;
+		if (getpeername(fd, (struct sockaddr *)&sin, &len) == 0 &&
+		    sin.sin_family == AF_INET && ntohs(sin.sin_port) == port &&
+		    fstat(fd, &sb) == 0)
+			inodes[n++] = sb.st_ino;
+	}
+	return n;
+}
 
-	r.status = 500;
-	scrape_record(&l, &r);
-	cr_assert_not(l.scrape.ok);
-	cr_assert_str_eq(l.scrape.error, "HTTP status 500");
+struct leak {
+	struct scrape *s;
+	uint16_t port;
+	size_t found; /* scrape sockets in this process */
+	char child[8192]; /* what an exec'd child has open */
+};
 
-	r.status = 0;
-	r.error = "cannot connect to port 1: Connection refused";
-	scrape_record(&l, &r);
-	cr_assert_not(l.scrape.ok);
-	cr_assert_str_eq(l.scrape.error, r.error);
+/* Forks and execs a child while the scrape waits, as --workers does. */
+static void
+leak_fork_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct leak *lk = arg;
+	ino_t inodes[8];
+	char want[64];
+	size_t i, got = 0;
+	ssize_t n;
+	int p[2];
+	pid_t pid;
+
+	lk->found = scrape_sockets(lk->port, inodes, 8);
+	cr_assert_eq(pipe(p), 0);
+	if ((pid = fork()) == 0) {
+		dup2(p[1], 1);
+		execl("/bin/ls", "ls", "-l", "/proc/self/fd", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	while (
+	    (n = read(p[0], lk->child + got, sizeof lk->child - 1 - got)) > 0)
+		got += (size_t)n;
+	lk->child[got] = '\0';
+	close(p[0]);
+	waitpid(pid, NULL, 0);
+	for (i = 0; i < lk->found; i++) {
+		snprintf(want, sizeof want, "socket:[%lu]",
+		    (unsigned long)inodes[i]);
+		cr_expect(strstr(lk->child, want) == NULL,
+		    "the child holds the scrape's %s:\n%s", want, lk->child);
+	}
+	scrape_cancel(lk->s);
+}
+
+Test(scrape_live, socket_not_inherited)
+{
+	struct timeval tv = { 0, 100 * 1000 };
+	struct canned cw;
+	struct leak lk;
+	struct event *ev;
+
+	memset(&lk, 0, sizeof lk);
+	canned_start(&cw, "", 0);
+	cw.hang = 1;
+	canned_run(&cw);
+	lk.port = cw.port;
+	lk.s = scrape_start(base, cw.port, "/metrics", NULL, 5000, 1000,
+	    &got_cb, &g);
+	cr_assert_not_null(lk.s);
+	ev = evtimer_new(base, leak_fork_cb, &lk);
+	evtimer_add(ev, &tv);
+	event_base_dispatch(base);
+	canned_stop(&cw);
+	event_free(ev);
+	cr_assert_eq(lk.found, 1, "one scrape socket in flight");
+	cr_assert(strstr(lk.child, " -> ") != NULL,
+	    "the child listed its fds: %s", lk.child);
 }

@@ -104,7 +104,7 @@ Test(status, rows_for_live_workers)
 	cr_assert(strstr(html, "ok, 7 ms, 5s ago"));
 	cr_assert(strstr(html, "2 workers on ports 9400-9409, up 1h 1m"));
 	cr_assert(strstr(html, "<a href=\"/workers/0/metrics\">0</a>"));
-	labels_clear(&labels);
+	labels_finish(&labels);
 	free(html);
 }
 
@@ -123,7 +123,7 @@ Test(status, everything_from_outside_is_escaped)
 	cr_assert_null(strstr(html, "<refused>"));
 	cr_assert(strstr(html, "&lt;refused&gt; &amp; &quot;gone&quot;"));
 	cr_assert(strstr(html, "/srv/sd/&lt;app&gt;.json"));
-	labels_clear(&labels);
+	labels_finish(&labels);
 	free(html);
 }
 
@@ -141,7 +141,7 @@ Test(status, self_contained_and_refreshing)
 	cr_assert_null(strstr(html, "src="), "nothing loaded");
 	cr_assert(strstr(html, "<link rel=\"icon\" href=\"data:,\">"),
 	    "no favicon request");
-	labels_clear(&labels);
+	labels_finish(&labels);
 	free(html);
 }
 

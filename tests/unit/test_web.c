@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "netutil.h"
+#include "helpers.h"
 #include "promfork.h"
 
 static int
@@ -19,6 +20,36 @@ parse(const char *s, struct sockaddr_storage *ss, char **cause)
 
 	*cause = NULL;
 	return web_parse_listen(s, ss, &len, cause);
+}
+
+static struct http_request *
+request(const char *timeout)
+{
+	static struct http_request req;
+
+	memset(&req, 0, sizeof req);
+	if (timeout != NULL) {
+		req.headers[0].name = "X-Prometheus-Scrape-Timeout-Seconds";
+		req.headers[0].value = (char *)timeout;
+		req.nheaders = 1;
+	}
+	return &req;
+}
+
+Test(web, scrape_deadline_from_prometheus)
+{
+	cr_assert_eq(web_scrape_deadline(request(NULL), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("0.9"), 7500), 900);
+	cr_assert_eq(web_scrape_deadline(request("10"), 7500), 7500, "capped");
+	cr_assert_eq(web_scrape_deadline(request("0.0001"), 7500), 1);
+	cr_assert_eq(web_scrape_deadline(request("0"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("-3"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("abc"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("1s"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request(""), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("nan"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("inf"), 7500), 7500);
+	cr_assert_eq(web_scrape_deadline(request("1e999"), 7500), 7500);
 }
 
 Test(web, listen_addresses)
@@ -133,12 +164,6 @@ static uint16_t web_port;
 static pid_t sleeper;
 static char proxy_address[64];
 
-static int
-probe_all_free(uint16_t port, void *arg)
-{
-	return 1;
-}
-
 static const char worker_answer[] =
     "HTTP/1.0 200 OK\r\n"
     "Content-Type: text/plain; version=0.0.4\r\n\r\n"
@@ -150,14 +175,16 @@ live_setup(void)
 	struct web_config cfg;
 	char *cause = NULL, *addr;
 	struct lease *l;
-	int fd, created, status;
+	enum registry_error error;
+	int fd, created;
 
 	/* As promfork does: a client gone is an error, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 	canned_start(&cw, worker_answer, sizeof worker_answer - 1);
 	canned_run(&cw);
 	base = event_base_new();
-	registry_init(&reg, base, cw.port, cw.port, probe_all_free, NULL);
+	registry_init(&reg, base, cw.port, cw.port, helpers_probe_all_free,
+	    NULL);
 	sleeper = fork();
 	if (sleeper == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -165,7 +192,7 @@ live_setup(void)
 		_exit(0);
 	}
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
-	    &status, &cause);
+	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
 
 	fd = web_listen("127.0.0.1:0", &cause);
@@ -215,15 +242,6 @@ get(const char *path, size_t *len)
 	return out;
 }
 
-static const char *
-body_of(const char *response)
-{
-	const char *p = strstr(response, "\r\n\r\n");
-
-	cr_assert_not_null(p, "%s", response);
-	return p + 4;
-}
-
 Test(web_live, targets_are_http_sd)
 {
 	char *r = get("/targets", NULL);
@@ -233,7 +251,7 @@ Test(web_live, targets_are_http_sd)
 
 	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
 	cr_assert(strstr(r, "\r\nContent-Type: application/json\r\n"));
-	groups = json_loads(body_of(r), 0, &err);
+	groups = json_loads(helpers_body_of(r), 0, &err);
 	cr_assert_not_null(groups, "%s", err.text);
 	cr_assert_eq(json_array_size(groups), 1);
 	cr_assert_str_eq(json_string_value(json_array_get(
@@ -273,7 +291,7 @@ Test(web_live, proxy_passes_the_worker_answer)
 	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
 	cr_assert(strstr(r, "\r\nContent-Type: text/plain; version=0.0.4\r\n"));
 	cr_assert(strstr(r, "\r\nTransfer-Encoding: chunked\r\n"));
-	cr_assert(strstr(body_of(r),
+	cr_assert(strstr(helpers_body_of(r),
 		      "1d\r\n# TYPE app_up gauge\napp_up 1\n"
 		      "\r\n0\r\n\r\n"),
 	    "%s", r);

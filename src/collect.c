@@ -1,0 +1,173 @@
+/*
+ * Scrapes of a set of leases at once: the one place that starts them with
+ * a deadline, finds each lease again when its answer is in (it may have
+ * ended, or its slot gone to another process meanwhile), records the result
+ * on it, and reports once, when every scrape has ended.  The proxy (one
+ * lease, streamed), the fan-out (every lease, buffered) and the status page
+ * (the leases not scraped of late) are built on it, and so can a single
+ * scrape that has no client at all.  A scrape that cannot even start ends
+ * through scrape's done like any other failed one, so each failure has one
+ * answer: recorded on the lease, the worker down in the fan-out, 502 from
+ * the proxy.  Nothing here knows about the client that asked: its owner
+ * cancels the collect when the client goes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "promfork.h"
+
+struct collect_job {
+	struct collect *c;
+	size_t i;
+	struct scrape *scrape; /* NULL once it has ended */
+	struct timespec started;
+};
+
+struct collect {
+	struct registry *reg;
+	struct collect_callbacks cb;
+	void *arg;
+	struct collect_item *items;
+	struct collect_job *jobs;
+	size_t n;
+	size_t pending;
+	struct event *ev_done; /* reports an empty set from the loop */
+};
+
+/* The single teardown path of a collect. */
+static void
+collect_free(struct collect *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n; i++)
+		scrape_cancel(c->jobs[i].scrape);
+	if (c->ev_done != NULL)
+		event_free(c->ev_done);
+	free(c->items);
+	free(c->jobs);
+	free(c);
+}
+
+static void
+collect_report(struct collect *c)
+{
+	c->cb.done(c->items, c->n, c->arg);
+	collect_free(c);
+}
+
+static void
+collect_done_cb(evutil_socket_t fd, short events, void *arg)
+{
+	collect_report(arg);
+}
+
+/*
+ * One scrape has ended: its result goes on its lease, if that still
+ * belongs to the process scraped, and the last one reports.
+ */
+static void
+collect_scrape_done_cb(const struct scrape_result *r, void *arg)
+{
+	struct collect_job *j = arg;
+	struct collect *c = j->c;
+	struct collect_item *it = &c->items[j->i];
+	struct timespec now;
+	struct lease *l;
+
+	j->scrape = NULL; /* it frees itself after this */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	it->seconds = (double)(now.tv_sec - j->started.tv_sec) +
+	    (double)(now.tv_nsec - j->started.tv_nsec) / 1e9;
+	it->status = r->status;
+	it->timed_out = r->timed_out;
+	it->ok = r->error == NULL;
+	snprintf(it->error, sizeof it->error, "%s",
+	    r->error != NULL ? r->error : "");
+	l = registry_find_lease(c->reg, it->worker, it->pid, it->starttime);
+	if (l != NULL)
+		lease_record_scrape(l, r);
+	if (--c->pending == 0)
+		collect_report(c);
+}
+
+static int
+collect_head_cb(const struct scrape_head *h, void *arg)
+{
+	struct collect_job *j = arg;
+	struct collect *c = j->c;
+
+	if (c->cb.head == NULL)
+		return 0;
+	return c->cb.head(&c->items[j->i], h, c->arg);
+}
+
+static int
+collect_body_cb(struct evbuffer *chunk, void *arg)
+{
+	struct collect_job *j = arg;
+	struct collect *c = j->c;
+
+	if (c->cb.body == NULL)
+		return 0;
+	return c->cb.body(&c->items[j->i], chunk, c->arg);
+}
+
+/*
+ * Scrapes the n leases at COLLECT_PATH, each within cfg->deadline_ms.
+ * cb->done runs once every scrape has ended, never from inside
+ * collect_start and not after collect_cancel; the collect is gone after it.
+ */
+struct collect *
+collect_start(struct event_base *base, struct registry *reg,
+    struct lease *const *leases, size_t n, const struct collect_config *cfg,
+    const struct collect_callbacks *cb, void *arg)
+{
+	static const struct scrape_callbacks scb = { collect_head_cb,
+		collect_body_cb, collect_scrape_done_cb };
+	struct collect *c = xcalloc(1, sizeof *c);
+	struct timeval now = { 0, 0 };
+	size_t i;
+
+	c->reg = reg;
+	c->cb = *cb;
+	c->arg = arg;
+	c->n = n;
+	c->items = xcalloc(n + 1, sizeof *c->items);
+	c->jobs = xcalloc(n + 1, sizeof *c->jobs);
+	for (i = 0; i < n; i++) {
+		struct collect_item *it = &c->items[i];
+		struct collect_job *j = &c->jobs[i];
+
+		it->index = i;
+		it->worker = leases[i]->worker;
+		it->pid = leases[i]->pid;
+		it->starttime = leases[i]->starttime;
+		j->c = c;
+		j->i = i;
+		clock_gettime(CLOCK_MONOTONIC, &j->started);
+		c->pending++;
+		j->scrape = scrape_start(base, leases[i]->port, COLLECT_PATH,
+		    cfg->accept, cfg->deadline_ms, cfg->body_max, &scb, j);
+	}
+	/* There were none: done still runs from the loop. */
+	if (n == 0) {
+		c->ev_done = evtimer_new(base, collect_done_cb, c);
+		if (c->ev_done == NULL)
+			fatalx("evtimer_new");
+		event_add(c->ev_done, &now);
+	}
+	return c;
+}
+
+/* Stops every scrape without calling done; accepts NULL. */
+void
+collect_cancel(struct collect *c)
+{
+	if (c != NULL)
+		collect_free(c);
+}

@@ -1,0 +1,235 @@
+/*
+ * child.c: a command runs with a clean signal state and its environment,
+ * exits as a shell would report it (127 not found, 126 not runnable,
+ * 128 + signal), dies with promfork when asked to, gets promfork's
+ * signals, and is reaped with its lease ended.
+ */
+#include <criterion/criterion.h>
+
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "helpers.h"
+#include "promfork.h"
+
+static char *dir;
+
+static void
+setup(void)
+{
+	dir = helpers_tmpdir("child");
+}
+
+static void
+teardown(void)
+{
+	helpers_rmtree(dir);
+	free(dir);
+}
+
+TestSuite(child, .init = setup, .fini = teardown, .timeout = 30);
+
+/* Waits for pid (bounded: 10 s) and returns its raw wait status. */
+static int
+wait_for(pid_t pid)
+{
+	int i, wstatus;
+
+	for (i = 0; i < 1000; i++) {
+		if (waitpid(pid, &wstatus, WNOHANG) == pid)
+			return wstatus;
+		helpers_sleep_ms(10);
+	}
+	kill(pid, SIGKILL);
+	cr_assert_fail("pid %d did not exit", (int)pid);
+	return -1;
+}
+
+static int
+run_status(char **argv, char *const *env)
+{
+	char *cause = NULL;
+	pid_t pid = child_fork(argv, env, 0, NULL, &cause);
+
+	cr_assert_neq(pid, -1, "%s", cause);
+	return child_wait_status(wait_for(pid));
+}
+
+Test(child, exit_codes_as_a_shell_reports_them)
+{
+	char *exit7[] = { "sh", "-c", "exit 7", NULL };
+	char *missing[] = { "promfork-no-such-command", NULL };
+	char *noexec = helpers_path(dir, "noexec");
+	char *notrunnable[] = { noexec, NULL };
+	char *killed[] = { "sh", "-c", "kill -KILL $$", NULL };
+
+	cr_assert_eq(run_status(exit7, NULL), 7);
+	cr_assert_eq(run_status(missing, NULL), 127, "not found");
+	helpers_write_file(noexec, "#!/bin/sh\nexit 0\n");
+	chmod(noexec, 0644);
+	cr_assert_eq(run_status(notrunnable, NULL), 126, "not executable");
+	cr_assert_eq(run_status(killed, NULL), 128 + SIGKILL);
+	cr_assert_eq(child_wait_status(0x7f), 1, "stopped: not an exit");
+	free(noexec);
+}
+
+Test(child, environment_is_added_and_replaced)
+{
+	char *argv[] = { "sh", "-c",
+		"test \"$PROMFORK_TEST_A\" = new && test \"$PROMFORK_TEST_B\" = b "
+		"&& test \"$HOME\" = \"$PROMFORK_TEST_HOME\"",
+		NULL };
+	char *env[] = { "PROMFORK_TEST_A=new", "PROMFORK_TEST_B=b", NULL };
+
+	setenv("PROMFORK_TEST_A", "old", 1);
+	setenv("PROMFORK_TEST_HOME", getenv("HOME") ? getenv("HOME") : "", 1);
+	if (getenv("HOME") == NULL)
+		setenv("HOME", "", 1);
+	cr_assert_eq(run_status(argv, env), 0, "env not as given");
+	cr_assert_str_eq(getenv("PROMFORK_TEST_A"), "old", "ours is unchanged");
+}
+
+Test(child, signals_are_reset_before_exec)
+{
+	char *argv[] = { "sleep", "30", NULL };
+	char *cause = NULL;
+	sigset_t block;
+	pid_t pid;
+
+	/* ignored dispositions and the mask survive exec unless reset */
+	signal(SIGTERM, SIG_IGN);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	pid = child_fork(argv, NULL, 0, NULL, &cause);
+	cr_assert_neq(pid, -1, "%s", cause);
+	helpers_sleep_ms(100);
+	kill(pid, SIGINT);
+	cr_assert_eq(child_wait_status(wait_for(pid)), 128 + SIGINT);
+	pid = child_fork(argv, NULL, 0, NULL, &cause);
+	helpers_sleep_ms(100);
+	kill(pid, SIGTERM);
+	cr_assert_eq(child_wait_status(wait_for(pid)), 128 + SIGTERM);
+}
+
+Test(child, dies_with_its_parent_when_asked)
+{
+	char *argv[] = { "sleep", "30", NULL };
+	int fds[2], wstatus;
+	pid_t mid, pid = 0;
+	char *cause = NULL;
+
+	/* we adopt the orphan, so that its end can be seen */
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	cr_assert_eq(pipe(fds), 0);
+	mid = fork();
+	if (mid == 0) {
+		pid = child_fork(argv, NULL, SIGTERM, NULL, &cause);
+		if (write(fds[1], &pid, sizeof pid) != sizeof pid)
+			_exit(1);
+		_exit(0);
+	}
+	cr_assert_eq(read(fds[0], &pid, sizeof pid), sizeof pid);
+	cr_assert_gt(pid, 0);
+	wait_for(mid);
+	wstatus = wait_for(pid);
+	/* by the signal, or, when the parent was gone before the child could
+	 * ask for it, by exiting as if killed by it */
+	cr_assert(child_wait_status(wstatus) == 128 + SIGTERM, "status %#x",
+	    wstatus);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+struct reaped {
+	pid_t pid;
+	int wstatus;
+	int calls;
+};
+
+static void
+reaped_cb(pid_t pid, int wstatus, void *arg)
+{
+	struct reaped *r = arg;
+
+	r->pid = pid;
+	r->wstatus = wstatus;
+	r->calls++;
+}
+
+Test(child, start_signal_and_reap)
+{
+	char *argv[] = { "sh", "-c",
+		"test \"$PROMFORK_SOCKET\" = /x/promfork.sock || exit 3; "
+		"trap 'exit 9' USR1; while :; do sleep 0.05; done",
+		NULL };
+	struct event_base *base = event_base_new();
+	struct registry reg;
+	struct child c;
+	struct reaped r = { 0, 0, 0 };
+	struct lease *l;
+	char *cause = NULL;
+	enum registry_error error;
+	int created, i;
+
+	registry_init(&reg, base, 42400, 42403, helpers_probe_all_free, NULL);
+	cr_assert_eq(child_start(&c, argv, "/x/promfork.sock", NULL, &cause), 0,
+	    "%s", cause);
+	cr_assert_str_eq(c.name, "sh");
+	l = registry_lease_pid(&reg, c.pid, NULL, LEASE_API, -1, &created,
+	    &error, &cause);
+	cr_assert_not_null(l, "%s", cause);
+	helpers_sleep_ms(100); /* the trap is set */
+	child_signal(&c, SIGUSR1);
+	for (i = 0; i < 1000 && !c.exited; i++) {
+		child_reap(&c, &reg, reaped_cb, &r);
+		helpers_sleep_ms(10);
+	}
+	cr_assert(c.exited);
+	cr_assert_eq(c.status, 9, "the command's own exit status");
+	cr_assert_eq(c.reaped, 1);
+	cr_assert_eq(r.calls, 1);
+	cr_assert_eq(r.pid, c.pid);
+	cr_assert(WIFEXITED(r.wstatus) && WEXITSTATUS(r.wstatus) == 9);
+	cr_assert_eq(reg.count, 0, "the lease ended with the process");
+	cr_assert_eq(reg.stats.ends[LEASE_END_EXIT], 1);
+	child_signal(&c, SIGUSR1); /* gone: nothing to forward, no error */
+	registry_finish(&reg);
+	event_base_free(base);
+}
+
+Test(child, reap_takes_orphans_too)
+{
+	struct event_base *base = event_base_new();
+	struct registry reg;
+	struct child c;
+	struct reaped r = { 0, 0, 0 };
+	pid_t orphan = fork();
+	int i;
+
+	cr_assert_neq(orphan, -1);
+	if (orphan == 0)
+		_exit(5);
+	memset(&c, 0, sizeof c); /* standalone: no command */
+	registry_init(&reg, base, 42400, 42403, helpers_probe_all_free, NULL);
+	for (i = 0; i < 1000 && r.calls == 0; i++) {
+		child_reap(&c, &reg, reaped_cb, &r);
+		helpers_sleep_ms(10);
+	}
+	cr_assert_eq(r.pid, orphan);
+	cr_assert(WIFEXITED(r.wstatus) && WEXITSTATUS(r.wstatus) == 5);
+	cr_assert_eq(c.exited, 0, "not the command");
+	cr_assert_eq(c.reaped, 1);
+	child_reap(&c, &reg, NULL, NULL); /* nothing left; no hook is fine */
+	registry_finish(&reg);
+	event_base_free(base);
+}

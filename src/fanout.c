@@ -6,7 +6,6 @@
  * it; a worker that failed, timed out or sent garbage shows up as
  * promfork_worker_up 0 rather than going missing.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,28 +92,11 @@ fanout_merge_worker(struct fanout *f, struct expo_merge *m,
 	return rc == 0;
 }
 
-/* Appends a line promfork writes itself; never longer than 512 bytes. */
-static void
-fanout_printf(struct buf *out, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof line)
-		fatalx("fan-out line too long");
-	buf_add(out, line, (size_t)n);
-}
-
 static void
 fanout_family(struct buf *out, const char *name, const char *type,
     const char *help)
 {
-	fanout_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
-	    type);
+	buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A gauge family of one count per worker. */
@@ -127,7 +109,7 @@ fanout_counts(struct buf *out, const struct fanout *f,
 
 	fanout_family(out, name, "gauge", help);
 	for (i = 0; i < f->nworkers; i++)
-		fanout_printf(out, "%s{worker=\"%d\"} %zu\n", name,
+		buf_printf(out, "%s{worker=\"%d\"} %zu\n", name,
 		    items[i].worker, counts[i]);
 }
 
@@ -180,12 +162,12 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 	fanout_family(out, "promfork_worker_up", "gauge",
 	    "1 when the worker answered this scrape with metrics, else 0.");
 	for (i = 0; i < f->nworkers; i++)
-		fanout_printf(out, "promfork_worker_up{worker=\"%d\"} %d\n",
+		buf_printf(out, "promfork_worker_up{worker=\"%d\"} %d\n",
 		    items[i].worker, up[i]);
 	fanout_family(out, "promfork_worker_scrape_duration_seconds", "gauge",
 	    "How long scraping the worker took in this scrape.");
 	for (i = 0; i < f->nworkers; i++)
-		fanout_printf(out,
+		buf_printf(out,
 		    "promfork_worker_scrape_duration_seconds"
 		    "{worker=\"%d\"} %.6f\n",
 		    items[i].worker, items[i].seconds);

@@ -17,8 +17,8 @@ file, job "app") and promfork's /workers/metrics (job "fanout"):
   answers within Prometheus' deadline with that worker's promfork_worker_up 0
   and the others' counts, and Prometheus keeps the fan-out target up;
 - SIGTERM: every worker exits gracefully, promfork exits 0, no target left.
-The exact total through /workers/metrics after the kill -9 and the reload
-needs continuity (issue 14): asserted with PROMFORK_E2E_CONTINUITY=1.
+The total through /workers/metrics is exact after the kill -9 and the
+reload (issue 14).
 """
 
 import os

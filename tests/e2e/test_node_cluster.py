@@ -104,8 +104,10 @@ def run(logf):
               "promfork's /workers/metrics answers in %.2f s (deadline 0.9 s) "
               "with promfork_worker_up 0 for the stuck worker, 1 for the "
               "others: %s" % (took, up))
-        check(str(stuck_slot) not in counts and
-              all(s in counts for s in others),
+        # The stuck worker's slot may still serve the totals carried from
+        # its earlier processes (issue 14): its counters hold, they do not
+        # vanish for a scrape; what it counts now is not in the answer.
+        check(all(s in counts for s in others),
               "and the other workers' counts: %s" % counts)
         wait_until(lambda: prom.scalar('promfork_worker_up{job="fanout",'
                                        'worker="%d"}' % stuck_slot) == 0,

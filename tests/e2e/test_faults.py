@@ -210,8 +210,17 @@ def test_kill9_during_writes():
                       extra=["--log-level", "warn"],
                       env={"FAULT_PORT_LOW": str(low)}, low=low)
         path = pf.sd_file
-        # Let writes get going, then kill -9 at a random moment.
-        kill_at = time.monotonic() + 0.3 + random.random() * 0.4
+        # Once writes are going (workers in the file: bounded, a loaded
+        # machine starts the driver slowly), kill -9 at a random moment.
+        going = time.monotonic() + 15
+        while time.monotonic() < going:
+            try:
+                if parse_sd(path) > 0:
+                    break
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(0.005)
+        kill_at = time.monotonic() + random.random() * 0.4
         end = kill_at + 0.3
         seen_nonempty, killed, last = 0, False, None
         while time.monotonic() < end:

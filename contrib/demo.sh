@@ -192,7 +192,8 @@ trap 'exit 129' HUP
 
 LISTEN=()
 if "$PROMFORK" --help 2>&1 | grep -q -- '--listen'; then
-	LISTEN=(--listen "127.0.0.1:$LISTEN_PORT")
+	# Targets through promfork's proxy: exact totals across recycling.
+	LISTEN=(--listen "127.0.0.1:$LISTEN_PORT" --proxy-targets)
 fi
 
 cat >"$RUN/prometheus.yml" <<EOF

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -26,6 +27,10 @@
 #define API_BODY_MAX (16 * 1024)
 #define API_HEADER_MAX (8 * 1024)
 #define API_DEADLINE_MS 5000
+/* The final scrape of a retiring worker: its exit waits for it (the
+ * clients give up after 2 s). */
+#define API_RETIRE_MS 1000
+#define API_RETIRE_BODY_MAX (8 * 1024 * 1024)
 
 struct api {
 	struct registry *reg;
@@ -457,10 +462,10 @@ api_lease_json(const struct api *api, const struct lease *l, int full)
 	return obj;
 }
 
-/* Reads {"pid": N, "labels": {...}}; both are optional. */
+/* Reads {"pid": N, "labels": {...}, "slot": N}; all are optional. */
 static int
 api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
-    struct labels *labels, int *has_labels, char **cause)
+    struct labels *labels, int *has_labels, int *slot, char **cause)
 {
 	json_error_t err;
 	json_t *body, *v;
@@ -469,6 +474,7 @@ api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
 
 	*pid = peer;
 	*has_labels = 0;
+	*slot = -1;
 	if (req->body_len == 0)
 		return 0;
 	body =
@@ -498,10 +504,18 @@ api_parse_register(const struct http_request *req, pid_t peer, pid_t *pid,
 			if (labels_from_json(labels, v, cause) != 0)
 				goto out;
 			*has_labels = 1;
+		} else if (strcmp(key, "slot") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    json_integer_value(v) > 65535) {
+				*cause = xstrdup("\"slot\" must be a worker "
+						 "number from 0 to 65535");
+				goto out;
+			}
+			*slot = (int)json_integer_value(v);
 		} else {
 			xasprintf(cause,
-			    "unknown field \"%.64s\": only \"pid\" "
-			    "and \"labels\" are known",
+			    "unknown field \"%.64s\": only \"pid\", "
+			    "\"labels\" and \"slot\" are known",
 			    key);
 			goto out;
 		}
@@ -585,12 +599,12 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 	struct proc_ref ref;
 	struct lease *l;
 	char *cause = NULL;
-	int created, has_labels, status = 403;
+	int created, has_labels, slot, status = 403;
 	uid_t owner = (uid_t)-1;
 	pid_t pid;
 
-	if (api_parse_register(req, peer, &pid, &labels, &has_labels, &cause) !=
-		0 ||
+	if (api_parse_register(req, peer, &pid, &labels, &has_labels, &slot,
+		&cause) != 0 ||
 	    api_labels_check(&api->cfg, &labels, &cause) != 0) {
 		http_reply_error(c, 400, "%s", cause);
 		goto out;
@@ -625,8 +639,8 @@ api_register(struct api *api, struct http_conn *c, struct http_request *req,
 		proc_ref_finish(&ref);
 		goto out;
 	}
-	l = registry_lease(api->reg, &ref, &labels, LEASE_API, -1, &created,
-	    &error, &cause);
+	l = registry_lease_prefer(api->reg, &ref, &labels, LEASE_API, slot,
+	    &created, &error, &cause);
 	if (l == NULL) {
 		log_warnx("registration of pid %d refused: %s", (int)pid,
 		    cause);
@@ -674,49 +688,161 @@ api_peer_in_tree(struct api *api, pid_t peer, char **cause)
 }
 
 /*
- * DELETE /v1/workers/N.  The same authorisation serves a retire: only the
- * lease's process, its ancestors or root (api_authorise_owner).
+ * The lease of worker id (idlen bytes of text) that the peer may end, by
+ * DELETE /v1/workers/N or a retire: only the lease's process, its
+ * ancestors or root (api_authorise_owner).  NULL when not, and then the
+ * answer has been sent; what: the request, for the log.
  */
-static void
-api_release(struct api *api, struct http_conn *c, const char *id)
+static struct lease *
+api_release_check(struct api *api, struct http_conn *c, const char *id,
+    size_t idlen, const char *what)
 {
 	const struct http_peer *p = http_conn_peer(c);
 	struct lease *l = NULL;
 	char *cause = NULL;
 	long long worker;
 
-	if (decimal_parse(id, 0, INT_MAX, &worker, NULL) != 0) {
-		http_reply_error(c, 400, "\"%.32s\" is not a worker number",
-		    id);
-		return;
+	if (decimal_parse_n(id, idlen, 0, INT_MAX, &worker, NULL) != 0) {
+		http_reply_error(c, 400, "\"%.*s\" is not a worker number",
+		    (int)(idlen < 32 ? idlen : 32), id);
+		return NULL;
 	}
 	/* Outsiders learn nothing, not even which workers exist. */
 	if (api_peer_in_tree(api, p->cred.pid, &cause) != 0) {
-		log_warnx("release refused: %s", cause);
+		log_warnx("%s refused: %s", what, cause);
 		registry_count_refusal(api->reg);
 		http_reply_error(c, 403, "%s", cause);
 		free(cause);
-		return;
+		return NULL;
 	}
 	if ((l = registry_find_worker(api->reg, (int)worker)) == NULL) {
 		http_reply_error(c, 404, "no worker %lld", worker);
-		return;
+		return NULL;
 	}
-	if (api_owner(api, c, l, "release") != 0)
-		return;
+	if (api_owner(api, c, l, what) != 0)
+		return NULL;
 	/* Ancestry read from /proc was matched to the peer's pid: is it still
 	 * the peer's? */
 	if (p->cred.pid != l->pid && !api_peer_pinned(c))
+		return NULL;
+	return l;
+}
+
+static void
+api_release(struct api *api, struct http_conn *c, const char *id)
+{
+	struct lease *l;
+
+	if ((l = api_release_check(api, c, id, strlen(id), "release")) == NULL)
 		return;
 	lease_close(l, LEASE_END_RELEASE);
 	http_reply(c, 204, NULL, "", 0);
+}
+
+/*
+ * A worker about to exit asked for its final scrape: the answer, taken
+ * within API_RETIRE_MS, is kept as its lifetime's final values and the
+ * lease ends.  Should the client go, the scrape and the end go on.
+ */
+struct api_retire {
+	struct registry *reg;
+	struct http_conn *conn; /* NULL once the client has gone */
+	struct collect *collect;
+	uint64_t stamp;
+	struct buf body;
+};
+
+static void
+api_retire_free(struct api_retire *r)
+{
+	if (r->conn != NULL)
+		http_conn_on_close(r->conn, NULL, NULL);
+	buf_finish(&r->body);
+	free(r);
+}
+
+static void
+api_retire_close_cb(void *arg)
+{
+	struct api_retire *r = arg;
+
+	r->conn = NULL;
+}
+
+static int
+api_retire_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
+{
+	struct api_retire *r = arg;
+	size_t n = evbuffer_get_length(chunk);
+
+	buf_add(&r->body, evbuffer_pullup(chunk, -1), n);
+	evbuffer_drain(chunk, n);
+	return 0;
+}
+
+static void
+api_retire_done_cb(struct collect_item *it, size_t n, void *arg)
+{
+	struct api_retire *r = arg;
+	struct http_conn *c = r->conn;
+	struct lease *l;
+
+	r->collect = NULL; /* it frees itself after this */
+	l = registry_find_lease(r->reg, it->worker, it->pid, it->starttime);
+	if (l != NULL) {
+		if (it->ok && it->status == 200)
+			lease_keep_body(l, r->stamp, &r->body);
+		else
+			log_warnx("worker %d: final scrape: %s", it->worker,
+			    it->ok ? "not a 200 answer" : it->error);
+		lease_close(l, LEASE_END_RETIRE);
+	}
+	if (c != NULL) {
+		http_conn_on_close(c, NULL, NULL);
+		r->conn = NULL;
+		http_reply(c, 204, NULL, "", 0);
+	}
+	api_retire_free(r);
+}
+
+/* POST /v1/workers/N/retire, authorised as a release is. */
+static void
+api_retire(struct api *api, struct http_conn *c, const char *id, size_t idlen)
+{
+	static const struct collect_callbacks cb = { NULL, api_retire_body_cb,
+		api_retire_done_cb };
+	static const struct collect_config cfg = { HTTP_EXPOSITION_ACCEPT,
+		API_RETIRE_MS, API_RETIRE_BODY_MAX };
+	struct api_retire *r;
+	struct lease *l;
+
+	if ((l = api_release_check(api, c, id, idlen, "retire")) == NULL)
+		return;
+	r = xcalloc(1, sizeof *r);
+	r->reg = api->reg;
+	r->conn = c;
+	r->stamp = registry_stamp(api->reg);
+	http_conn_on_close(c, api_retire_close_cb, r);
+	r->collect =
+	    collect_start(api->reg->base, api->reg, &l, 1, &cfg, &cb, r);
+}
+
+/* What follows "/v1/workers/" in path, or NULL. */
+static const char *
+api_worker_path(const char *path)
+{
+	static const char prefix[] = "/v1/workers/";
+
+	if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+		return NULL;
+	return path + sizeof prefix - 1;
 }
 
 static void
 api_handle(struct http_conn *c, struct http_request *req, void *arg)
 {
 	struct api *api = arg;
-	const char *path = req->target, *method = req->method;
+	const char *path = req->target, *method = req->method, *slash, *id;
 	pid_t peer = http_conn_peer(c)->cred.pid;
 
 	if (peer <= 0) {
@@ -735,6 +861,18 @@ api_handle(struct http_conn *c, struct http_request *req, void *arg)
 			    "%s is not allowed here: use "
 			    "GET or POST",
 			    method);
+	} else if ((id = api_worker_path(path)) != NULL &&
+	    (slash = strrchr(path, '/')) >= id) {
+		if (strcmp(slash, "/retire") != 0)
+			http_reply_error(c, 404,
+			    "no such resource: %.64s; try "
+			    "/v1/workers/N/retire",
+			    path);
+		else if (strcmp(method, "POST") == 0)
+			api_retire(api, c, id, (size_t)(slash - id));
+		else
+			http_reply_error(c, 405,
+			    "%s is not allowed here: use POST", method);
 	} else if (strncmp(path, "/v1/workers/", 12) == 0) {
 		if (strcmp(method, "DELETE") == 0)
 			api_release(api, c, path + 12);

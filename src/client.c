@@ -20,11 +20,14 @@
 #include "promfork.h"
 
 #define CLIENT_TIMEOUT_S 5
+/* A retiring worker waits this long for promfork's last scrape at most. */
+#define CLIENT_RETIRE_TIMEOUT_MS 2000
 #define CLIENT_RESPONSE_MAX (64 * 1024)
 
 static const char client_help[] =
-    "Usage: promfork lease [--pid PID] [--label NAME=VALUE]... [--socket PATH]\n"
-    "                      [--json]\n"
+    "Usage: promfork lease [--pid PID] [--label NAME=VALUE]... [--slot N]\n"
+    "                      [--socket PATH] [--json]\n"
+    "       promfork lease --retire WORKER [--socket PATH]\n"
     "\n"
     "Leases a metrics port for PID (default: the calling process, i.e. this\n"
     "command's parent) from the promfork named by $PROMFORK_SOCKET and prints\n"
@@ -32,16 +35,25 @@ static const char client_help[] =
     "\n"
     "  -p, --pid PID            process to lease a port for\n"
     "  -l, --label NAME=VALUE   label on this worker's target (repeatable)\n"
+    "  -n, --slot N             take worker slot N if it is free (e.g. the\n"
+    "                           server's own worker index); --json says\n"
+    "                           which slot was given\n"
+    "  -r, --retire WORKER      the worker is about to exit: promfork scrapes\n"
+    "                           it once more and ends its lease (waits 2 s\n"
+    "                           at most; succeeds with a promfork too old\n"
+    "                           to know retire)\n"
     "  -s, --socket PATH        promfork's socket (default: $PROMFORK_SOCKET)\n"
     "      --json               print the whole answer as JSON\n"
     "\n"
     "Example: port=$(promfork lease --label role=web) && exec app --port $port\n"
-    "Exit status: 0 leased, 1 refused or promfork unreachable, 2 bad usage.\n";
+    "         trap 'promfork lease --retire $worker' EXIT\n"
+    "Exit status: 0 leased (retired), 1 refused or promfork unreachable,\n"
+    "2 bad usage.\n";
 
 static int
-client_connect(const char *path)
+client_connect(const char *path, int timeout_ms)
 {
-	struct timeval tv = { CLIENT_TIMEOUT_S, 0 };
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 	struct sockaddr_un sun;
 	int fd;
 
@@ -68,9 +80,9 @@ client_connect(const char *path)
 	return fd;
 }
 
-/* Sends one request and reads the whole answer; returns the status. */
+/* POSTs body to path and reads the whole answer; returns the status. */
 static int
-client_request(int fd, const char *body, char **answer)
+client_request(int fd, const char *path, const char *body, char **answer)
 {
 	char *req, *buf = xmalloc(CLIENT_RESPONSE_MAX + 1), *p;
 	size_t len = 0;
@@ -78,10 +90,10 @@ client_request(int fd, const char *body, char **answer)
 	int status = -1, reqlen;
 
 	reqlen = xasprintf(&req,
-	    "POST /v1/workers HTTP/1.1\r\nHost: promfork"
+	    "POST %s HTTP/1.1\r\nHost: promfork"
 	    "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 	    "Connection: close\r\n\r\n%s",
-	    strlen(body), body);
+	    path, strlen(body), body);
 	/* Refused at the accept, the answer is there before we send: read
 	 * it all the same. */
 	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen &&
@@ -109,6 +121,32 @@ out:
 	return status;
 }
 
+/*
+ * --retire: POST /v1/workers/WORKER/retire.  404 (no such worker: it is
+ * gone already) and 405 (a promfork without retire) are not failures: the
+ * worker exits either way, and its lease ends with its process.
+ */
+static int
+client_retire(const char *path, long long worker)
+{
+	char *url, *answer = NULL;
+	int fd, status, rc = 1;
+
+	if ((fd = client_connect(path, CLIENT_RETIRE_TIMEOUT_MS)) == -1)
+		return 1;
+	xasprintf(&url, "/v1/workers/%lld/retire", worker);
+	status = client_request(fd, url, "", &answer);
+	close(fd);
+	if (status == 200 || status == 204 || status == 404 || status == 405)
+		rc = 0;
+	else if (status != -1)
+		fprintf(stderr, "promfork lease: retire refused (%d): %s\n",
+		    status, answer);
+	free(url);
+	free(answer);
+	return rc;
+}
+
 int
 client_lease_main(int argc, char **argv)
 {
@@ -116,18 +154,31 @@ client_lease_main(int argc, char **argv)
 						      NULL, 'p' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "socket", required_argument, NULL, 's' },
+		{ "slot", required_argument, NULL, 'n' },
+		{ "retire", required_argument, NULL, 'r' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *path = getenv(PROMFORK_SOCKET_ENV);
-	long long pid = getppid();
+	long long pid = getppid(), slot = -1, retire = -1;
 	json_t *req, *labels = json_object(), *ans = NULL;
 	char *body = NULL, *answer = NULL;
 	int c, fd, status, json = 0, rc = 1;
 
 	optind = 0;
-	while (
-	    (c = getopt_long(argc, argv, "+p:l:s:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+p:l:s:n:r:h", longopts, NULL)) !=
+	    -1) {
 		switch (c) {
+		case 'n':
+		case 'r':
+			if (decimal_parse(optarg, 0, 65535,
+				c == 'n' ? &slot : &retire, NULL) != 0) {
+				fprintf(stderr,
+				    "promfork lease: %s %s is not a "
+				    "worker slot\n",
+				    c == 'n' ? "--slot" : "--retire", optarg);
+				goto usage;
+			}
+			break;
 		case 'p':
 			if (decimal_parse(optarg, 2, INT_MAX, &pid, NULL) !=
 			    0) {
@@ -178,12 +229,18 @@ client_lease_main(int argc, char **argv)
 		    PROMFORK_SOCKET_ENV);
 		goto out;
 	}
+	if (retire != -1) {
+		rc = client_retire(path, retire);
+		goto out;
+	}
 	req = json_pack("{s:I, s:O}", "pid", (json_int_t)pid, "labels", labels);
+	if (slot != -1)
+		json_object_set_new(req, "slot", json_integer(slot));
 	body = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
-	if ((fd = client_connect(path)) == -1)
+	if ((fd = client_connect(path, CLIENT_TIMEOUT_S * 1000)) == -1)
 		goto out;
-	status = client_request(fd, body, &answer);
+	status = client_request(fd, "/v1/workers", body, &answer);
 	close(fd);
 	if (status == -1)
 		goto out;

@@ -12,14 +12,6 @@
 
 #include "promfork.h"
 
-enum expo_type {
-	EXPO_UNTYPED,
-	EXPO_COUNTER,
-	EXPO_GAUGE,
-	EXPO_HISTOGRAM,
-	EXPO_SUMMARY,
-	EXPO_TYPE_COUNT
-};
 static const char *const expo_type_names[EXPO_TYPE_COUNT] = { "untyped",
 	"counter", "gauge", "histogram", "summary" };
 
@@ -59,13 +51,6 @@ struct expo_local {
 	struct expo_family *fam;
 };
 
-struct expo_label {
-	const char *name;
-	size_t namelen;
-	const char *value; /* escaped, as on the wire, which is canonical */
-	size_t valuelen;
-};
-
 struct expo_sample {
 	const char *name;
 	size_t namelen;
@@ -101,6 +86,10 @@ struct expo_merge {
 	struct buf worker; /* escaped worker label value */
 	struct expo_stats *st;
 	struct expo_sample sample;
+	const char *line; /* the sample line being added */
+	expo_edit_fn edit; /* NULL: samples go as they came */
+	void *edit_arg;
+	char edited[32]; /* the value edit gave */
 };
 
 /*
@@ -555,9 +544,45 @@ expo_sample_render(struct expo_merge *m, struct expo_family *fam,
 	b->len = (size_t)(o - b->data);
 }
 
+/*
+ * Asks the merge's edit about sample s of family fam: 1 to drop it, else
+ * 0, with s's value replaced when the edit says so.
+ */
+static int
+expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
+    struct expo_sample *s)
+{
+	struct expo_line line;
+	size_t len = 0;
+
+	line.kind = EXPO_LINE_SAMPLE;
+	line.text = m->line;
+	line.len = (size_t)(s->value - m->line) + s->valuelen;
+	line.family = fam->name;
+	line.familylen = fam->namelen;
+	line.type = fam->type;
+	line.name = s->name;
+	line.namelen = s->namelen;
+	line.labels = s->labels;
+	line.nlabels = s->nlabels;
+	line.valuetext = s->value;
+	line.valuelen = s->valuelen;
+	switch (m->edit(m->edit_arg, &line, m->edited, &len)) {
+	case EXPO_EDIT_DROP:
+		return 1;
+	case EXPO_EDIT_SET:
+		s->value = m->edited;
+		s->valuelen = len;
+		break;
+	case EXPO_EDIT_KEEP:
+		break;
+	}
+	return 0;
+}
+
 /* Files one parsed sample under its family: 0, or -1 when malformed. */
 static int
-expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
+expo_sample_add(struct expo_merge *m, struct expo_sample *s)
 {
 	struct expo_local *x, *l = NULL;
 	struct expo_family *fam;
@@ -586,6 +611,8 @@ expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
 		m->st->dropped++;
 		return 0;
 	}
+	if (m->edit != NULL && expo_sample_edit(m, fam, s) != 0)
+		return 0;
 	expo_sample_render(m, fam, s);
 	m->st->samples++;
 	return 0;
@@ -597,7 +624,7 @@ expo_sample_add(struct expo_merge *m, const struct expo_sample *s)
  * labels cost 64 lookups, not 2 016 comparisons of names made alike.
  */
 static int
-expo_labels_unique(struct expo_merge *m, const struct expo_sample *s)
+expo_labels_unique(const struct table *keyed, const struct expo_sample *s)
 {
 	unsigned char set[EXPO_LABELS_MAX * 2]; /* label index + 1; 0: empty */
 	uint64_t hash[EXPO_LABELS_MAX];
@@ -619,7 +646,7 @@ expo_labels_unique(struct expo_merge *m, const struct expo_sample *s)
 	memset(set, 0, sizeof set);
 	for (i = 0; i < s->nlabels; i++) {
 		a = &s->labels[i];
-		hash[i] = table_hash(&m->locals, a->name, a->namelen);
+		hash[i] = table_hash(keyed, a->name, a->namelen);
 		for (j = hash[i] & mask; set[j] != 0; j = (j + 1) & mask) {
 			b = &s->labels[set[j] - 1];
 			if (hash[set[j] - 1] == hash[i] &&
@@ -634,8 +661,8 @@ expo_labels_unique(struct expo_merge *m, const struct expo_sample *s)
 
 /* The {...} of a sample, p just past the brace: the end, or NULL. */
 static const char *
-expo_labels_parse(struct expo_merge *m, struct expo_sample *s, const char *p,
-    const char *end)
+expo_labels_parse(const struct table *keyed, struct expo_sample *s,
+    const char *p, const char *end)
 {
 	struct expo_label *l;
 	size_t n;
@@ -644,7 +671,7 @@ expo_labels_parse(struct expo_merge *m, struct expo_sample *s, const char *p,
 	for (;;) {
 		p = expo_skip_blanks(p, end);
 		if (p < end && *p == '}')
-			return expo_labels_unique(m, s) ? p + 1 : NULL;
+			return expo_labels_unique(keyed, s) ? p + 1 : NULL;
 		if (s->nlabels == EXPO_LABELS_MAX)
 			return NULL;
 		l = &s->labels[s->nlabels];
@@ -690,17 +717,17 @@ expo_labels_parse(struct expo_merge *m, struct expo_sample *s, const char *p,
 		if (p < end && *p == ',')
 			p++;
 		else if (p < end && *p == '}')
-			return expo_labels_unique(m, s) ? p + 1 : NULL;
+			return expo_labels_unique(keyed, s) ? p + 1 : NULL;
 		else
 			return NULL;
 	}
 }
 
-/* name{labels} value [timestamp] */
+/* name{labels} value [timestamp] into s: 0, or -1 when malformed. */
 static int
-expo_sample_line(struct expo_merge *m, const char *p, const char *end)
+expo_sample_parse(const struct table *keyed, struct expo_sample *s,
+    const char *p, const char *end)
 {
-	struct expo_sample *s = &m->sample;
 	const char *tok;
 	long long ts;
 	size_t n;
@@ -714,7 +741,7 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 	p += n;
 	tok = expo_skip_blanks(p, end);
 	if (tok < end && *tok == '{') {
-		if ((p = expo_labels_parse(m, s, tok + 1, end)) == NULL)
+		if ((p = expo_labels_parse(keyed, s, tok + 1, end)) == NULL)
 			return -1;
 	} else if (tok == p)
 		return -1;
@@ -737,7 +764,16 @@ expo_sample_line(struct expo_merge *m, const char *p, const char *end)
 		if (expo_skip_blanks(p, end) != end)
 			return -1;
 	}
-	return expo_sample_add(m, s);
+	return 0;
+}
+
+static int
+expo_sample_line(struct expo_merge *m, const char *p, const char *end)
+{
+	m->line = p;
+	if (expo_sample_parse(&m->locals, &m->sample, p, end) != 0)
+		return -1;
+	return expo_sample_add(m, &m->sample);
 }
 
 /* HELP text may escape only backslash and newline. */
@@ -775,18 +811,17 @@ expo_type_parse(const char *p, size_t len, enum expo_type *type)
 }
 
 /*
- * A line starting with '#', p just past it.  Anything but a HELP or TYPE
- * line is a comment, and so (as the reference parser has it) is a HELP or
- * TYPE line that ends before its text.
+ * The head of a line starting with '#', p just past it: 1 for a HELP or
+ * TYPE line (*help says which) naming *name (*n long) with text from *text,
+ * 0 for a comment, -1 when malformed.  Anything but a HELP or TYPE line is
+ * a comment, and so (as the reference parser has it) is a HELP or TYPE
+ * line that ends before its text.
  */
 static int
-expo_comment_line(struct expo_merge *m, const char *p, const char *end)
+expo_comment_head(const char *p, const char *end, int *help, const char **name,
+    size_t *n, const char **text)
 {
-	struct expo_local *l;
-	enum expo_type type;
-	const char *kw, *name, *last;
-	size_t n;
-	int help;
+	const char *kw;
 
 	p = expo_skip_blanks(p, end);
 	for (kw = p; p < end && !expo_is_blank(*p); p++)
@@ -794,23 +829,38 @@ expo_comment_line(struct expo_merge *m, const char *p, const char *end)
 	if (p == end)
 		return 0;
 	if (p - kw == 4 && memcmp(kw, "HELP", 4) == 0)
-		help = 1;
+		*help = 1;
 	else if (p - kw == 4 && memcmp(kw, "TYPE", 4) == 0)
-		help = 0;
+		*help = 0;
 	else
 		return 0;
-
 	p = expo_skip_blanks(p, end);
-	name = p;
-	n = expo_name_len(p, end, 1);
-	p += n;
+	*name = p;
+	*n = expo_name_len(p, end, 1);
+	p += *n;
 	if (p == end)
 		return 0;
-	if (n == 0 || !expo_is_blank(*p))
+	if (*n == 0 || !expo_is_blank(*p))
 		return -1;
 	p = expo_skip_blanks(p, end);
 	if (p == end)
 		return 0;
+	*text = p;
+	return 1;
+}
+
+/* A line starting with '#', p just past it. */
+static int
+expo_comment_line(struct expo_merge *m, const char *p, const char *end)
+{
+	struct expo_local *l;
+	enum expo_type type;
+	const char *name, *last;
+	size_t n;
+	int help, rc;
+
+	if ((rc = expo_comment_head(p, end, &help, &name, &n, &p)) != 1)
+		return rc;
 
 	if (help) {
 		if (expo_help_check(p, (size_t)(end - p)) != 0)
@@ -906,6 +956,18 @@ int
 expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
     size_t len, struct expo_stats *st)
 {
+	return expo_merge_add_edited(m, worker, text, len, NULL, NULL, st);
+}
+
+/*
+ * expo_merge_add, with edit asked about every sample the merge keeps: it
+ * may leave the sample out or give it another value (the carried totals).
+ */
+int
+expo_merge_add_edited(struct expo_merge *m, const char *worker,
+    const char *text, size_t len, expo_edit_fn edit, void *edit_arg,
+    struct expo_stats *st)
+{
 	struct expo_stats scratch;
 	const char *p = text, *end = text + len, *nl, *eol;
 	size_t good = 0;
@@ -917,6 +979,8 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 	m->st = st;
 	table_clear(&m->locals);
 	m->last = NULL;
+	m->edit = edit;
+	m->edit_arg = edit_arg;
 	expo_worker_set(m, worker);
 
 	while (p < end) {
@@ -944,6 +1008,7 @@ expo_merge_add(struct expo_merge *m, const char *worker, const char *text,
 		p = nl != NULL ? nl + 1 : end;
 	}
 	m->st = NULL;
+	m->edit = NULL;
 	return good == 0 && st->malformed != 0 ? -1 : 0;
 }
 
@@ -1024,4 +1089,233 @@ expo_merge_free(struct expo_merge *m)
 	table_finish(&m->locals);
 	buf_finish(&m->worker);
 	free(m);
+}
+
+/*
+ * The reader: one line at a time, with its family resolved, for code that
+ * looks at samples one by one (the carried totals) rather than merging
+ * whole scrapes.  A sample's family is the one a TYPE line of this text
+ * names for it, or for its base name when that is a histogram or summary
+ * (or a counter, for _total), else an untyped family of its own name.
+ */
+/* What the text said about one name; the merge refuses the same things. */
+#define EXPO_READER_TYPED 0x1 /* a TYPE line named it */
+#define EXPO_READER_HELPED 0x2 /* a HELP line named it */
+#define EXPO_READER_SAMPLED 0x4 /* a sample or its family had it */
+struct expo_reader_name {
+	struct table_key k; /* into the text */
+	int flags;
+	enum expo_type type;
+};
+
+struct expo_reader {
+	const char *p;
+	const char *end;
+	size_t lineno;
+	struct table names; /* of struct expo_reader_name */
+	const char *sampled; /* the last sample's name, marked already */
+	size_t sampledlen;
+	struct expo_sample sample;
+};
+
+/* Sets flag on name: 0, or -1 when it was set, or refuses to be now. */
+static int
+expo_reader_mark(struct expo_reader *r, const char *name, size_t len, int flag,
+    enum expo_type type)
+{
+	struct expo_reader_name *t;
+	int added;
+
+	t = table_add(&r->names, name, len, &added);
+	/* A second TYPE or HELP, or a TYPE after the name's samples. */
+	if ((t->flags & flag & ~EXPO_READER_SAMPLED) ||
+	    (flag == EXPO_READER_TYPED && (t->flags & EXPO_READER_SAMPLED)))
+		return -1;
+	t->flags |= flag;
+	if (flag == EXPO_READER_TYPED)
+		t->type = type;
+	return 0;
+}
+
+static const struct expo_reader_name *
+expo_reader_type_get(struct expo_reader *r, const char *name, size_t len)
+{
+	const struct expo_reader_name *t = table_find(&r->names, name, len);
+
+	return t != NULL && (t->flags & EXPO_READER_TYPED) ? t : NULL;
+}
+
+/* The family of sample name s, as the comment above says. */
+static void
+expo_reader_family(struct expo_reader *r, struct expo_line *line)
+{
+	static const struct {
+		const char *suffix;
+		size_t len;
+		enum expo_type type;
+	} owned[] = {
+		{ "_bucket", 7, EXPO_HISTOGRAM },
+		{ "_sum", 4, EXPO_HISTOGRAM },
+		{ "_count", 6, EXPO_HISTOGRAM },
+		{ "_created", 8, EXPO_HISTOGRAM },
+		{ "_sum", 4, EXPO_SUMMARY },
+		{ "_count", 6, EXPO_SUMMARY },
+		{ "_created", 8, EXPO_SUMMARY },
+		{ "_total", 6, EXPO_COUNTER },
+		{ "_created", 8, EXPO_COUNTER },
+	};
+	const struct expo_reader_name *t;
+	size_t i, len;
+
+	line->family = line->name;
+	line->familylen = line->namelen;
+	line->type = EXPO_UNTYPED;
+	if ((t = expo_reader_type_get(r, line->name, line->namelen)) != NULL) {
+		line->type = t->type;
+		return;
+	}
+	for (i = 0; i < sizeof owned / sizeof owned[0]; i++) {
+		len = owned[i].len;
+		if (line->namelen <= len ||
+		    memcmp(line->name + line->namelen - len, owned[i].suffix,
+			len) != 0)
+			continue;
+		t = expo_reader_type_get(r, line->name, line->namelen - len);
+		if (t != NULL && t->type == owned[i].type) {
+			line->familylen = t->k.len;
+			line->type = t->type;
+			return;
+		}
+	}
+}
+
+/* A line starting with '#', p just past it. */
+static int
+expo_reader_comment(struct expo_reader *r, struct expo_line *line,
+    const char *p, const char *end)
+{
+	const char *name, *last;
+	size_t n;
+	int help, rc;
+
+	if ((rc = expo_comment_head(p, end, &help, &name, &n, &p)) != 1)
+		return rc;
+	line->family = name;
+	line->familylen = n;
+	if (help) {
+		if (expo_help_check(p, (size_t)(end - p)) != 0 ||
+		    expo_reader_mark(r, name, n, EXPO_READER_HELPED, 0) != 0)
+			return -1;
+		line->kind = EXPO_LINE_HELP;
+		line->help = p;
+		line->helplen = (size_t)(end - p);
+		return 0;
+	}
+	for (last = end; last > p && expo_is_blank(last[-1]); last--)
+		;
+	if (expo_type_parse(p, (size_t)(last - p), &line->type) != 0 ||
+	    expo_reader_mark(r, name, n, EXPO_READER_TYPED, line->type) != 0)
+		return -1;
+	line->kind = EXPO_LINE_TYPE;
+	return 0;
+}
+
+/* name{labels} value [timestamp] */
+static int
+expo_reader_sample(struct expo_reader *r, struct expo_line *line, const char *p,
+    const char *end)
+{
+	struct expo_sample *s = &r->sample;
+
+	if (expo_sample_parse(&r->names, s, p, end) != 0)
+		return -1;
+	line->name = s->name;
+	line->namelen = s->namelen;
+	line->valuetext = s->value;
+	line->valuelen = s->valuelen;
+	expo_reader_family(r, line);
+	if (expo_labels_check(s, line->type) != 0)
+		return -1;
+	/* Samples come in runs of one name: mark it once per run. */
+	if (r->sampled == NULL || r->sampledlen != line->namelen ||
+	    memcmp(r->sampled, line->name, line->namelen) != 0) {
+		expo_reader_mark(r, line->name, line->namelen,
+		    EXPO_READER_SAMPLED, 0);
+		expo_reader_mark(r, line->family, line->familylen,
+		    EXPO_READER_SAMPLED, 0);
+		r->sampled = line->name;
+		r->sampledlen = line->namelen;
+	}
+	line->labels = s->labels;
+	line->nlabels = s->nlabels;
+	line->kind = EXPO_LINE_SAMPLE;
+	return 0;
+}
+
+struct expo_reader *
+expo_reader_create(const char *text, size_t len)
+{
+	struct expo_reader *r = xcalloc(1, sizeof *r);
+
+	r->p = text;
+	r->end = text + len;
+	table_init(&r->names, sizeof(struct expo_reader_name));
+	return r;
+}
+
+/*
+ * The next line: 1 when there is one, 0 at the end, -1 when the line is
+ * malformed (then only its text, len and lineno are set; the next call
+ * goes on after it).
+ */
+int
+expo_reader_next(struct expo_reader *r, struct expo_line *line)
+{
+	const char *p = r->p, *nl, *end;
+	size_t len;
+	int rc;
+
+	if (p >= r->end)
+		return 0;
+	memset(line, 0, sizeof *line);
+	nl = memchr(p, '\n', (size_t)(r->end - p));
+	end = nl != NULL ? nl : r->end;
+	r->p = nl != NULL ? nl + 1 : r->end;
+	line->text = p;
+	line->len = len = (size_t)(end - p);
+	line->lineno = ++r->lineno;
+	if (len > EXPO_LINE_MAX || memchr(p, '\0', len) != NULL)
+		return -1;
+	if (len > 0 && p[len - 1] == '\r')
+		end--;
+	p = expo_skip_blanks(p, end);
+	if (p == end) {
+		line->kind = EXPO_LINE_BLANK;
+		return 1;
+	}
+	line->kind = EXPO_LINE_COMMENT;
+	if (*p == '#')
+		rc = expo_reader_comment(r, line, p + 1, end);
+	else
+		rc = expo_reader_sample(r, line, p, end);
+	if (rc != 0) {
+		line->kind = EXPO_LINE_COMMENT;
+		return -1;
+	}
+	return 1;
+}
+
+void
+expo_reader_free(struct expo_reader *r)
+{
+	if (r == NULL)
+		return;
+	table_finish(&r->names);
+	free(r);
+}
+
+const char *
+expo_type_name(enum expo_type type)
+{
+	return expo_type_names[type];
 }

@@ -15,9 +15,9 @@
 
 #include "promfork.h"
 
-#define FANOUT_ACCEPT "text/plain;version=0.0.4"
-
 struct fanout {
+	struct registry *reg;
+	uint64_t stamp; /* when the scrapes started, for the carries */
 	struct http_conn *conn;
 	struct collect *collect;
 	struct fanout_scratch *scratch;
@@ -40,21 +40,41 @@ fanout_free(struct fanout *f)
 	free(f);
 }
 
-/* Adds one worker's scrape to the merge; 1 when it counts as up. */
+/*
+ * Adds one worker's scrape to the merge, with its slot's carried totals
+ * when it has some; 1 when it counts as up.  *merged: its answer went in.
+ */
 static int
-fanout_merge_worker(struct expo_merge *m, const struct collect_item *it,
-    const struct buf *body, size_t *malformed, size_t *dropped)
+fanout_merge_worker(struct fanout *f, struct expo_merge *m,
+    const struct collect_item *it, struct buf *body, size_t *malformed,
+    size_t *dropped, int *merged)
 {
 	struct expo_stats st;
+	struct lease *l;
+	struct carry *carry;
 	char name[16];
 	int rc;
 
 	*malformed = *dropped = 0;
+	*merged = 0;
 	if (!it->ok || it->status != 200)
 		return 0;
+	/* A lifetime that ended meanwhile is in its slot's totals now. */
+	l = registry_find_lease(f->reg, it->worker, it->pid, it->starttime);
+	if (l == NULL)
+		return 1;
 	(void)snprintf(name, sizeof name, "%d", it->worker);
-	rc = expo_merge_add(m, name, body->data != NULL ? body->data : "",
-	    body->len, &st);
+	if ((carry = registry_carry(f->reg, it->worker, 1)) != NULL)
+		rc = carry_merge_add(carry, f->stamp, m, name,
+		    body->data != NULL ? body->data : "", body->len,
+		    &f->scratch->carried, &st);
+	else
+		rc = expo_merge_add(m, name,
+		    body->data != NULL ? body->data : "", body->len, &st);
+	*merged = 1;
+	/* The slot's final values, should this lifetime end unannounced. */
+	if (rc == 0)
+		lease_keep_body(l, f->stamp, body);
 	*malformed = st.malformed;
 	*dropped = st.dropped + st.capped;
 	if (st.malformed > 0)
@@ -101,7 +121,10 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 	struct fanout_scratch *fs = f->scratch;
 	struct buf *out = &fs->out;
 	size_t i, *malformed, *dropped;
-	int *up;
+	unsigned char *merged;
+	struct carry *carry;
+	char name[16];
+	int *up, m;
 
 	if (fs->merge == NULL)
 		fs->merge = expo_merge_create();
@@ -110,9 +133,30 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 	up = xcalloc(f->nworkers + 1, sizeof *up);
 	malformed = xcalloc(f->nworkers + 1, sizeof *malformed);
 	dropped = xcalloc(f->nworkers + 1, sizeof *dropped);
-	for (i = 0; i < f->nworkers; i++)
-		up[i] = fanout_merge_worker(fs->merge, &items[i], &f->bodies[i],
-		    &malformed[i], &dropped[i]);
+	merged = xcalloc(f->reg->pool.size, 1);
+	for (i = 0; i < f->nworkers; i++) {
+		up[i] = fanout_merge_worker(f, fs->merge, &items[i],
+		    &f->bodies[i], &malformed[i], &dropped[i], &m);
+		merged[items[i].worker] = (unsigned char)m;
+	}
+	/*
+	 * Slots whose worker did not answer, or that have none now, serve
+	 * their carried totals: their counters stay where they were.
+	 */
+	for (i = 0; i < f->reg->pool.size; i++) {
+		if (merged[i] ||
+		    (carry = registry_carry(f->reg, (int)i,
+			 registry_find_worker(f->reg, (int)i) != NULL)) == NULL)
+			continue;
+		fs->carried.len = 0;
+		carry_begin(carry, f->stamp);
+		carry_render(carry, &fs->carried);
+		(void)snprintf(name, sizeof name, "%d", (int)i);
+		expo_merge_add(fs->merge, name,
+		    fs->carried.data != NULL ? fs->carried.data : "",
+		    fs->carried.len, NULL);
+	}
+	free(merged);
 	expo_merge_render(fs->merge, out);
 
 	fanout_family(out, "promfork_worker_up", "gauge",
@@ -215,8 +259,9 @@ fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
 {
 	static const struct collect_callbacks cb = { fanout_head_cb,
 		fanout_body_cb, fanout_done_cb };
-	static const struct collect_config cfg_default = { FANOUT_ACCEPT, 0,
-		FANOUT_BODY_MAX };
+	static const struct collect_config cfg_default = {
+		HTTP_EXPOSITION_ACCEPT, 0, FANOUT_BODY_MAX
+	};
 	struct collect_config cfg = cfg_default;
 	struct fanout *f = xcalloc(1, sizeof *f);
 	struct lease **leases, *l;
@@ -224,6 +269,8 @@ fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
 	leases = xcalloc(reg->count + 1, sizeof *leases);
 	REGISTRY_FOREACH (l, reg)
 		leases[f->nworkers++] = l;
+	f->reg = reg;
+	f->stamp = registry_stamp(reg);
 	f->conn = c;
 	f->scratch = fs;
 	f->bodies = xcalloc(f->nworkers + 1, sizeof *f->bodies);
@@ -245,4 +292,5 @@ fanout_scratch_finish(struct fanout_scratch *fs)
 	expo_merge_free(fs->merge);
 	fs->merge = NULL;
 	buf_finish(&fs->out);
+	buf_finish(&fs->carried);
 }

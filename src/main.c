@@ -162,6 +162,12 @@ setup(struct promfork *pf)
 		fatalx("event_base_new");
 	registry_init(&pf->reg, pf->base, pf->opts.port_low, pf->opts.port_high,
 	    pool_port_bindable, NULL);
+	{
+		struct continuity_config cc = { pf->opts.continuity,
+			pf->opts.carry_hold_ms, pf->opts.carry_max_series };
+
+		registry_continuity(&pf->reg, &cc);
+	}
 	pf->tc.host = pf->opts.target_host;
 	pf->tc.labels = &pf->opts.labels;
 	if (pf->opts.proxy_targets) {

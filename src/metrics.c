@@ -70,6 +70,14 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	ms->registrations = reg->stats.registrations;
 	ms->refusals = reg->stats.refusals;
 	memcpy(ms->ends, reg->stats.ends, sizeof ms->ends);
+	if (reg->cont != NULL && reg->cont->on) {
+		ms->have_carry = 1;
+		ms->carry_series = reg->cont->limits.series;
+		ms->carry_max_series = reg->cont->limits.max_series;
+		ms->carry_dropped = reg->cont->limits.dropped;
+		ms->carry_type_changes = reg->cont->limits.type_changes;
+		ms->carry_lifetimes = reg->cont->lifetimes;
+	}
 	if (src->sdfile != NULL) {
 		ms->have_sdfile = 1;
 		ms->sd_path = src->sdfile->path;
@@ -261,6 +269,25 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 		    "promfork_releases_total{reason=\"%s\"} "
 		    "%llu\n",
 		    lease_end_name((enum lease_end)e), ms->ends[e]);
+	if (ms->have_carry) {
+		metrics_ull(out, "promfork_carry_series", "gauge",
+		    "Counter series whose finished lifetimes' totals are "
+		    "carried now, all slots.",
+		    ms->carry_series);
+		metrics_ull(out, "promfork_carry_max_series", "gauge",
+		    "--carry-max-series.", ms->carry_max_series);
+		metrics_ull(out, "promfork_carry_dropped_total", "counter",
+		    "Counter values not carried: over --carry-max-series.",
+		    ms->carry_dropped);
+		metrics_ull(out, "promfork_carry_type_changes_total", "counter",
+		    "Carried families dropped because a worker typed them "
+		    "otherwise.",
+		    ms->carry_type_changes);
+		metrics_ull(out, "promfork_carry_lifetimes_total", "counter",
+		    "Worker lifetimes whose final values joined their slot's "
+		    "totals.",
+		    ms->carry_lifetimes);
+	}
 	metrics_ull(out, "promfork_port_pool_size", "gauge",
 	    "Ports in --port-range.", ms->pool_size);
 	metrics_ull(out, "promfork_port_pool_free", "gauge",

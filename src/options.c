@@ -21,6 +21,11 @@ enum {
 	OPTIONS_HTTP_DEADLINE,
 };
 enum { OPTIONS_DISCOVER = 0x4501, OPTIONS_DISCOVER_INTERVAL };
+enum {
+	OPTIONS_NO_CONTINUITY = 0x4601,
+	OPTIONS_CARRY_HOLD,
+	OPTIONS_CARRY_MAX_SERIES
+};
 
 static const char options_help[] =
     "Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
@@ -51,6 +56,13 @@ static const char options_help[] =
     "                             Prometheus needs to reach one port only\n"
     "      --http-deadline SECS   time for a whole request to --listen,\n"
     "                             proxied scrape included (default 10)\n"
+    "      --no-continuity        serve each worker's own counters through the\n"
+    "                             proxy and fan-out, without the totals that\n"
+    "                             its slot's earlier processes counted\n"
+    "      --carry-hold SECS      how long a slot without a live worker keeps\n"
+    "                             serving its carried totals (default 300)\n"
+    "      --carry-max-series N   carried series, all slots together, at most\n"
+    "                             (default 100000); more are served raw\n"
     "      --discover             also publish the ports of the range that\n"
     "                             COMMAND's processes listen on by themselves\n"
     "                             (e.g. django-prometheus PORT_RANGE)\n"
@@ -92,10 +104,14 @@ static const char options_help_tail[] =
     "  -V, --version              show the version and exit\n"
     "\n"
     "Registration API (HTTP/1.1 + JSON on the Unix socket):\n"
-    "  POST /v1/workers {\"pid\": N, \"labels\": {...}}  lease a port (pid defaults\n"
-    "                                             to the caller)\n"
+    "  POST /v1/workers {\"pid\": N, \"labels\": {...}, \"slot\": N}\n"
+    "                                             lease a port (pid defaults\n"
+    "                                             to the caller; slot: the\n"
+    "                                             one wanted, when free)\n"
     "  GET /v1/workers                            list the leases\n"
     "  DELETE /v1/workers/N                       release worker N\n"
+    "  POST /v1/workers/N/retire                  worker N is about to exit:\n"
+    "                                             scrape it one last time\n"
     "From a shell: port=$(promfork lease) registers the calling shell.\n"
     "\n"
     "Exit status: COMMAND's own, 128+N when it was killed by signal N, 2 for a\n"
@@ -321,6 +337,41 @@ options_parse_standalone(struct options *o, int opt, const char *arg,
 	return -1;
 }
 
+/* The options of slot continuity (carry.c). */
+static int
+options_parse_carry(struct options *o, int opt, const char *arg, char **cause)
+{
+	switch (opt) {
+	case OPTIONS_NO_CONTINUITY:
+		o->continuity = 0;
+		return 0;
+	case OPTIONS_CARRY_HOLD:
+		if (options_parse_seconds(arg, 0, 86400, &o->carry_hold_ms) !=
+		    0) {
+			xasprintf(cause,
+			    "--carry-hold \"%s\" is not a whole number "
+			    "of seconds from 0 to 86400",
+			    arg);
+			return -1;
+		}
+		return 0;
+	case OPTIONS_CARRY_MAX_SERIES: {
+		int n;
+
+		if (options_parse_ms(arg, 0, 999999, &n) != 0) {
+			xasprintf(cause,
+			    "--carry-max-series \"%s\" is not a whole "
+			    "number from 0 to 999999",
+			    arg);
+			return -1;
+		}
+		o->carry_max_series = (size_t)n;
+		return 0;
+	}
+	}
+	return -1;
+}
+
 /* Spawn options need a COMMAND; standalone options need none. */
 static int
 options_check_modes(struct options *o, char **cause)
@@ -382,6 +433,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
 		{ "http-deadline", required_argument, NULL,
 		    OPTIONS_HTTP_DEADLINE },
+		{ "no-continuity", no_argument, NULL, OPTIONS_NO_CONTINUITY },
+		{ "carry-hold", required_argument, NULL, OPTIONS_CARRY_HOLD },
+		{ "carry-max-series", required_argument, NULL,
+		    OPTIONS_CARRY_MAX_SERIES },
 		{ "discover", no_argument, NULL, OPTIONS_DISCOVER },
 		{ "discover-interval", required_argument, NULL,
 		    OPTIONS_DISCOVER_INTERVAL },
@@ -409,6 +464,9 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 	o->log_level = LOG_LEVEL_INFO;
 	o->discover_interval_ms = DISCOVER_INTERVAL_MS;
 	o->http_deadline_ms = WEB_DEADLINE_MS;
+	o->continuity = 1;
+	o->carry_hold_ms = CARRY_HOLD_MS;
+	o->carry_max_series = CARRY_MAX_SERIES;
 	*message = NULL;
 	optind = 0; /* reset getopt, tests parse more than once */
 	opterr = 0;
@@ -509,6 +567,12 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 				    optarg);
 				goto usage;
 			}
+			break;
+		case OPTIONS_NO_CONTINUITY:
+		case OPTIONS_CARRY_HOLD:
+		case OPTIONS_CARRY_MAX_SERIES:
+			if (options_parse_carry(o, c, optarg, &cause) != 0)
+				goto usage;
 			break;
 		case OPTIONS_WORKERS:
 		case OPTIONS_GRACE:

@@ -4,6 +4,12 @@
  * free one whose port can be bound right now; ports a foreign process holds
  * are skipped, never handed out.  The probe is a parameter so tests can
  * decide which ports look busy.
+ *
+ * A slot should outlive its processes: a replacement asks for its slot by
+ * index where the server has one (pool_take_preferred), and where it has
+ * none the pool remembers which slots a process freed by exiting, so that
+ * the replacement a master forks right away gets the slot of the worker it
+ * replaces, not merely the lowest free one.
  */
 #include <sys/socket.h>
 
@@ -24,6 +30,7 @@ pool_init(struct pool *p, uint16_t low, uint16_t high, pool_probe_fn probe,
 	p->low = low;
 	p->size = (size_t)high - low + 1;
 	p->used = xcalloc(p->size, 1);
+	p->exited_ms = xcalloc(p->size, sizeof *p->exited_ms);
 	p->probe = probe;
 	p->probe_arg = arg;
 }
@@ -33,6 +40,25 @@ pool_finish(struct pool *p)
 {
 	free(p->used);
 	p->used = NULL;
+	free(p->exited_ms);
+	p->exited_ms = NULL;
+}
+
+/* Is slot s free and its port bindable now?  Takes it if so. */
+static int
+pool_take_one(struct pool *p, size_t s)
+{
+	if (p->used[s])
+		return 0;
+	if (p->probe != NULL && !p->probe(pool_port(p, (int)s), p->probe_arg)) {
+		log_debug("port %u is held by another process, skipped",
+		    pool_port(p, (int)s));
+		return 0;
+	}
+	p->used[s] = 1;
+	p->nused++;
+	p->exited_ms[s] = 0;
+	return 1;
 }
 
 int
@@ -41,20 +67,37 @@ pool_take(struct pool *p)
 	size_t s;
 
 	for (s = 0; s < p->size; s++) {
-		if (p->used[s])
-			continue;
-		if (p->probe != NULL &&
-		    !p->probe(pool_port(p, (int)s), p->probe_arg)) {
-			log_debug("port %u is held by another process, "
-				  "skipped",
-			    pool_port(p, (int)s));
-			continue;
-		}
-		p->used[s] = 1;
-		p->nused++;
-		return (int)s;
+		if (pool_take_one(p, s))
+			return (int)s;
 	}
 	return -1;
+}
+
+/*
+ * Takes preferred when it is free (-1: no preference), else the slot a
+ * process freed most recently by exiting, if that was less than
+ * POOL_RECENT_MS before now_ms, else the lowest free slot.
+ */
+int
+pool_take_preferred(struct pool *p, int preferred, uint64_t now_ms)
+{
+	size_t s, best = p->size;
+	uint64_t when = 0;
+
+	if (preferred >= 0 && (size_t)preferred < p->size &&
+	    pool_take_one(p, (size_t)preferred))
+		return preferred;
+	for (s = 0; s < p->size; s++) {
+		if (p->used[s] || p->exited_ms[s] == 0 ||
+		    p->exited_ms[s] + POOL_RECENT_MS < now_ms ||
+		    p->exited_ms[s] <= when)
+			continue;
+		best = s;
+		when = p->exited_ms[s];
+	}
+	if (best != p->size && pool_take_one(p, best))
+		return (int)best;
+	return pool_take(p);
 }
 
 /* Takes one given slot, as discovery and re-adoption need. */
@@ -75,6 +118,16 @@ pool_release(struct pool *p, int slot)
 		return;
 	p->used[slot] = 0;
 	p->nused--;
+}
+
+/* Remembers that slot's process exited at now_ms (never 0), freeing it. */
+void
+pool_release_exited(struct pool *p, int slot, uint64_t now_ms)
+{
+	if (slot < 0 || (size_t)slot >= p->size || !p->used[slot])
+		return;
+	pool_release(p, slot);
+	p->exited_ms[slot] = now_ms != 0 ? now_ms : 1;
 }
 
 uint16_t

@@ -111,6 +111,9 @@ struct options {
 	char *listen; /* --listen ADDR:PORT, NULL when off */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
+	int continuity; /* carried totals: on unless --no-continuity */
+	int carry_hold_ms; /* --carry-hold */
+	size_t carry_max_series; /* --carry-max-series */
 	enum log_level log_level;
 	int log_json;
 	int discover; /* --discover */
@@ -144,15 +147,19 @@ struct pool {
 	size_t size;
 	unsigned char *used;
 	size_t nused;
+	uint64_t *exited_ms; /* per slot: when an exit freed it; 0: never */
 	pool_probe_fn probe;
 	void *probe_arg;
 };
 void
 pool_init(struct pool *, uint16_t low, uint16_t high, pool_probe_fn, void *);
 void pool_finish(struct pool *);
+#define POOL_RECENT_MS 10000 /* a slot freed by an exit is kept this long */
 int pool_take(struct pool *);
+int pool_take_preferred(struct pool *, int preferred, uint64_t now_ms);
 int pool_claim(struct pool *, int slot);
 void pool_release(struct pool *, int slot);
+void pool_release_exited(struct pool *, int slot, uint64_t now_ms);
 uint16_t pool_port(const struct pool *, int slot);
 size_t pool_nfree(const struct pool *);
 int pool_port_bindable(uint16_t port, void *arg);
@@ -224,9 +231,13 @@ enum lease_end {
 	LEASE_END_RELEASE, /* asked for, by DELETE */
 	LEASE_END_GONE, /* discovery: the listener is gone */
 	LEASE_END_SHUTDOWN,
+	LEASE_END_RETIRE, /* asked for before a graceful exit */
 	LEASE_END_COUNT
 };
 struct registry;
+struct continuity;
+struct continuity_config;
+struct carry;
 /* The last scrape of a worker through promfork (proxy, fan-out, status). */
 struct lease_scrape {
 	time_t when; /* wall clock; 0 when never scraped */
@@ -248,6 +259,9 @@ struct lease {
 	struct timespec created_mono;
 	uid_t uid; /* standalone: the user of its process; -1 when unknown */
 	struct lease_scrape scrape;
+	struct buf body; /* the last whole answer: this lifetime's final values
+			  * should it end without a retire */
+	uint64_t body_stamp; /* the stamp of the scrape that got it */
 };
 typedef void (*registry_change_fn)(void *arg);
 struct registry_listener {
@@ -279,6 +293,8 @@ struct registry {
 	struct registry_listener listeners[8];
 	size_t nlisteners;
 	struct registry_stats stats;
+	int prefer; /* the slot the registration being made asks for, or -1 */
+	struct continuity *cont; /* the slots' carried totals */
 };
 void registry_init(struct registry *, struct event_base *, uint16_t low,
     uint16_t high, pool_probe_fn, void *probe_arg);
@@ -291,6 +307,13 @@ struct lease *registry_lease(struct registry *, struct proc_ref *,
 struct lease *registry_lease_pid(struct registry *, pid_t,
     const struct labels *, enum lease_source, int slot, int *created,
     enum registry_error *, char **cause);
+struct lease *registry_lease_prefer(struct registry *, struct proc_ref *,
+    const struct labels *, enum lease_source, int prefer, int *created,
+    enum registry_error *, char **cause);
+void registry_continuity(struct registry *, const struct continuity_config *);
+uint64_t registry_stamp(struct registry *);
+struct carry *registry_carry(struct registry *, int slot, int live);
+int registry_adopt_carry(struct registry *, int slot, const char *, size_t);
 void registry_count_refusal(struct registry *);
 int registry_reserve(struct registry *, int slot, enum lease_source);
 void registry_unreserve(struct registry *, int slot);
@@ -317,6 +340,7 @@ int lease_source_parse(const char *, enum lease_source *);
 void lease_close(struct lease *, enum lease_end);
 struct scrape_result;
 void lease_record_scrape(struct lease *, const struct scrape_result *);
+void lease_keep_body(struct lease *, uint64_t stamp, struct buf *);
 
 /* target.c */
 struct target_config {
@@ -387,6 +411,8 @@ int sdfile_finish(struct mirror *, enum sd_exit);
 #define HTTP_HEADERS_MAX 32
 /* The Prometheus text exposition format, as promfork serves it. */
 #define HTTP_EXPOSITION_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* What promfork asks workers for: the format it reads. */
+#define HTTP_EXPOSITION_ACCEPT "text/plain;version=0.0.4"
 struct http_header {
 	char *name;
 	char *value;
@@ -646,6 +672,20 @@ int value_timestamp_parse(const char *, size_t, long long *);
  * the merge's work and memory whatever a worker answers. */
 #define EXPO_SERIES_MAX 50000 /* samples */
 #define EXPO_NAMES_MAX 4096 /* distinct names in samples, HELP and TYPE */
+enum expo_type {
+	EXPO_UNTYPED,
+	EXPO_COUNTER,
+	EXPO_GAUGE,
+	EXPO_HISTOGRAM,
+	EXPO_SUMMARY,
+	EXPO_TYPE_COUNT
+};
+struct expo_label {
+	const char *name;
+	size_t namelen;
+	const char *value; /* escaped, as on the wire, which is canonical */
+	size_t valuelen;
+};
 struct expo_stats {
 	size_t lines;
 	size_t samples; /* kept */
@@ -663,6 +703,106 @@ int expo_merge_add(struct expo_merge *, const char *worker, const char *text,
 void expo_merge_render(struct expo_merge *, struct buf *);
 void expo_merge_reset(struct expo_merge *);
 void expo_merge_free(struct expo_merge *);
+/* One line of an exposition, as expo_reader_next reads it. */
+enum expo_line_kind {
+	EXPO_LINE_BLANK,
+	EXPO_LINE_COMMENT, /* a comment, or a HELP or TYPE line without text */
+	EXPO_LINE_HELP,
+	EXPO_LINE_TYPE,
+	EXPO_LINE_SAMPLE
+};
+struct expo_line {
+	enum expo_line_kind kind;
+	const char *text; /* the whole line, without its newline */
+	size_t len;
+	size_t lineno; /* from 1 */
+	/* HELP, TYPE: the name they describe; SAMPLE: its family */
+	const char *family;
+	size_t familylen;
+	enum expo_type type; /* TYPE, SAMPLE */
+	const char *help; /* HELP: escaped as on the wire */
+	size_t helplen;
+	/* SAMPLE */
+	const char *name;
+	size_t namelen;
+	const struct expo_label *labels; /* valid until the next line */
+	size_t nlabels;
+	const char *valuetext; /* into text */
+	size_t valuelen;
+};
+/* What an edit does to a sample the merge adds. */
+enum expo_edit { EXPO_EDIT_KEEP, EXPO_EDIT_SET, EXPO_EDIT_DROP };
+/* EXPO_EDIT_SET: the new value's text in buf (32 bytes), *len long. */
+typedef enum expo_edit (
+    *expo_edit_fn)(void *arg, const struct expo_line *, char *buf, size_t *len);
+int expo_merge_add_edited(struct expo_merge *, const char *worker,
+    const char *text, size_t len, expo_edit_fn, void *arg, struct expo_stats *);
+struct expo_reader;
+struct expo_reader *expo_reader_create(const char *, size_t);
+int expo_reader_next(struct expo_reader *, struct expo_line *);
+void expo_reader_free(struct expo_reader *);
+const char *expo_type_name(enum expo_type);
+
+/* carry.c */
+#define CARRY_HOLD_MS (300 * 1000) /* default --carry-hold */
+#define CARRY_MAX_SERIES 100000 /* default --carry-max-series */
+/* Shared by the carries of all slots. */
+struct carry_limits {
+	size_t max_series; /* carried series, all slots together */
+	size_t series; /* carried now */
+	unsigned long long dropped; /* values not carried: over the cap */
+	unsigned long long type_changes; /* families dropped: type changed */
+};
+struct carry;
+struct carry *carry_create(struct carry_limits *);
+void carry_clear(struct carry *);
+void carry_free(struct carry *);
+int carry_empty(const struct carry *);
+size_t carry_series(const struct carry *);
+void carry_begin(struct carry *, uint64_t stamp);
+enum expo_edit
+carry_apply(struct carry *, const struct expo_line *, double *served);
+enum expo_edit
+carry_edit(void *carry, const struct expo_line *, char *buf, size_t *len);
+int carry_complete(const struct carry *);
+void carry_end_lifetime(struct carry *);
+int carry_add_lifetime(struct carry *, const char *, size_t, size_t *malformed);
+void carry_render(struct carry *, struct buf *);
+void carry_rewrite(struct carry *, uint64_t stamp, const char *, size_t,
+    struct buf *);
+void carry_render_finished(const struct carry *, struct buf *);
+int carry_merge_add(struct carry *, uint64_t stamp, struct expo_merge *,
+    const char *worker, const char *, size_t, struct buf *scratch,
+    struct expo_stats *);
+
+/* continuity.c */
+struct continuity_config {
+	int on; /* --no-continuity turns it off */
+	int hold_ms; /* --carry-hold */
+	size_t max_series; /* --carry-max-series */
+};
+struct continuity {
+	int on;
+	int hold_ms;
+	struct carry_limits limits;
+	struct carry **carries; /* per slot, NULL until a lifetime ends */
+	uint64_t *until_ms; /* per slot: served without a worker until then */
+	size_t nslots;
+	uint64_t stamp; /* the last scrape's */
+	unsigned long long lifetimes; /* ended and carried */
+	unsigned long long dropped_logged;
+};
+struct continuity *
+continuity_create(size_t slots, const struct continuity_config *);
+void continuity_free(struct continuity *);
+uint64_t continuity_stamp(struct continuity *);
+size_t continuity_end(struct continuity *, int slot, const char *final,
+    size_t len, uint64_t now_ms);
+struct carry *
+continuity_carry(struct continuity *, int slot, int live, uint64_t now_ms);
+int continuity_adopt(struct continuity *, int slot, const char *, size_t,
+    uint64_t now_ms);
+size_t continuity_render_slot(struct continuity *, int slot, struct buf *);
 
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */
@@ -671,6 +811,7 @@ void expo_merge_free(struct expo_merge *);
 struct fanout_scratch {
 	struct expo_merge *merge;
 	struct buf out;
+	struct buf carried; /* a slot's carried series, rendered */
 };
 void fanout_serve(struct http_conn *, struct registry *, int deadline_ms,
     struct fanout_scratch *);
@@ -714,6 +855,12 @@ struct metrics_snapshot {
 	unsigned long long registrations;
 	unsigned long long refusals;
 	unsigned long long ends[LEASE_END_COUNT];
+	int have_carry; /* slot continuity is on: the fields below are set */
+	size_t carry_series; /* carried now, all slots */
+	size_t carry_max_series;
+	unsigned long long carry_dropped;
+	unsigned long long carry_type_changes;
+	unsigned long long carry_lifetimes;
 	int have_sdfile;
 	const char *sd_path;
 	unsigned long long sd_writes;
@@ -827,6 +974,15 @@ struct state_entry {
 int state_parse(const char *, size_t, struct state_entry **, size_t *,
     char *boot_id, char **cause);
 void state_entries_free(struct state_entry *, size_t);
+/* A slot's carried totals, as an exposition. */
+struct state_carried {
+	int worker;
+	char *text;
+	size_t len;
+};
+int state_parse_carried(const char *, size_t, struct state_carried **, size_t *,
+    char **cause);
+void state_carried_free(struct state_carried *, size_t);
 char *state_render(const struct registry *, size_t *);
 int state_adopt(const char *path, struct registry *, const struct api_config *,
     char **cause);

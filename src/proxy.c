@@ -4,6 +4,13 @@
  * hosts and containers that expose one port.  The worker is looked up in
  * the registry, so only a live registered worker's own port can be reached,
  * always at COLLECT_PATH; nothing from the request picks the address.
+ *
+ * With slot continuity the worker is asked for the text format, which the
+ * carry reads, and its answer is kept on its lease (the lifetime's final
+ * values, should it end unannounced).  While the slot has nothing carried
+ * the answer still streams as it comes; once it has, the answer is taken
+ * whole and served with the carried totals added, and a slot with no
+ * worker serves its carried totals alone for the hold time.
  */
 #include <stdlib.h>
 
@@ -12,10 +19,16 @@
 #include "promfork.h"
 
 struct proxy {
+	struct registry *reg;
 	struct http_conn *conn;
 	struct collect *collect;
 	int worker;
 	int started; /* the response head has been sent */
+	int keep; /* continuity: keep the answer on the lease */
+	int rewrite; /* the slot has carried totals: answer at the end */
+	int status; /* the worker's */
+	uint64_t stamp;
+	struct buf body;
 };
 
 /* The single teardown path of a proxied request. */
@@ -25,6 +38,7 @@ proxy_free(struct proxy *p)
 	if (p->conn != NULL)
 		http_conn_on_close(p->conn, NULL, NULL);
 	collect_cancel(p->collect);
+	buf_finish(&p->body);
 	free(p);
 }
 
@@ -44,6 +58,9 @@ proxy_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 	struct proxy *p = arg;
 	int status = h->status;
 
+	p->status = h->status;
+	if (p->rewrite)
+		return 0;
 	/* 1xx and other oddities are not passed on as they are. */
 	if (status < 200 || status > 599)
 		status = 502;
@@ -58,12 +75,58 @@ static int
 proxy_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 {
 	struct proxy *p = arg;
+	size_t n = evbuffer_get_length(chunk);
 
-	http_reply_write(p->conn, chunk);
+	if (p->keep && n > 0)
+		buf_add(&p->body, evbuffer_pullup(chunk, -1), n);
+	if (p->rewrite)
+		evbuffer_drain(chunk, n);
+	else
+		http_reply_write(p->conn, chunk);
 	return 0;
 }
 
 static struct log_limit proxy_log;
+
+/* Answers with slot's carried totals alone, or 404 when it has none. */
+static void
+proxy_carried(struct http_conn *c, struct registry *reg, int worker,
+    uint64_t stamp)
+{
+	struct carry *carry;
+	struct buf out = { NULL, 0, 0 };
+
+	carry = registry_carry(reg, worker,
+	    registry_find_worker(reg, worker) != NULL);
+	if (carry == NULL) {
+		http_reply_error(c, 404, "no live worker %d", worker);
+		return;
+	}
+	carry_begin(carry, stamp);
+	carry_render(carry, &out);
+	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	    out.data != NULL ? out.data : "", out.len);
+	buf_finish(&out);
+}
+
+/* The whole answer of a slot with carried totals, with them added. */
+static void
+proxy_rewrite(struct proxy *p, struct http_conn *c, struct lease *l)
+{
+	struct carry *carry = registry_carry(p->reg, p->worker, 1);
+	struct buf out = { NULL, 0, 0 };
+
+	if (carry == NULL) { /* forgotten meanwhile: the answer as it is */
+		http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+		    p->body.data != NULL ? p->body.data : "", p->body.len);
+		return;
+	}
+	carry_rewrite(carry, p->stamp, p->body.data != NULL ? p->body.data : "",
+	    p->body.len, &out);
+	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	    out.data != NULL ? out.data : "", out.len);
+	buf_finish(&out);
+}
 
 static void
 proxy_done_cb(struct collect_item *items, size_t n, void *arg)
@@ -71,14 +134,24 @@ proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 	struct proxy *p = arg;
 	struct http_conn *c = p->conn;
 	struct collect_item *it = &items[0];
+	struct lease *l;
+	int whole = it->ok && p->status == 200;
 
 	p->collect = NULL; /* it frees itself after this */
+	l = registry_find_lease(p->reg, it->worker, it->pid, it->starttime);
 	/* Ending the reply may close the connection: we are done with it. */
 	http_conn_on_close(c, NULL, NULL);
 	p->conn = NULL;
 	if (!it->ok && log_limit(&proxy_log, "failed proxied scrapes"))
 		log_warnx("proxy to worker %d: %s", p->worker, it->error);
-	if (it->ok)
+	if (p->rewrite && whole && l != NULL)
+		proxy_rewrite(p, c, l);
+	else if (p->rewrite && whole) /* its lifetime ended meanwhile */
+		proxy_carried(c, p->reg, p->worker, p->stamp);
+	else if (p->rewrite && it->ok)
+		http_reply_error(c, 502, "worker %d answered %d", p->worker,
+		    p->status);
+	else if (it->ok)
 		http_reply_end(c);
 	else if (p->started)
 		http_reply_abort(c, it->error);
@@ -86,6 +159,8 @@ proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 		http_reply_error(c, it->timed_out ? 504 : 502, "worker %d: %s",
 		    p->worker, it->error);
 	}
+	if (p->keep && whole && l != NULL)
+		lease_keep_body(l, p->stamp, &p->body);
 	proxy_free(p);
 }
 
@@ -104,15 +179,20 @@ proxy_serve(struct http_conn *c, const struct http_request *req,
 	struct proxy *p;
 
 	if (l == NULL) {
-		http_reply_error(c, 404, "no live worker %d", worker);
+		proxy_carried(c, reg, worker, registry_stamp(reg));
 		return;
 	}
-	cfg.accept = http_request_header(req, "Accept");
-	cfg.deadline_ms = deadline_ms;
-	cfg.body_max = PROXY_BODY_MAX;
 	p = xcalloc(1, sizeof *p);
+	p->reg = reg;
 	p->conn = c;
 	p->worker = worker;
+	p->stamp = registry_stamp(reg);
+	p->keep = reg->cont->on;
+	p->rewrite = registry_carry(reg, worker, 1) != NULL;
+	cfg.accept = p->keep ? HTTP_EXPOSITION_ACCEPT
+			     : http_request_header(req, "Accept");
+	cfg.deadline_ms = deadline_ms;
+	cfg.body_max = PROXY_BODY_MAX;
 	p->collect = collect_start(reg->base, reg, &l, 1, &cfg, &cb, p);
 	http_conn_on_close(c, proxy_client_close_cb, p);
 }

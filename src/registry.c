@@ -20,12 +20,12 @@
 #define REGISTRY_CHECK_MS 500
 
 static const char *const lease_end_names[LEASE_END_COUNT] = { "exit", "release",
-	"gone", "shutdown" };
+	"gone", "shutdown", "retire" };
 static const char *const lease_source_names[] = { "api", "discover", "spawn" };
 #define LEASE_SOURCES (sizeof lease_source_names / sizeof lease_source_names[0])
 
 static void registry_exits_cb(evutil_socket_t, short, void *);
-static void registry_release(struct registry *, int slot);
+static void registry_release(struct registry *, int slot, int exited);
 
 const char *
 lease_end_name(enum lease_end e)
@@ -69,6 +69,16 @@ registry_check_cb(evutil_socket_t fd, short events, void *arg)
 	registry_check(arg);
 }
 
+/* Monotonic milliseconds, for the pool's and the carries' times. */
+static uint64_t
+registry_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 void
 registry_init(struct registry *reg, struct event_base *base, uint16_t low,
     uint16_t high, pool_probe_fn probe, void *probe_arg)
@@ -82,6 +92,13 @@ registry_init(struct registry *reg, struct event_base *base, uint16_t low,
 	reg->reserved = xcalloc(reg->pool.size, sizeof *reg->reserved);
 	reg->stats.slot_leases =
 	    xcalloc(reg->pool.size, sizeof *reg->stats.slot_leases);
+	reg->prefer = -1;
+	{
+		static const struct continuity_config cc = { 1, CARRY_HOLD_MS,
+			CARRY_MAX_SERIES };
+
+		reg->cont = continuity_create(reg->pool.size, &cc);
+	}
 	reg->ev_check = event_new(base, -1, EV_PERSIST, registry_check_cb, reg);
 	event_add(reg->ev_check, &tv);
 	if ((reg->exit_fd = epoll_create1(EPOLL_CLOEXEC)) == -1)
@@ -102,7 +119,41 @@ registry_finish(struct registry *reg)
 	free(reg->slots);
 	free(reg->reserved);
 	free(reg->stats.slot_leases);
+	continuity_free(reg->cont);
 	pool_finish(&reg->pool);
+}
+
+/* Slot continuity as the options say; before any lease. */
+void
+registry_continuity(struct registry *reg, const struct continuity_config *cc)
+{
+	continuity_free(reg->cont);
+	reg->cont = continuity_create(reg->pool.size, cc);
+}
+
+/* Takes up slot's carried totals, as a state file kept them. */
+int
+registry_adopt_carry(struct registry *reg, int slot, const char *text,
+    size_t len)
+{
+	return continuity_adopt(reg->cont, slot, text, len, registry_now_ms());
+}
+
+/* A stamp for a scrape starting now, to order the answers it applies. */
+uint64_t
+registry_stamp(struct registry *reg)
+{
+	return continuity_stamp(reg->cont);
+}
+
+/*
+ * The carried totals to serve slot with, NULL when it has none; live: a
+ * worker holds the slot.  Without one they last for the hold time.
+ */
+struct carry *
+registry_carry(struct registry *reg, int slot, int live)
+{
+	return continuity_carry(reg->cont, slot, live, registry_now_ms());
 }
 
 void
@@ -215,20 +266,28 @@ registry_unreserve(struct registry *reg, int slot)
 		pool_release(&reg->pool, slot);
 }
 
-/* Frees a slot whose lease ended, unless it is reserved. */
+/*
+ * Frees a slot whose lease ended, unless it is reserved; one freed by its
+ * process ending goes to the replacement a master forks right away.
+ */
 static void
-registry_release(struct registry *reg, int slot)
+registry_release(struct registry *reg, int slot, int exited)
 {
-	if (!reg->reserved[slot])
+	if (reg->reserved[slot])
+		return;
+	if (exited)
+		pool_release_exited(&reg->pool, slot, registry_now_ms());
+	else
 		pool_release(&reg->pool, slot);
 }
 
-/* Takes slot (-1: the lowest free one) for a lease of source. */
+/* Takes slot (-1: the pool's choice, reg->prefer first) for source. */
 static int
 registry_take(struct registry *reg, int slot, enum lease_source source)
 {
 	if (slot < 0)
-		return pool_take(&reg->pool);
+		return pool_take_preferred(&reg->pool, reg->prefer,
+		    registry_now_ms());
 	if ((size_t)slot < reg->pool.size && reg->reserved[slot] != 0)
 		return reg->reserved[slot] == source + 1 &&
 			reg->slots[slot] == NULL
@@ -278,8 +337,14 @@ lease_close(struct lease *l, enum lease_end why)
 		close(l->pidfd); /* and so leaves the exit set */
 	reg->slots[l->worker] = NULL;
 	reg->count--;
-	registry_release(reg, l->worker);
+	registry_release(reg, l->worker,
+	    why == LEASE_END_EXIT || why == LEASE_END_RETIRE);
 	reg->stats.ends[why]++;
+	/* The workers outlive a shutdown: their lifetimes go on. */
+	if (why != LEASE_END_SHUTDOWN)
+		continuity_end(reg->cont, l->worker, l->body.data, l->body.len,
+		    registry_now_ms());
+	buf_finish(&l->body);
 	labels_finish(&l->labels);
 	free(l);
 	registry_changed(reg);
@@ -433,6 +498,23 @@ registry_relabel(struct registry *reg, struct lease *l,
 	registry_changed(reg);
 }
 
+/*
+ * registry_lease with a slot the caller would like (a server's own worker
+ * index), granted when it is free; otherwise the pool's usual choice.
+ */
+struct lease *
+registry_lease_prefer(struct registry *reg, struct proc_ref *ref,
+    const struct labels *labels, enum lease_source source, int prefer,
+    int *created, enum registry_error *error, char **cause)
+{
+	struct lease *l;
+
+	reg->prefer = prefer;
+	l = registry_lease(reg, ref, labels, source, -1, created, error, cause);
+	reg->prefer = -1;
+	return l;
+}
+
 /* registry_lease for a pid not yet held. */
 struct lease *
 registry_lease_pid(struct registry *reg, pid_t pid, const struct labels *labels,
@@ -459,11 +541,17 @@ void
 registry_check(struct registry *reg)
 {
 	struct lease *l;
+	size_t s;
 	int w;
 
 	REGISTRY_FOREACH_SAFE (l, reg, w) {
 		if (l->pidfd == -1 && !lease_alive(l))
 			lease_close(l, LEASE_END_EXIT);
+	}
+	/* Carried totals of slots long without a worker are forgotten. */
+	for (s = 0; s < reg->pool.size; s++) {
+		if (reg->slots[s] == NULL)
+			registry_carry(reg, (int)s, 0);
 	}
 }
 
@@ -475,6 +563,24 @@ registry_clear(struct registry *reg, enum lease_end why)
 
 	REGISTRY_FOREACH_SAFE (l, reg, w)
 		lease_close(l, why);
+}
+
+/*
+ * Keeps body, the whole answer to a scrape of l that started at stamp, as
+ * the final values of l's lifetime should it end before a newer one: the
+ * lease takes body's buffer and leaves body its old one.
+ */
+void
+lease_keep_body(struct lease *l, uint64_t stamp, struct buf *body)
+{
+	struct buf old = l->body;
+
+	if (stamp < l->body_stamp)
+		return;
+	l->body_stamp = stamp;
+	l->body = *body;
+	*body = old;
+	body->len = 0;
 }
 
 void

@@ -239,12 +239,86 @@ out:
 	return rc;
 }
 
+/*
+ * The slots' carried totals in a state file: {"carried": [{"worker": N,
+ * "totals": "<exposition>"}, ...]}, absent when there are none.  Returns
+ * how many, or -1 with *cause; every entry is checked before any is kept.
+ */
+int
+state_parse_carried(const char *buf, size_t len, struct state_carried **out,
+    size_t *n, char **cause)
+{
+	struct state_carried *c = NULL;
+	json_t *root, *arr, *e, *totals;
+	long long worker;
+	size_t i;
+	int rc = -1;
+
+	*out = NULL;
+	*n = 0;
+	if (len > STATE_FILE_MAX ||
+	    (root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) ==
+		NULL) {
+		*cause = xstrdup("state file is not valid JSON");
+		return -1;
+	}
+	if ((arr = json_object_get(root, "carried")) == NULL) {
+		rc = 0;
+		goto out;
+	}
+	if (!json_is_array(arr) || json_array_size(arr) > STATE_LEASES_MAX) {
+		xasprintf(cause, "\"carried\" is not an array of at most %d",
+		    STATE_LEASES_MAX);
+		goto out;
+	}
+	c = xcalloc(json_array_size(arr) + 1, sizeof *c);
+	json_array_foreach(arr, i, e)
+	{
+		totals = json_object_get(e, "totals");
+		if (state_int(e, "worker", 0, 65535, &worker, i, cause) != 0)
+			goto out;
+		if (!json_is_string(totals)) {
+			xasprintf(cause, "carried %zu: no \"totals\" text", i);
+			goto out;
+		}
+		c[i].worker = (int)worker;
+		c[i].text = xstrndup(json_string_value(totals),
+		    json_string_length(totals));
+		c[i].len = json_string_length(totals);
+		*n = i + 1;
+	}
+	*out = c;
+	c = NULL;
+	rc = 0;
+out:
+	if (c != NULL)
+		state_carried_free(c, *n);
+	if (rc != 0)
+		*n = 0;
+	json_decref(root);
+	return rc;
+}
+
+void
+state_carried_free(struct state_carried *c, size_t n)
+{
+	size_t i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(c[i].text);
+	free(c);
+}
+
 char *
 state_render(const struct registry *reg, size_t *len)
 {
-	json_t *root, *leases;
+	json_t *root, *leases, *carried;
 	const struct lease *l;
+	struct buf totals = { NULL, 0, 0 };
 	char *text;
+	size_t s;
 
 	leases = json_array();
 	REGISTRY_FOREACH (l, reg) {
@@ -259,6 +333,21 @@ state_render(const struct registry *reg, size_t *len)
 	}
 	root = json_pack("{s:i, s:s, s:o}", "version", STATE_VERSION, "boot_id",
 	    proc_boot_id(), "leases", leases);
+	/* Standalone, the carried totals outlive promfork like the workers. */
+	carried = json_array();
+	for (s = 0; s < reg->pool.size; s++) {
+		totals.len = 0;
+		if (continuity_render_slot(reg->cont, (int)s, &totals) == 0)
+			continue;
+		json_array_append_new(carried,
+		    json_pack("{s:i, s:s%}", "worker", (int)s, "totals",
+			totals.data, totals.len));
+	}
+	buf_finish(&totals);
+	if (json_array_size(carried) > 0)
+		json_object_set_new(root, "carried", carried);
+	else
+		json_decref(carried);
 	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (text == NULL)
@@ -320,6 +409,34 @@ state_adopt_entry(struct registry *reg, const struct api_config *acfg,
 	return 0;
 }
 
+/* Takes up the slots' carried totals a previous promfork saved. */
+static void
+state_adopt_carried(const char *buf, size_t len, struct registry *reg)
+{
+	struct state_carried *c;
+	char *cause = NULL;
+	size_t n, i, taken = 0;
+
+	if (state_parse_carried(buf, len, &c, &n, &cause) != 0) {
+		log_warnx("state: carried totals dropped: %s", cause);
+		free(cause);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if ((size_t)c[i].worker < reg->pool.size &&
+		    registry_adopt_carry(reg, c[i].worker, c[i].text,
+			c[i].len) == 0)
+			taken++;
+		else
+			log_warnx("state: carried totals of worker %d dropped",
+			    c[i].worker);
+	}
+	if (n > 0)
+		log_info("state: took up the carried totals of %zu slots",
+		    taken);
+	state_carried_free(c, n);
+}
+
 /*
  * Reads the state file and takes up every lease whose process still runs;
  * returns how many, or -1 when the file cannot be read or parsed (then
@@ -345,13 +462,13 @@ state_adopt(const char *path, struct registry *reg,
 		free(buf);
 		return -1;
 	}
-	free(buf);
 	if (strcmp(boot_id, proc_boot_id()) != 0) {
 		xasprintf(cause,
 		    "%s was written before the last reboot; its %zu "
 		    "processes are not the ones running now",
 		    path, n);
 		state_entries_free(e, n);
+		free(buf);
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
@@ -359,6 +476,8 @@ state_adopt(const char *path, struct registry *reg,
 			adopted++;
 	}
 	state_entries_free(e, n);
+	state_adopt_carried(buf, len, reg);
+	free(buf);
 	log_info("state: took up %d of %zu workers from %s", adopted, n, path);
 	return adopted;
 }

@@ -74,5 +74,12 @@ def post_fork(server, worker):
         # serving requests matters more than metrics, so log and go on.
         server.log.exception("promfork: worker %s runs without a metrics port", worker.pid)
 
-# No worker_exit hook: promfork ends a lease when its process exits (pidfd),
-# after the metrics port is closed, so the slot goes back at the right moment.
+
+def worker_exit(server, worker):
+    # Runs in the worker as it exits gracefully (--max-requests, HUP, TERM),
+    # while its metrics thread still serves: promfork scrapes it one last
+    # time, so nothing it counted since the last scrape is lost from its
+    # slot's totals.  Bounded (2 s); promfork ends the lease itself when the
+    # process is gone, so a kill -9 needs no hook.
+    if promfork.enabled():
+        promfork.retire(promfork.served())

@@ -11,8 +11,14 @@ serve its own /metrics.  The lease ends by itself when the process exits.
 
 Without PROMFORK_SOCKET, register() and start_http_server() return None
 (logged once, at INFO), so the same app runs unchanged without promfork.
+
+A worker about to exit gracefully calls ``lease.retire()`` (or
+``promfork.retire(lease)``): promfork scrapes it one last time, so that
+what it counted since the last scrape stays in its slot's totals.  The
+lease that start_http_server() made is retired by an ``atexit`` handler.
 """
 
+import atexit
 import http.client
 import json
 import logging
@@ -56,7 +62,7 @@ class Lease:
     caller's choice)."""
 
     __slots__ = ("worker", "port", "target", "pid", "labels", "created", "socket_path",
-                 "bind")
+                 "bind", "retired")
 
     def __init__(self, worker, port, target, pid, labels=None, created=True,
                  socket_path=None, bind=None):
@@ -68,6 +74,11 @@ class Lease:
         self.created = created  # False when promfork returned an existing lease (200)
         self.socket_path = socket_path
         self.bind = bind
+        self.retired = False
+
+    def retire(self, timeout=None):
+        """Tell promfork this worker is about to exit: see retire()."""
+        return retire(self, timeout=timeout)
 
     def __repr__(self):
         return "Lease(worker=%r, port=%r, target=%r, pid=%r)" % (
@@ -216,7 +227,7 @@ def release(lease, socket_path=None, timeout=5.0):
     return True
 
 
-def retire(lease, socket_path=None, timeout=RETIRE_TIMEOUT):
+def retire(lease, socket_path=None, timeout=None):
     """Ask promfork for a final scrape before a graceful exit.
 
     Call it while the metrics server still runs; waits at most
@@ -224,14 +235,15 @@ def retire(lease, socket_path=None, timeout=RETIRE_TIMEOUT):
     otherwise (a daemon without retire answers 404 or 405: nothing to do).
     Never raises: it runs on the way out.
     """
-    if lease is None:
+    if lease is None or lease.retired:
         return False
     path = _socket_path(socket_path) or lease.socket_path
     if not path:
         return False
+    lease.retired = True  # once: a hook and the atexit may both ask
     try:
         _request(path, "POST", "/v1/workers/%d/retire" % lease.worker, None,
-                 min(timeout, RETIRE_TIMEOUT))
+                 min(timeout or RETIRE_TIMEOUT, RETIRE_TIMEOUT))
     except PromforkError as e:
         if e.status not in (404, 405):
             log.warning("retire of worker %d: %s", lease.worker, e)
@@ -245,6 +257,18 @@ def served():
         if _served is not None and _served[0] == os.getpid():
             return _served[1]
     return None
+
+
+def _retire_at_exit():
+    # Only the process that made the lease (served() checks the pid): a
+    # child forked from it inherits this handler but not the lease.
+    try:
+        retire(served())
+    except Exception:  # an exit hook must not raise
+        pass
+
+
+atexit.register(_retire_at_exit)
 
 
 def leases(socket_path=None, timeout=5.0):

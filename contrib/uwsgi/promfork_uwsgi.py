@@ -9,7 +9,10 @@ fork (see uwsgi.ini next to this file):
     enable-threads = true          ; the metrics server is a thread
 
 Works with and without lazy-apps; imported inside a worker (e.g. by
-`import =` with lazy-apps) it registers that worker at once.  Without
+`import =` with lazy-apps) it registers that worker at once.  Worker N asks
+for slot N-1 (its replacement after max-requests takes the same one), and a
+worker ending gracefully asks promfork for a last scrape (uwsgi.atexit), so
+its counts stay in the slot's totals.  Without
 PROMFORK_SOCKET it logs one line and does nothing.  promfork.py is looked
 up in $PROMFORK_PYTHONPATH, else ../python next to this file.
 """
@@ -57,7 +60,9 @@ def register_worker():
     if not promfork.enabled():
         return
     try:
-        promfork.start_http_server(retry=RETRY)
+        # uWSGI numbers its workers from 1: worker N asks for slot N-1, so a
+        # recycled worker's replacement takes the same slot and series.
+        promfork.start_http_server(retry=RETRY, slot=uwsgi.worker_id() - 1)
     except Exception:
         # Keep serving requests without metrics rather than kill the worker.
         _log.exception("worker %d runs without a metrics port", uwsgi.worker_id())
@@ -81,7 +86,29 @@ def _install_postfork(func):
         postfork(func)
 
 
+def retire_worker():
+    """At a graceful worker exit (max-requests, reload): promfork's last scrape."""
+    if uwsgi.worker_id() > 0:
+        promfork.retire(promfork.served())
+
+
+def _install_atexit(func):
+    # uwsgi.atexit runs in each worker as it ends gracefully, while the
+    # metrics thread still serves; chain whatever the app set before.
+    previous = getattr(uwsgi, "atexit", None)
+
+    def chained():
+        try:
+            func()
+        finally:
+            if previous is not None:
+                previous()
+
+    uwsgi.atexit = chained
+
+
 _install_postfork(register_worker)
+_install_atexit(retire_worker)
 if uwsgi.worker_id() > 0:
     register_worker()  # imported in a worker, after the fork (lazy-apps)
 else:

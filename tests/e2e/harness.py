@@ -152,13 +152,6 @@ def free_port():
     return free_port_range(1)
 
 
-# Issue 14 (per-slot continuity and the final scrape on retire): until the
-# daemon has it, the totals promfork's fan-out serves start again from zero
-# when a worker is replaced.  Tests keep their exact-total assertions for
-# that case behind this switch, and assert today's exact values otherwise.
-CONTINUITY = os.environ.get("PROMFORK_E2E_CONTINUITY", "") not in ("", "0")
-
-
 def start(argv, env=None, **kw):
     """Starts a process in its own session; killed at cleanup."""
     e = dict(os.environ)

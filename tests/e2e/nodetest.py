@@ -11,7 +11,7 @@ import json
 import os
 import signal
 
-from harness import (CONTINUITY, SOURCE, Prometheus, Promfork, TestFailure,
+from harness import (SOURCE, Prometheus, Promfork, TestFailure,
                      check, expo_samples, fanout_config, free_port, http_get,
                      log, tmpdir, wait_until)
 from apptest import (JOB, check_targets, direct_sum, prom_sum, send,
@@ -102,21 +102,13 @@ def check_sums(pf, prom, raw, total, what):
     check(direct_sum(pf) == raw,
           "%s: sum(%s) == %d in Prometheus (job %s) and on the workers' "
           "own ports" % (what, COUNTER, raw, JOB))
-    if raw == total or CONTINUITY:
-        _wait_equal(lambda: prom_fanout_sum(prom), total,
-                    "%s: Prometheus sum through /workers/metrics" % what)
-        got = fanout_sum(pf)
-        check(got == total, "%s: sum(%s) == %d through /workers/metrics, in "
-              "Prometheus (job %s) and in one GET (got %d)"
-              % (what, COUNTER, total, FANOUT, got))
-        return
-    # Without continuity a recycled worker's counts leave the fan-out with
-    # it; with it they stay.  What holds either way:
+    # A recycled worker's counts stay in its slot's totals (issue 14).
+    _wait_equal(lambda: prom_fanout_sum(prom), total,
+                "%s: Prometheus sum through /workers/metrics" % what)
     got = fanout_sum(pf)
-    check(raw <= got <= total,
-          "%s: /workers/metrics sums to %d, between the live workers' %d and "
-          "the %d served (exact total: PROMFORK_E2E_CONTINUITY=1, issue 14)"
-          % (what, got, raw, total))
+    check(got == total, "%s: sum(%s) == %d through /workers/metrics, in "
+          "Prometheus (job %s) and in one GET (got %d)"
+          % (what, COUNTER, total, FANOUT, got))
 
 
 def kill_one(pf, prom, n, total, replaced):

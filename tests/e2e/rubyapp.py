@@ -6,15 +6,14 @@ through contrib/ruby/promfork.rb; a real Prometheus scrapes every worker
 through promfork's file_sd directory (job "app") and promfork's fan-out
 /workers/metrics (job "fanout", the exact setup of issue 14).
 
-Until promfork carries a slot's totals across lifetimes (issue 14,
-harness.CONTINUITY), the fan-out's sum after a worker is replaced is that
-of the live workers; with it, every request served.
+promfork carries a slot's totals across lifetimes (issue 14), so the
+fan-out's sum after a worker is replaced is every request served.
 """
 
 import os
 import shutil
 
-from harness import (CONTINUITY, Prometheus, Promfork, TestFailure, check,
+from harness import (Prometheus, Promfork, TestFailure, check,
                      free_port, log, tmpdir, wait_listening)
 from apptest import (CONTRIB, ENV, JOB, check_targets, direct_sum, end,
                      kill_replaced, leases, send, wait_leases, wait_prom_sum,
@@ -83,7 +82,7 @@ def run(pf, prom, app_port, reload, reload_labels, name):
     send(app_port, 20)
     total += 20
     live = 30 - lost + 20
-    counts(pf, prom, app_port, live, total if CONTINUITY else live,
+    counts(pf, prom, app_port, live, total,
            "after kill -9 and 20 more requests")
 
     # the server's own reload: every worker replaced
@@ -96,11 +95,8 @@ def run(pf, prom, app_port, reload, reload_labels, name):
     check_targets(pf, prom, N, "after " + name, labels=reload_labels)
     send(app_port, 15)
     total += 15
-    counts(pf, prom, app_port, 15, total if CONTINUITY else 15,
+    counts(pf, prom, app_port, 15, total,
            "after %s and 15 requests" % name)
-    if not CONTINUITY:
-        log("# PROMFORK_E2E_CONTINUITY unset: the fan-out's exact total "
-            "over the kill -9 and the %s (%d) is not asserted" % (name, total))
     end(pf, prom)
     left = os.listdir(pf.mmap_dir)
     check(left == [], "every worker removed its files directory on its "

@@ -17,8 +17,8 @@ file, job "app") and promfork's /workers/metrics (job "fanout"):
   answers within Prometheus' deadline with that worker's promfork_worker_up 0
   and the others' counts, and Prometheus keeps the fan-out target up;
 - SIGTERM: every worker exits gracefully, promfork exits 0, no target left.
-The exact total through /workers/metrics after the kill -9 and the reload
-needs continuity (issue 14): asserted with PROMFORK_E2E_CONTINUITY=1.
+The total through /workers/metrics is exact after the kill -9 and the
+reload (issue 14).
 """
 
 import os
@@ -104,8 +104,10 @@ def run(logf):
               "promfork's /workers/metrics answers in %.2f s (deadline 0.9 s) "
               "with promfork_worker_up 0 for the stuck worker, 1 for the "
               "others: %s" % (took, up))
-        check(str(stuck_slot) not in counts and
-              all(s in counts for s in others),
+        # The stuck worker's slot may still serve the totals carried from
+        # its earlier processes (issue 14): its counters hold, they do not
+        # vanish for a scrape; what it counts now is not in the answer.
+        check(all(s in counts for s in others),
               "and the other workers' counts: %s" % counts)
         wait_until(lambda: prom.scalar('promfork_worker_up{job="fanout",'
                                        'worker="%d"}' % stuck_slot) == 0,

@@ -15,8 +15,8 @@ and promfork's /workers/metrics (job "fanout"):
   replaced one by one, the old ones retiring on SIGINT; 3 up targets, all
   new processes, the sums follow;
 - SIGTERM: pm2-runtime stops every worker, promfork exits 0, no target left.
-The exact total through /workers/metrics after the kill -9 and the reload
-needs continuity (issue 14): asserted with PROMFORK_E2E_CONTINUITY=1.
+The total through /workers/metrics is exact after the kill -9 and the
+reload (issue 14).
 """
 
 import os

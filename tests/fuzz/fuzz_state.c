@@ -15,8 +15,26 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct state_entry *e = NULL;
+	struct state_carried *c = NULL;
 	char *cause = NULL;
 	size_t n = 0, i;
+
+	/* The slots' carried totals, read apart from the leases. */
+	if (state_parse_carried((const char *)data, size, &c, &n, &cause) !=
+	    0) {
+		if (cause == NULL || c != NULL || n != 0)
+			abort();
+		free(cause);
+		cause = NULL;
+	} else {
+		for (i = 0; i < n; i++) {
+			if (c[i].worker < 0 || c[i].worker > 65535 ||
+			    strlen(c[i].text) > c[i].len)
+				abort();
+		}
+		state_carried_free(c, n);
+	}
+	n = 0;
 
 	if (state_parse((const char *)data, size, &e, &n, NULL, &cause) != 0) {
 		if (cause == NULL || e != NULL || n != 0)

@@ -1180,3 +1180,86 @@ Test(api_socket, probe_and_listen_over_a_stale_socket)
 	free(f);
 	free(d);
 }
+
+/* A preferred slot is granted when free, else the usual choice. */
+Test(api, preferred_slot)
+{
+	json_t *j;
+	char *ans;
+
+	start(20000, 20003);
+	ans = post("{\"slot\": 2}");
+	cr_assert_eq(status_of(ans), 201, "%s", ans);
+	j = body_of(ans);
+	cr_assert_eq(json_integer_value(json_object_get(j, "worker")), 2);
+	cr_assert_eq(json_integer_value(json_object_get(j, "port")), 20002);
+	json_decref(j);
+	free(ans);
+	ans = post("{\"slot\": 9}");
+	cr_assert_eq(status_of(ans), 201, "out of range: the usual choice");
+	free(ans);
+	ans = post("{\"slot\": -1}");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	cr_assert(strstr(ans, "slot") != NULL, "%s", ans);
+	free(ans);
+	ans = post("{\"slot\": \"2\"}");
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+}
+
+/*
+ * Retire: the client registers and retires on one connection; nothing
+ * listens on its port, so the final scrape fails, and the lease ends all
+ * the same, with reason retire, within the second the scrape may take.
+ */
+Test(api, retire_ends_the_lease)
+{
+	static const char raw[] =
+	    "POST /v1/workers HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+	    "POST /v1/workers/0/retire HTTP/1.1\r\nConnection: close\r\n"
+	    "Content-Length: 0\r\n\r\n";
+	char *ans;
+
+	start(20000, 20003);
+	ans = exchange(raw, 0);
+	cr_assert(strstr(ans, "HTTP/1.1 201 ") != NULL, "%s", ans);
+	cr_assert(strstr(ans, "HTTP/1.1 204 ") != NULL, "%s", ans);
+	cr_assert_eq(reg.stats.ends[LEASE_END_RETIRE], 1);
+	cr_assert_eq(reg.count, 0);
+	free(ans);
+
+	ans = exchange("POST /v1/workers/3/retire HTTP/1.1\r\n"
+		       "Connection: close\r\nContent-Length: 0\r\n\r\n",
+	    0);
+	cr_assert_eq(status_of(ans), 404, "%s", ans);
+	free(ans);
+	ans = exchange("GET /v1/workers/0/retire HTTP/1.1\r\n"
+		       "Connection: close\r\n\r\n",
+	    0);
+	cr_assert_eq(status_of(ans), 405, "%s", ans);
+	free(ans);
+	ans = exchange("POST /v1/workers/0/other HTTP/1.1\r\n"
+		       "Connection: close\r\nContent-Length: 0\r\n\r\n",
+	    0);
+	cr_assert_eq(status_of(ans), 404, "%s", ans);
+	free(ans);
+	ans = exchange("POST /v1/workers/x/retire HTTP/1.1\r\n"
+		       "Connection: close\r\nContent-Length: 0\r\n\r\n",
+	    0);
+	cr_assert_eq(status_of(ans), 400, "%s", ans);
+	free(ans);
+}
+
+/* Retire is refused to a process that may not release. */
+Test(api, retire_from_outside_the_tree_is_refused)
+{
+	char *ans;
+
+	start(20000, 20003);
+	free(post(""));
+	ans = exchange("POST /v1/workers/0/retire HTTP/1.1\r\n"
+		       "Connection: close\r\nContent-Length: 0\r\n\r\n",
+	    1);
+	cr_assert_eq(status_of(ans), 403, "%s", ans);
+	free(ans);
+}

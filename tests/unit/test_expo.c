@@ -932,3 +932,128 @@ Test(expo, series_cap_counts_dropped, .timeout = 30)
 	buf_finish(&in[0]);
 	buf_finish(&in[1]);
 }
+
+/* How many lines of text the reader refuses. */
+static int
+reader_fails(const char *text)
+{
+	struct expo_reader *r = expo_reader_create(text, strlen(text));
+	struct expo_line l;
+	int rc, fails = 0;
+
+	while ((rc = expo_reader_next(r, &l)) != 0)
+		fails += rc == -1;
+	expo_reader_free(r);
+	return fails;
+}
+
+/* The reader: one line at a time, each sample with its family. */
+Test(expo_reader, lines_and_families)
+{
+	const char *text = "# HELP h Latency.\n"
+			   "# TYPE h histogram\n"
+			   "h_bucket{le=\"1\",a=\"x\\\"y\"} 2\n"
+			   "h_count 2\r\n"
+			   "\n"
+			   "# a comment\n"
+			   "# TYPE c_total counter\n"
+			   "c_total 1e3 1700000000000\n"
+			   "# TYPE s summary\n"
+			   "s_total 4\n"
+			   "loose 5\n";
+	struct expo_reader *r = expo_reader_create(text, strlen(text));
+	struct expo_line l;
+
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_HELP);
+	cr_assert_eq(l.familylen, 1);
+	cr_assert_eq(l.helplen, 8);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_TYPE);
+	cr_assert_eq(l.type, EXPO_HISTOGRAM);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_SAMPLE);
+	cr_assert_eq(l.type, EXPO_HISTOGRAM);
+	cr_assert_eq(l.familylen, 1, "h_bucket belongs to h");
+	cr_assert_eq(l.namelen, 8);
+	cr_assert_eq(l.nlabels, 2);
+	cr_assert_eq(l.labels[1].valuelen, 4, "escaped as on the wire");
+	cr_assert_eq(strtod(l.valuetext, NULL), 2);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(strtod(l.valuetext, NULL), 2, "CRLF");
+	cr_assert_eq(l.valuelen, 1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_BLANK);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.kind, EXPO_LINE_COMMENT);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.type, EXPO_COUNTER);
+	cr_assert_eq(strtod(l.valuetext, NULL), 1000);
+	cr_assert_eq(l.valuelen, 3);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.type, EXPO_UNTYPED, "a summary owns no _total");
+	cr_assert_eq(l.familylen, 7);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(l.type, EXPO_UNTYPED);
+	cr_assert_eq(l.lineno, 11);
+	cr_assert_eq(expo_reader_next(r, &l), 0);
+	cr_assert_eq(expo_reader_next(r, &l), 0);
+	expo_reader_free(r);
+}
+
+Test(expo_reader, malformed_lines_are_reported_and_skipped)
+{
+	static const char *const bad[] = {
+		"x{a=\"1\" 1",
+		"x{a=\"1\",a=\"2\"} 1",
+		"x 1 2 3",
+		"x one",
+		"x 1e999",
+		"x{__name__=\"y\"} 1",
+		"# TYPE x counter\n# TYPE x gauge",
+		"# TYPE x frobnicator",
+		"# HELP x bad \\escape",
+		"# TYPE h histogram\nh_bucket{le=\"high\"} 1",
+		"x{a=\"\xff\"} 1",
+		"x 1 99999999999999999999",
+	};
+	struct expo_reader *r;
+	struct expo_line l;
+	size_t i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(reader_fails(bad[i]), 1, "%s", bad[i]);
+	/* a NUL byte, and a line over the cap */
+	r = expo_reader_create("x\0 1\ny 2\n", 9);
+	cr_assert_eq(expo_reader_next(r, &l), -1);
+	cr_assert_eq(expo_reader_next(r, &l), 1);
+	cr_assert_eq(strtod(l.valuetext, NULL), 2);
+	expo_reader_free(r);
+	{
+		size_t n = EXPO_LINE_MAX + 10;
+		char *big = malloc(n);
+
+		memset(big, 'a', n);
+		r = expo_reader_create(big, n);
+		cr_assert_eq(expo_reader_next(r, &l), -1);
+		cr_assert_eq(expo_reader_next(r, &l), 0);
+		expo_reader_free(r);
+		free(big);
+	}
+}
+
+/* What the merge refuses, the reader refuses too. */
+Test(expo_reader, refuses_what_the_merge_refuses)
+{
+	static const char *const bad[] = {
+		"# HELP x a\n# HELP x b\n",
+		"x 1\n# TYPE x counter\n",
+		"# TYPE h histogram\nh_sum 1\n# TYPE h summary\n",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(reader_fails(bad[i]), 1, "%s", bad[i]);
+}

@@ -132,7 +132,10 @@ Test(metrics, own_and_per_worker_families)
 
 	fake_snapshot(&ms, w);
 	text = render(&ms);
-	cr_assert_eq(check_exposition(text), 21, "%s", text);
+	cr_assert_eq(check_exposition(text), 22, "%s", text);
+	cr_assert(
+	    strstr(text, "promfork_releases_total{reason=\"retire\"} 0\n"));
+	cr_assert_null(strstr(text, "promfork_carry_"), "continuity off");
 	cr_assert(strstr(text, "\npromfork_leases 2\n") != NULL);
 	cr_assert(strstr(text, "\npromfork_registrations_total 5\n") != NULL);
 	cr_assert(strstr(text, "\npromfork_registration_refusals_total 1\n"));
@@ -301,4 +304,27 @@ Test(metrics, snapshot_of_a_live_registry, .timeout = 20)
 	metrics_snapshot_finish(&ms);
 	registry_finish(&reg);
 	event_base_free(base);
+}
+
+Test(metrics, carried_totals)
+{
+	struct metrics_snapshot ms;
+	struct metrics_worker w[3];
+	char *text;
+
+	fake_snapshot(&ms, w);
+	ms.have_carry = 1;
+	ms.carry_series = 1234;
+	ms.carry_max_series = 100000;
+	ms.carry_dropped = 5;
+	ms.carry_type_changes = 2;
+	ms.carry_lifetimes = 77;
+	text = render(&ms);
+	cr_assert_eq(check_exposition(text), 27, "%s", text);
+	cr_assert(strstr(text, "\npromfork_carry_series 1234\n"));
+	cr_assert(strstr(text, "\npromfork_carry_max_series 100000\n"));
+	cr_assert(strstr(text, "\npromfork_carry_dropped_total 5\n"));
+	cr_assert(strstr(text, "\npromfork_carry_type_changes_total 2\n"));
+	cr_assert(strstr(text, "\npromfork_carry_lifetimes_total 77\n"));
+	free(text);
 }

@@ -248,3 +248,37 @@ Test(options, discover)
 	REFUSED("--discover needs a COMMAND", "-r", "9400-9403", "-s", "s",
 	    "--discover");
 }
+
+Test(options, continuity)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--", "x"),
+	    OPTIONS_RUN);
+	cr_assert_eq(o.continuity, 1, "on by default");
+	cr_assert_eq(o.carry_hold_ms, CARRY_HOLD_MS);
+	cr_assert_eq(o.carry_max_series, CARRY_MAX_SERIES);
+	options_finish(&o);
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--no-continuity",
+			 "--carry-hold", "0", "--carry-max-series", "5000",
+			 "--", "x"),
+	    OPTIONS_RUN);
+	cr_assert_eq(o.continuity, 0);
+	cr_assert_eq(o.carry_hold_ms, 0);
+	cr_assert_eq(o.carry_max_series, 5000);
+	options_finish(&o);
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--carry-hold", "86400",
+			 "--", "x"),
+	    OPTIONS_RUN);
+	cr_assert_eq(o.carry_hold_ms, 86400 * 1000);
+	options_finish(&o);
+	REFUSED("--carry-hold", "-r", "9400-9401", "--carry-hold", "-1", "x");
+	REFUSED("--carry-hold", "-r", "9400-9401", "--carry-hold", "86401",
+	    "x");
+	REFUSED("--carry-hold", "-r", "9400-9401", "--carry-hold", "1.5", "x");
+	REFUSED("--carry-max-series", "-r", "9400-9401", "--carry-max-series",
+	    "1000000", "x");
+	REFUSED("--carry-max-series", "-r", "9400-9401", "--carry-max-series",
+	    "lots", "x");
+}

@@ -152,3 +152,68 @@ Test(pool, real_probe_sees_a_listener_on_any_address)
 		    "case %zu: free again once closed", i);
 	}
 }
+
+Test(pool, preferred_slot_is_granted_when_free)
+{
+	uint16_t busy[] = { 9405, 0 };
+	struct pool p;
+
+	pool_init(&p, 9400, 9407, probe_busy, busy);
+	cr_assert_eq(pool_take_preferred(&p, 3, 1000), 3);
+	cr_assert_eq(pool_take_preferred(&p, 3, 1000), 0,
+	    "taken: the usual choice, the lowest free slot");
+	cr_assert_eq(pool_take_preferred(&p, 5, 1000), 1,
+	    "a preferred slot whose port is held is not handed out");
+	cr_assert_eq(pool_take_preferred(&p, 8, 1000), 2, "out of range");
+	cr_assert_eq(pool_take_preferred(&p, -1, 1000), 4);
+	pool_finish(&p);
+}
+
+/*
+ * The issue's case: after a gunicorn HUP the new workers hold slots 4-7
+ * and the old ones freed 0-3; kill -9 of the worker in slot 5 must give
+ * its replacement slot 5, not slot 0.
+ */
+Test(pool, replacement_after_an_exit_gets_the_freed_slot)
+{
+	struct pool p;
+	int s;
+
+	pool_init(&p, 9400, 9407, NULL, NULL);
+	for (s = 0; s < 8; s++)
+		cr_assert_eq(pool_take(&p), s);
+	for (s = 0; s < 4; s++)
+		pool_release_exited(&p, s, 1000);
+	pool_release_exited(&p, 5, 20000);
+	cr_assert_eq(pool_take_preferred(&p, -1, 20050), 5);
+
+	/* Two deaths at once: each replacement gets one of their slots. */
+	pool_release_exited(&p, 7, 30000);
+	pool_release_exited(&p, 6, 30001);
+	cr_assert_eq(pool_take_preferred(&p, -1, 30100), 6);
+	cr_assert_eq(pool_take_preferred(&p, -1, 30100), 7);
+
+	/* Long after: the usual lowest free slot. */
+	pool_release_exited(&p, 6, 40000);
+	cr_assert_eq(pool_take_preferred(&p, -1, 40000 + POOL_RECENT_MS + 1),
+	    0);
+	/* A plain release (not an exit) is not remembered. */
+	pool_release(&p, 7);
+	cr_assert_eq(pool_take_preferred(&p, -1, 60000), 1);
+	pool_finish(&p);
+}
+
+Test(pool, recently_freed_slot_with_a_held_port_is_skipped)
+{
+	uint16_t busy[] = { 9402, 0 };
+	struct pool p;
+
+	pool_init(&p, 9400, 9403, probe_busy, busy);
+	cr_assert_eq(pool_claim(&p, 2), 2);
+	cr_assert_eq(pool_claim(&p, 0), 0);
+	pool_release_exited(&p, 2, 500);
+	pool_release_exited(&p, 0, 400);
+	/* 2 is newest, but a foreign process took its port meanwhile. */
+	cr_assert_eq(pool_take_preferred(&p, -1, 600), 0);
+	pool_finish(&p);
+}

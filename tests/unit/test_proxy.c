@@ -19,6 +19,8 @@ static struct loop lp;
 static struct canned cw;
 static uint16_t port;
 static pid_t sleeper;
+static int continuity_off; /* start() turns slot continuity off */
+static const char *carried; /* start() carries this for slot 0 */
 
 static void
 handle(struct http_conn *c, struct http_request *req, void *arg)
@@ -52,6 +54,13 @@ start(const char *response, size_t len, int hang, int worker_up)
 	}
 	base = event_base_new();
 	registry_init(&reg, base, wport, wport, helpers_probe_all_free, NULL);
+	if (continuity_off) {
+		static const struct continuity_config off = { 0, 0, 0 };
+
+		registry_continuity(&reg, &off);
+	}
+	if (carried != NULL)
+		continuity_end(reg.cont, 0, carried, strlen(carried), 0);
 	sleeper = netutil_sleeper();
 	l = registry_lease_pid(&reg, sleeper, NULL, LEASE_API, -1, &created,
 	    &error, &cause);
@@ -129,11 +138,12 @@ Test(proxy_live, close_delimited_to_an_http10_client)
 	stop();
 }
 
-Test(proxy_live, accept_is_passed_on)
+Test(proxy_live, accept_is_passed_on_without_continuity)
 {
 	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
 	char *r;
 
+	continuity_off = 1;
 	start(answer, sizeof answer - 1, 0, 1);
 	get("1.1", "Accept: application/openmetrics-text; version=1.0.0\r\n",
 	    &r);
@@ -248,5 +258,52 @@ Test(proxy_live, success_is_recorded)
 	free(r);
 	cr_assert(reg.slots[0]->scrape.ok);
 	cr_assert_eq(reg.slots[0]->scrape.status, 200);
+	stop();
+}
+
+/* With continuity the worker is asked for the format the carry reads. */
+Test(proxy_live, continuity_asks_for_the_text_format)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "Accept: application/openmetrics-text; version=1.0.0\r\n",
+	    &r);
+	cr_assert(strstr(cw.request,
+		      "\r\nAccept: text/plain;version=0.0.4\r\n"),
+	    "%s", cw.request);
+	cr_assert(strstr(helpers_body_of(r), "x 1\n"),
+	    "nothing carried: as it is");
+	free(r);
+	stop();
+}
+
+/* A slot with carried totals: the answer is served with them added. */
+Test(proxy_live, carried_totals_are_added)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\n"
+			      "# TYPE req_total counter\n"
+			      "req_total{code=\"200\"} 3\n"
+			      "# TYPE busy gauge\nbusy 1\n";
+	char *r;
+
+	carried = "# HELP req_total Requests.\n# TYPE req_total counter\n"
+		  "req_total{code=\"200\"} 50\nreq_total{code=\"500\"} 2\n";
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 200 ", 13) == 0, "%s", r);
+	cr_assert_str_eq(helpers_body_of(r),
+	    "# TYPE req_total counter\n"
+	    "req_total{code=\"200\"} 53\n"
+	    "req_total{code=\"500\"} 2\n"
+	    "# TYPE busy gauge\nbusy 1\n");
+	free(r);
+	/* the next answer too; the live lifetime's own value is kept */
+	get("1.1", "", &r);
+	cr_assert(strstr(helpers_body_of(r), "req_total{code=\"200\"} 53\n"),
+	    "%s", r);
+	free(r);
+	cr_assert_not_null(registry_find_worker(&reg, 0)->body.data);
 	stop();
 }

@@ -490,3 +490,62 @@ Test(state, unwritable_directory_is_an_error)
 	state_finish(&st);
 	free(p);
 }
+
+/* Standalone, the slots' carried totals survive a promfork restart. */
+Test(state, carried_totals_are_written_and_taken_up)
+{
+	const char final[] = "# HELP req_total Requests.\n"
+			     "# TYPE req_total counter\n"
+			     "req_total{code=\"200\"} 41\n";
+	struct registry reg2;
+	struct mirror st;
+	struct buf out = { NULL, 0, 0 };
+	char *text;
+	size_t len;
+
+	continuity_end(reg.cont, 3, final, strlen(final), 0);
+	text = state_render(&reg, &len);
+	cr_assert(strstr(text, "\"carried\"") != NULL, "%s", text);
+	write_file(path, text);
+	free(text);
+
+	registry_init(&reg2, base, LOW, HIGH, NULL, NULL);
+	cr_assert_eq(state_init(&st, path, &reg2, &acfg), 0);
+	cr_assert_eq(continuity_render_slot(reg2.cont, 3, &out), strlen(final));
+	cr_assert_eq(memcmp(out.data, final, out.len), 0);
+	cr_assert_not_null(registry_carry(&reg2, 3, 0), "held, no worker yet");
+	state_finish(&st);
+	registry_finish(&reg2);
+	buf_finish(&out);
+}
+
+Test(state, carried_totals_bad)
+{
+	static const char *const bad[] = {
+		"{\"version\": 1, \"leases\": [], \"carried\": 3}",
+		"{\"version\": 1, \"leases\": [], \"carried\": [{\"worker\": "
+		"-1, \"totals\": \"\"}]}",
+		"{\"version\": 1, \"leases\": [], \"carried\": [{\"worker\": "
+		"1}]}",
+		"{\"version\": 1, \"leases\": [], \"carried\": [7]}",
+		"not json",
+	};
+	struct state_carried *c;
+	char *cause;
+	size_t i, n;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cause = NULL;
+		cr_assert_eq(state_parse_carried(bad[i], strlen(bad[i]), &c, &n,
+				 &cause),
+		    -1, "%s", bad[i]);
+		cr_assert_not_null(cause);
+		cr_assert_null(c);
+		cr_assert_eq(n, 0);
+		free(cause);
+	}
+	cr_assert_eq(state_parse_carried("{\"version\": 1}", 14, &c, &n,
+			 &cause),
+	    0);
+	cr_assert_eq(n, 0);
+}

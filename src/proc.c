@@ -20,6 +20,7 @@
 
 #define PROC_STAT_MAX 4096
 #define PROC_TREE_DEPTH 4096
+#define PROC_TREE_WALKS 3 /* again when an ancestor exits meanwhile */
 
 static int
 proc_field_ull(const char **p, const char *end, unsigned long long *v)
@@ -164,28 +165,43 @@ proc_is_own_child(pid_t pid)
 	    si.si_pid == 0;
 }
 
-/* True when pid is root or one of root's descendants. */
+/*
+ * True when pid is root or one of root's descendants.  An ancestor that
+ * exits while we walk leaves its children to a subreaper: the walk starts
+ * again from pid, a few times at most, and finds their new parent.
+ */
 int
 proc_in_tree(pid_t pid, pid_t root)
 {
 	struct proc_stat st;
 	char *cause = NULL;
-	int depth;
+	int depth, walks, vanished;
+	pid_t p;
 
-	for (depth = 0; depth < PROC_TREE_DEPTH && pid > 1; depth++) {
-		if (pid == root)
+	for (walks = 0; walks < PROC_TREE_WALKS; walks++) {
+		vanished = 0;
+		p = pid;
+		for (depth = 0; depth < PROC_TREE_DEPTH && p > 1; depth++) {
+			if (p == root)
+				return 1;
+			if (proc_is_own_child(p)) {
+				p = getpid();
+				continue;
+			}
+			if (proc_stat_read(p, &st, &cause) != 0) {
+				free(cause);
+				cause = NULL;
+				vanished = depth > 0; /* an ancestor, not pid */
+				break;
+			}
+			p = st.ppid;
+		}
+		if (p == root)
 			return 1;
-		if (proc_is_own_child(pid)) {
-			pid = getpid();
-			continue;
-		}
-		if (proc_stat_read(pid, &st, &cause) != 0) {
-			free(cause);
+		if (!vanished)
 			return 0;
-		}
-		pid = st.ppid;
 	}
-	return pid == root;
+	return 0;
 }
 
 int

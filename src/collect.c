@@ -164,6 +164,16 @@ collect_start(struct event_base *base, struct registry *reg,
 	return c;
 }
 
+/* Stops reading every worker still answering (paused 1), or goes on. */
+void
+collect_pause(struct collect *c, int paused)
+{
+	size_t i;
+
+	for (i = 0; c != NULL && i < c->n; i++)
+		scrape_pause(c->jobs[i].scrape, paused);
+}
+
 /* Stops every scrape without calling done; accepts NULL. */
 void
 collect_cancel(struct collect *c)

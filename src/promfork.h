@@ -440,6 +440,9 @@ const struct http_peer *http_conn_peer(const struct http_conn *);
 int http_conn_peer_alive(const struct http_conn *);
 void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
+void http_conn_policy(struct http_conn *, const char *);
+size_t http_conn_unsent(const struct http_conn *);
+void http_conn_on_drain(struct http_conn *, size_t low, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
     const char *body, size_t len);
 void http_reply_json(struct http_conn *, int status, json_t *);
@@ -572,6 +575,7 @@ int scrape_parse_head(const char *, size_t, struct scrape_head *,
 struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *, void *arg);
+void scrape_pause(struct scrape *, int);
 void scrape_cancel(struct scrape *);
 
 /* collect.c */
@@ -604,10 +608,16 @@ struct collect;
 struct collect *collect_start(struct event_base *, struct registry *,
     struct lease *const *, size_t n, const struct collect_config *,
     const struct collect_callbacks *, void *arg);
+void collect_pause(struct collect *, int);
 void collect_cancel(struct collect *);
 
 /* proxy.c */
 #define PROXY_BODY_MAX (32 * 1024 * 1024)
+/* The worker is not read while more than this waits for the client... */
+#define PROXY_UNSENT_MAX (1024 * 1024)
+/* ...and is read again once no more than this does. */
+#define PROXY_UNSENT_LOW (256 * 1024)
+const char *proxy_content_type(const char *);
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 

@@ -577,6 +577,22 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	return s;
 }
 
+/*
+ * Stops reading the worker (paused 1) or goes on (0): a caller whose
+ * client is slow holds the worker back instead of queueing its answer.
+ * The deadline still runs.
+ */
+void
+scrape_pause(struct scrape *s, int paused)
+{
+	if (s == NULL || s->bev == NULL || s->state != SCRAPE_BODY)
+		return;
+	if (paused)
+		bufferevent_disable(s->bev, EV_READ);
+	else
+		bufferevent_enable(s->bev, EV_READ);
+}
+
 /* Stops a scrape without calling done. */
 void
 scrape_cancel(struct scrape *s)

@@ -35,6 +35,7 @@ struct canned {
 	int hang; /* 1: never answer, 2: answer, then hold the connection */
 	char request[4096]; /* the last request head received */
 	int served;
+	volatile size_t sent; /* bytes of the response sent so far */
 	pthread_t thread;
 };
 
@@ -143,6 +144,7 @@ canned_main(void *arg)
 			    MSG_NOSIGNAL);
 			if (n <= 0)
 				break;
+			cw->sent = off + (size_t)n;
 		}
 		cw->served++;
 		if (cw->hang == 2) {

@@ -540,6 +540,8 @@ void discover_socks_finish(struct discover_socks *);
 int discover_listeners(uint16_t low, uint16_t high, struct discover_socks *,
     char **cause);
 void discover_holders(const struct discover_socks *, pid_t *pids);
+int discover_port_owned(const struct discover_socks *, uint16_t port, pid_t,
+    pid_t **holders, pid_t *holder, uid_t *uid);
 struct discover *discover_create(struct event_base *, struct registry *,
     const struct discover_config *, char **cause);
 int discover_scan(struct discover *);
@@ -575,6 +577,8 @@ int scrape_parse_head(const char *, size_t, struct scrape_head *,
 struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *, void *arg);
+struct scrape *scrape_refuse(struct event_base *, uint16_t port,
+    const char *error, const struct scrape_callbacks *, void *arg);
 void scrape_pause(struct scrape *, int);
 void scrape_cancel(struct scrape *);
 

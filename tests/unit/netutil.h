@@ -87,6 +87,74 @@ netutil_sleeper(void)
 	return pid;
 }
 
+/*
+ * A process that sleeps until killed, dies with the test, and keeps every
+ * descriptor given to it with netutil_give through *ctl: as a worker
+ * holds its listener.
+ */
+NETUTIL_FN pid_t
+netutil_holder(int *ctl)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		abort();
+	pid = fork();
+	if (pid == 0) {
+		char b;
+		struct iovec iov = { &b, 1 };
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} u;
+		struct msghdr mh = { .msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = u.buf,
+			.msg_controllen = sizeof u.buf };
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(sv[0]);
+		/* Each fd received stays open until this process dies. */
+		while (recvmsg(sv[1], &mh, 0) > 0) {
+			(void)send(sv[1], &b, 1, MSG_NOSIGNAL);
+			mh.msg_controllen = sizeof u.buf;
+		}
+		pause();
+		_exit(0);
+	}
+	if (pid == -1)
+		abort();
+	close(sv[1]);
+	*ctl = sv[0];
+	return pid;
+}
+
+/* The holder behind ctl takes a copy of fd (and has it on return). */
+NETUTIL_FN void
+netutil_give(int ctl, int fd)
+{
+	char b = 0;
+	struct iovec iov = { &b, 1 };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr mh = { .msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = u.buf,
+		.msg_controllen = sizeof u.buf };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	memset(&u, 0, sizeof u);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	if (sendmsg(ctl, &mh, MSG_NOSIGNAL) != 1 || read(ctl, &b, 1) != 1)
+		abort();
+}
+
 /* A blocking connection to 127.0.0.1:port. */
 NETUTIL_FN int
 netutil_connect(uint16_t port)

@@ -87,6 +87,27 @@ netutil_sleeper(void)
 	return pid;
 }
 
+/* One byte, with room for one descriptor passed beside it. */
+struct netutil_fdmsg {
+	char b;
+	struct iovec iov;
+	_Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int))];
+	struct msghdr mh;
+};
+
+NETUTIL_FN struct msghdr *
+netutil_fdmsg_init(struct netutil_fdmsg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->iov.iov_base = &m->b;
+	m->iov.iov_len = 1;
+	m->mh.msg_iov = &m->iov;
+	m->mh.msg_iovlen = 1;
+	m->mh.msg_control = m->buf;
+	m->mh.msg_controllen = sizeof m->buf;
+	return &m->mh;
+}
+
 /*
  * A process that sleeps until killed, dies with the test, and keeps every
  * descriptor given to it with netutil_give through *ctl: as a worker
@@ -95,6 +116,7 @@ netutil_sleeper(void)
 NETUTIL_FN pid_t
 netutil_holder(int *ctl)
 {
+	struct netutil_fdmsg m;
 	int sv[2];
 	pid_t pid;
 
@@ -102,24 +124,11 @@ netutil_holder(int *ctl)
 		abort();
 	pid = fork();
 	if (pid == 0) {
-		char b;
-		struct iovec iov = { &b, 1 };
-		union {
-			struct cmsghdr h;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} u;
-		struct msghdr mh = { .msg_iov = &iov,
-			.msg_iovlen = 1,
-			.msg_control = u.buf,
-			.msg_controllen = sizeof u.buf };
-
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(sv[0]);
 		/* Each fd received stays open until this process dies. */
-		while (recvmsg(sv[1], &mh, 0) > 0) {
-			(void)send(sv[1], &b, 1, MSG_NOSIGNAL);
-			mh.msg_controllen = sizeof u.buf;
-		}
+		while (recvmsg(sv[1], netutil_fdmsg_init(&m), 0) > 0)
+			(void)send(sv[1], &m.b, 1, MSG_NOSIGNAL);
 		pause();
 		_exit(0);
 	}
@@ -134,24 +143,15 @@ netutil_holder(int *ctl)
 NETUTIL_FN void
 netutil_give(int ctl, int fd)
 {
-	char b = 0;
-	struct iovec iov = { &b, 1 };
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr mh = { .msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = u.buf,
-		.msg_controllen = sizeof u.buf };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	struct netutil_fdmsg m;
+	struct msghdr *mh = netutil_fdmsg_init(&m);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
 
-	memset(&u, 0, sizeof u);
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-	if (sendmsg(ctl, &mh, MSG_NOSIGNAL) != 1 || read(ctl, &b, 1) != 1)
+	if (sendmsg(ctl, mh, MSG_NOSIGNAL) != 1 || read(ctl, &m.b, 1) != 1)
 		abort();
 }
 

@@ -443,6 +443,19 @@ api_peer_pinned(struct http_conn *c)
 	return 0;
 }
 
+/*
+ * Where the worker should serve its metrics: with --proxy-targets every
+ * scrape comes through promfork, on loopback, so the worker binds
+ * 127.0.0.1 and nothing else can reach it; for direct targets Prometheus
+ * dials the worker, so no "bind" (all interfaces).
+ */
+static void
+api_lease_bind(const struct api *api, json_t *obj)
+{
+	if (api->cfg.tc != NULL && api->cfg.tc->proxy_address != NULL)
+		json_object_set_new(obj, "bind", json_string("127.0.0.1"));
+}
+
 static json_t *
 api_lease_json(const struct api *api, const struct lease *l, int full)
 {
@@ -452,6 +465,8 @@ api_lease_json(const struct api *api, const struct lease *l, int full)
 	obj = json_pack("{s:i, s:i, s:s}", "worker", l->worker, "port",
 	    (int)l->port, "target", target);
 	free(target);
+	if (!full)
+		api_lease_bind(api, obj);
 	if (full) {
 		json_object_set_new(obj, "pid", json_integer(l->pid));
 		json_object_set_new(obj, "source",

@@ -10,7 +10,14 @@
  * answer: recorded on the lease, the worker down in the fan-out, 502 from
  * the proxy.  Nothing here knows about the client that asked: its owner
  * cancels the collect when the client goes.
+ *
+ * A port is scraped only while its listeners belong to the lease's
+ * process: a worker that died leaves its port free for anyone, and another
+ * user listening there (on 127.0.0.1 or ::1) must get neither the request
+ * nor the chance to answer for the worker.  One sock_diag dump of the
+ * leases' ports per collect, one read of each lease's fds.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +124,55 @@ collect_body_cb(struct evbuffer *chunk, void *arg)
 	return c->cb.body(&c->items[j->i], chunk, c->arg);
 }
 
+/* The listeners on the ports of the n leases; -1 with *cause when the
+ * kernel would not say. */
+static int
+collect_listeners(struct lease *const *leases, size_t n,
+    struct discover_socks *socks, char **cause)
+{
+	uint16_t low = UINT16_MAX, high = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (leases[i]->port < low)
+			low = leases[i]->port;
+		if (leases[i]->port > high)
+			high = leases[i]->port;
+	}
+	return discover_listeners(low, high, socks, cause);
+}
+
+/*
+ * Why lease l's port must not be scraped (into error), or 0 when only its
+ * process listens there.
+ */
+static int
+collect_refused(const struct lease *l, const struct discover_socks *socks,
+    const char *dump_error, pid_t **holders, char *error, size_t len)
+{
+	pid_t holder;
+	uid_t uid;
+
+	if (dump_error != NULL) {
+		snprintf(error, len, "cannot tell who holds port %u: %s",
+		    l->port, dump_error);
+		return -1;
+	}
+	if (discover_port_owned(socks, l->port, l->pid, holders, &holder,
+		&uid) == 0)
+		return 0;
+	if (holder != 0)
+		snprintf(error, len,
+		    "port %u is held by pid %d, not by worker %d (pid %d)",
+		    l->port, (int)holder, l->worker, (int)l->pid);
+	else
+		snprintf(error, len,
+		    "port %u is held by a process of uid %u, not by worker %d "
+		    "(pid %d)",
+		    l->port, (unsigned)uid, l->worker, (int)l->pid);
+	return -1;
+}
+
 /*
  * Scrapes the n leases at COLLECT_PATH, each within cfg->deadline_ms.
  * cb->done runs once every scrape has ended, never from inside
@@ -130,7 +186,10 @@ collect_start(struct event_base *base, struct registry *reg,
 	static const struct scrape_callbacks scb = { collect_head_cb,
 		collect_body_cb, collect_scrape_done_cb };
 	struct collect *c = xcalloc(1, sizeof *c);
+	struct discover_socks socks = { NULL, 0, 0, 0 };
 	struct timeval now = { 0, 0 };
+	char *dump_error = NULL, error[sizeof c->items->error];
+	pid_t *holders = NULL;
 	size_t i;
 
 	c->reg = reg;
@@ -139,6 +198,8 @@ collect_start(struct event_base *base, struct registry *reg,
 	c->n = n;
 	c->items = xcalloc(n + 1, sizeof *c->items);
 	c->jobs = xcalloc(n + 1, sizeof *c->jobs);
+	if (n > 0 && collect_listeners(leases, n, &socks, &dump_error) != 0)
+		log_debug("scrapes: %s", dump_error);
 	for (i = 0; i < n; i++) {
 		struct collect_item *it = &c->items[i];
 		struct collect_job *j = &c->jobs[i];
@@ -151,9 +212,18 @@ collect_start(struct event_base *base, struct registry *reg,
 		j->i = i;
 		clock_gettime(CLOCK_MONOTONIC, &j->started);
 		c->pending++;
-		j->scrape = scrape_start(base, leases[i]->port, COLLECT_PATH,
-		    cfg->accept, cfg->deadline_ms, cfg->body_max, &scb, j);
+		if (collect_refused(leases[i], &socks, dump_error, &holders,
+			error, sizeof error) != 0)
+			j->scrape = scrape_refuse(base, leases[i]->port, error,
+			    &scb, j);
+		else
+			j->scrape = scrape_start(base, leases[i]->port,
+			    COLLECT_PATH, cfg->accept, cfg->deadline_ms,
+			    cfg->body_max, &scb, j);
 	}
+	discover_socks_finish(&socks);
+	free(holders);
+	free(dump_error);
 	/* There were none: done still runs from the loop. */
 	if (n == 0) {
 		c->ev_done = evtimer_new(base, collect_done_cb, c);
@@ -162,6 +232,16 @@ collect_start(struct event_base *base, struct registry *reg,
 		event_add(c->ev_done, &now);
 	}
 	return c;
+}
+
+/* Stops reading every worker still answering (paused 1), or goes on. */
+void
+collect_pause(struct collect *c, int paused)
+{
+	size_t i;
+
+	for (i = 0; c != NULL && i < c->n; i++)
+		scrape_pause(c->jobs[i].scrape, paused);
 }
 
 /* Stops every scrape without calling done; accepts NULL. */

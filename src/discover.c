@@ -16,6 +16,7 @@
  * outside the tree is never published.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <linux/filter.h>
 #include <linux/inet_diag.h>
@@ -992,7 +993,8 @@ fail:
 
 /*
  * One dump of the TCP listeners on ports low..high, both families, for
- * --check: appends them to socks, with their owner's uid.
+ * --check and for collect's check of who a scrape would reach: appends
+ * them to socks, with their owner's uid.
  */
 int
 discover_listeners(uint16_t low, uint16_t high, struct discover_socks *socks,
@@ -1049,6 +1051,67 @@ discover_holders(const struct discover_socks *socks, pid_t *pids)
 			(void)discover_fds_each(h.pid, discover_holder_cb, &h);
 	}
 	closedir(dir);
+}
+
+struct discover_mine {
+	const struct discover_socks *socks;
+	uint16_t port;
+	unsigned char *held;
+};
+
+static void
+discover_mine_cb(uint32_t inode, void *arg)
+{
+	struct discover_mine *m = arg;
+	size_t i;
+
+	for (i = 0; i < m->socks->n; i++) {
+		if (m->socks->v[i].inode == inode &&
+		    m->socks->v[i].port == m->port)
+			m->held[i] = 1;
+	}
+}
+
+/*
+ * Whether pid holds every listener of socks on port (a scrape of it can
+ * reach no one else): 0 when it does or none listens; else -1 with
+ * *holder (0: not visible to us) and *uid of one that is not pid's.
+ * When pid's fds cannot be read (promfork runs as another user, without
+ * CAP_SYS_PTRACE), a listener of pid's own user is taken as its.  The
+ * holders of foreign listeners are looked up once, in *holders (NULL
+ * until then; the caller frees it), with one walk of /proc.
+ */
+int
+discover_port_owned(const struct discover_socks *socks, uint16_t port,
+    pid_t pid, pid_t **holders, pid_t *holder, uid_t *uid)
+{
+	unsigned char *held = xcalloc(socks->n + 1, 1);
+	struct discover_mine m = { socks, port, held };
+	char path[64];
+	struct stat st;
+	int rc = 0, fds_read;
+	size_t i;
+
+	fds_read = discover_fds_each(pid, discover_mine_cb, &m) == 0;
+	snprintf(path, sizeof path, "/proc/%d", (int)pid);
+	if (!fds_read && stat(path, &st) == 0) {
+		for (i = 0; i < socks->n; i++)
+			held[i] = socks->v[i].uid == st.st_uid;
+	}
+	for (i = 0; i < socks->n && rc == 0; i++) {
+		if (socks->v[i].port != port ||
+		    socks->v[i].state != DISCOVER_TCP_LISTEN || held[i])
+			continue;
+		if (*holders == NULL) {
+			*holders = xcalloc(socks->n + 1, sizeof **holders);
+			discover_holders(socks, *holders);
+		}
+		*holder = (*holders)[i];
+		*uid = socks->v[i].uid;
+		rc = -1;
+	}
+	free(held);
+	return rc;
 }
 
 struct discover *

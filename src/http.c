@@ -34,9 +34,12 @@
 #include "promfork.h"
 
 #define HTTP_TARGET_MAX 2048
-#define HTTP_HEAD_MAX 512
+#define HTTP_HEAD_MAX 1024
 #define HTTP_WRITE_MAX (256 * 1024) /* per write(2) */
 #define HTTP_REFUSED_LOG_S 1 /* refusals at accept: one log line a second */
+/* In every answer: a browser must take the Content-Type as it is, never
+ * guess HTML from a body a worker chose. */
+#define HTTP_HEAD_ALWAYS "X-Content-Type-Options: nosniff\r\n"
 
 /* Linux 6.5; older headers lack it, older kernels answer ENOPROTOOPT. */
 #ifndef SO_PEERPIDFD
@@ -67,6 +70,9 @@ struct http_conn {
 	struct timespec accepted;
 	http_close_fn close_fn;
 	void *close_arg;
+	const char *policy; /* Content-Security-Policy of the next answer */
+	http_close_fn drain_fn; /* a streamed body's output fell low */
+	void *drain_arg;
 	struct http_conn *prev, *next;
 };
 
@@ -469,21 +475,25 @@ static size_t
 http_format_head(struct http_conn *c, char *buf, size_t cap, int status,
     const char *content_type, long long length)
 {
-	char type[300] = "", len[64] = "";
+	char type[300] = "", len[64] = "", policy[300] = "";
 	int n;
 
 	if (content_type != NULL)
 		snprintf(type, sizeof type, "Content-Type: %.256s\r\n",
 		    content_type);
+	if (c->policy != NULL)
+		snprintf(policy, sizeof policy,
+		    "Content-Security-Policy: %.256s\r\n", c->policy);
+	c->policy = NULL;
 	if (length >= 0)
 		snprintf(len, sizeof len, "Content-Length: %lld\r\n", length);
 	else if (c->chunked)
 		snprintf(len, sizeof len, "Transfer-Encoding: chunked\r\n");
 	n = snprintf(buf, cap,
-	    "HTTP/1.1 %d %s\r\n%s%s"
+	    "HTTP/1.1 %d %s\r\n%s%s%s" HTTP_HEAD_ALWAYS
 	    "Cache-Control: no-store\r\n"
 	    "Connection: %s\r\n\r\n",
-	    status, http_status_text(status), type, len,
+	    status, http_status_text(status), type, len, policy,
 	    c->keep_alive ? "keep-alive" : "close");
 	if (n < 0 || (size_t)n >= cap)
 		fatalx("http response head too long");
@@ -639,6 +649,33 @@ http_conn_last(struct http_conn *c)
 	c->keep_alive = 0;
 }
 
+/* The answer being made carries this Content-Security-Policy (a string
+ * that outlives it). */
+void
+http_conn_policy(struct http_conn *c, const char *policy)
+{
+	c->policy = policy;
+}
+
+/* Bytes of the answer queued and not yet taken by the client. */
+size_t
+http_conn_unsent(const struct http_conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+/*
+ * While a body streams, fn runs each time the queued output falls to low
+ * bytes or fewer: a producer that stopped at a high mark resumes there.
+ */
+void
+http_conn_on_drain(struct http_conn *c, size_t low, http_close_fn fn, void *arg)
+{
+	c->drain_fn = fn;
+	c->drain_arg = arg;
+	bufferevent_setwatermark(c->bev, EV_WRITE, fn != NULL ? low : 0, 0);
+}
+
 void
 http_reply_end(struct http_conn *c)
 {
@@ -721,6 +758,10 @@ http_conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct http_conn *c = arg;
 
+	if (c->state == HTTP_STREAMING && c->drain_fn != NULL) {
+		c->drain_fn(c->drain_arg);
+		return;
+	}
 	if (c->state != HTTP_WRITING)
 		return;
 	if (!c->keep_alive) {
@@ -786,7 +827,7 @@ http_send_refusal(int fd, int status, const char *why)
 	json_decref(obj);
 	n = snprintf(buf, sizeof buf,
 	    "HTTP/1.1 %d %s\r\n"
-	    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+	    "Content-Type: application/json\r\nContent-Length: %zu\r\n" HTTP_HEAD_ALWAYS
 	    "Connection: close\r\n\r\n%s\n",
 	    status, http_status_text(status), strlen(body) + 1, body);
 	free(body);

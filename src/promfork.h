@@ -466,6 +466,9 @@ const struct http_peer *http_conn_peer(const struct http_conn *);
 int http_conn_peer_alive(const struct http_conn *);
 void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
+void http_conn_policy(struct http_conn *, const char *);
+size_t http_conn_unsent(const struct http_conn *);
+void http_conn_on_drain(struct http_conn *, size_t low, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
     const char *body, size_t len);
 void http_reply_json(struct http_conn *, int status, json_t *);
@@ -563,6 +566,8 @@ void discover_socks_finish(struct discover_socks *);
 int discover_listeners(uint16_t low, uint16_t high, struct discover_socks *,
     char **cause);
 void discover_holders(const struct discover_socks *, pid_t *pids);
+int discover_port_owned(const struct discover_socks *, uint16_t port, pid_t,
+    pid_t **holders, pid_t *holder, uid_t *uid);
 struct discover *discover_create(struct event_base *, struct registry *,
     const struct discover_config *, char **cause);
 int discover_scan(struct discover *);
@@ -598,6 +603,9 @@ int scrape_parse_head(const char *, size_t, struct scrape_head *,
 struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *, void *arg);
+struct scrape *scrape_refuse(struct event_base *, uint16_t port,
+    const char *error, const struct scrape_callbacks *, void *arg);
+void scrape_pause(struct scrape *, int);
 void scrape_cancel(struct scrape *);
 
 /* collect.c */
@@ -630,10 +638,16 @@ struct collect;
 struct collect *collect_start(struct event_base *, struct registry *,
     struct lease *const *, size_t n, const struct collect_config *,
     const struct collect_callbacks *, void *arg);
+void collect_pause(struct collect *, int);
 void collect_cancel(struct collect *);
 
 /* proxy.c */
 #define PROXY_BODY_MAX (32 * 1024 * 1024)
+/* The worker is not read while more than this waits for the client... */
+#define PROXY_UNSENT_MAX (1024 * 1024)
+/* ...and is read again once no more than this does. */
+#define PROXY_UNSENT_LOW (256 * 1024)
+const char *proxy_content_type(const char *);
 void proxy_serve(struct http_conn *, const struct http_request *,
     struct registry *, int worker, int deadline_ms);
 

@@ -11,8 +11,15 @@
  * the answer still streams as it comes; once it has, the answer is taken
  * whole and served with the carried totals added, and a slot with no
  * worker serves its carried totals alone for the hold time.
+ *
+ * What the worker says its answer is does not reach a browser as it is:
+ * only the exposition types pass, so that no worker serves HTML on the
+ * listener's origin.  A slow client holds the worker back: its answer is
+ * not read while too much of it waits for the client.
  */
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
@@ -29,14 +36,45 @@ struct proxy {
 	int status; /* the worker's */
 	uint64_t stamp;
 	struct buf body;
+	int paused; /* the worker is not read until the client catches up */
 };
+
+/*
+ * The Content-Type a worker's answer goes out with: its own when it is
+ * an exposition type in plain tokens (no comma, quote or other byte a
+ * browser might read a second type from), else the text format.
+ */
+const char *
+proxy_content_type(const char *type)
+{
+	static const char *const ok[] = { "text/plain",
+		"application/openmetrics-text" };
+	size_t i, n = strcspn(type, ";");
+
+	while (n > 0 && type[n - 1] == ' ')
+		n--;
+	for (i = 0; type[i] != '\0'; i++) {
+		if (strchr(
+			"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			"0123456789-._/+=; ",
+			type[i]) == NULL)
+			return HTTP_EXPOSITION_TYPE;
+	}
+	for (i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		if (n == strlen(ok[i]) && strncasecmp(type, ok[i], n) == 0)
+			return type;
+	}
+	return HTTP_EXPOSITION_TYPE;
+}
 
 /* The single teardown path of a proxied request. */
 static void
 proxy_free(struct proxy *p)
 {
-	if (p->conn != NULL)
+	if (p->conn != NULL) {
 		http_conn_on_close(p->conn, NULL, NULL);
+		http_conn_on_drain(p->conn, 0, NULL, NULL);
+	}
 	collect_cancel(p->collect);
 	buf_finish(&p->body);
 	free(p);
@@ -52,6 +90,18 @@ proxy_client_close_cb(void *arg)
 	proxy_free(p);
 }
 
+/* The client took enough: the worker is read again. */
+static void
+proxy_client_drain_cb(void *arg)
+{
+	struct proxy *p = arg;
+
+	if (p->paused) {
+		p->paused = 0;
+		collect_pause(p->collect, 0);
+	}
+}
+
 static int
 proxy_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 {
@@ -64,9 +114,9 @@ proxy_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 	/* 1xx and other oddities are not passed on as they are. */
 	if (status < 200 || status > 599)
 		status = 502;
-	http_reply_stream(p->conn, status,
-	    h->content_type[0] != '\0' ? h->content_type : HTTP_EXPOSITION_TYPE,
+	http_reply_stream(p->conn, status, proxy_content_type(h->content_type),
 	    h->length);
+	http_conn_on_drain(p->conn, PROXY_UNSENT_LOW, proxy_client_drain_cb, p);
 	p->started = 1;
 	return 0;
 }
@@ -79,10 +129,17 @@ proxy_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 
 	if (p->keep && n > 0)
 		buf_add(&p->body, evbuffer_pullup(chunk, -1), n);
-	if (p->rewrite)
+	if (p->rewrite) {
+		/* taken whole, answered at the end: nothing waits for the
+		 * client meanwhile */
 		evbuffer_drain(chunk, n);
-	else
-		http_reply_write(p->conn, chunk);
+		return 0;
+	}
+	http_reply_write(p->conn, chunk);
+	if (!p->paused && http_conn_unsent(p->conn) > PROXY_UNSENT_MAX) {
+		p->paused = 1;
+		collect_pause(p->collect, 1);
+	}
 	return 0;
 }
 
@@ -141,6 +198,7 @@ proxy_done_cb(struct collect_item *items, size_t n, void *arg)
 	l = registry_find_lease(p->reg, it->worker, it->pid, it->starttime);
 	/* Ending the reply may close the connection: we are done with it. */
 	http_conn_on_close(c, NULL, NULL);
+	http_conn_on_drain(c, 0, NULL, NULL);
 	p->conn = NULL;
 	if (!it->ok && log_limit(&proxy_log, "failed proxied scrapes"))
 		log_warnx("proxy to worker %d: %s", p->worker, it->error);

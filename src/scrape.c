@@ -3,8 +3,9 @@
  * loopback, with an absolute deadline and a cap on the body.  HTTP/1.0 makes
  * the worker answer without chunks and end the body by closing (or by its
  * Content-Length).  Only 127.0.0.1 and ::1 are ever dialled, so no caller can
- * make promfork reach another host.  The response head parser is pure, for
- * tests and the fuzzer.
+ * make promfork reach another host; who listens there is the caller's to
+ * check (collect.c checks both addresses before a byte goes out).  The
+ * response head parser is pure, for tests and the fuzzer.
  */
 #include <sys/socket.h>
 
@@ -529,16 +530,13 @@ scrape_header_ok(const char *v, size_t max)
  * fails: every failure, even a path that is not an absolute path of
  * printable bytes, is reported through done, so callers have one path.
  */
-struct scrape *
-scrape_start(struct event_base *base, uint16_t port, const char *path,
-    const char *accept, int deadline_ms, size_t body_max,
-    const struct scrape_callbacks *cb, void *arg)
+/* A scrape not started yet: done comes through ev_fail or the I/O. */
+static struct scrape *
+scrape_new(struct event_base *base, uint16_t port, int deadline_ms,
+    size_t body_max, const struct scrape_callbacks *cb, void *arg)
 {
-	struct timeval tv, now = { 0, 0 };
-	struct scrape *s;
-	char *accept_line = NULL;
+	struct scrape *s = xcalloc(1, sizeof *s);
 
-	s = xcalloc(1, sizeof *s);
 	s->base = base;
 	s->port = port;
 	s->deadline_ms = deadline_ms;
@@ -550,6 +548,35 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	s->ev_fail = evtimer_new(base, scrape_fail_cb, s);
 	if (s->ev_deadline == NULL || s->ev_fail == NULL)
 		fatalx("evtimer_new");
+	return s;
+}
+
+/*
+ * A scrape of port that its caller refused before any byte went out:
+ * error is reported through done from the loop, like any other failure.
+ */
+struct scrape *
+scrape_refuse(struct event_base *base, uint16_t port, const char *error,
+    const struct scrape_callbacks *cb, void *arg)
+{
+	struct timeval now = { 0, 0 };
+	struct scrape *s = scrape_new(base, port, 0, 0, cb, arg);
+
+	snprintf(s->error, sizeof s->error, "%s", error);
+	event_add(s->ev_fail, &now);
+	return s;
+}
+
+struct scrape *
+scrape_start(struct event_base *base, uint16_t port, const char *path,
+    const char *accept, int deadline_ms, size_t body_max,
+    const struct scrape_callbacks *cb, void *arg)
+{
+	struct timeval tv, now = { 0, 0 };
+	struct scrape *s;
+	char *accept_line = NULL;
+
+	s = scrape_new(base, port, deadline_ms, body_max, cb, arg);
 	/* done never runs inside scrape_start: callers are not ready yet. */
 	if (path[0] != '/' || !scrape_header_ok(path, SCRAPE_PATH_MAX) ||
 	    strchr(path, ' ') != NULL) {
@@ -575,6 +602,22 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 	if (scrape_connect(s) != 0)
 		event_add(s->ev_fail, &now);
 	return s;
+}
+
+/*
+ * Stops reading the worker (paused 1) or goes on (0): a caller whose
+ * client is slow holds the worker back instead of queueing its answer.
+ * The deadline still runs.
+ */
+void
+scrape_pause(struct scrape *s, int paused)
+{
+	if (s == NULL || s->bev == NULL || s->state != SCRAPE_BODY)
+		return;
+	if (paused)
+		bufferevent_disable(s->bev, EV_READ);
+	else
+		bufferevent_enable(s->bev, EV_READ);
 }
 
 /* Stops a scrape without calling done. */

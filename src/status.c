@@ -17,6 +17,11 @@
 #include "promfork.h"
 
 #define STATUS_PROBE_BODY_MAX (32 * 1024 * 1024)
+/* The page is its own inline style and nothing else: no script, no
+ * fetch, no frame, whatever a label value might smuggle in. */
+#define STATUS_POLICY \
+	"default-src 'none'; style-src 'unsafe-inline'; img-src data:; " \
+	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 struct status_req {
 	struct http_conn *conn;
@@ -289,6 +294,7 @@ status_reply(struct status_req *sr)
 	/* Replying may close the connection: forget it first. */
 	http_conn_on_close(c, NULL, NULL);
 	sr->conn = NULL;
+	http_conn_policy(c, STATUS_POLICY);
 	http_reply(c, 200, "text/html; charset=utf-8",
 	    (const char *)evbuffer_pullup(page, -1), evbuffer_get_length(page));
 	evbuffer_free(page);

@@ -118,8 +118,11 @@ def test_byte_for_byte():
                   and hashlib.sha256(body).hexdigest() == want,
                   "%s, HTTP/%s client: %d bytes, same sha256"
                   % (what, version, len(body)))
-            check(headers.get("Content-Type") == "application/octet-stream",
-                  "the worker's Content-Type is passed on")
+            check(headers.get("Content-Type", "").startswith(
+                "text/plain; version=0.0.4")
+                  and headers.get("X-Content-Type-Options") == "nosniff",
+                  "the worker's application/octet-stream is not an "
+                  "exposition type: the text format goes out, nosniff")
             if not no_length:
                 check(headers.get("Content-Length") == str(size),
                       "the worker's Content-Length is passed on")

@@ -11,6 +11,12 @@
 - In a tree run as a user that is not root, worker B tries to release
   worker A's lease, and to publish labels that the operator sets (--label
   app, job, instance): 403 and 400, and A's target stays as it was.
+- Behind --proxy-targets a worker is told to bind loopback; it answers
+  text/html with a script, which the proxy serves as the exposition type,
+  nosniff, and the status page forbids scripts (CSP).  Then the worker
+  closes its listener (still alive, so still leased) and another user
+  listens on its port, on 127.0.0.1 and then on [::1]: the proxy and the
+  fan-out refuse to scrape it, and the squatter never gets a connection.
 """
 
 import json
@@ -22,7 +28,7 @@ import time
 
 from harness import (PROMFORK, PYTHON, Promfork, check, free_port,
                      free_port_range, http_get, log, run_test, start, tmpdir,
-                     wait_until)
+                     wait_listening, wait_until)
 
 API_CONNS_MAX = 256
 WEB_CONNS_MAX = 128
@@ -293,7 +299,152 @@ def test_siblings():
           "A's target stays, with the operator's labels: %r" % groups)
 
 
+# The wrapped command: registers through the contrib client, serves HTML
+# on the address and port the lease names, and closes its listener when
+# the file close appears (staying alive, so the lease stays).
+HTML_WORKER = r"""
+import http.server, json, os, sys, threading, time
+sys.path.insert(0, sys.argv[2])
+import promfork
+
+d = sys.argv[1]
+lease = promfork.register()
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"<script>alert(document.domain)</script>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+srv = http.server.HTTPServer((lease.bind or "0.0.0.0", lease.port), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+with open(os.path.join(d, "lease.tmp"), "w") as f:
+    json.dump({"worker": lease.worker, "port": lease.port,
+               "bind": lease.bind}, f)
+os.rename(os.path.join(d, "lease.tmp"), os.path.join(d, "lease.json"))
+while not os.path.exists(os.path.join(d, "close")):
+    time.sleep(0.05)
+srv.shutdown()
+srv.server_close()
+open(os.path.join(d, "closed"), "w").close()
+time.sleep(600)
+"""
+
+# The squatter: listens on host:port, counts the connections it gets until
+# its stdin closes, and prints the count.
+SQUATTER = r"""
+import select, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if fam == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind((host, port))
+s.listen(16)
+print("ready", flush=True)
+got = 0
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [], 60)
+    if not r or sys.stdin in r:
+        break
+    c, _ = s.accept()
+    got += 1
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n"
+              b"<script>squatted()</script>")
+    c.close()
+print(got, flush=True)
+"""
+
+SQUATTER_UID = 4242  # a throwaway uid: no account needed for setpriv
+
+
+def squat(host, port):
+    argv = [PYTHON, "-c", SQUATTER, host, str(port)]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=%d" % SQUATTER_UID,
+                "--regid=%d" % SQUATTER_UID, "--clear-groups"] + argv
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    line = p.stdout.readline()
+    if line.strip() != "ready":
+        p.kill()
+        p.wait()
+        raise AssertionError("the squatter did not start: %r" % line)
+    return p
+
+
+def squat_result(p):
+    out, _ = p.communicate("", timeout=30)
+    return int(out.strip().splitlines()[-1])
+
+
+def test_html_and_squatters():
+    d = tmpdir()
+    script = os.path.join(d, "html_worker.py")
+    with open(script, "w") as f:
+        f.write(HTML_WORKER)
+    listen = free_port()
+    web = "http://127.0.0.1:%d" % listen
+    pf = Promfork(2, [PYTHON, script, d, os.path.join(
+        os.environ.get("PROMFORK_SOURCE", os.getcwd()), "contrib", "python")],
+        extra=["--listen", "127.0.0.1:%d" % listen, "--proxy-targets"])
+    wait_until(lambda: os.path.exists(os.path.join(d, "lease.json")),
+               timeout=20, what="the worker's lease")
+    with open(os.path.join(d, "lease.json")) as f:
+        lease = json.load(f)
+    port, worker = lease["port"], lease["worker"]
+    check(lease["bind"] == "127.0.0.1",
+          "behind the proxy the worker binds loopback: %r" % lease)
+    wait_listening(port)
+    path = "/workers/%d/metrics" % worker
+
+    st, hdrs, body = http_get(web + path)
+    log("worker's HTML through the proxy: %d %r" % (st, hdrs))
+    check(st == 200 and hdrs.get("Content-Type", "").startswith(
+        "text/plain; version=0.0.4"),
+        "text/html is served as the exposition type: %r" % hdrs)
+    check(hdrs.get("X-Content-Type-Options") == "nosniff",
+          "and nosniff: %r" % hdrs)
+    st, hdrs, body = http_get(web + "/")
+    csp = hdrs.get("Content-Security-Policy", "")
+    check(st == 200 and csp.startswith("default-src 'none'")
+          and "script-src" not in csp,
+          "the status page allows no script: %r" % csp)
+
+    open(os.path.join(d, "close"), "w").close()
+    wait_until(lambda: os.path.exists(os.path.join(d, "closed")),
+               what="the worker closing its listener")
+    for host in ("127.0.0.1", "::1"):
+        try:
+            p = squat(host, port)
+        except OSError:
+            if host == "::1":
+                log("no IPv6 loopback: the [::1] squatter is skipped")
+                continue
+            raise
+        st, _, body = http_get(web + path)
+        log("proxy with a squatter on %s: %d %s" % (host, st, body))
+        check(st == 502 and b"port %d is held by" % port in body
+              and b"not by worker %d" % worker in body,
+              "the proxy refuses a port held by another process: %d %r"
+              % (st, body))
+        st, _, body = http_get(web + "/workers/metrics")
+        check(b"squatted" not in body, "the fan-out takes nothing from it")
+        got = squat_result(p)
+        check(got == 0, "the squatter on %s:%d was never dialled (%d "
+              "connections)" % (host, port, got))
+    pf.stop()
+
+
 def test():
+    test_html_and_squatters()
     if os.geteuid() != 0:
         log("not root: the attacker cannot be another user; skipping "
             "the socket part")

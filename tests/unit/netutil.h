@@ -35,6 +35,7 @@ struct canned {
 	int hang; /* 1: never answer, 2: answer, then hold the connection */
 	char request[4096]; /* the last request head received */
 	int served;
+	volatile size_t sent; /* bytes of the response sent so far */
 	pthread_t thread;
 };
 
@@ -84,6 +85,74 @@ netutil_sleeper(void)
 	if (pid == -1)
 		abort();
 	return pid;
+}
+
+/* One byte, with room for one descriptor passed beside it. */
+struct netutil_fdmsg {
+	char b;
+	struct iovec iov;
+	_Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int))];
+	struct msghdr mh;
+};
+
+NETUTIL_FN struct msghdr *
+netutil_fdmsg_init(struct netutil_fdmsg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->iov.iov_base = &m->b;
+	m->iov.iov_len = 1;
+	m->mh.msg_iov = &m->iov;
+	m->mh.msg_iovlen = 1;
+	m->mh.msg_control = m->buf;
+	m->mh.msg_controllen = sizeof m->buf;
+	return &m->mh;
+}
+
+/*
+ * A process that sleeps until killed, dies with the test, and keeps every
+ * descriptor given to it with netutil_give through *ctl: as a worker
+ * holds its listener.
+ */
+NETUTIL_FN pid_t
+netutil_holder(int *ctl)
+{
+	struct netutil_fdmsg m;
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		abort();
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(sv[0]);
+		/* Each fd received stays open until this process dies. */
+		while (recvmsg(sv[1], netutil_fdmsg_init(&m), 0) > 0)
+			(void)send(sv[1], &m.b, 1, MSG_NOSIGNAL);
+		pause();
+		_exit(0);
+	}
+	if (pid == -1)
+		abort();
+	close(sv[1]);
+	*ctl = sv[0];
+	return pid;
+}
+
+/* The holder behind ctl takes a copy of fd (and has it on return). */
+NETUTIL_FN void
+netutil_give(int ctl, int fd)
+{
+	struct netutil_fdmsg m;
+	struct msghdr *mh = netutil_fdmsg_init(&m);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	if (sendmsg(ctl, mh, MSG_NOSIGNAL) != 1 || read(ctl, &m.b, 1) != 1)
+		abort();
 }
 
 /* A blocking connection to 127.0.0.1:port. */
@@ -143,6 +212,7 @@ canned_main(void *arg)
 			    MSG_NOSIGNAL);
 			if (n <= 0)
 				break;
+			cw->sent = off + (size_t)n;
 		}
 		cw->served++;
 		if (cw->hang == 2) {

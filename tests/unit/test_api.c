@@ -205,6 +205,8 @@ Test(api, register_self_list_and_again)
 	cr_assert_eq(json_integer_value(json_object_get(j, "port")), 20000);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "target")),
 	    "127.0.0.1:20000");
+	cr_assert_null(json_object_get(j, "bind"),
+	    "direct targets: the worker serves on every interface");
 	json_decref(j);
 	free(ans);
 	/*
@@ -218,6 +220,25 @@ Test(api, register_self_list_and_again)
 			usleep(50 * 1000);
 	}
 	cr_assert_eq(reg.count, 0, "a dead worker's lease ends");
+}
+
+/* Issue 15 point 9: behind the proxy the worker is told to bind
+ * loopback, where only promfork (and this host) can reach it. */
+Test(api, proxied_targets_bind_loopback)
+{
+	json_t *j;
+	char *ans;
+
+	tc.proxy_address = "127.0.0.1:9399";
+	start(20000, 20003);
+	ans = post("");
+	cr_assert_eq(status_of(ans), 201, "%s", ans);
+	j = body_of(ans);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "bind")),
+	    "127.0.0.1", "%s", ans);
+	json_decref(j);
+	free(ans);
+	tc.proxy_address = NULL;
 }
 
 /* Answers sent at once must not strand requests already read behind them. */

@@ -22,6 +22,7 @@
 static struct event_base *base;
 static struct registry reg;
 static pid_t sleepers[NLEASES + 1];
+static int ctls[NLEASES]; /* each sleeper holds what it is given */
 static struct lease *leases[NLEASES];
 
 struct got {
@@ -47,7 +48,7 @@ setup(void)
 	    NULL);
 	memset(&g, 0, sizeof g);
 	for (int i = 0; i < NLEASES; i++) {
-		sleepers[i] = netutil_sleeper();
+		sleepers[i] = netutil_holder(&ctls[i]);
 		leases[i] = registry_lease_pid(&reg, sleepers[i], NULL,
 		    LEASE_API, -1, &created, &error, &cause);
 		cr_assert_not_null(leases[i], "%s", cause);
@@ -61,6 +62,8 @@ teardown(void)
 {
 	registry_finish(&reg);
 	event_base_free(base);
+	for (int i = 0; i < NLEASES; i++)
+		close(ctls[i]);
 	for (int i = 0; i <= NLEASES; i++) {
 		if (sleepers[i] > 0) {
 			kill(sleepers[i], SIGKILL);
@@ -116,6 +119,14 @@ run(void)
 	event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
+/* Lease i's port is the listener fd, held by its process as a worker's. */
+static void
+point(int i, int fd, uint16_t port)
+{
+	netutil_give(ctls[i], fd);
+	leases[i]->port = port;
+}
+
 static struct collect *
 start(size_t n, int deadline_ms)
 {
@@ -147,9 +158,9 @@ Test(collect, each_outcome_is_reported_and_recorded)
 	canned_start(&hang, "", 0);
 	hang.hang = 1;
 	canned_run(&hang);
-	leases[0]->port = ok.port;
+	point(0, ok.fd, ok.port);
 	leases[1]->port = netutil_dead_port();
-	leases[2]->port = hang.port;
+	point(2, hang.fd, hang.port);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	start(NLEASES, 300);
@@ -203,7 +214,7 @@ Test(collect, garbage_answer_is_a_failure)
 
 	canned_start(&cw, garbage, sizeof garbage - 1);
 	canned_run(&cw);
-	leases[0]->port = cw.port;
+	point(0, cw.fd, cw.port);
 	start(1, 2000);
 	run();
 	canned_stop(&cw);
@@ -220,8 +231,8 @@ Test(collect, a_body_callback_stops_its_own_scrape_only)
 
 	canned_start(&cw, ok_answer, sizeof ok_answer - 1);
 	canned_run(&cw);
-	leases[0]->port = cw.port;
-	leases[1]->port = cw.port;
+	point(0, cw.fd, cw.port);
+	point(1, cw.fd, cw.port);
 	g.stop_body[0] = 1;
 	start(2, 2000);
 	run();
@@ -242,7 +253,7 @@ Test(collect, cancel_reports_and_records_nothing)
 	canned_start(&cw, ok_answer, sizeof ok_answer - 1);
 	cw.delay_ms = 100;
 	canned_run(&cw);
-	leases[0]->port = cw.port;
+	point(0, cw.fd, cw.port);
 	c = start(1, 200);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	collect_cancel(c);
@@ -265,7 +276,7 @@ Test(collect, a_lease_gone_meanwhile_is_not_recorded)
 	canned_start(&cw, ok_answer, sizeof ok_answer - 1);
 	cw.delay_ms = 100;
 	canned_run(&cw);
-	leases[0]->port = cw.port;
+	point(0, cw.fd, cw.port);
 	start(1, 2000);
 	/* Slot 0 goes to another process before the answer is in. */
 	lease_close(leases[0], LEASE_END_RELEASE);
@@ -279,4 +290,89 @@ Test(collect, a_lease_gone_meanwhile_is_not_recorded)
 	cr_assert(g.items[0].ok, "the answer still arrived");
 	cr_assert_eq(g.items[0].pid, sleepers[0]);
 	cr_assert_eq(l->scrape.when, 0, "not recorded on the new lease");
+}
+
+/*
+ * Issue 15 point 9: a port whose listener is not held by the lease's
+ * process (the worker died and another process took its port) is not
+ * scraped: the error says who holds it, and not a byte goes there.
+ */
+Test(collect, a_squatter_on_the_port_gets_nothing)
+{
+	struct canned squatter;
+	char want[160];
+
+	canned_start(&squatter, ok_answer, sizeof ok_answer - 1);
+	canned_run(&squatter);
+	leases[0]->port = squatter.port; /* held by this process only */
+	start(1, 1000);
+	run();
+	canned_stop(&squatter);
+	cr_assert_eq(g.dones, 1);
+	cr_assert_not(g.items[0].ok);
+	snprintf(want, sizeof want,
+	    "port %u is held by pid %d, not by worker 0 (pid %d)",
+	    squatter.port, (int)getpid(), (int)sleepers[0]);
+	cr_assert_str_eq(g.items[0].error, want);
+	cr_assert_eq(squatter.served, 0, "no request reached the squatter");
+	cr_assert_eq(g.heads[0], 0);
+	cr_assert_str_eq(leases[0]->scrape.error, want, "recorded");
+}
+
+/* The same when the worker's own listener is there too, and a squatter
+ * listens beside it on the other loopback address. */
+Test(collect, a_squatter_on_ipv6_loopback_gets_nothing)
+{
+	struct sockaddr_in6 sin6;
+	socklen_t len = sizeof sin6;
+	int fd, conn, on = 1;
+	char want[160];
+
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	cr_assert_neq(fd, -1);
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+	memset(&sin6, 0, sizeof sin6);
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_addr = in6addr_loopback;
+	if (bind(fd, (struct sockaddr *)&sin6, sizeof sin6) != 0)
+		cr_skip_test("no IPv6 loopback here");
+	cr_assert_eq(listen(fd, 8), 0);
+	getsockname(fd, (struct sockaddr *)&sin6, &len);
+	/* Nothing on 127.0.0.1: main fell back to [::1] and asked it. */
+	leases[0]->port = ntohs(sin6.sin6_port);
+	start(1, 500);
+	run();
+	conn = accept(fd, NULL, NULL);
+	cr_assert_eq(conn, -1, "the squatter was never dialled");
+	close(fd);
+	cr_assert_not(g.items[0].ok);
+	snprintf(want, sizeof want,
+	    "port %u is held by pid %d, not by worker 0 (pid %d)",
+	    leases[0]->port, (int)getpid(), (int)sleepers[0]);
+	cr_assert_str_eq(g.items[0].error, want);
+}
+
+/* A lease whose own process holds the port is scraped, even with other
+ * leases refused in the same collect (one dump serves them all). */
+Test(collect, owners_are_scraped_beside_squatted_ports)
+{
+	struct canned mine, other;
+
+	canned_start(&mine, ok_answer, sizeof ok_answer - 1);
+	canned_run(&mine);
+	canned_start(&other, ok_answer, sizeof ok_answer - 1);
+	canned_run(&other);
+	point(0, mine.fd, mine.port);
+	point(1, other.fd, other.port);
+	leases[2]->port = other.port; /* lease 2's process does not hold it */
+	start(NLEASES, 1000);
+	run();
+	canned_stop(&mine);
+	canned_stop(&other);
+	cr_assert(g.items[0].ok, "%s", g.items[0].error);
+	cr_assert(g.items[1].ok, "%s", g.items[1].error);
+	cr_assert_not(g.items[2].ok);
+	cr_assert(strstr(g.items[2].error, "not by worker 2"), "%s",
+	    g.items[2].error);
+	cr_assert_eq(other.served, 1, "only lease 1's scrape reached it");
 }

@@ -113,11 +113,130 @@ Test(proxy_live, length_passed_byte_for_byte)
 	len = get("1.1", "", &r);
 	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
 	cr_assert(strstr(r, "\r\nContent-Length: 4096\r\n"));
-	cr_assert(strstr(r, "\r\nContent-Type: application/octet-stream\r\n"));
+	cr_assert(strstr(r, "\r\nContent-Type: " HTTP_EXPOSITION_TYPE "\r\n"),
+	    "not an exposition type: replaced");
 	cr_assert_null(strstr(r, "Transfer-Encoding"));
 	cr_assert_eq(len - (size_t)(helpers_body_of(r) - r), 4096);
 	cr_assert_eq(memcmp(helpers_body_of(r), expect + n, 4096), 0);
 	free(r);
+	stop();
+}
+
+/* Issue 15 point 8: a worker (or a squatter) answering HTML is not served
+ * as HTML on the listener's origin. */
+Test(proxy_live, html_from_a_worker_is_not_served_as_html)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n"
+			      "\r\n<script>alert(document.domain)</script>";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "", &r);
+	cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
+	cr_assert(strstr(r, "\r\nContent-Type: " HTTP_EXPOSITION_TYPE "\r\n"),
+	    "%s", r);
+	cr_assert_null(strstr(r, "text/html"), "%s", r);
+	cr_assert(strstr(r, "\r\nX-Content-Type-Options: nosniff\r\n"));
+	free(r);
+	stop();
+}
+
+Test(proxy_live, openmetrics_passes_as_it_is)
+{
+	const char answer[] =
+	    "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; "
+	    "version=1.0.0; charset=utf-8\r\n\r\nx 1\n# EOF\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "", &r);
+	cr_assert(strstr(r,
+		      "\r\nContent-Type: application/openmetrics-text; "
+		      "version=1.0.0; charset=utf-8\r\n"),
+	    "%s", r);
+	free(r);
+	stop();
+}
+
+Test(proxy, content_types)
+{
+	static const char *pass[] = { "text/plain; version=0.0.4", "text/plain",
+		"TEXT/PLAIN;version=0.0.4; charset=utf-8",
+		"application/openmetrics-text; version=1.0.0; charset=utf-8",
+		"application/openmetrics-text" };
+	static const char *replaced[] = { "", "text/html",
+		"text/html; charset=utf-8", "application/octet-stream",
+		"text/plainx", "text/plai", "text/plain, text/html",
+		"text/plain; charset=\"x\", text/html",
+		"application/openmetrics-text,text/html", "text/plain\t",
+		"image/svg+xml", "application/xhtml+xml", ";text/plain",
+		"text/plain;\xc3\xa9" };
+	size_t i;
+
+	for (i = 0; i < sizeof pass / sizeof pass[0]; i++)
+		cr_assert_eq(proxy_content_type(pass[i]), pass[i], "%s",
+		    pass[i]);
+	for (i = 0; i < sizeof replaced / sizeof replaced[0]; i++)
+		cr_assert_str_eq(proxy_content_type(replaced[i]),
+		    HTTP_EXPOSITION_TYPE, "%s", replaced[i]);
+}
+
+/*
+ * Issue 15 point 8: a client that does not read holds the worker back;
+ * without backpressure promfork would read the whole answer into memory
+ * at once.  Then the client reads and gets every byte.
+ */
+Test(proxy_live, a_slow_client_holds_the_worker_back)
+{
+	const size_t body = 30 * 1024 * 1024;
+	static char *answer;
+	char head[128], req[128], *got;
+	size_t n, len = 0, before, cap;
+	int fd, small = 64 * 1024;
+	ssize_t k;
+
+	n = (size_t)snprintf(head, sizeof head,
+	    "HTTP/1.0 200 OK\r\nContent-Length: %zu\r\n\r\n", body);
+	answer = malloc(n + body);
+	memcpy(answer, head, n);
+	for (size_t i = 0; i < body; i++)
+		answer[n + i] = (char)('a' + i % 26);
+	start(answer, n + body, 0, 1);
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	{
+		struct sockaddr_in sin = { .sin_family = AF_INET,
+			.sin_port = htons(port),
+			.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin),
+		    0);
+	}
+	snprintf(req, sizeof req,
+	    "GET /workers/0/metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+	cr_assert_eq(send(fd, req, strlen(req), MSG_NOSIGNAL),
+	    (ssize_t)strlen(req));
+	/* Until the worker stops getting rid of its answer. */
+	do {
+		before = cw.sent;
+		netutil_sleep_ms(150);
+	} while (cw.sent != before && cw.sent < n + body);
+	cr_assert_lt(cw.sent, n + body / 2,
+	    "the worker sent %zu of %zu bytes to a client that reads nothing",
+	    cw.sent, n + body);
+
+	cap = n + body + 4096;
+	got = malloc(cap);
+	while (len < cap && (k = read(fd, got + len, cap - len)) > 0)
+		len += (size_t)k;
+	close(fd);
+	cr_assert_gt(len, body);
+	cr_assert(strstr(got, "\r\nContent-Length: 31457280\r\n"));
+	cr_assert_eq(len - (size_t)(strstr(got, "\r\n\r\n") + 4 - got), body,
+	    "every byte, once the client reads");
+	cr_assert_eq(memcmp(strstr(got, "\r\n\r\n") + 4, answer + n, body), 0);
+	free(got);
+	free(answer);
 	stop();
 }
 

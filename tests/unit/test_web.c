@@ -314,6 +314,40 @@ Test(web_live, status_page_probes_workers)
 	free(r);
 }
 
+/* The head of an answer: nosniff always, a policy where wanted. */
+static void
+check_head(const char *path, char *r, int want_policy)
+{
+	char *end = strstr(r, "\r\n\r\n"), *csp;
+
+	cr_assert_not_null(end, "%s: %s", path, r);
+	*end = '\0';
+	cr_assert(strstr(r, "\r\nX-Content-Type-Options: nosniff"), "%s: %s",
+	    path, r);
+	csp = strstr(r, "\r\nContent-Security-Policy: default-src 'none'; ");
+	if (want_policy) {
+		cr_assert_not_null(csp, "%s", r);
+		cr_assert_null(strstr(r, "script-src"));
+	} else
+		cr_assert_null(csp, "%s: only the page needs one", path);
+}
+
+/* Issue 15 point 8: no answer can be sniffed as HTML, and the status
+ * page runs no script whatever a worker's labels hold. */
+Test(web_live, every_answer_is_nosniff_and_the_page_has_a_policy)
+{
+	static const char *paths[] = { "/", "/metrics", "/targets",
+		"/workers/0/metrics", "/workers/metrics", "/nope" };
+	size_t i;
+
+	for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		char *r = get(paths[i], NULL);
+
+		check_head(paths[i], r, i == 0);
+		free(r);
+	}
+}
+
 Test(web_live, not_found_and_not_allowed)
 {
 	static const char *missing[] = { "/nope", "/workers/1/metrics",

@@ -139,9 +139,16 @@ def run(name, argv_fn, logf):
         raise
     check(True, "%s: one GET /workers/metrics sums to %d over slots %s: "
           "exactly the requests served" % (name, served, sorted(counts)))
-    proxied = {s: proxy_count(base, s) for s in counts}
-    check(sum(v for v in proxied.values() if v is not None) == served,
-          "%s: the proxy targets sum to %d too" % (name, served))
+    # A worker that has just replaced another may not serve yet: its
+    # proxied scrape fails (502) until it does, as Prometheus would see.
+    def proxied_exact():
+        p = {s: proxy_count(base, s) for s in counts}
+        return p if sum(v for v in p.values() if v is not None) == served \
+            else None
+    proxied = wait_until(proxied_exact, timeout=15, interval=0.25,
+                         what="the proxy targets to sum to %d" % served)
+    check(True, "%s: the proxy targets sum to %d too (%s)"
+          % (name, served, sorted(proxied.items())))
     raw = sum(worker_count(pf.low + slot) for slot in leases(pf))
     check(raw < served,
           "%s: the workers' own ports serve raw per-process counts (%d of "

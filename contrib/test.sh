@@ -12,7 +12,7 @@ set -u
 cd "$(dirname "$0")/.."
 top=$(pwd)
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
   libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi

@@ -84,13 +84,10 @@ privsep_id(const char *s, int group, unsigned int *id, char **name)
 {
 	struct passwd *pw = NULL;
 	struct group *gr = NULL;
-	char *end;
-	unsigned long v;
+	long long v;
 
 	if (*s >= '0' && *s <= '9') {
-		errno = 0;
-		v = strtoul(s, &end, 10);
-		if (errno != 0 || *end != '\0' || v >= UINT_MAX)
+		if (decimal_parse(s, 0, UINT_MAX - 1, &v, NULL) != 0)
 			return -1;
 		if (group)
 			gr = getgrgid((gid_t)v);

@@ -142,6 +142,14 @@ helpers_loop_ms(struct event_base *base, int ms)
 }
 
 int
+helpers_under_valgrind(void)
+{
+	const char *preload = getenv("LD_PRELOAD");
+
+	return preload != NULL && strstr(preload, "vgpreload") != NULL;
+}
+
+int
 helpers_probe_all_free(uint16_t port, void *arg)
 {
 	return 1;

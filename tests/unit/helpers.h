@@ -31,6 +31,8 @@ helpers_loop_until(struct event_base *, int (*cond)(void *), void *arg, int ms);
 /* Runs the loop for about ms. */
 void helpers_loop_ms(struct event_base *, int ms);
 void helpers_sleep_ms(int ms);
+/* Under valgrind: for the few tests of limits or throughput it changes. */
+int helpers_under_valgrind(void);
 
 /* A pool probe for tests that bind nothing: every port is free. */
 int helpers_probe_all_free(uint16_t port, void *arg);

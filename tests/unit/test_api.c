@@ -323,12 +323,11 @@ Test(api, dead_pid_is_not_found)
 Test(api, out_of_descriptors_is_503)
 {
 	struct rlimit rl = { 64, 64 };
-	const char *preload = getenv("LD_PRELOAD");
 	char *ans;
 	int fds[64], n = 0;
 
 	/* valgrind keeps descriptors of its own above the limit we set */
-	if (preload != NULL && strstr(preload, "vgpreload") != NULL)
+	if (helpers_under_valgrind())
 		cr_skip_test("not under valgrind");
 	start(20000, 20003);
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);

@@ -48,13 +48,8 @@ struct carry_family {
 #define CARRY_TEXT_MAX 24
 
 struct carry_series {
-	char *key; /* name{labels sorted by name}: the series as rendered */
-	size_t keylen;
+	/* First what a scrape that changed nothing reads: one cache line. */
 	uint32_t family;
-	double carried; /* finished lifetimes, and resets folded in */
-	double last; /* the current lifetime's newest value */
-	int has_last;
-	uint64_t seen; /* generation of the last live answer that had it */
 	/*
 	 * The value last applied as the worker wrote it, and the text it was
 	 * served as: most series do not change between two scrapes, and
@@ -62,8 +57,14 @@ struct carry_series {
 	 */
 	uint8_t textlen;
 	uint8_t servedlen;
+	uint64_t seen; /* generation of the last live answer that had it */
 	char text[CARRY_TEXT_MAX];
 	char served[CARRY_TEXT_MAX];
+	char *key; /* name{labels sorted by name}: the series as rendered */
+	size_t keylen;
+	double carried; /* finished lifetimes, and resets folded in */
+	double last; /* the current lifetime's newest value */
+	int has_last;
 };
 
 /* The n-th counter line of the last answer: its series, and the line up to
@@ -101,6 +102,7 @@ struct carry {
 	uint64_t stamp; /* of the newest answer applied */
 	int stale; /* the answer being applied started before that one */
 	struct buf key; /* scratch */
+	char formatted[32]; /* carry_edit's value, when not cached */
 	struct buf last; /* the family last checked, in this answer */
 	const char *lastptr; /* where it was */
 	struct buf lastname; /* the sample name last checked */
@@ -732,34 +734,78 @@ carry_format(char *buf, double v)
 	return len;
 }
 
+/*
+ * Is sample s the answer's next counter line word for word as last time,
+ * value included, of a family of the same type, with its carry unchanged
+ * since?  Then it is served as then, with no lookup and no check of its
+ * names: they were checked when the line was first seen, and the carried
+ * families change since only through the live answers (whose new lines
+ * are checked) or carry_add_lifetime (which forgets the order).
+ */
+static int
+carry_same(const struct carry *c, const struct expo_line *s,
+    struct carry_series **csp)
+{
+	const struct carry_pos *o;
+	const struct carry_family *fam;
+	struct carry_series *cs;
+	size_t rawlen = (size_t)(s->valuetext - s->text);
+
+	if (c->pos >= c->norder || c->stale)
+		return 0;
+	o = &c->order[c->pos];
+	/* The next line's series is far from this one's in memory. */
+	if (c->pos + 1 < c->norder)
+		__builtin_prefetch(&c->series[o[1].series]);
+	cs = &c->series[o->series];
+	fam = &c->families[cs->family];
+	if (cs->servedlen == 0 || o->rawlen != rawlen ||
+	    cs->textlen != s->valuelen || fam->type != s->type ||
+	    fam->len != s->familylen ||
+	    memcmp(c->raw.data + o->rawoff, s->text, rawlen) != 0 ||
+	    memcmp(cs->text, s->valuetext, s->valuelen) != 0)
+		return 0;
+	*csp = cs;
+	return 1;
+}
+
 /* carry_apply as the merge's edit (expo_merge_add_edited). */
 enum expo_edit
-carry_edit(void *arg, const struct expo_line *s, char *buf, size_t *len)
+carry_edit(void *arg, const struct expo_line *s, const char **value,
+    size_t *len)
 {
 	struct carry *c = arg;
 	struct carry_series *cs;
 	enum expo_edit e;
 	double v;
 
+	if (carry_same(c, s, &cs)) {
+		c->pos++;
+		carry_seen(c, cs);
+		*value = cs->served;
+		*len = cs->servedlen;
+		return EXPO_EDIT_SET;
+	}
 	if ((e = carry_lookup(c, s, &cs)) != EXPO_EDIT_SET)
 		return e;
 	/* The value as it was last time, and the carry unchanged since. */
 	if (!c->stale && cs->servedlen != 0 && cs->textlen == s->valuelen &&
 	    memcmp(cs->text, s->valuetext, s->valuelen) == 0) {
 		carry_seen(c, cs);
-		memcpy(buf, cs->served, cs->servedlen);
+		*value = cs->served;
 		*len = cs->servedlen;
 		return EXPO_EDIT_SET;
 	}
 	if (isnan(v = carry_number(s->valuetext, s->valuelen)))
 		return EXPO_EDIT_KEEP;
-	*len = carry_format(buf, carry_observe(c, cs, v));
+	*len = carry_format(c->formatted, carry_observe(c, cs, v));
+	*value = c->formatted;
 	cs->servedlen = 0;
 	if (!c->stale && s->valuelen <= CARRY_TEXT_MAX &&
 	    *len <= CARRY_TEXT_MAX) {
 		memcpy(cs->text, s->valuetext, s->valuelen);
 		cs->textlen = (uint8_t)s->valuelen;
-		memcpy(cs->served, buf, *len);
+		memcpy(cs->served, c->formatted, *len);
 		cs->servedlen = (uint8_t)*len;
 	}
 	return EXPO_EDIT_SET;
@@ -840,6 +886,9 @@ carry_add_lifetime(struct carry *c, const char *text, size_t len,
 	}
 	expo_reader_free(r);
 	carry_end_lifetime(c);
+	/* Its families were checked against its own text, not the live one. */
+	c->norder = 0;
+	c->raw.len = 0;
 	if (malformed != NULL)
 		*malformed = bad;
 	return good == 0 && bad != 0 ? -1 : 0;

@@ -89,7 +89,6 @@ struct expo_merge {
 	const char *line; /* the sample line being added */
 	expo_edit_fn edit; /* NULL: samples go as they came */
 	void *edit_arg;
-	char edited[32]; /* the value edit gave */
 };
 
 /*
@@ -553,6 +552,7 @@ expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
     struct expo_sample *s)
 {
 	struct expo_line line;
+	const char *value = NULL;
 	size_t len = 0;
 
 	line.kind = EXPO_LINE_SAMPLE;
@@ -567,11 +567,11 @@ expo_sample_edit(struct expo_merge *m, struct expo_family *fam,
 	line.nlabels = s->nlabels;
 	line.valuetext = s->value;
 	line.valuelen = s->valuelen;
-	switch (m->edit(m->edit_arg, &line, m->edited, &len)) {
+	switch (m->edit(m->edit_arg, &line, &value, &len)) {
 	case EXPO_EDIT_DROP:
 		return 1;
 	case EXPO_EDIT_SET:
-		s->value = m->edited;
+		s->value = value;
 		s->valuelen = len;
 		break;
 	case EXPO_EDIT_KEEP:

@@ -746,9 +746,12 @@ struct expo_line {
 };
 /* What an edit does to a sample the merge adds. */
 enum expo_edit { EXPO_EDIT_KEEP, EXPO_EDIT_SET, EXPO_EDIT_DROP };
-/* EXPO_EDIT_SET: the new value's text in buf (32 bytes), *len long. */
-typedef enum expo_edit (
-    *expo_edit_fn)(void *arg, const struct expo_line *, char *buf, size_t *len);
+/*
+ * EXPO_EDIT_SET: the new value's text at *value, *len long, in the edit's
+ * own memory, which stays as it is until the edit's next call.
+ */
+typedef enum expo_edit (*expo_edit_fn)(void *arg, const struct expo_line *,
+    const char **value, size_t *len);
 int expo_merge_add_edited(struct expo_merge *, const char *worker,
     const char *text, size_t len, expo_edit_fn, void *arg, struct expo_stats *);
 struct expo_reader;
@@ -776,8 +779,8 @@ size_t carry_series(const struct carry *);
 void carry_begin(struct carry *, uint64_t stamp);
 enum expo_edit
 carry_apply(struct carry *, const struct expo_line *, double *served);
-enum expo_edit
-carry_edit(void *carry, const struct expo_line *, char *buf, size_t *len);
+enum expo_edit carry_edit(void *carry, const struct expo_line *,
+    const char **value, size_t *len);
 int carry_complete(const struct carry *);
 void carry_end_lifetime(struct carry *);
 int carry_add_lifetime(struct carry *, const char *, size_t, size_t *malformed);

@@ -584,3 +584,53 @@ Test(carry, merge_cache_follows_resets_and_lifetimes)
 	expo_merge_free(m);
 	carry_free(c);
 }
+
+/* The merge of answer text for worker 0 with c, NUL-terminated in out. */
+static void
+merge_once(struct carry *c, uint64_t stamp, const char *text, struct buf *out)
+{
+	struct expo_merge *m = expo_merge_create();
+	struct buf scratch = { 0 };
+
+	out->len = 0;
+	carry_merge_add(c, stamp, m, "0", text, strlen(text), &scratch, NULL);
+	expo_merge_render(m, out);
+	buf_add(out, "", 1);
+	buf_finish(&scratch);
+	expo_merge_free(m);
+}
+
+/*
+ * An answer whose lines are word for word the last one's is served from
+ * the cache: not when the family's type changed meanwhile, nor when a
+ * finished lifetime brought a family that the live answer contradicts.
+ */
+Test(carry, merge_cache_is_not_fooled_by_same_lines)
+{
+	struct carry *c = carry_create(&limits);
+	struct buf out = { 0 };
+	const char *summary = "# TYPE x summary\nx_count 1\nx_sum 1\n";
+	const char *old = "# TYPE x_count counter\nx_count 3\n";
+
+	carry_add_lifetime(c, "# TYPE n counter\nn 10\n", 22, NULL);
+	merge_once(c, 1, "# TYPE n counter\nn 5\n", &out);
+	merge_once(c, 2, "# TYPE n counter\nn 5\n", &out);
+	cr_assert(has_line(out.data, "n{worker=\"0\"} 15"), "%s", out.data);
+	merge_once(c, 3, "# TYPE n gauge\nn 5\n", &out);
+	cr_assert(has_line(out.data, "n{worker=\"0\"} 5"), "%s", out.data);
+	assert_valid(out.data);
+	cr_assert_eq(limits.type_changes, 1);
+	cr_assert_eq(carry_series(c), 0);
+
+	carry_clear(c);
+	merge_once(c, 4, summary, &out);
+	merge_once(c, 5, summary, &out);
+	carry_add_lifetime(c, old, strlen(old), NULL);
+	merge_once(c, 6, summary, &out);
+	assert_valid(out.data);
+	cr_assert(has_line(out.data, "x_count{worker=\"0\"} 1"), "%s",
+	    out.data);
+	cr_assert_null(strstr(out.data, "TYPE x_count"), "%s", out.data);
+	buf_finish(&out);
+	carry_free(c);
+}

@@ -184,7 +184,7 @@ svg_timeline(struct evbuffer *out, const struct history *h, time_t now)
 
 	for (s = 0; s < h->nslots; s++)
 		rows += svg_slot_used(h, (int)s);
-	rh = rows <= 16 ? 16 : 10;
+	rh = rows <= 16 ? 16 : 12;
 	height = (double)rows * rh + SVG_TIMELINE_AXIS + 4;
 	evbuffer_add_printf(out,
 	    "<h2>Lifetimes, last %d s</h2>\n<p class=\"legend\">"

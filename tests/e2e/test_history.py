@@ -57,6 +57,7 @@ class Page(html.parser.HTMLParser):
         self.totals = {}
         self.slots = 0
         self.sparks = 0
+        self.scrapes = []  # each worker row's last scrape: ok, error
         self._svg = None
         self._dd = None
 
@@ -81,6 +82,8 @@ class Page(html.parser.HTMLParser):
             self.slots += 1
         elif tag == "div" and cls == "spark":
             self.sparks += 1
+        elif tag == "tr" and a.get("class") == "worker":
+            self.scrapes.append(a["data-scrape"])
         elif tag == "dd" and "id" in a:
             self._dd = a["id"]
             self.totals[self._dd] = ""
@@ -239,8 +242,11 @@ def gunicorn_run(logf):
           "the live bars are the %d live workers" % N)
     check(p.totals.get("deaths") == "1", "totals: 1 death without retiring "
           "(%r)" % p.totals.get("deaths"))
-    check(p.totals.get("workers-up") == "%d of %d" % (N, N),
-          "totals: workers up %r" % p.totals.get("workers-up"))
+    up = sum(1 for x in p.scrapes if x != "error")
+    check(len(p.scrapes) == N and
+          p.totals.get("workers-up") == "%d of %d" % (up, N),
+          "totals: workers up %r, as the table's last scrapes say: %s"
+          % (p.totals.get("workers-up"), p.scrapes))
     check(float(p.totals.get("recycles", "0")) == len(ended) * 30.0,
           "totals: %d retired in a 2 min window: %s recycles per hour"
           % (len(ended), p.totals.get("recycles")))

@@ -117,15 +117,6 @@ bench_probe_free(uint16_t port, void *arg)
 	return 1;
 }
 
-static double
-bench_cpu_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
 /* The 64 reads of a sampling, bare: open, read, close. */
 static void
 bench_bare_reads(const pid_t *kids)

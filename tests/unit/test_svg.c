@@ -32,35 +32,15 @@ teardown(void)
 TestSuite(svg, .init = setup, .fini = teardown, .timeout = 20);
 
 static char *
-text_of(struct evbuffer *out)
-{
-	size_t len = evbuffer_get_length(out);
-	char *text = malloc(len + 1);
-
-	evbuffer_remove(out, text, len);
-	text[len] = '\0';
-	evbuffer_free(out);
-	return text;
-}
-
-static char *
 render(const struct history *h, time_t now)
 {
 	struct evbuffer *out = evbuffer_new();
 
 	svg_render_history(out, h, now);
-	return text_of(out);
+	return helpers_evbuffer_text(out);
 }
 
-static int
-count(const char *hay, const char *needle)
-{
-	int n = 0;
-
-	for (; (hay = strstr(hay, needle)) != NULL; hay++)
-		n++;
-	return n;
-}
+#define count helpers_count
 
 Test(svg, escape)
 {
@@ -70,7 +50,7 @@ Test(svg, escape)
 	svg_escape(out, "a<b>&\"c'd");
 	svg_escape(out, "");
 	svg_escape(out, "plain");
-	text = text_of(out);
+	text = helpers_evbuffer_text(out);
 	cr_assert_str_eq(text, "a&lt;b&gt;&amp;&quot;c&#39;dplain");
 	free(text);
 }

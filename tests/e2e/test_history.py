@@ -285,6 +285,15 @@ def gunicorn_run(logf):
     check(doc["totals"]["ends"]["died"] == 1
           and doc["totals"]["ends"]["retired"] == len(ended),
           "JSON totals: %s" % doc["totals"]["ends"])
+    scraped = [(w["worker"], s_, u) for w in doc["workers"]
+               for s_, u in zip(w["scrape_seconds"], w["up"]) if u is not None]
+    ups = [x for x in scraped if x[2] == 1 and 0 < x[1] < 5]
+    # a worker scraped while it is recycled, or before it binds the port it
+    # leased, is down: that is what the samples are for
+    check(len(ups) >= N and all(x[2] in (0, 1) for x in scraped),
+          "%d samples hold a scrape (fan-out, status page): %d up with "
+          "their duration, %d down" % (len(scraped), len(ups),
+                                       len(scraped) - len(ups)))
     json_lifetimes = {(w["worker"], lt["pid"]): lt["ending"] or "live"
                       for w in doc["workers"] for lt in w["lifetimes"]}
     check(json_lifetimes == bars, "the JSON's lifetimes are the bars")

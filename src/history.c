@@ -160,6 +160,8 @@ history_lifetime_start(struct history *h, int slot, pid_t pid, time_t now)
 	lt->end = -1;
 	lt->start = now;
 	lt->stop = 0;
+	if (!hs->live)
+		h->nlive++;
 	hs->live = 1;
 	hs->have_ticks = 0;
 	hs->scrape_seen = 0;
@@ -179,6 +181,7 @@ history_lifetime_end(struct history *h, int slot, int end, time_t now)
 	lt->end = end;
 	lt->stop = now;
 	hs->live = 0;
+	h->nlive--;
 	hs->have_ticks = 0;
 }
 
@@ -193,19 +196,24 @@ history_changed(struct history *h)
 	struct registry *reg = h->reg;
 	unsigned long long moved[LEASE_END_COUNT];
 	time_t now = time(NULL);
-	size_t s;
+	size_t s, lives = h->nlive, seen = 0, leases = 0;
 	int e;
 
 	for (e = 0; e < LEASE_END_COUNT; e++) {
 		moved[e] = reg->stats.ends[e] - h->ends_seen[e];
 		h->ends_seen[e] = reg->stats.ends[e];
 	}
-	for (s = 0; s < h->nslots; s++) {
+	/* Past the last slot with a lease or a living lifetime there is
+	 * nothing to bring in step: stop there, not at the pool's end. */
+	for (s = 0; s < h->nslots && (seen < lives || leases < reg->count);
+	     s++) {
 		struct history_slot *hs = h->slots[s];
 		struct lease *l = reg->slots[s];
 		const struct history_lifetime *lt;
 
+		leases += l != NULL;
 		if (hs != NULL && hs->live) {
+			seen++;
 			lt = &hs->lifetimes[(hs->lhead + hs->nlifetimes - 1) %
 			    HISTORY_LIFETIMES_MAX];
 			if (l != NULL && l->pid == lt->pid &&

@@ -960,6 +960,7 @@ struct history {
 	struct timespec last_mono;
 	struct history_slot **slots; /* per slot, NULL until its first lease */
 	size_t nslots;
+	size_t nlive; /* slots whose newest lifetime lives */
 	unsigned long long ends_seen[LEASE_END_COUNT];
 	long ticks_per_s;
 	long page_kib;

@@ -36,36 +36,6 @@ history_end_name(int end)
 	return history_end_names[end];
 }
 
-/* Are the options' resolution and window a history that can be kept? */
-int
-history_config_check(const struct history_config *hc, char **cause)
-{
-	if (hc->resolution_s < 1 || hc->resolution_s > 3600) {
-		xasprintf(cause,
-		    "--history-resolution %d: give a whole number of "
-		    "seconds from 1 to 3600",
-		    hc->resolution_s);
-		return -1;
-	}
-	if (hc->window_s < hc->resolution_s || hc->window_s > 86400) {
-		xasprintf(cause,
-		    "--history-window %d: give a whole number of seconds "
-		    "from the resolution (%d) to 86400",
-		    hc->window_s, hc->resolution_s);
-		return -1;
-	}
-	if ((size_t)(hc->window_s / hc->resolution_s) > HISTORY_SAMPLES_MAX) {
-		xasprintf(cause,
-		    "--history-window %d with --history-resolution %d "
-		    "keeps %d samples per slot, more than %d: widen the "
-		    "resolution or shorten the window",
-		    hc->window_s, hc->resolution_s,
-		    hc->window_s / hc->resolution_s, HISTORY_SAMPLES_MAX);
-		return -1;
-	}
-	return 0;
-}
-
 /*
  * A history of reg's slots.  base NULL: no timer and no listener, for tests
  * that advance it and put samples themselves.
@@ -81,6 +51,11 @@ history_create(struct event_base *base, struct registry *reg,
 	h->reg = reg;
 	h->resolution_s = hc->resolution_s;
 	h->window_s = hc->window_s;
+	if (hc->resolution_s < 1 || hc->window_s < hc->resolution_s ||
+	    hc->window_s / hc->resolution_s > HISTORY_SAMPLES_MAX)
+		fatalx("history: resolution %d s, window %d s",
+		    hc->resolution_s,
+		    hc->window_s); /* options.c checked them */
 	h->nsamples = (size_t)(hc->window_s / hc->resolution_s);
 	h->nslots = reg->pool.size;
 	h->slots = xcalloc(h->nslots, sizeof *h->slots);

@@ -400,6 +400,39 @@ options_parse_history(struct options *o, int opt, const char *arg, char **cause)
 	return 0;
 }
 
+/* Are the history's resolution and window one that can be kept? */
+static int
+options_check_history(const struct options *o, char **cause)
+{
+	if (o->history_resolution_s < 1 || o->history_resolution_s > 3600) {
+		xasprintf(cause,
+		    "--history-resolution %d: give a whole number of "
+		    "seconds from 1 to 3600",
+		    o->history_resolution_s);
+		return -1;
+	}
+	if (o->history_window_s < o->history_resolution_s ||
+	    o->history_window_s > 86400) {
+		xasprintf(cause,
+		    "--history-window %d: give a whole number of seconds "
+		    "from the resolution (%d) to 86400",
+		    o->history_window_s, o->history_resolution_s);
+		return -1;
+	}
+	if ((size_t)(o->history_window_s / o->history_resolution_s) >
+	    HISTORY_SAMPLES_MAX) {
+		xasprintf(cause,
+		    "--history-window %d with --history-resolution %d "
+		    "keeps %d samples per slot, more than %d: widen the "
+		    "resolution or shorten the window",
+		    o->history_window_s, o->history_resolution_s,
+		    o->history_window_s / o->history_resolution_s,
+		    HISTORY_SAMPLES_MAX);
+		return -1;
+	}
+	return 0;
+}
+
 /* Spawn options need a COMMAND; standalone options need none. */
 static int
 options_check_modes(struct options *o, char **cause)
@@ -646,13 +679,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			goto usage;
 		}
 	}
-	{
-		struct history_config hc = { o->history_resolution_s,
-			o->history_window_s };
-
-		if (history_config_check(&hc, &cause) != 0)
-			goto usage;
-	}
+	if (options_check_history(o, &cause) != 0)
+		goto usage;
 	if (o->proxy_targets && o->listen == NULL) {
 		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
 				"targets point at that address");

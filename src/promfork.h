@@ -974,7 +974,6 @@ struct history_totals {
 	double recycles_per_hour; /* retired within the window, per hour */
 	size_t bytes; /* what the history holds in memory */
 };
-int history_config_check(const struct history_config *, char **cause);
 struct history *history_create(struct event_base *, struct registry *,
     const struct history_config *);
 void history_free(struct history *);

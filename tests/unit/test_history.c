@@ -213,26 +213,6 @@ Test(history, sample_reads_proc)
 	history_free(h);
 }
 
-Test(history, config_is_checked)
-{
-	struct history_config bad[] = { { 0, 60 }, { 3601, 7200 }, { 5, 4 },
-		{ 5, 86401 }, { 1, 86400 } };
-	struct history_config good[] = { { 5, 3600 }, { 1, 1 }, { 5, 86400 } };
-	char *cause = NULL;
-	size_t i;
-
-	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		cr_assert_eq(history_config_check(&bad[i], &cause), -1,
-		    "case %zu", i);
-		cr_assert(strstr(cause, "--history-") != NULL, "%s", cause);
-		free(cause);
-		cause = NULL;
-	}
-	for (i = 0; i < sizeof good / sizeof good[0]; i++)
-		cr_assert_eq(history_config_check(&good[i], &cause), 0,
-		    "case %zu", i);
-}
-
 /* The JSON parses whatever the labels hold, and says what was kept. */
 Test(history, json_with_hostile_labels)
 {

@@ -303,6 +303,8 @@ Test(options, history)
 	    "--history-resolution", "0", "x");
 	REFUSED("--history-resolution", "-r", "9400-9401",
 	    "--history-resolution", "5s", "x");
+	REFUSED("--history-resolution", "-r", "9400-9401",
+	    "--history-resolution", "3601", "--history-window", "7200", "x");
 	REFUSED("--history-window", "-r", "9400-9401", "--history-window",
 	    "86401", "x");
 	REFUSED("--history-window", "-r", "9400-9401", "--history-resolution",

@@ -248,52 +248,64 @@ svg_value(const struct history_sample *smp, int mem)
 	return (smp->flags & HISTORY_SAMPLE_CPU) ? (double)smp->cpu_milli : -1;
 }
 
+static void
+svg_point(struct evbuffer *out, int first, double x, double v, double max)
+{
+	double y =
+	    SVG_SPARK_H - 1 - (max > 0 ? v / max : 0) * (SVG_SPARK_H - 2);
+
+	evbuffer_add_printf(out, "%s%.1f,%.1f", first ? "" : " ", x, y);
+}
+
 /*
  * One sparkline, the window's right end being now; a polyline per stretch
  * of one lifetime, so a recycle shows as a break.  max: the top, shared
- * by every worker, so that the one that grows stands out.
+ * by every worker, so that the one that grows stands out.  Samples that
+ * fall on one pixel are one point, their highest: a peak stays, and the
+ * page does not grow with the window.
  */
 static void
 svg_sparkline(struct evbuffer *out, const struct history *h, int slot, int mem,
     double max)
 {
-	size_t i, n = history_count(h);
+	size_t i, n = history_count(h), points = 0;
 	double step = h->nsamples > 1
 	    ? (double)SVG_SPARK_W / (double)(h->nsamples - 1)
 	    : 0;
+	double px = 0, pv = -1; /* the point pending */
 	pid_t pid = 0;
-	int open = 0;
 
 	evbuffer_add_printf(out,
 	    "<svg class=\"%s\" data-worker=\"%d\" width=\"%d\" height=\"%d\" "
 	    "viewBox=\"0 0 %d %d\">",
 	    mem ? "mem" : "cpu", slot, SVG_SPARK_W, SVG_SPARK_H, SVG_SPARK_W,
 	    SVG_SPARK_H);
-	for (i = 0; i < n; i++) {
-		const struct history_sample *smp = history_at(h, slot, i);
-		double v = svg_value(smp, mem), x, y;
+	for (i = 0; i <= n; i++) {
+		const struct history_sample *smp =
+		    i < n ? history_at(h, slot, i) : NULL;
+		double v = svg_value(smp, mem);
+		double x = SVG_SPARK_W - (double)(n - 1 - i) * step;
 
-		if (v < 0 || (open && smp->pid != pid)) {
-			if (open)
-				evbuffer_add_printf(out, "\"/>");
-			open = 0;
-			if (v < 0)
-				continue;
+		if (pv >= 0 && v >= 0 && smp->pid == pid &&
+		    (long)x == (long)px) {
+			px = x;
+			pv = v > pv ? v : pv;
+			continue;
 		}
-		x = SVG_SPARK_W - (double)(n - 1 - i) * step;
-		y = SVG_SPARK_H - 1 -
-		    (max > 0 ? v / max : 0) * (SVG_SPARK_H - 2);
-		if (!open) {
+		if (pv >= 0)
+			svg_point(out, points++ == 0, px, pv, max);
+		if (points > 0 && (v < 0 || smp->pid != pid)) {
+			evbuffer_add_printf(out, "\"/>");
+			points = 0;
+		}
+		pv = v;
+		px = x;
+		if (v >= 0 && points == 0) {
 			pid = smp->pid;
 			evbuffer_add_printf(out,
 			    "<polyline data-pid=\"%d\" points=\"", (int)pid);
-			open = 1;
-		} else
-			evbuffer_add(out, " ", 1);
-		evbuffer_add_printf(out, "%.1f,%.1f", x, y);
+		}
 	}
-	if (open)
-		evbuffer_add_printf(out, "\"/>");
 	evbuffer_add_printf(out, "</svg>");
 }
 

@@ -69,7 +69,7 @@ Test(svg, nothing_without_a_history)
  */
 Test(svg, history_with_hostile_labels)
 {
-	struct history_config hc = { 5, 3600 };
+	struct history_config hc = { 5, 300 }; /* a sample: 2.5 px */
 	struct history *h = history_create(NULL, &reg, &hc);
 	struct labels labels = { NULL, 0 };
 	time_t now = 1700003600;
@@ -89,11 +89,11 @@ Test(svg, history_with_hostile_labels)
 	l = registry_lease_pid(&reg, kid, &labels, LEASE_API, 1, &created, &err,
 	    &cause);
 	cr_assert_not_null(l, "%s", cause);
-	history_lifetime_start(h, 0, 100, now - 3000);
-	history_lifetime_end(h, 0, LEASE_END_RETIRE, now - 2000);
-	history_lifetime_start(h, 0, 101, now - 1990);
-	history_lifetime_end(h, 0, LEASE_END_EXIT, now - 1000);
-	history_lifetime_start(h, 0, 102, now - 999);
+	history_lifetime_start(h, 0, 100, now - 290);
+	history_lifetime_end(h, 0, LEASE_END_RETIRE, now - 200);
+	history_lifetime_start(h, 0, 101, now - 199);
+	history_lifetime_end(h, 0, LEASE_END_EXIT, now - 100);
+	history_lifetime_start(h, 0, 102, now - 99);
 	history_lifetime_end(h, 0, LEASE_END_RELEASE, now - 10);
 	history_lifetime_start(h, 1, kid, now - 100);
 	history_lifetime_start(h, 2, 300, now - 7200); /* ended before */
@@ -130,7 +130,7 @@ Test(svg, history_with_hostile_labels)
 	cr_assert_eq(count(text, "<g class=\"slot\""), 3, "a row per slot");
 	cr_assert_neq(strstr(text, "<dd id=\"deaths\">1</dd>"), NULL, "%s",
 	    text);
-	cr_assert_neq(strstr(text, "<dd id=\"recycles\">1.0</dd>"), NULL);
+	cr_assert_neq(strstr(text, "<dd id=\"recycles\">12.0</dd>"), NULL);
 	cr_assert_neq(strstr(text, "<dd id=\"workers-up\">1 of 1</dd>"), NULL);
 	cr_assert_eq(count(text, "<polyline data-pid=\"101\""), 1);
 	cr_assert_eq(count(text, "<polyline data-pid=\"102\""), 1,
@@ -166,8 +166,8 @@ Test(svg, sixty_four_workers)
 	struct history_config hc = { 5, 3600 };
 	struct history *h = history_create(NULL, &reg, &hc);
 	time_t now = 1700003600;
-	char *text;
-	int s, i;
+	char *text, *p, *end;
+	int s, i, points;
 
 	for (s = 0; s < 64; s++)
 		history_lifetime_start(h, s, 1000 + s, now - 3600);
@@ -187,6 +187,17 @@ Test(svg, sixty_four_workers)
 	cr_assert_eq(count(text, "<g class=\"slot\""), 64);
 	cr_assert_eq(count(text, "<div class=\"spark\""), 64);
 	cr_assert_eq(count(text, "<polyline "), 128);
+	/* 720 samples on 150 pixels: a point per pixel, the highest */
+	p = strstr(text, "<svg class=\"mem\" data-worker=\"63\"");
+	cr_assert_not_null(p);
+	p = strstr(p, "points=\"") + 8;
+	end = strchr(p, '"');
+	points = 1;
+	for (; p < end; p++)
+		points += *p == ' ';
+	cr_assert(points >= 140 && points <= 151, "%d points", points);
+	cr_assert_not_null(strstr(text, "150.0,1.0\""),
+	    "worker 63's last sample is the top of the scale: %s", end - 20);
 	cr_assert_lt(strlen(text), 4 * 1024 * 1024, "%zu bytes", strlen(text));
 	free(text);
 	history_free(h);

@@ -30,6 +30,7 @@ static const char svg_style[] =
     "box-shadow:0 1px 2px rgba(0,0,0,.1)}"
     "#timeline text{font:11px ui-monospace,monospace;fill:#50575e}"
     "#timeline .row{fill:#f6f7f7}"
+    ".life{stroke:#fff;stroke-width:1}" /* lifetimes side by side */
     ".life.live{fill:#2271b1}.life.retired{fill:#00a32a}"
     ".life.released{fill:#72aee6}.life.died{fill:#d63638}"
     ".life.gone{fill:#dba617}.life.shutdown{fill:#8c8f94}"

@@ -28,6 +28,7 @@ struct promfork {
 	struct api *api;
 	struct discover *discover;
 	struct web *web;
+	struct history *history;
 	int web_fd; /* listening, until web_setup takes it */
 	char *web_address; /* what --proxy-targets points at */
 	char *socket_path;
@@ -168,6 +169,12 @@ setup(struct promfork *pf)
 
 		registry_continuity(&pf->reg, &cc);
 	}
+	if (pf->opts.listen != NULL) { /* drawn on / and served there */
+		struct history_config hc = { pf->opts.history_resolution_s,
+			pf->opts.history_window_s };
+
+		pf->history = history_create(pf->base, &pf->reg, &hc);
+	}
 	pf->tc.host = pf->opts.target_host;
 	pf->tc.labels = &pf->opts.labels;
 	if (pf->opts.proxy_targets) {
@@ -215,6 +222,7 @@ web_setup(struct promfork *pf)
 	wcfg.spawn = pf->spawn;
 	wcfg.discover = pf->discover;
 	wcfg.deadline_ms = pf->opts.http_deadline_ms;
+	wcfg.history = pf->history;
 	pf->web = web_create(pf->base, pf->web_fd, &wcfg);
 }
 
@@ -236,6 +244,7 @@ teardown(struct promfork *pf)
 	}
 	if (pf->have_state)
 		state_finish(&pf->state);
+	history_free(pf->history);
 	registry_finish(&pf->reg);
 	signals_finish(pf);
 	event_base_free(pf->base);

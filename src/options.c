@@ -21,6 +21,7 @@ enum {
 	OPTIONS_HTTP_DEADLINE,
 };
 enum { OPTIONS_DISCOVER = 0x4501, OPTIONS_DISCOVER_INTERVAL };
+enum { OPTIONS_HISTORY_RESOLUTION = 0x4801, OPTIONS_HISTORY_WINDOW };
 enum {
 	OPTIONS_NO_CONTINUITY = 0x4601,
 	OPTIONS_CARRY_HOLD,
@@ -63,6 +64,12 @@ static const char options_help[] =
     "                             serving its carried totals (default 300)\n"
     "      --carry-max-series N   carried series, all slots together, at most\n"
     "                             (default 100000); more are served raw\n"
+    "      --history-resolution SECS\n"
+    "                             with --listen: seconds between two samples\n"
+    "                             of each worker's CPU, memory and scrapes\n"
+    "                             (default 5)\n"
+    "      --history-window SECS  how far back the history on / and at\n"
+    "                             /api/v1/history goes (default 3600)\n"
     "      --discover             also publish the ports of the range that\n"
     "                             COMMAND's processes listen on by themselves\n"
     "                             (e.g. django-prometheus PORT_RANGE)\n"
@@ -372,6 +379,62 @@ options_parse_carry(struct options *o, int opt, const char *arg, char **cause)
 	return -1;
 }
 
+/* The history's resolution and window, whole seconds (history.c). */
+static int
+options_parse_history(struct options *o, int opt, const char *arg, char **cause)
+{
+	const char *name = opt == OPTIONS_HISTORY_RESOLUTION
+	    ? "--history-resolution"
+	    : "--history-window";
+	long long v;
+
+	if (decimal_parse(arg, 1, 86400, &v, NULL) != 0) {
+		xasprintf(cause,
+		    "%s \"%s\" is not a whole number of seconds from 1 to "
+		    "86400",
+		    name, arg);
+		return -1;
+	}
+	if (opt == OPTIONS_HISTORY_RESOLUTION)
+		o->history_resolution_s = (int)v;
+	else
+		o->history_window_s = (int)v;
+	return 0;
+}
+
+/* Are the history's resolution and window one that can be kept? */
+static int
+options_check_history(const struct options *o, char **cause)
+{
+	if (o->history_resolution_s < 1 || o->history_resolution_s > 3600) {
+		xasprintf(cause,
+		    "--history-resolution %d: give a whole number of "
+		    "seconds from 1 to 3600",
+		    o->history_resolution_s);
+		return -1;
+	}
+	if (o->history_window_s < o->history_resolution_s ||
+	    o->history_window_s > 86400) {
+		xasprintf(cause,
+		    "--history-window %d: give a whole number of seconds "
+		    "from the resolution (%d) to 86400",
+		    o->history_window_s, o->history_resolution_s);
+		return -1;
+	}
+	if ((size_t)(o->history_window_s / o->history_resolution_s) >
+	    HISTORY_SAMPLES_MAX) {
+		xasprintf(cause,
+		    "--history-window %d with --history-resolution %d "
+		    "keeps %d samples per slot, more than %d: widen the "
+		    "resolution or shorten the window",
+		    o->history_window_s, o->history_resolution_s,
+		    o->history_window_s / o->history_resolution_s,
+		    HISTORY_SAMPLES_MAX);
+		return -1;
+	}
+	return 0;
+}
+
 /* Spawn options need a COMMAND; standalone options need none. */
 static int
 options_check_modes(struct options *o, char **cause)
@@ -437,6 +500,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "carry-hold", required_argument, NULL, OPTIONS_CARRY_HOLD },
 		{ "carry-max-series", required_argument, NULL,
 		    OPTIONS_CARRY_MAX_SERIES },
+		{ "history-resolution", required_argument, NULL,
+		    OPTIONS_HISTORY_RESOLUTION },
+		{ "history-window", required_argument, NULL,
+		    OPTIONS_HISTORY_WINDOW },
 		{ "discover", no_argument, NULL, OPTIONS_DISCOVER },
 		{ "discover-interval", required_argument, NULL,
 		    OPTIONS_DISCOVER_INTERVAL },
@@ -467,6 +534,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 	o->continuity = 1;
 	o->carry_hold_ms = CARRY_HOLD_MS;
 	o->carry_max_series = CARRY_MAX_SERIES;
+	o->history_resolution_s = HISTORY_RESOLUTION_S;
+	o->history_window_s = HISTORY_WINDOW_S;
 	*message = NULL;
 	optind = 0; /* reset getopt, tests parse more than once */
 	opterr = 0;
@@ -574,6 +643,11 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			if (options_parse_carry(o, c, optarg, &cause) != 0)
 				goto usage;
 			break;
+		case OPTIONS_HISTORY_RESOLUTION:
+		case OPTIONS_HISTORY_WINDOW:
+			if (options_parse_history(o, c, optarg, &cause) != 0)
+				goto usage;
+			break;
 		case OPTIONS_WORKERS:
 		case OPTIONS_GRACE:
 		case OPTIONS_STATE_FILE:
@@ -607,6 +681,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			goto usage;
 		}
 	}
+	if (options_check_history(o, &cause) != 0)
+		goto usage;
 	if (o->proxy_targets && o->listen == NULL) {
 		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
 				"targets point at that address");

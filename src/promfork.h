@@ -131,6 +131,8 @@ struct options {
 	char *group; /* --group */
 	char *privsep_user; /* --privsep-user: promfork's own, from root */
 	int max_leases_per_uid; /* standalone */
+	int history_resolution_s; /* --history-resolution */
+	int history_window_s; /* --history-window */
 };
 enum options_result { OPTIONS_RUN, OPTIONS_EXIT_OK, OPTIONS_EXIT_USAGE };
 enum options_result
@@ -892,6 +894,7 @@ struct metrics_snapshot {
 	struct discover_stats discover;
 	struct metrics_worker *workers; /* slots that ever had a lease */
 	size_t nworkers;
+	const struct history *history; /* drawn on the status page; or NULL */
 };
 struct metrics_sources {
 	const struct registry *reg;
@@ -900,11 +903,105 @@ struct metrics_sources {
 	const struct http_server *http; /* the listener's, for its conns */
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
+	const struct history *history; /* NULL when there is none */
 };
 void metrics_snapshot_take(struct metrics_snapshot *,
     const struct metrics_sources *);
 void metrics_snapshot_finish(struct metrics_snapshot *);
 void metrics_render(struct evbuffer *, const struct metrics_snapshot *);
+
+/* history.c: each slot's last window of samples and its lifetimes */
+#define HISTORY_RESOLUTION_S 5 /* default --history-resolution */
+#define HISTORY_WINDOW_S 3600 /* default --history-window */
+#define HISTORY_SAMPLES_MAX 17280 /* window / resolution, at most */
+#define HISTORY_LIFETIMES_MAX 64 /* per slot; older ones are forgotten */
+#define HISTORY_SCRAPE_MS_MAX 65535 /* longer scrapes are shown as this */
+#define HISTORY_SAMPLE_LIVE 0x01 /* a lease held the slot */
+#define HISTORY_SAMPLE_CPU 0x02 /* cpu_milli is set */
+#define HISTORY_SAMPLE_RSS 0x04 /* rss_kib is set */
+#define HISTORY_SAMPLE_SCRAPED 0x08 /* scraped since the sample before */
+#define HISTORY_SAMPLE_UP 0x10 /* ... and that scrape succeeded */
+#define HISTORY_SAMPLE_START 0x20 /* the first of a lifetime */
+struct history_sample {
+	uint32_t rss_kib;
+	uint16_t cpu_milli; /* thousandths of one CPU, over the interval */
+	uint16_t scrape_ms;
+	uint8_t flags;
+	pid_t pid; /* of the lifetime it belongs to */
+};
+struct history_lifetime {
+	pid_t pid;
+	int end; /* enum lease_end; -1 while it lives */
+	time_t start; /* wall clock */
+	time_t stop; /* 0 while it lives */
+};
+struct history_slot {
+	struct history_sample *samples; /* the history's ring, nsamples long */
+	struct history_lifetime lifetimes[HISTORY_LIFETIMES_MAX]; /* a ring */
+	size_t lhead; /* the oldest */
+	size_t nlifetimes;
+	unsigned long long forgotten; /* lifetimes pushed out of the ring */
+	int live; /* the newest lifetime has not ended */
+	unsigned long long starttime; /* of the live lifetime's process */
+	unsigned long long ticks; /* its CPU ticks at the last sample */
+	int have_ticks;
+	time_t scrape_seen; /* the last scrape sampled */
+};
+struct history_config {
+	int resolution_s; /* --history-resolution */
+	int window_s; /* --history-window */
+};
+struct history {
+	struct registry *reg;
+	struct event *ev_sample;
+	int resolution_s;
+	int window_s;
+	size_t nsamples; /* window_s / resolution_s */
+	size_t head; /* where the next sample goes */
+	size_t filled; /* samples taken, at most nsamples */
+	time_t last; /* wall clock of the newest sample */
+	struct timespec last_mono;
+	struct history_slot **slots; /* per slot, NULL until its first lease */
+	size_t nslots;
+	size_t nlive; /* slots whose newest lifetime lives */
+	unsigned long long ends_seen[LEASE_END_COUNT];
+	long ticks_per_s;
+	long page_kib;
+	unsigned long long samplings;
+	unsigned long long sample_ns; /* CPU time of the last sampling */
+};
+struct history_totals {
+	size_t live; /* leases now */
+	size_t up; /* ... but those whose last scrape failed */
+	unsigned long long ends[LEASE_END_COUNT]; /* within the window */
+	double recycles_per_hour; /* retired within the window, per hour */
+	size_t bytes; /* what the history holds in memory */
+};
+struct history *history_create(struct event_base *, struct registry *,
+    const struct history_config *);
+void history_free(struct history *);
+void history_changed(struct history *);
+void history_advance(struct history *, time_t now);
+struct history_sample *history_put(struct history *, int slot);
+void history_sample(struct history *);
+const struct history_sample *
+history_at(const struct history *, int slot, size_t i);
+time_t history_time(const struct history *, size_t i);
+size_t history_count(const struct history *);
+const struct history_lifetime *
+history_lifetime(const struct history *, int slot, size_t i);
+size_t history_lifetimes(const struct history *, int slot);
+void history_lifetime_start(struct history *, int slot, pid_t, time_t);
+void history_lifetime_end(struct history *, int slot, int end, time_t);
+const char *history_end_name(int end);
+void
+history_totals(const struct history *, time_t now, struct history_totals *);
+size_t history_slot_bytes(const struct history *);
+void history_render_json(const struct history *, time_t now, struct buf *);
+
+/* svg.c: the history drawn, for the status page */
+void svg_escape(struct evbuffer *, const char *);
+void svg_render_history(struct evbuffer *, const struct history *, time_t now);
 
 /* status.c */
 #define STATUS_REFRESH_S 5
@@ -922,6 +1019,7 @@ struct web_config {
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
 	int deadline_ms; /* per request, whole */
+	struct history *history; /* /api/v1/history and the pictures */
 };
 struct web;
 int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,

@@ -1,7 +1,8 @@
 /*
  * The status page at /: every worker with its pid, port, uptime, CPU,
- * memory and last scrape, for people.  One self-contained HTML document (no
- * external assets, no script) that reloads itself.  Everything that comes
+ * memory and last scrape, for people, and the history drawn (svg.c).  One
+ * self-contained HTML document (no external assets, no script) that
+ * reloads itself.  Everything that comes
  * from outside (labels, errors, paths) is escaped.  Before rendering, the
  * workers not scraped successfully of late are scraped once, concurrently
  * and with a short deadline, so the last-scrape column is never stale by
@@ -51,36 +52,6 @@ static const char status_style[] =
     "footer{padding:8px 20px;color:#646970;font-size:12px}"
     "a{color:#2271b1}";
 
-/* Writes s with the five HTML metacharacters escaped. */
-static void
-status_escape(struct evbuffer *out, const char *s)
-{
-	const char *p;
-
-	for (p = s; *p != '\0'; p++) {
-		switch (*p) {
-		case '&':
-			evbuffer_add(out, "&amp;", 5);
-			break;
-		case '<':
-			evbuffer_add(out, "&lt;", 4);
-			break;
-		case '>':
-			evbuffer_add(out, "&gt;", 4);
-			break;
-		case '"':
-			evbuffer_add(out, "&quot;", 6);
-			break;
-		case '\'':
-			evbuffer_add(out, "&#39;", 5);
-			break;
-		default:
-			evbuffer_add(out, p, 1);
-			break;
-		}
-	}
-}
-
 /* 2d 3h, 4h 5m, 6m 7s or 8s. */
 static void
 status_duration(char *buf, size_t size, double secs)
@@ -101,7 +72,7 @@ static void
 status_fact(struct evbuffer *out, const char *name, const char *value)
 {
 	evbuffer_add_printf(out, "<div><dt>%s</dt><dd>", name);
-	status_escape(out, value);
+	svg_escape(out, value);
 	evbuffer_add_printf(out, "</dd></div>\n");
 }
 
@@ -168,9 +139,9 @@ status_scrape_cell(struct evbuffer *out, const struct metrics_worker *w,
 		return;
 	}
 	evbuffer_add_printf(out, "<td class=\"scrape err\" title=\"");
-	status_escape(out, ls->error);
+	svg_escape(out, ls->error);
 	evbuffer_add_printf(out, "\">failed %s ago: ", ago);
-	status_escape(out, ls->error);
+	svg_escape(out, ls->error);
 	evbuffer_add_printf(out, "</td>");
 }
 
@@ -210,9 +181,9 @@ status_worker_row(struct evbuffer *out, const struct metrics_worker *w,
 	for (i = 0; w->labels != NULL && i < w->labels->n; i++) {
 		if (i > 0)
 			evbuffer_add(out, " ", 1);
-		status_escape(out, w->labels->v[i].name);
+		svg_escape(out, w->labels->v[i].name);
 		evbuffer_add(out, "=", 1);
-		status_escape(out, w->labels->v[i].value);
+		svg_escape(out, w->labels->v[i].value);
 	}
 	evbuffer_add_printf(out, "</td><td>%s</td>",
 	    lease_source_name(w->source));
@@ -247,6 +218,7 @@ status_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	    status_style, ms->leases, ms->leases == 1 ? "" : "s", ms->port_low,
 	    (unsigned)(ms->port_low + ms->pool_size - 1), up, PROMFORK_VERSION);
 	status_facts(out, ms);
+	svg_render_history(out, ms->history, now);
 	evbuffer_add_printf(out,
 	    "<table id=\"workers\">\n<thead><tr>"
 	    "<th>worker</th><th>pid</th><th>port</th><th>uptime</th>"
@@ -289,6 +261,7 @@ status_reply(struct status_req *sr)
 	if (page == NULL)
 		fatalx("evbuffer_new");
 	metrics_snapshot_take(&ms, &sr->src);
+	ms.history = sr->src.history;
 	status_render(page, &ms);
 	metrics_snapshot_finish(&ms);
 	/* Replying may close the connection: forget it first. */

@@ -1,8 +1,8 @@
 /*
  * The HTTP listener (--listen), for Prometheus and for people: /targets
  * (http_sd), /metrics (own and per-worker), /workers/metrics (fan-out),
- * /workers/N/metrics (proxy) and the status page at /.  The routing lives here; the pages in their own
- * files.  The listen address parser is pure, for tests and the fuzzer.
+ * /workers/N/metrics (proxy), /api/v1/history and the status page at /.
+ * The routing lives here; the pages in their own files.  The listen address parser is pure, for tests and the fuzzer.
  */
 #include <sys/socket.h>
 
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -261,6 +262,21 @@ web_metrics(struct web *w, struct http_conn *c)
 	evbuffer_free(buf);
 }
 
+/* /api/v1/history: every slot's samples and lifetimes (history.c). */
+static void
+web_history(struct web *w, struct http_conn *c)
+{
+	struct buf out = { NULL, 0, 0 };
+
+	if (w->cfg.history == NULL) {
+		http_reply_error(c, 404, "no history is kept");
+		return;
+	}
+	history_render_json(w->cfg.history, time(NULL), &out);
+	http_reply(c, 200, "application/json", out.data, out.len);
+	buf_finish(&out);
+}
+
 static void
 web_handle(struct http_conn *c, struct http_request *req, void *arg)
 {
@@ -282,6 +298,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 		web_targets(w, c);
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c);
+	else if (len == 15 && strncmp(path, "/api/v1/history", len) == 0)
+		web_history(w, c);
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
 		fanout_serve(c, w->cfg.reg,
 		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);
@@ -327,6 +345,7 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 	w->src.http = w->server;
 	w->src.spawn = cfg->spawn;
 	w->src.discover = cfg->discover;
+	w->src.history = cfg->history;
 	w->probe_ms = cfg->deadline_ms / 2 < WEB_PROBE_MS ? cfg->deadline_ms / 2
 							  : WEB_PROBE_MS;
 	w->proxy_ms = cfg->deadline_ms * 3 / 4;

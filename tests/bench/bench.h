@@ -15,6 +15,7 @@
 #define BENCH_RESP_MAX (256 * 1024)
 
 double bench_now_us(void);
+double bench_cpu_us(void);
 /* Sorts v and returns its p-th percentile (0..100). */
 double bench_pct(double *v, size_t n, double p);
 double bench_mean(const double *v, size_t n);

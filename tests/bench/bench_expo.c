@@ -119,16 +119,6 @@ gen_worker(struct buf *b, size_t size)
 	}
 }
 
-/* CPU time, in µs: the machine the benchmarks run on is shared. */
-static double
-cpu_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
 /* Median CPU ms of merging text alone, warm, as the fan-out does. */
 static double
 bench_merge(const struct buf *text, int rounds, struct expo_stats *st)
@@ -139,13 +129,13 @@ bench_merge(const struct buf *text, int rounds, struct expo_stats *st)
 	int r;
 
 	for (r = 0; r < rounds; r++) {
-		double t0 = cpu_us();
+		double t0 = bench_cpu_us();
 
 		expo_merge_reset(m);
 		out.len = 0;
 		expo_merge_add(m, "3", text->data, text->len, st);
 		expo_merge_render(m, &out);
-		t[r] = cpu_us() - t0;
+		t[r] = bench_cpu_us() - t0;
 	}
 	expo_merge_free(m);
 	buf_finish(&out);

@@ -6,17 +6,27 @@
  * them live; it also times those 1 024 registrations, made one after the
  * other so each meets every lease already there.
  *
+ * Then the history (history.c) in this process: 64 live slots sampled a
+ * full hour's worth (720 samples each) with 64 lifetimes each, its VmRSS
+ * beside this process's before it (the baseline), and the CPU time of
+ * one sampling of 64 workers beside the same 64 reads of /proc/PID/stat
+ * done bare.
+ *
  *     bench_rss [WORKERS]
  */
 #include <sys/wait.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "bench.h"
+#include "promfork.h"
 
 #define WORKERS_MAX 4096
 
@@ -99,6 +109,108 @@ driver(char **argv)
 	return 0;
 }
 
+#define HISTORY_SLOTS 64
+
+static int
+bench_probe_free(uint16_t port, void *arg)
+{
+	return 1;
+}
+
+/* The 64 reads of a sampling, bare: open, read, close. */
+static void
+bench_bare_reads(const pid_t *kids)
+{
+	char path[64], buf[1024];
+	int i, fd;
+
+	for (i = 0; i < HISTORY_SLOTS; i++) {
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)kids[i]);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		if (read(fd, buf, sizeof buf) < 0)
+			buf[0] = '\0';
+		close(fd);
+	}
+}
+
+/* The history's cost: memory for a full hour of 64 slots, CPU per sample. */
+static int
+bench_history(void)
+{
+	struct history_config hc = { HISTORY_RESOLUTION_S, HISTORY_WINDOW_S };
+	struct event_base *base = event_base_new();
+	static pid_t kids[HISTORY_SLOTS];
+	double t0, sample_us, bare_us;
+	enum registry_error err;
+	struct history_totals t;
+	struct registry reg;
+	struct history *h;
+	long before, after;
+	char *cause = NULL;
+	int i, j, created;
+
+	registry_init(&reg, base, 20000, 20000 + HISTORY_SLOTS - 1,
+	    bench_probe_free, NULL);
+	for (i = 0; i < HISTORY_SLOTS; i++) {
+		if ((kids[i] = fork()) == 0) {
+			alarm(120);
+			pause();
+			_exit(0);
+		}
+		if (registry_lease_pid(&reg, kids[i], NULL, LEASE_API, i,
+			&created, &err, &cause) == NULL) {
+			printf("FAILED: lease %d: %s\n", i, cause);
+			return 1;
+		}
+	}
+	before = bench_rss_kib(getpid(), "VmRSS");
+	h = history_create(NULL, &reg, &hc);
+	history_changed(h);
+	for (i = 0; i < HISTORY_SLOTS; i++) {
+		/* a crash loop's worth: the ring of lifetimes full */
+		for (j = 0; j < HISTORY_LIFETIMES_MAX; j++) {
+			history_lifetime_end(h, i, LEASE_END_EXIT, 1000 + j);
+			history_lifetime_start(h, i, kids[i], 1001 + j);
+		}
+	}
+	for (i = 0; i < (int)h->nsamples; i++)
+		history_sample(h);
+	after = bench_rss_kib(getpid(), "VmRSS");
+	history_totals(h, time(NULL), &t);
+	/* CPU per sampling of 64 workers, against the bare reads */
+	t0 = bench_cpu_us();
+	for (i = 0; i < 200; i++)
+		history_sample(h);
+	sample_us = (bench_cpu_us() - t0) / 200;
+	t0 = bench_cpu_us();
+	for (i = 0; i < 200; i++)
+		bench_bare_reads(kids);
+	bare_us = (bench_cpu_us() - t0) / 200;
+	printf("history, %d slots, a full hour (%zu samples each, %d "
+	       "lifetimes each): VmRSS +%ld KiB (%.1f KiB per slot) over "
+	       "%ld KiB before it (baseline); stated cost %zu bytes per slot, "
+	       "%zu KiB in all\n",
+	    HISTORY_SLOTS, h->nsamples, HISTORY_LIFETIMES_MAX, after - before,
+	    (double)(after - before) / HISTORY_SLOTS, before,
+	    history_slot_bytes(h), t.bytes / 1024);
+	printf("history sampling of %d workers: %.1f us CPU per sample   "
+	       "baseline (the same %d /proc/PID/stat reads, bare) %.1f us   "
+	       "ratio %.2f; every %d s: %.4f%% of one CPU\n",
+	    HISTORY_SLOTS, sample_us, HISTORY_SLOTS, bare_us,
+	    sample_us / bare_us, HISTORY_RESOLUTION_S,
+	    sample_us / (HISTORY_RESOLUTION_S * 1e6) * 100);
+	for (i = 0; i < HISTORY_SLOTS; i++)
+		kill(kids[i], SIGKILL);
+	for (i = 0; i < HISTORY_SLOTS; i++)
+		waitpid(kids[i], NULL, 0);
+	history_free(h);
+	registry_finish(&reg);
+	event_base_free(base);
+	free(cause);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -118,5 +230,5 @@ main(int argc, char **argv)
 
 		(void)bench_run_driver(n + 8, args);
 	}
-	return 0;
+	return bench_history();
 }

@@ -49,7 +49,7 @@ class Rows(html.parser.HTMLParser):
             self.cell = ""
         elif tag == "meta" and a.get("http-equiv") == "refresh":
             self.refresh = a.get("content")
-        elif tag == "title":
+        elif tag == "title" and "body" not in self.tags:  # not an SVG's
             self.in_title = True
 
     def handle_endtag(self, tag):

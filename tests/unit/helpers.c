@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "helpers.h"
@@ -184,4 +185,27 @@ helpers_kid_kill(pid_t pid)
 		return;
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+}
+
+char *
+helpers_evbuffer_text(struct evbuffer *out)
+{
+	size_t len = evbuffer_get_length(out);
+	char *text = malloc(len + 1);
+
+	cr_assert_not_null(text);
+	evbuffer_remove(out, text, len);
+	text[len] = '\0';
+	evbuffer_free(out);
+	return text;
+}
+
+int
+helpers_count(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (; (hay = strstr(hay, needle)) != NULL; hay++)
+		n++;
+	return n;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct evbuffer;
 struct registry;
 
 /* A fresh directory under /tmp, named after the suite; removed by rmtree. */
@@ -38,6 +39,11 @@ int helpers_under_valgrind(void);
 int helpers_probe_all_free(uint16_t port, void *arg);
 /* The body of an HTTP response held whole in text. */
 const char *helpers_body_of(const char *response);
+
+/* out's text, NUL-terminated and malloc'd; out is freed. */
+char *helpers_evbuffer_text(struct evbuffer *out);
+/* How many times needle occurs in hay, overlaps included. */
+int helpers_count(const char *hay, const char *needle);
 
 /* A child that waits to be killed; helpers_kid_kill reaps it. */
 pid_t helpers_kid(void);

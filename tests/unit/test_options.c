@@ -282,3 +282,33 @@ Test(options, continuity)
 	REFUSED("--carry-max-series", "-r", "9400-9401", "--carry-max-series",
 	    "lots", "x");
 }
+
+Test(options, history)
+{
+	struct options o;
+	char *msg = NULL;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--", "x"),
+	    OPTIONS_RUN);
+	cr_assert_eq(o.history_resolution_s, HISTORY_RESOLUTION_S);
+	cr_assert_eq(o.history_window_s, HISTORY_WINDOW_S);
+	options_finish(&o);
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--history-resolution",
+			 "1", "--history-window", "120", "--", "x"),
+	    OPTIONS_RUN);
+	cr_assert_eq(o.history_resolution_s, 1);
+	cr_assert_eq(o.history_window_s, 120);
+	options_finish(&o);
+	REFUSED("--history-resolution", "-r", "9400-9401",
+	    "--history-resolution", "0", "x");
+	REFUSED("--history-resolution", "-r", "9400-9401",
+	    "--history-resolution", "5s", "x");
+	REFUSED("--history-resolution", "-r", "9400-9401",
+	    "--history-resolution", "3601", "--history-window", "7200", "x");
+	REFUSED("--history-window", "-r", "9400-9401", "--history-window",
+	    "86401", "x");
+	REFUSED("--history-window", "-r", "9400-9401", "--history-resolution",
+	    "10", "--history-window", "5", "x");
+	REFUSED("--history-window", "-r", "9400-9401", "--history-window",
+	    "86400", "--history-resolution", "1", "x");
+}

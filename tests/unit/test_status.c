@@ -4,33 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static char *
 render(const struct metrics_snapshot *ms)
 {
 	struct evbuffer *out = evbuffer_new();
-	size_t len;
-	char *text;
 
 	status_render(out, ms);
-	len = evbuffer_get_length(out);
-	text = malloc(len + 1);
-	evbuffer_remove(out, text, len);
-	text[len] = '\0';
-	evbuffer_free(out);
-	return text;
+	return helpers_evbuffer_text(out);
 }
 
-static int
-count(const char *hay, const char *needle)
-{
-	int n = 0;
-
-	for (; (hay = strstr(hay, needle)) != NULL; hay++)
-		n++;
-	return n;
-}
+#define count helpers_count
 
 static struct labels labels;
 

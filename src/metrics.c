@@ -52,7 +52,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	struct metrics_worker *w;
 	struct timespec rt, bt;
 	double boot;
-	size_t s, n;
+	size_t s, n, i;
 
 	memset(ms, 0, sizeof *ms);
 	clock_gettime(CLOCK_REALTIME, &rt);
@@ -89,8 +89,8 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 		ms->child_pid = src->child->exited ? 0 : src->child->pid;
 		ms->child_exits = src->child->reaped;
 	}
-	if (src->http != NULL)
-		ms->http_conns = http_server_conns(src->http);
+	for (i = 0; i < src->nhttp; i++)
+		ms->http_conns += http_server_conns(src->http[i]);
 	if (src->spawn != NULL) {
 		ms->have_spawn = 1;
 		ms->spawn = *spawn_stats(src->spawn);

@@ -26,6 +26,8 @@ enum {
 	OPTIONS_CARRY_HOLD,
 	OPTIONS_CARRY_MAX_SERIES
 };
+/* The listener's ways in and its budget (issue 16). */
+enum { OPTIONS_SYSTEMD_SOCKET = 0x4c01 };
 
 static const char options_help[] =
     "Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
@@ -50,7 +52,10 @@ static const char options_help[] =
     "      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
     "                             /metrics, /targets (http_sd), /workers/N/metrics\n"
     "                             (proxy), /workers/metrics (all, merged); e.g.\n"
-    "                             127.0.0.1:9399, [::1]:9399 or :9399 (all)\n"
+    "                             127.0.0.1:9399, [::1]:9399 or :9399 (all);\n"
+    "                             repeatable, e.g. IPv4 and IPv6 addresses\n"
+    "      --systemd-socket       also serve HTTP on the listening sockets of\n"
+    "                             a systemd .socket unit (LISTEN_FDS)\n"
     "      --proxy-targets        targets name the --listen address with\n"
     "                             __metrics_path__ /workers/N/metrics, so that\n"
     "                             Prometheus needs to reach one port only\n"
@@ -431,6 +436,7 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "label", required_argument, NULL, 'l' },
 		{ "listen", required_argument, NULL, OPTIONS_LISTEN },
 		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
+		{ "systemd-socket", no_argument, NULL, OPTIONS_SYSTEMD_SOCKET },
 		{ "http-deadline", required_argument, NULL,
 		    OPTIONS_HTTP_DEADLINE },
 		{ "no-continuity", no_argument, NULL, OPTIONS_NO_CONTINUITY },
@@ -537,8 +543,13 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 
 			if (web_parse_listen(optarg, &ss, &sslen, &cause) != 0)
 				goto usage;
-			free(o->listen);
-			o->listen = xstrdup(optarg);
+			if (o->nlisten == OPTIONS_LISTEN_MAX) {
+				xasprintf(&cause,
+				    "--listen given more than %d times",
+				    OPTIONS_LISTEN_MAX);
+				goto usage;
+			}
+			o->listen[o->nlisten++] = xstrdup(optarg);
 			break;
 		}
 		case OPTIONS_DISCOVER:
@@ -557,6 +568,9 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			break;
 		case OPTIONS_PROXY_TARGETS:
 			o->proxy_targets = 1;
+			break;
+		case OPTIONS_SYSTEMD_SOCKET:
+			o->systemd_socket = 1;
 			break;
 		case OPTIONS_HTTP_DEADLINE:
 			if (options_parse_seconds(optarg, 1, 3600,
@@ -607,9 +621,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			goto usage;
 		}
 	}
-	if (o->proxy_targets && o->listen == NULL) {
-		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
-				"targets point at that address");
+	if (o->proxy_targets && o->nlisten == 0 && !o->systemd_socket) {
+		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT or "
+				"--systemd-socket: the targets point at the "
+				"first listener");
 		goto usage;
 	}
 	if (!have_range) {
@@ -647,13 +662,16 @@ usage:
 void
 options_finish(struct options *o)
 {
+	size_t i;
+
 	free(o->sd_file);
 	free(o->socket_path);
 	free(o->target_host);
 	free(o->state_file);
 	free(o->allow_uids);
 	free(o->allow_gids);
-	free(o->listen);
+	for (i = 0; i < o->nlisten; i++)
+		free(o->listen[i]);
 	free(o->user);
 	free(o->group);
 	free(o->privsep_user);

@@ -100,6 +100,7 @@ void labels_copy(struct labels *, const struct labels *);
 void labels_finish(struct labels *);
 
 /* options.c */
+#define OPTIONS_LISTEN_MAX 16 /* --listen and systemd's sockets */
 struct options {
 	uint16_t port_low;
 	uint16_t port_high;
@@ -108,7 +109,9 @@ struct options {
 	char *socket_path;
 	char *target_host;
 	struct labels labels;
-	char *listen; /* --listen ADDR:PORT, NULL when off */
+	char *listen[OPTIONS_LISTEN_MAX]; /* --listen ADDR:PORT, repeatable */
+	size_t nlisten;
+	int systemd_socket; /* --systemd-socket: LISTEN_FDS too */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
 	int continuity; /* carried totals: on unless --no-continuity */
@@ -894,7 +897,8 @@ struct metrics_sources {
 	const struct registry *reg;
 	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
-	const struct http_server *http; /* the listener's, for its conns */
+	struct http_server *const *http; /* the listeners', for their conns */
+	size_t nhttp;
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
 };
@@ -926,8 +930,14 @@ int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
 int web_listen(const char *, char **cause);
 int web_scrape_deadline(const struct http_request *, int max_ms);
 char *web_address(int fd, const char *target_host);
-struct web *web_create(struct event_base *, int fd, const struct web_config *);
+struct web *web_create(struct event_base *, const int *fds, size_t nfds,
+    const struct web_config *);
 void web_free(struct web *);
+
+/* activation.c */
+int activation_parse(const char *pid, const char *fds, pid_t self, int max,
+    int *n, char **cause);
+int activation_fds(int *fds, int max, char **cause);
 
 /* child.c */
 struct child {

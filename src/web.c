@@ -33,7 +33,9 @@
 #define WEB_PROBE_MS 1000
 
 struct web {
-	struct http_server *server;
+	/* one per listening socket, all with this router */
+	struct http_server *servers[OPTIONS_LISTEN_MAX];
+	size_t nservers;
 	struct web_config cfg;
 	struct metrics_sources src;
 	int probe_ms; /* the status page's scrapes, well within the deadline */
@@ -301,8 +303,13 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 		    "/workers/metrics or /workers/N/metrics");
 }
 
+/*
+ * Serves on every listening socket in fds (--listen, systemd's): a server
+ * each, so that each keeps its own connection caps, all with one router.
+ */
 struct web *
-web_create(struct event_base *base, int fd, const struct web_config *cfg)
+web_create(struct event_base *base, const int *fds, size_t nfds,
+    const struct web_config *cfg)
 {
 	struct http_limits limits = {
 		.header_max = WEB_HEADER_MAX,
@@ -315,16 +322,26 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 		.peer_conns_max = WEB_PEER_CONNS_MAX,
 	};
 	struct web *w = xcalloc(1, sizeof *w);
-	char *addr = web_address(fd, "*");
+	size_t i;
+	char *addr;
 
-	log_info("serving HTTP on %s", addr);
-	free(addr);
+	if (nfds > OPTIONS_LISTEN_MAX)
+		fatalx("%zu listening sockets, at most %d", nfds,
+		    OPTIONS_LISTEN_MAX);
 	w->cfg = *cfg;
-	w->server = http_server_create(base, fd, &limits, web_handle, w);
+	for (i = 0; i < nfds; i++) {
+		addr = web_address(fds[i], "*");
+		log_info("serving HTTP on %s", addr);
+		free(addr);
+		w->servers[i] =
+		    http_server_create(base, fds[i], &limits, web_handle, w);
+	}
+	w->nservers = nfds;
 	w->src.reg = cfg->reg;
 	w->src.sdfile = cfg->sdfile;
 	w->src.child = cfg->child;
-	w->src.http = w->server;
+	w->src.http = w->servers;
+	w->src.nhttp = w->nservers;
 	w->src.spawn = cfg->spawn;
 	w->src.discover = cfg->discover;
 	w->probe_ms = cfg->deadline_ms / 2 < WEB_PROBE_MS ? cfg->deadline_ms / 2
@@ -336,9 +353,12 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 void
 web_free(struct web *w)
 {
+	size_t i;
+
 	if (w == NULL)
 		return;
-	http_server_free(w->server);
+	for (i = 0; i < w->nservers; i++)
+		http_server_free(w->servers[i]);
 	fanout_scratch_finish(&w->fanout);
 	free(w);
 }

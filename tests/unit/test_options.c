@@ -282,3 +282,36 @@ Test(options, continuity)
 	REFUSED("--carry-max-series", "-r", "9400-9401", "--carry-max-series",
 	    "lots", "x");
 }
+
+Test(options, listen_is_repeatable)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--listen",
+			 "127.0.0.1:9399", "--listen", "[::1]:9399",
+			 "--systemd-socket", "--", "gunicorn"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.nlisten, 2);
+	cr_assert_str_eq(o.listen[0], "127.0.0.1:9399");
+	cr_assert_str_eq(o.listen[1], "[::1]:9399");
+	cr_assert(o.systemd_socket);
+	options_finish(&o);
+	/* systemd's sockets are enough for --proxy-targets */
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--systemd-socket",
+			 "--proxy-targets", "--", "gunicorn"),
+	    OPTIONS_RUN, "%s", msg);
+	options_finish(&o);
+}
+
+Test(options, listen_at_most_16_times)
+{
+	REFUSED("more than 16 times", "-r", "9400-9401", "--listen", ":1",
+	    "--listen", ":2", "--listen", ":3", "--listen", ":4", "--listen",
+	    ":5", "--listen", ":6", "--listen", ":7", "--listen", ":8",
+	    "--listen", ":9", "--listen", ":10", "--listen", ":11", "--listen",
+	    ":12", "--listen", ":13", "--listen", ":14", "--listen", ":15",
+	    "--listen", ":16", "--listen", ":17", "--", "gunicorn");
+	REFUSED("--systemd-socket", "-r", "9400-9401", "--proxy-targets", "--",
+	    "gunicorn");
+}

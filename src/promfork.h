@@ -913,6 +913,21 @@ void status_render(struct evbuffer *, const struct metrics_snapshot *);
 void status_serve(struct http_conn *, struct registry *,
     const struct metrics_sources *, int probe_ms);
 
+/* ready.c */
+#define READY_GRACE_MS 60000 /* ready without a lease, until the first */
+#define READY_TYPE "text/plain; charset=utf-8"
+struct ready_input {
+	int command; /* promfork runs COMMAND (wrapped or --workers) */
+	int command_exited;
+	size_t leases; /* held now */
+	unsigned long long granted; /* ever, since the start */
+	long long since_start_ms;
+	int grace_ms;
+};
+int ready_check(const struct ready_input *, const char **why);
+void ready_serve_healthy(struct http_conn *);
+void ready_serve(struct http_conn *, const struct ready_input *);
+
 /* web.c */
 #define WEB_DEADLINE_MS 10000
 struct web_config {

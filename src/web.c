@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -41,6 +42,7 @@ struct web {
 	int probe_ms; /* the status page's scrapes, well within the deadline */
 	int proxy_ms; /* a proxied scrape, with time left to pass it on */
 	struct fanout_scratch fanout;
+	struct timespec started; /* for /-/ready's grace */
 };
 
 /*
@@ -263,6 +265,30 @@ web_metrics(struct web *w, struct http_conn *c)
 	evbuffer_free(buf);
 }
 
+/* What /-/ready decides on (ready.c). */
+static void
+web_ready(struct web *w, struct http_conn *c)
+{
+	const struct registry *reg = w->cfg.reg;
+	struct ready_input in;
+	struct timespec now;
+	size_t i;
+
+	memset(&in, 0, sizeof in);
+	in.command = w->cfg.spawn != NULL ||
+	    (w->cfg.child != NULL && w->cfg.child->pid != 0);
+	in.command_exited = w->cfg.spawn == NULL && w->cfg.child != NULL &&
+	    w->cfg.child->exited;
+	in.leases = reg->count;
+	for (i = 0; i < reg->pool.size; i++)
+		in.granted += reg->stats.slot_leases[i];
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	in.since_start_ms = (long long)(now.tv_sec - w->started.tv_sec) * 1000 +
+	    (now.tv_nsec - w->started.tv_nsec) / 1000000;
+	in.grace_ms = READY_GRACE_MS;
+	ready_serve(c, &in);
+}
+
 static void
 web_handle(struct http_conn *c, struct http_request *req, void *arg)
 {
@@ -282,6 +308,10 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 		status_serve(c, w->cfg.reg, &w->src, w->probe_ms);
 	else if (len == 8 && strncmp(path, "/targets", len) == 0)
 		web_targets(w, c);
+	else if (len == 10 && strncmp(path, "/-/healthy", len) == 0)
+		ready_serve_healthy(c);
+	else if (len == 8 && strncmp(path, "/-/ready", len) == 0)
+		web_ready(w, c);
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c);
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
@@ -300,7 +330,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	} else
 		http_reply_error(c, 404,
 		    "no such page: try /, /targets, /metrics, "
-		    "/workers/metrics or /workers/N/metrics");
+		    "/workers/metrics, /workers/N/metrics, /-/healthy "
+		    "or /-/ready");
 }
 
 /*
@@ -329,6 +360,7 @@ web_create(struct event_base *base, const int *fds, size_t nfds,
 		fatalx("%zu listening sockets, at most %d", nfds,
 		    OPTIONS_LISTEN_MAX);
 	w->cfg = *cfg;
+	clock_gettime(CLOCK_MONOTONIC, &w->started);
 	for (i = 0; i < nfds; i++) {
 		addr = web_address(fds[i], "*");
 		log_info("serving HTTP on %s", addr);

@@ -6,6 +6,8 @@ passes LISTEN_FDS and LISTEN_PID as a .socket unit does) with
 --systemd-socket, it serves on the sockets it was handed, on both
 families, and the wrapped command does not see LISTEN_FDS; started with
 --systemd-socket and no sockets, it exits 2 with a clear message.
+/-/healthy and /-/ready answer as README says, and every answer of the
+listener, errors included, has a Content-Type.
 """
 
 import os
@@ -103,7 +105,75 @@ def no_sockets():
           % (r.returncode, r.stderr.strip()))
 
 
+def request(url, method="GET", headers=None):
+    """(status, headers, body) of any method, 4xx and 5xx included."""
+    import urllib.request
+    import urllib.error
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def conventions():
+    # A command whose workers never register: healthy, not ready yet.
+    port = harness.free_port()
+    idle = harness.Promfork(2, [PYTHON, "-c", "import time; time.sleep(60)"],
+                            extra=["--listen", "127.0.0.1:%d" % port])
+    base = "http://127.0.0.1:%d" % port
+    wait_until(lambda: http_get(base + "/-/healthy")[0] == 200,
+               what="/-/healthy")
+    status, headers, body = http_get(base + "/-/healthy")
+    check(headers.get("Content-Type") == "text/plain; charset=utf-8" and
+          body == b"promfork is healthy.\n",
+          "/-/healthy: 200, text/plain, says healthy")
+    status, headers, body = http_get(base + "/-/ready")
+    check(status == 503 and b"no worker has registered yet" in body and
+          headers.get("Content-Type") == "text/plain; charset=utf-8",
+          "/-/ready before the first registration: 503 saying why (%d %r)"
+          % (status, body))
+    status, _, body = http_get(base + "/targets")
+    check(status == 200 and body.strip() == b"[]",
+          "http_sd /targets without workers is [] (%d %r)" % (status, body))
+    idle.stop()
+
+    # Workers registered: ready; every answer has a Content-Type.
+    port = harness.free_port()
+    pf = harness.Promfork(4, [PYTHON, WORKER, "2"],
+                          extra=["--listen", "127.0.0.1:%d" % port])
+    base = "http://127.0.0.1:%d" % port
+    pf.wait_workers(2)
+    for p in pf.workers().values():
+        harness.wait_listening(p)
+    status, _, body = http_get(base + "/-/ready")
+    check(status == 200 and body == b"promfork is ready.\n",
+          "/-/ready once workers hold leases: 200")
+    want = {
+        ("GET", "/"): (200, "text/html"),
+        ("GET", "/metrics"): (200, "text/plain; version=0.0.4"),
+        ("GET", "/targets"): (200, "application/json"),
+        ("GET", "/workers/metrics"): (200, "text/plain; version=0.0.4"),
+        ("GET", "/workers/0/metrics"): (200, "text/plain"),
+        ("GET", "/workers/7/metrics"): (404, "application/json"),
+        ("GET", "/nothing"): (404, "application/json"),
+        ("POST", "/metrics"): (405, "application/json"),
+        ("GET", "/-/healthy"): (200, "text/plain"),
+        ("GET", "/-/ready"): (200, "text/plain"),
+    }
+    for (method, path), (code, ctype) in want.items():
+        status, headers, _ = request(base + path, method)
+        check(status == code and
+              headers.get("Content-Type", "").startswith(ctype),
+              "%s %s: %d with Content-Type %s (got %d %s)"
+              % (method, path, code, ctype, status,
+                 headers.get("Content-Type")))
+    pf.stop()
+
+
 def test():
+    conventions()
     repeated_listen()
     socket_activation()
     no_sockets()

@@ -14,7 +14,7 @@ top=$(pwd)
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
-  libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
+  libjansson-dev zlib1g-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
   uwsgi-plugin-python3 chromium systemd procps iproute2
   ruby puma unicorn ruby-prometheus-client-mmap python3-celery python3-redis

@@ -42,6 +42,7 @@ struct web {
 	int probe_ms; /* the status page's scrapes, well within the deadline */
 	int proxy_ms; /* a proxied scrape, with time left to pass it on */
 	struct fanout_scratch fanout;
+	struct budget budget; /* for the answers being built */
 	struct timespec started; /* for /-/ready's grace */
 };
 
@@ -238,19 +239,26 @@ web_scrape_deadline(const struct http_request *req, int max_ms)
 	return max_ms;
 }
 
+/* Does the client take gzip? */
+static int
+web_gzip(const struct http_request *req)
+{
+	return gzip_accepted(http_request_header(req, "Accept-Encoding"));
+}
+
 /* http_sd: the sd file's text, from the same renderer. */
 static void
-web_targets(struct web *w, struct http_conn *c)
+web_targets(struct web *w, struct http_conn *c, int gzip)
 {
 	size_t len;
 	char *text = target_render(w->cfg.reg, w->cfg.tc, &len);
 
-	http_reply(c, 200, "application/json", text, len);
+	gzip_reply(c, gzip, 200, "application/json", text, len);
 	free(text);
 }
 
 static void
-web_metrics(struct web *w, struct http_conn *c)
+web_metrics(struct web *w, struct http_conn *c, int gzip)
 {
 	struct metrics_snapshot ms;
 	struct evbuffer *buf = evbuffer_new();
@@ -260,7 +268,7 @@ web_metrics(struct web *w, struct http_conn *c)
 	metrics_snapshot_take(&ms, &w->src);
 	metrics_render(buf, &ms);
 	metrics_snapshot_finish(&ms);
-	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	gzip_reply(c, gzip, 200, HTTP_EXPOSITION_TYPE,
 	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
 	evbuffer_free(buf);
 }
@@ -307,15 +315,15 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	if (len == 1 && path[0] == '/')
 		status_serve(c, w->cfg.reg, &w->src, w->probe_ms);
 	else if (len == 8 && strncmp(path, "/targets", len) == 0)
-		web_targets(w, c);
+		web_targets(w, c, web_gzip(req));
 	else if (len == 10 && strncmp(path, "/-/healthy", len) == 0)
 		ready_serve_healthy(c);
 	else if (len == 8 && strncmp(path, "/-/ready", len) == 0)
 		web_ready(w, c);
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
-		web_metrics(w, c);
+		web_metrics(w, c, web_gzip(req));
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
-		fanout_serve(c, w->cfg.reg,
+		fanout_serve(c, req, w->cfg.reg,
 		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);
 	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
 	    strncmp(path + len - slen, suffix, slen) == 0) {
@@ -376,6 +384,12 @@ web_create(struct event_base *base, const int *fds, size_t nfds,
 	w->src.nhttp = w->nservers;
 	w->src.spawn = cfg->spawn;
 	w->src.discover = cfg->discover;
+	budget_init(&w->budget,
+	    cfg->budget_bytes > 0 ? cfg->budget_bytes
+				  : (size_t)BUDGET_DEFAULT_MIB << 20);
+	w->fanout.budget = &w->budget;
+	w->src.budget = &w->budget;
+	w->src.fanout = &w->fanout;
 	w->probe_ms = cfg->deadline_ms / 2 < WEB_PROBE_MS ? cfg->deadline_ms / 2
 							  : WEB_PROBE_MS;
 	w->proxy_ms = cfg->deadline_ms * 3 / 4;

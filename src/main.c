@@ -228,6 +228,7 @@ web_setup(struct promfork *pf)
 	wcfg.spawn = pf->spawn;
 	wcfg.discover = pf->discover;
 	wcfg.deadline_ms = pf->opts.http_deadline_ms;
+	wcfg.budget_bytes = pf->opts.http_budget_bytes;
 	pf->web = web_create(pf->base, pf->web_fds, pf->nweb_fds, &wcfg);
 }
 

@@ -27,7 +27,7 @@ enum {
 	OPTIONS_CARRY_MAX_SERIES
 };
 /* The listener's ways in and its budget (issue 16). */
-enum { OPTIONS_SYSTEMD_SOCKET = 0x4c01 };
+enum { OPTIONS_SYSTEMD_SOCKET = 0x4c01, OPTIONS_HTTP_BUDGET };
 
 static const char options_help[] =
     "Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
@@ -56,6 +56,9 @@ static const char options_help[] =
     "                             repeatable, e.g. IPv4 and IPv6 addresses\n"
     "      --systemd-socket       also serve HTTP on the listening sockets of\n"
     "                             a systemd .socket unit (LISTEN_FDS)\n"
+    "      --http-budget MIB      memory for answers being built, all requests\n"
+    "                             together; past it the fan-out answers 503\n"
+    "                             (default 128)\n"
     "      --proxy-targets        targets name the --listen address with\n"
     "                             __metrics_path__ /workers/N/metrics, so that\n"
     "                             Prometheus needs to reach one port only\n"
@@ -437,6 +440,7 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "listen", required_argument, NULL, OPTIONS_LISTEN },
 		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
 		{ "systemd-socket", no_argument, NULL, OPTIONS_SYSTEMD_SOCKET },
+		{ "http-budget", required_argument, NULL, OPTIONS_HTTP_BUDGET },
 		{ "http-deadline", required_argument, NULL,
 		    OPTIONS_HTTP_DEADLINE },
 		{ "no-continuity", no_argument, NULL, OPTIONS_NO_CONTINUITY },
@@ -572,6 +576,19 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		case OPTIONS_SYSTEMD_SOCKET:
 			o->systemd_socket = 1;
 			break;
+		case OPTIONS_HTTP_BUDGET: {
+			long long mib;
+
+			if (decimal_parse(optarg, 1, 65536, &mib, NULL) != 0) {
+				xasprintf(&cause,
+				    "--http-budget \"%s\" is not a whole "
+				    "number of MiB from 1 to 65536",
+				    optarg);
+				goto usage;
+			}
+			o->http_budget_bytes = (size_t)mib << 20;
+			break;
+		}
 		case OPTIONS_HTTP_DEADLINE:
 			if (options_parse_seconds(optarg, 1, 3600,
 				&o->http_deadline_ms) != 0) {

@@ -112,6 +112,7 @@ struct options {
 	char *listen[OPTIONS_LISTEN_MAX]; /* --listen ADDR:PORT, repeatable */
 	size_t nlisten;
 	int systemd_socket; /* --systemd-socket: LISTEN_FDS too */
+	size_t http_budget_bytes; /* --http-budget; 0: the default */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
 	int continuity; /* carried totals: on unless --no-continuity */
@@ -610,8 +611,7 @@ int scrape_parse_head(const char *, size_t, struct scrape_head *,
     size_t *consumed, char **cause);
 struct scrape *scrape_start(struct event_base *, uint16_t port,
     const char *path, const char *accept, int gzip, int deadline_ms,
-    size_t body_max,
-    const struct scrape_callbacks *, void *arg);
+    size_t body_max, const struct scrape_callbacks *, void *arg);
 struct scrape *scrape_refuse(struct event_base *, uint16_t port,
     const char *error, const struct scrape_callbacks *, void *arg);
 void scrape_pause(struct scrape *, int);

@@ -315,3 +315,21 @@ Test(options, listen_at_most_16_times)
 	REFUSED("--systemd-socket", "-r", "9400-9401", "--proxy-targets", "--",
 	    "gunicorn");
 }
+
+Test(options, http_budget)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--http-budget", "64",
+			 "--", "gunicorn"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.http_budget_bytes, (size_t)64 << 20);
+	options_finish(&o);
+	REFUSED("--http-budget \"0\"", "-r", "9400-9401", "--http-budget", "0",
+	    "--", "gunicorn");
+	REFUSED("from 1 to 65536", "-r", "9400-9401", "--http-budget", "1e3",
+	    "--", "gunicorn");
+	REFUSED("from 1 to 65536", "-r", "9400-9401", "--http-budget", "65537",
+	    "--", "gunicorn");
+}

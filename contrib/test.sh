@@ -18,7 +18,11 @@ PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
   uwsgi-plugin-python3 chromium systemd procps iproute2
   ruby puma unicorn ruby-prometheus-client-mmap python3-celery python3-redis
-  redis-server"
+  redis-server python3-yaml"
+# kubectl for the Kubernetes manifests' offline test: Debian's
+# kubernetes-client, installed only when the kubectl command is missing (a
+# kubectl of another origin conflicts with the package).
+KUBECTL_PACKAGES="kubernetes-client"
 # Node.js for contrib/node and its tests: installed only when the node or
 # npm command is missing (a nodejs of another origin often bundles npm, and
 # Debian's npm package would not install beside it).
@@ -41,6 +45,7 @@ install_deps() {
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 		missing+=($NODE_PACKAGES)
 	fi
+	command -v kubectl >/dev/null || missing+=($KUBECTL_PACKAGES)
 	[ ${#missing[@]} -eq 0 ] && return 0
 	note "installing ${missing[*]}"
 	if [ "$(id -u)" -ne 0 ]; then

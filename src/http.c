@@ -540,44 +540,13 @@ http_send_now(struct http_conn *c, const char *head, size_t hlen,
 	return n > 0 ? (size_t)n : 0; /* errors surface on the queued path */
 }
 
-void
-http_reply(struct http_conn *c, int status, const char *content_type,
-    const char *body, size_t len)
-{
-	struct evbuffer *out;
-	char head[HTTP_HEAD_MAX];
-	size_t hlen, sent = 0;
-
-	if (c->state != HTTP_HANDLING && c->state != HTTP_READING)
-		return;
-	out = bufferevent_get_output(c->bev);
-	hlen = http_format_head(c, head, sizeof head, status, content_type,
-	    (long long)len);
-	/* Kept alive only: a close here would free c under the caller. */
-	if (c->keep_alive)
-		sent = http_send_now(c, head, hlen, body, len);
-	if (sent == hlen + len) {
-		http_request_finish(&c->req);
-		c->state = HTTP_READING; /* http_conn_process reads on */
-		http_conn_wait_next(c);
-		return;
-	}
-	if (sent < hlen) {
-		evbuffer_add(out, head + sent, hlen - sent);
-		evbuffer_add(out, body, len);
-	} else
-		evbuffer_add(out, body + (sent - hlen), len - (sent - hlen));
-	c->state = HTTP_WRITING;
-}
-
 /*
- * As http_reply, but what is not sent at once stays where it is: the
- * connection's output refers to body until it has gone or the connection
- * closes, then calls unref(body, len, arg) (at once when all of it went).
- * Many clients of one answer share one copy.
+ * Sends what it can of the answer at once, and queues the rest: a copy,
+ * or with unref a reference to body, released by calling unref with arg
+ * once it has gone or the connection has closed (at once when all went).
  */
-void
-http_reply_ref(struct http_conn *c, int status, const char *content_type,
+static void
+http_reply_body(struct http_conn *c, int status, const char *content_type,
     const char *body, size_t len, http_unref_fn unref, void *arg)
 {
 	struct evbuffer *out;
@@ -585,24 +554,21 @@ http_reply_ref(struct http_conn *c, int status, const char *content_type,
 	size_t hlen, sent = 0;
 
 	if (c->state != HTTP_HANDLING && c->state != HTTP_READING) {
-		unref(body, len, arg);
+		if (unref != NULL)
+			unref(body, len, arg);
 		return;
 	}
 	out = bufferevent_get_output(c->bev);
 	hlen = http_format_head(c, head, sizeof head, status, content_type,
 	    (long long)len);
+	/* Kept alive only: a close here would free c under the caller. */
 	if (c->keep_alive)
 		sent = http_send_now(c, head, hlen, body, len);
-	if (sent == hlen + len || len == 0) {
-		if (sent < hlen)
-			evbuffer_add(out, head + sent, hlen - sent);
-		unref(body, len, arg);
-		if (sent < hlen) {
-			c->state = HTTP_WRITING;
-			return;
-		}
+	if (sent == hlen + len) {
+		if (unref != NULL)
+			unref(body, len, arg);
 		http_request_finish(&c->req);
-		c->state = HTTP_READING;
+		c->state = HTTP_READING; /* http_conn_process reads on */
 		http_conn_wait_next(c);
 		return;
 	}
@@ -611,10 +577,34 @@ http_reply_ref(struct http_conn *c, int status, const char *content_type,
 		sent = 0;
 	} else
 		sent -= hlen;
-	if (evbuffer_add_reference(out, body + sent, len - sent, unref, arg) !=
-	    0)
+	if (unref == NULL)
+		evbuffer_add(out, body + sent, len - sent);
+	else if (sent == len) /* an empty body */
+		unref(body, len, arg);
+	else if (evbuffer_add_reference(out, body + sent, len - sent, unref,
+		     arg) != 0)
 		fatalx("evbuffer_add_reference");
 	c->state = HTTP_WRITING;
+}
+
+void
+http_reply(struct http_conn *c, int status, const char *content_type,
+    const char *body, size_t len)
+{
+	http_reply_body(c, status, content_type, body, len, NULL, NULL);
+}
+
+/*
+ * As http_reply, but what is not sent at once stays where it is: the
+ * connection's output refers to body until it has gone or the connection
+ * closes, then calls unref with arg.  Many clients of one answer share
+ * one copy.
+ */
+void
+http_reply_ref(struct http_conn *c, int status, const char *content_type,
+    const char *body, size_t len, http_unref_fn unref, void *arg)
+{
+	http_reply_body(c, status, content_type, body, len, unref, arg);
 }
 
 /* Takes the reference to obj. */

@@ -1,8 +1,11 @@
 /*
  * The HTTP listener (--listen), for Prometheus and for people: /targets
  * (http_sd), /metrics (own and per-worker), /workers/metrics (fan-out),
- * /workers/N/metrics (proxy) and the status page at /.  The routing lives here; the pages in their own
- * files.  The listen address parser is pure, for tests and the fuzzer.
+ * /workers/N/metrics (proxy), /-/healthy and /-/ready, and the status
+ * page at /.  The routing lives here; the pages in their own files.  One
+ * HTTP server per listening socket (--listen, repeatable, and systemd's),
+ * all with this router; the larger answers are gzipped when asked.  The
+ * listen address parser is pure, for tests and the fuzzer.
  */
 #include <sys/socket.h>
 

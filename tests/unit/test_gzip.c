@@ -35,8 +35,8 @@ Test(gzip, accept_encoding)
 
 	cr_assert_eq(gzip_accepted(NULL), 0);
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
-		cr_assert_eq(gzip_accepted(cases[i].v), cases[i].gzip,
-		    "\"%s\"", cases[i].v);
+		cr_assert_eq(gzip_accepted(cases[i].v), cases[i].gzip, "\"%s\"",
+		    cases[i].v);
 }
 
 Test(gzip, bounded)

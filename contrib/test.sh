@@ -14,11 +14,15 @@ top=$(pwd)
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
-  libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
+  libjansson-dev zlib1g-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
   uwsgi-plugin-python3 chromium systemd procps iproute2
   ruby puma unicorn ruby-prometheus-client-mmap python3-celery python3-redis
-  redis-server"
+  redis-server python3-yaml"
+# kubectl for the Kubernetes manifests' offline test: Debian's
+# kubernetes-client, installed only when the kubectl command is missing (a
+# kubectl of another origin conflicts with the package).
+KUBECTL_PACKAGES="kubernetes-client"
 # Node.js for contrib/node and its tests: installed only when the node or
 # npm command is missing (a nodejs of another origin often bundles npm, and
 # Debian's npm package would not install beside it).
@@ -41,6 +45,7 @@ install_deps() {
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 		missing+=($NODE_PACKAGES)
 	fi
+	command -v kubectl >/dev/null || missing+=($KUBECTL_PACKAGES)
 	[ ${#missing[@]} -eq 0 ] && return 0
 	note "installing ${missing[*]}"
 	if [ "$(id -u)" -ne 0 ]; then
@@ -101,7 +106,7 @@ if meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
 	count_meson build-asan/meson-logs/testlog.json asan
 	meson test -C build-asan --print-errorlogs e2e-core e2e-supervise \
 		e2e-spawn e2e-standalone e2e-faults e2e-http e2e-proxy \
-		e2e-fanout e2e-http-limits
+		e2e-fanout e2e-http-limits e2e-listen
 	count_meson build-asan/meson-logs/testlog.json asan
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 else

@@ -827,7 +827,7 @@ api_retire(struct api *api, struct http_conn *c, const char *id, size_t idlen)
 	static const struct collect_callbacks cb = { NULL, api_retire_body_cb,
 		api_retire_done_cb };
 	static const struct collect_config cfg = { HTTP_EXPOSITION_ACCEPT,
-		API_RETIRE_MS, API_RETIRE_BODY_MAX };
+		API_RETIRE_MS, API_RETIRE_BODY_MAX, 0 };
 	struct api_retire *r;
 	struct lease *l;
 

@@ -218,8 +218,8 @@ collect_start(struct event_base *base, struct registry *reg,
 			    &scb, j);
 		else
 			j->scrape = scrape_start(base, leases[i]->port,
-			    COLLECT_PATH, cfg->accept, cfg->deadline_ms,
-			    cfg->body_max, &scb, j);
+			    COLLECT_PATH, cfg->accept, cfg->gzip,
+			    cfg->deadline_ms, cfg->body_max, &scb, j);
 	}
 	discover_socks_finish(&socks);
 	free(holders);

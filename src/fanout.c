@@ -5,6 +5,13 @@
  * gets the same absolute deadline, so the answer never waits longer than
  * it; a worker that failed, timed out or sent garbage shows up as
  * promfork_worker_up 0 rather than going missing.
+ *
+ * One fan-out at a time: a request that arrives while one is in flight
+ * joins it and gets the same answer, so that N clients never cost N
+ * scrapes of every worker.  The answer is built once (and gzipped once
+ * if any client asked for it) and every client's connection refers to
+ * that one copy until it has taken it.  What the fan-out holds counts
+ * against the listener's byte budget (budget.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,29 +22,121 @@
 
 #include "promfork.h"
 
+/* A client waiting for the fan-out in flight. */
+struct fanout_waiter {
+	struct fanout *f;
+	struct http_conn *conn; /* NULL once answered or gone */
+	int gzip; /* it accepts gzip */
+};
+
 struct fanout {
 	struct registry *reg;
 	uint64_t stamp; /* when the scrapes started, for the carries */
-	struct http_conn *conn;
 	struct collect *collect;
 	struct fanout_scratch *scratch;
 	struct buf *bodies; /* per worker, in slot order */
+	size_t *charged; /* per worker: budget taken for its body */
 	size_t nworkers;
+	struct fanout_waiter **waiters;
+	size_t nwaiters;
+	size_t waiting; /* waiters still connected */
 };
 
-/* The single teardown path of a fan-out request. */
+/* One built answer, shared by its clients until the last has taken it. */
+struct fanout_answer {
+	struct fanout_scratch *scratch;
+	struct buf plain;
+	struct buf gz;
+	size_t held; /* budget */
+	size_t refs;
+};
+
+/* The single teardown path of a fan-out. */
 static void
 fanout_free(struct fanout *f)
 {
+	struct budget *b = f->scratch->budget;
 	size_t i;
 
-	if (f->conn != NULL)
-		http_conn_on_close(f->conn, NULL, NULL);
+	for (i = 0; i < f->nwaiters; i++) {
+		if (f->waiters[i]->conn != NULL)
+			http_conn_on_close(f->waiters[i]->conn, NULL, NULL);
+		free(f->waiters[i]);
+	}
+	free(f->waiters);
+	if (f->scratch->inflight == f)
+		f->scratch->inflight = NULL;
 	collect_cancel(f->collect);
-	for (i = 0; i < f->nworkers; i++)
+	for (i = 0; i < f->nworkers; i++) {
 		buf_finish(&f->bodies[i]);
+		if (b != NULL)
+			budget_give(b, f->charged[i]);
+	}
 	free(f->bodies);
+	free(f->charged);
 	free(f);
+}
+
+/* A client has the answer, or went away: the last frees the answer and
+ * gives its buffer back to the scratch, warm, when that has none. */
+static void
+fanout_answer_unref(const void *data, size_t len, void *arg)
+{
+	struct fanout_answer *a = arg;
+	struct fanout_scratch *fs = a->scratch;
+
+	if (--a->refs > 0)
+		return;
+	if (fs->budget != NULL)
+		budget_give(fs->budget, a->held);
+	if (fs->out.data == NULL)
+		fs->out = a->plain;
+	else
+		buf_finish(&a->plain);
+	buf_finish(&a->gz);
+	free(a);
+}
+
+/* Sends the answer in the scratch's out to every waiter, one copy for
+ * all (and one gzipped copy for those that accept it). */
+static void
+fanout_send(struct fanout *f)
+{
+	struct fanout_scratch *fs = f->scratch;
+	struct fanout_answer *a = xcalloc(1, sizeof *a);
+	struct http_conn *c;
+	size_t i;
+	int gzip = 0;
+
+	a->scratch = fs;
+	a->plain = fs->out;
+	memset(&fs->out, 0, sizeof fs->out);
+	for (i = 0; i < f->nwaiters; i++)
+		gzip |= f->waiters[i]->conn != NULL && f->waiters[i]->gzip;
+	if (gzip && a->plain.len >= GZIP_MIN &&
+	    gzip_compress(a->plain.data, a->plain.len, &a->gz) != 0)
+		buf_finish(&a->gz);
+	a->held = a->plain.cap + a->gz.cap;
+	if (fs->budget != NULL)
+		budget_hold(fs->budget, a->held);
+	a->refs = 1; /* ours, until every waiter has its reference */
+	for (i = 0; i < f->nwaiters; i++) {
+		if ((c = f->waiters[i]->conn) == NULL)
+			continue;
+		/* Replying may close the connection: forget it first. */
+		http_conn_on_close(c, NULL, NULL);
+		f->waiters[i]->conn = NULL;
+		a->refs++;
+		if (f->waiters[i]->gzip && a->gz.len > 0) {
+			http_conn_encoding(c, "gzip");
+			http_reply_ref(c, 200, HTTP_EXPOSITION_TYPE, a->gz.data,
+			    a->gz.len, fanout_answer_unref, a);
+		} else
+			http_reply_ref(c, 200, HTTP_EXPOSITION_TYPE,
+			    a->plain.data != NULL ? a->plain.data : "",
+			    a->plain.len, fanout_answer_unref, a);
+	}
+	fanout_answer_unref(NULL, 0, a);
 }
 
 /*
@@ -113,11 +212,10 @@ fanout_counts(struct buf *out, const struct fanout *f,
 		    items[i].worker, counts[i]);
 }
 
-/* Merges what arrived and answers; the connection is ours until then. */
+/* Merges what arrived and answers every waiter. */
 static void
 fanout_reply(struct fanout *f, const struct collect_item *items)
 {
-	struct http_conn *c = f->conn;
 	struct fanout_scratch *fs = f->scratch;
 	struct buf *out = &fs->out;
 	size_t i, *malformed, *dropped;
@@ -182,12 +280,30 @@ fanout_reply(struct fanout *f, const struct collect_item *items)
 	free(up);
 	free(malformed);
 	free(dropped);
+	fanout_send(f);
+}
 
-	/* Replying may close the connection: forget it first. */
-	http_conn_on_close(c, NULL, NULL);
-	f->conn = NULL;
-	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
-	    out->data != NULL ? out->data : "", out->len);
+static struct log_limit fanout_budget_log;
+
+/* Takes budget for the body of worker i to grow to len; -1 when over. */
+static int
+fanout_charge(struct fanout *f, struct collect_item *it, size_t len)
+{
+	struct budget *b = f->scratch->budget;
+
+	if (b == NULL || len <= f->charged[it->index])
+		return 0;
+	if (budget_take(b, len - f->charged[it->index]) != 0) {
+		b->stopped++;
+		if (log_limit(&fanout_budget_log, "fan-out budget stops"))
+			log_warnx("fan-out scrape of worker %d: stopped, the "
+				  "listener's budget of %zu bytes for answers "
+				  "being built is spent",
+			    it->worker, b->max);
+		return -1;
+	}
+	f->charged[it->index] = len;
+	return 0;
 }
 
 static int
@@ -196,8 +312,11 @@ fanout_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 	struct fanout *f = arg;
 
 	/* The scrape refuses a longer body, so this much is safe to take. */
-	if (h->length > 0 && (unsigned long long)h->length <= FANOUT_BODY_MAX)
+	if (h->length > 0 && (unsigned long long)h->length <= FANOUT_BODY_MAX) {
+		if (fanout_charge(f, it, (size_t)h->length) != 0)
+			return -1;
 		buf_reserve(&f->bodies[it->index], (size_t)h->length);
+	}
 	return 0;
 }
 
@@ -208,6 +327,8 @@ fanout_body_cb(struct collect_item *it, struct evbuffer *chunk, void *arg)
 	size_t n = evbuffer_get_length(chunk);
 
 	if (n > 0) {
+		if (fanout_charge(f, it, f->bodies[it->index].len + n) != 0)
+			return -1;
 		buf_add(&f->bodies[it->index], evbuffer_pullup(chunk, -1), n);
 		evbuffer_drain(chunk, n);
 	}
@@ -223,6 +344,7 @@ fanout_done_cb(struct collect_item *items, size_t n, void *arg)
 	size_t i;
 
 	f->collect = NULL; /* it frees itself after this */
+	f->scratch->inflight = NULL; /* a request from now on scrapes anew */
 	for (i = 0; i < n; i++) {
 		if (items[i].ok && items[i].status == 200)
 			continue;
@@ -242,38 +364,76 @@ fanout_done_cb(struct collect_item *items, size_t n, void *arg)
 static void
 fanout_client_close_cb(void *arg)
 {
-	struct fanout *f = arg;
+	struct fanout_waiter *w = arg;
+	struct fanout *f = w->f;
 
 	log_debug("fan-out scrape: client went away");
-	f->conn = NULL;
-	fanout_free(f);
+	w->conn = NULL;
+	/* The last one gone: nobody wants the scrapes any more. */
+	if (--f->waiting == 0)
+		fanout_free(f);
+}
+
+static void
+fanout_wait(struct fanout *f, struct http_conn *c, int gzip)
+{
+	struct fanout_waiter *w = xcalloc(1, sizeof *w);
+
+	w->f = f;
+	w->conn = c;
+	w->gzip = gzip;
+	f->waiters =
+	    xreallocarray(f->waiters, f->nwaiters + 1, sizeof *f->waiters);
+	f->waiters[f->nwaiters++] = w;
+	f->waiting++;
+	http_conn_on_close(c, fanout_client_close_cb, w);
 }
 
 /*
  * Answers GET /workers/metrics once every live worker has answered or
- * deadline_ms (what the listener allows the scrape) has passed.
+ * deadline_ms (what the listener allows the scrape) has passed; joins the
+ * fan-out in flight when there is one.
  */
 void
-fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
-    struct fanout_scratch *fs)
+fanout_serve(struct http_conn *c, const struct http_request *req,
+    struct registry *reg, int deadline_ms, struct fanout_scratch *fs)
 {
 	static const struct collect_callbacks cb = { fanout_head_cb,
 		fanout_body_cb, fanout_done_cb };
 	static const struct collect_config cfg_default = {
-		HTTP_EXPOSITION_ACCEPT, 0, FANOUT_BODY_MAX
+		HTTP_EXPOSITION_ACCEPT, 0, FANOUT_BODY_MAX, 0
 	};
 	struct collect_config cfg = cfg_default;
-	struct fanout *f = xcalloc(1, sizeof *f);
+	int gzip = gzip_accepted(http_request_header(req, "Accept-Encoding"));
+	struct fanout *f;
 	struct lease **leases, *l;
 
+	if (fs->inflight != NULL) {
+		fs->joined++;
+		fanout_wait(fs->inflight, c, gzip);
+		return;
+	}
+	if (fs->budget != NULL && budget_full(fs->budget)) {
+		fs->budget->refused++;
+		http_reply_error(c, 503,
+		    "the listener's budget of %zu bytes for answers being "
+		    "built is spent: try again when the answers in flight "
+		    "have been taken",
+		    fs->budget->max);
+		return;
+	}
+	f = xcalloc(1, sizeof *f);
 	leases = xcalloc(reg->count + 1, sizeof *leases);
 	REGISTRY_FOREACH (l, reg)
 		leases[f->nworkers++] = l;
 	f->reg = reg;
 	f->stamp = registry_stamp(reg);
-	f->conn = c;
 	f->scratch = fs;
 	f->bodies = xcalloc(f->nworkers + 1, sizeof *f->bodies);
+	f->charged = xcalloc(f->nworkers + 1, sizeof *f->charged);
+	fs->scrapes++;
+	fs->inflight = f;
+	fanout_wait(f, c, gzip);
 	/*
 	 * A tenth of Prometheus' timeout is left for the merge and the answer:
 	 * with a worker that never answers, a scrape given the whole timeout
@@ -283,12 +443,13 @@ fanout_serve(struct http_conn *c, struct registry *reg, int deadline_ms,
 	f->collect =
 	    collect_start(reg->base, reg, leases, f->nworkers, &cfg, &cb, f);
 	free(leases);
-	http_conn_on_close(c, fanout_client_close_cb, f);
 }
 
 void
 fanout_scratch_finish(struct fanout_scratch *fs)
 {
+	if (fs->inflight != NULL)
+		fanout_free(fs->inflight);
 	expo_merge_free(fs->merge);
 	fs->merge = NULL;
 	buf_finish(&fs->out);

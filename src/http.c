@@ -71,6 +71,7 @@ struct http_conn {
 	http_close_fn close_fn;
 	void *close_arg;
 	const char *policy; /* Content-Security-Policy of the next answer */
+	const char *encoding; /* Content-Encoding of the next answer */
 	http_close_fn drain_fn; /* a streamed body's output fell low */
 	void *drain_arg;
 	struct http_conn *prev, *next;
@@ -475,7 +476,7 @@ static size_t
 http_format_head(struct http_conn *c, char *buf, size_t cap, int status,
     const char *content_type, long long length)
 {
-	char type[300] = "", len[64] = "", policy[300] = "";
+	char type[300] = "", len[64] = "", policy[300] = "", enc[100] = "";
 	int n;
 
 	if (content_type != NULL)
@@ -485,15 +486,20 @@ http_format_head(struct http_conn *c, char *buf, size_t cap, int status,
 		snprintf(policy, sizeof policy,
 		    "Content-Security-Policy: %.256s\r\n", c->policy);
 	c->policy = NULL;
+	if (c->encoding != NULL)
+		snprintf(enc, sizeof enc,
+		    "Content-Encoding: %.32s\r\nVary: Accept-Encoding\r\n",
+		    c->encoding);
+	c->encoding = NULL;
 	if (length >= 0)
 		snprintf(len, sizeof len, "Content-Length: %lld\r\n", length);
 	else if (c->chunked)
 		snprintf(len, sizeof len, "Transfer-Encoding: chunked\r\n");
 	n = snprintf(buf, cap,
-	    "HTTP/1.1 %d %s\r\n%s%s%s" HTTP_HEAD_ALWAYS
+	    "HTTP/1.1 %d %s\r\n%s%s%s%s" HTTP_HEAD_ALWAYS
 	    "Cache-Control: no-store\r\n"
 	    "Connection: %s\r\n\r\n",
-	    status, http_status_text(status), type, len, policy,
+	    status, http_status_text(status), type, enc, len, policy,
 	    c->keep_alive ? "keep-alive" : "close");
 	if (n < 0 || (size_t)n >= cap)
 		fatalx("http response head too long");
@@ -534,16 +540,24 @@ http_send_now(struct http_conn *c, const char *head, size_t hlen,
 	return n > 0 ? (size_t)n : 0; /* errors surface on the queued path */
 }
 
-void
-http_reply(struct http_conn *c, int status, const char *content_type,
-    const char *body, size_t len)
+/*
+ * Sends what it can of the answer at once, and queues the rest: a copy,
+ * or with unref a reference to body, released by calling unref with arg
+ * once it has gone or the connection has closed (at once when all went).
+ */
+static void
+http_reply_body(struct http_conn *c, int status, const char *content_type,
+    const char *body, size_t len, http_unref_fn unref, void *arg)
 {
 	struct evbuffer *out;
 	char head[HTTP_HEAD_MAX];
 	size_t hlen, sent = 0;
 
-	if (c->state != HTTP_HANDLING && c->state != HTTP_READING)
+	if (c->state != HTTP_HANDLING && c->state != HTTP_READING) {
+		if (unref != NULL)
+			unref(body, len, arg);
 		return;
+	}
 	out = bufferevent_get_output(c->bev);
 	hlen = http_format_head(c, head, sizeof head, status, content_type,
 	    (long long)len);
@@ -551,6 +565,8 @@ http_reply(struct http_conn *c, int status, const char *content_type,
 	if (c->keep_alive)
 		sent = http_send_now(c, head, hlen, body, len);
 	if (sent == hlen + len) {
+		if (unref != NULL)
+			unref(body, len, arg);
 		http_request_finish(&c->req);
 		c->state = HTTP_READING; /* http_conn_process reads on */
 		http_conn_wait_next(c);
@@ -558,10 +574,37 @@ http_reply(struct http_conn *c, int status, const char *content_type,
 	}
 	if (sent < hlen) {
 		evbuffer_add(out, head + sent, hlen - sent);
-		evbuffer_add(out, body, len);
+		sent = 0;
 	} else
-		evbuffer_add(out, body + (sent - hlen), len - (sent - hlen));
+		sent -= hlen;
+	if (unref == NULL)
+		evbuffer_add(out, body + sent, len - sent);
+	else if (sent == len) /* an empty body */
+		unref(body, len, arg);
+	else if (evbuffer_add_reference(out, body + sent, len - sent, unref,
+		     arg) != 0)
+		fatalx("evbuffer_add_reference");
 	c->state = HTTP_WRITING;
+}
+
+void
+http_reply(struct http_conn *c, int status, const char *content_type,
+    const char *body, size_t len)
+{
+	http_reply_body(c, status, content_type, body, len, NULL, NULL);
+}
+
+/*
+ * As http_reply, but what is not sent at once stays where it is: the
+ * connection's output refers to body until it has gone or the connection
+ * closes, then calls unref with arg.  Many clients of one answer share
+ * one copy.
+ */
+void
+http_reply_ref(struct http_conn *c, int status, const char *content_type,
+    const char *body, size_t len, http_unref_fn unref, void *arg)
+{
+	http_reply_body(c, status, content_type, body, len, unref, arg);
 }
 
 /* Takes the reference to obj. */
@@ -655,6 +698,14 @@ void
 http_conn_policy(struct http_conn *c, const char *policy)
 {
 	c->policy = policy;
+}
+
+/* The answer being made carries this Content-Encoding (a string that
+ * outlives it), e.g. "gzip". */
+void
+http_conn_encoding(struct http_conn *c, const char *encoding)
+{
+	c->encoding = encoding;
 }
 
 /* Bytes of the answer queued and not yet taken by the client. */

@@ -29,7 +29,8 @@ struct promfork {
 	struct discover *discover;
 	struct web *web;
 	struct history *history;
-	int web_fd; /* listening, until web_setup takes it */
+	int web_fds[OPTIONS_LISTEN_MAX]; /* listening, until web_setup */
+	size_t nweb_fds;
 	char *web_address; /* what --proxy-targets points at */
 	char *socket_path;
 	char *socket_dir; /* our private directory, removed at exit */
@@ -109,7 +110,8 @@ setup(struct promfork *pf)
 {
 	struct api_config acfg;
 	char *cause = NULL;
-	int fd, web_fd = -1;
+	int api_fd, fd, n;
+	size_t i;
 
 	if (pf->opts.sd_file != NULL &&
 	    sdfile_check(pf->opts.sd_file, &cause) != 0)
@@ -139,11 +141,22 @@ setup(struct promfork *pf)
 		pf->socket_path = xstrdup(pf->opts.socket_path);
 	else
 		api_socket_default(&acfg, &pf->socket_path, &pf->socket_dir);
-	if ((fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
+	if ((api_fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
 		usage_exit(cause);
-	if (pf->opts.listen != NULL &&
-	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
-		usage_exit(cause);
+	if (pf->opts.systemd_socket) {
+		if ((n = activation_fds(pf->web_fds, OPTIONS_LISTEN_MAX,
+			 &cause)) == -1)
+			usage_exit(cause);
+		pf->nweb_fds = (size_t)n;
+	}
+	for (i = 0; i < pf->opts.nlisten; i++) {
+		if (pf->nweb_fds == OPTIONS_LISTEN_MAX)
+			usage_exit("more than 16 listeners: --listen and "
+				   "--systemd-socket's together");
+		if ((fd = web_listen(pf->opts.listen[i], &cause)) == -1)
+			usage_exit(cause);
+		pf->web_fds[pf->nweb_fds++] = fd;
+	}
 	switch (privsep_setup(&pf->app_cred, &pf->opts, pf->socket_path,
 	    pf->socket_dir, &cause)) {
 	case -1:
@@ -169,7 +182,7 @@ setup(struct promfork *pf)
 
 		registry_continuity(&pf->reg, &cc);
 	}
-	if (pf->opts.listen != NULL) { /* drawn on / and served there */
+	if (pf->nweb_fds > 0) { /* drawn on / and served there */
 		struct history_config hc = { pf->opts.history_resolution_s,
 			pf->opts.history_window_s };
 
@@ -178,7 +191,8 @@ setup(struct promfork *pf)
 	pf->tc.host = pf->opts.target_host;
 	pf->tc.labels = &pf->opts.labels;
 	if (pf->opts.proxy_targets) {
-		pf->web_address = web_address(web_fd, pf->opts.target_host);
+		pf->web_address =
+		    web_address(pf->web_fds[0], pf->opts.target_host);
 		pf->tc.proxy_address = pf->web_address;
 	}
 	if (pf->opts.state_file != NULL) {
@@ -194,10 +208,9 @@ setup(struct promfork *pf)
 		if (mirror_flush(&pf->sdfile) != 0)
 			usage_exit("cannot write the sd file");
 	}
-	pf->api = api_create(pf->base, fd, &pf->reg, &acfg);
+	pf->api = api_create(pf->base, api_fd, &pf->reg, &acfg);
 	if (pf->opts.discover)
 		pf->discover = discover_setup(pf->base, &pf->reg, &pf->opts);
-	pf->web_fd = web_fd;
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
 		log_warn("cannot become a subreaper; orphaned workers will "
@@ -212,7 +225,7 @@ web_setup(struct promfork *pf)
 {
 	struct web_config wcfg;
 
-	if (pf->web_fd == -1)
+	if (pf->nweb_fds == 0)
 		return;
 	memset(&wcfg, 0, sizeof wcfg);
 	wcfg.reg = &pf->reg;
@@ -223,7 +236,8 @@ web_setup(struct promfork *pf)
 	wcfg.discover = pf->discover;
 	wcfg.deadline_ms = pf->opts.http_deadline_ms;
 	wcfg.history = pf->history;
-	pf->web = web_create(pf->base, pf->web_fd, &wcfg);
+	wcfg.budget_bytes = pf->opts.http_budget_bytes;
+	pf->web = web_create(pf->base, pf->web_fds, pf->nweb_fds, &wcfg);
 }
 
 static void

@@ -52,7 +52,7 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 	struct metrics_worker *w;
 	struct timespec rt, bt;
 	double boot;
-	size_t s, n;
+	size_t s, n, i;
 
 	memset(ms, 0, sizeof *ms);
 	clock_gettime(CLOCK_REALTIME, &rt);
@@ -89,8 +89,14 @@ metrics_snapshot_take(struct metrics_snapshot *ms,
 		ms->child_pid = src->child->exited ? 0 : src->child->pid;
 		ms->child_exits = src->child->reaped;
 	}
-	if (src->http != NULL)
-		ms->http_conns = http_server_conns(src->http);
+	for (i = 0; i < src->nhttp; i++)
+		ms->http_conns += http_server_conns(src->http[i]);
+	if (src->budget != NULL && src->fanout != NULL) {
+		ms->have_budget = 1;
+		ms->budget = *src->budget;
+		ms->fanout_scrapes = src->fanout->scrapes;
+		ms->fanout_joined = src->fanout->joined;
+	}
 	if (src->spawn != NULL) {
 		ms->have_spawn = 1;
 		ms->spawn = *spawn_stats(src->spawn);
@@ -246,6 +252,33 @@ metrics_render_discover(struct evbuffer *out, const struct discover_stats *d)
 	    (unsigned long long)d->listeners);
 }
 
+/* The listener's budget for answers being built, and the fan-outs. */
+static void
+metrics_render_budget(struct evbuffer *out, const struct metrics_snapshot *ms)
+{
+	metrics_ull(out, "promfork_http_budget_bytes", "gauge",
+	    "Bytes the answers being built hold now (fan-out bodies, "
+	    "built answers not yet taken).",
+	    ms->budget.used);
+	metrics_ull(out, "promfork_http_budget_max_bytes", "gauge",
+	    "The budget for answers being built (--http-budget).",
+	    ms->budget.max);
+	metrics_ull(out, "promfork_http_budget_peak_bytes", "gauge",
+	    "The most the answers being built held at once.", ms->budget.peak);
+	metrics_ull(out, "promfork_http_budget_refused_total", "counter",
+	    "Requests answered 503 because the budget was spent.",
+	    ms->budget.refused);
+	metrics_ull(out, "promfork_http_budget_stopped_total", "counter",
+	    "Worker answers left unread because the budget was spent.",
+	    ms->budget.stopped);
+	metrics_ull(out, "promfork_fanout_scrapes_total", "counter",
+	    "Fan-outs begun: each scrapes every live worker once.",
+	    ms->fanout_scrapes);
+	metrics_ull(out, "promfork_fanout_joined_total", "counter",
+	    "Fan-out requests that shared the scrape in flight.",
+	    ms->fanout_joined);
+}
+
 void
 metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 {
@@ -309,6 +342,8 @@ metrics_render(struct evbuffer *out, const struct metrics_snapshot *ms)
 	metrics_ull(out, "promfork_http_connections", "gauge",
 	    "Open connections to the HTTP listener.",
 	    (unsigned long long)(ms->http_conns > 0 ? ms->http_conns : 0));
+	if (ms->have_budget)
+		metrics_render_budget(out, ms);
 
 	if (ms->have_spawn)
 		metrics_render_spawn(out, &ms->spawn);

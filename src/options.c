@@ -27,6 +27,8 @@ enum {
 	OPTIONS_CARRY_HOLD,
 	OPTIONS_CARRY_MAX_SERIES
 };
+/* The listener's ways in and its budget (issue 16). */
+enum { OPTIONS_SYSTEMD_SOCKET = 0x4c01, OPTIONS_HTTP_BUDGET };
 
 static const char options_help[] =
     "Usage: promfork --port-range LOW-HIGH [OPTIONS] -- COMMAND [ARGS...]\n"
@@ -48,28 +50,6 @@ static const char options_help[] =
     "                             directory under $RUNTIME_DIRECTORY or /tmp)\n"
     "  -t, --target-host HOST     host part of every target (default: hostname)\n"
     "  -l, --label NAME=VALUE     static label on every target (repeatable)\n"
-    "      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
-    "                             /metrics, /targets (http_sd), /workers/N/metrics\n"
-    "                             (proxy), /workers/metrics (all, merged); e.g.\n"
-    "                             127.0.0.1:9399, [::1]:9399 or :9399 (all)\n"
-    "      --proxy-targets        targets name the --listen address with\n"
-    "                             __metrics_path__ /workers/N/metrics, so that\n"
-    "                             Prometheus needs to reach one port only\n"
-    "      --http-deadline SECS   time for a whole request to --listen,\n"
-    "                             proxied scrape included (default 10)\n"
-    "      --no-continuity        serve each worker's own counters through the\n"
-    "                             proxy and fan-out, without the totals that\n"
-    "                             its slot's earlier processes counted\n"
-    "      --carry-hold SECS      how long a slot without a live worker keeps\n"
-    "                             serving its carried totals (default 300)\n"
-    "      --carry-max-series N   carried series, all slots together, at most\n"
-    "                             (default 100000); more are served raw\n"
-    "      --history-resolution SECS\n"
-    "                             with --listen: seconds between two samples\n"
-    "                             of each worker's CPU, memory and scrapes\n"
-    "                             (default 5)\n"
-    "      --history-window SECS  how far back the history on / and at\n"
-    "                             /api/v1/history goes (default 3600)\n"
     "      --discover             also publish the ports of the range that\n"
     "                             COMMAND's processes listen on by themselves\n"
     "                             (e.g. django-prometheus PORT_RANGE)\n"
@@ -89,7 +69,40 @@ static const char options_help[] =
     "      --grace SECONDS        spawn mode: SIGKILL a worker this long after\n"
     "                             SIGTERM (default 10)\n";
 
-/* Two strings: C compilers need not take one longer than 4 095 bytes. */
+/* Three strings: C compilers need not take one longer than 4 095 bytes. */
+static const char options_help_listen[] =
+    "HTTP listener:\n"
+    "      --listen ADDR:PORT     serve HTTP for Prometheus and people: / (status),\n"
+    "                             /metrics, /targets (http_sd), /workers/N/metrics\n"
+    "                             (proxy), /workers/metrics (all, merged),\n"
+    "                             /api/v1/history, /-/healthy, /-/ready; e.g.\n"
+    "                             127.0.0.1:9399, [::1]:9399 or :9399 (all);\n"
+    "                             repeatable, e.g. IPv4 and IPv6 addresses\n"
+    "      --systemd-socket       also serve HTTP on the listening sockets of\n"
+    "                             a systemd .socket unit (LISTEN_FDS)\n"
+    "      --http-budget MIB      memory for answers being built, all requests\n"
+    "                             together; past it the fan-out answers 503\n"
+    "                             (default 128)\n"
+    "      --proxy-targets        targets name the --listen address with\n"
+    "                             __metrics_path__ /workers/N/metrics, so that\n"
+    "                             Prometheus needs to reach one port only\n"
+    "      --http-deadline SECS   time for a whole request to --listen,\n"
+    "                             proxied scrape included (default 10)\n"
+    "      --no-continuity        serve each worker's own counters through the\n"
+    "                             proxy and fan-out, without the totals that\n"
+    "                             its slot's earlier processes counted\n"
+    "      --carry-hold SECS      how long a slot without a live worker keeps\n"
+    "                             serving its carried totals (default 300)\n"
+    "      --carry-max-series N   carried series, all slots together, at most\n"
+    "                             (default 100000); more are served raw\n"
+    "      --history-resolution SECS\n"
+    "                             with --listen: seconds between two samples\n"
+    "                             of each worker's CPU, memory and scrapes\n"
+    "                             (default 5)\n"
+    "      --history-window SECS  how far back the history on / and at\n"
+    "                             /api/v1/history goes (default 3600)\n"
+;
+
 static const char options_help_tail[] =
     "Privilege separation:\n"
     "      --user USER            run COMMAND as USER, with its own groups and\n"
@@ -128,6 +141,7 @@ void
 options_usage(void)
 {
 	fputs(options_help, stdout);
+	fputs(options_help_listen, stdout);
 	fputs(options_help_tail, stdout);
 }
 
@@ -494,6 +508,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "label", required_argument, NULL, 'l' },
 		{ "listen", required_argument, NULL, OPTIONS_LISTEN },
 		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
+		{ "systemd-socket", no_argument, NULL, OPTIONS_SYSTEMD_SOCKET },
+		{ "http-budget", required_argument, NULL, OPTIONS_HTTP_BUDGET },
 		{ "http-deadline", required_argument, NULL,
 		    OPTIONS_HTTP_DEADLINE },
 		{ "no-continuity", no_argument, NULL, OPTIONS_NO_CONTINUITY },
@@ -606,8 +622,13 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 
 			if (web_parse_listen(optarg, &ss, &sslen, &cause) != 0)
 				goto usage;
-			free(o->listen);
-			o->listen = xstrdup(optarg);
+			if (o->nlisten == OPTIONS_LISTEN_MAX) {
+				xasprintf(&cause,
+				    "--listen given more than %d times",
+				    OPTIONS_LISTEN_MAX);
+				goto usage;
+			}
+			o->listen[o->nlisten++] = xstrdup(optarg);
 			break;
 		}
 		case OPTIONS_DISCOVER:
@@ -627,6 +648,22 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		case OPTIONS_PROXY_TARGETS:
 			o->proxy_targets = 1;
 			break;
+		case OPTIONS_SYSTEMD_SOCKET:
+			o->systemd_socket = 1;
+			break;
+		case OPTIONS_HTTP_BUDGET: {
+			long long mib;
+
+			if (decimal_parse(optarg, 1, 65536, &mib, NULL) != 0) {
+				xasprintf(&cause,
+				    "--http-budget \"%s\" is not a whole "
+				    "number of MiB from 1 to 65536",
+				    optarg);
+				goto usage;
+			}
+			o->http_budget_bytes = (size_t)mib << 20;
+			break;
+		}
 		case OPTIONS_HTTP_DEADLINE:
 			if (options_parse_seconds(optarg, 1, 3600,
 				&o->http_deadline_ms) != 0) {
@@ -683,9 +720,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 	}
 	if (options_check_history(o, &cause) != 0)
 		goto usage;
-	if (o->proxy_targets && o->listen == NULL) {
-		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
-				"targets point at that address");
+	if (o->proxy_targets && o->nlisten == 0 && !o->systemd_socket) {
+		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT or "
+				"--systemd-socket: the targets point at the "
+				"first listener");
 		goto usage;
 	}
 	if (!have_range) {
@@ -723,13 +761,16 @@ usage:
 void
 options_finish(struct options *o)
 {
+	size_t i;
+
 	free(o->sd_file);
 	free(o->socket_path);
 	free(o->target_host);
 	free(o->state_file);
 	free(o->allow_uids);
 	free(o->allow_gids);
-	free(o->listen);
+	for (i = 0; i < o->nlisten; i++)
+		free(o->listen[i]);
 	free(o->user);
 	free(o->group);
 	free(o->privsep_user);

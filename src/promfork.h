@@ -100,6 +100,7 @@ void labels_copy(struct labels *, const struct labels *);
 void labels_finish(struct labels *);
 
 /* options.c */
+#define OPTIONS_LISTEN_MAX 16 /* --listen and systemd's sockets */
 struct options {
 	uint16_t port_low;
 	uint16_t port_high;
@@ -108,7 +109,10 @@ struct options {
 	char *socket_path;
 	char *target_host;
 	struct labels labels;
-	char *listen; /* --listen ADDR:PORT, NULL when off */
+	char *listen[OPTIONS_LISTEN_MAX]; /* --listen ADDR:PORT, repeatable */
+	size_t nlisten;
+	int systemd_socket; /* --systemd-socket: LISTEN_FDS too */
+	size_t http_budget_bytes; /* --http-budget; 0: the default */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
 	int continuity; /* carried totals: on unless --no-continuity */
@@ -469,6 +473,10 @@ int http_conn_peer_alive(const struct http_conn *);
 void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
 void http_conn_policy(struct http_conn *, const char *);
+void http_conn_encoding(struct http_conn *, const char *);
+typedef void (*http_unref_fn)(const void *data, size_t len, void *arg);
+void http_reply_ref(struct http_conn *, int status, const char *content_type,
+    const char *body, size_t len, http_unref_fn, void *arg);
 size_t http_conn_unsent(const struct http_conn *);
 void http_conn_on_drain(struct http_conn *, size_t low, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
@@ -584,6 +592,7 @@ struct scrape_head {
 	int status;
 	char content_type[256]; /* empty when not sent */
 	long long length; /* Content-Length; -1 when not sent */
+	int gzip; /* Content-Encoding: gzip */
 };
 struct scrape_result {
 	int status; /* HTTP status; 0 when there was no answer */
@@ -603,8 +612,8 @@ struct scrape;
 int scrape_parse_head(const char *, size_t, struct scrape_head *,
     size_t *consumed, char **cause);
 struct scrape *scrape_start(struct event_base *, uint16_t port,
-    const char *path, const char *accept, int deadline_ms, size_t body_max,
-    const struct scrape_callbacks *, void *arg);
+    const char *path, const char *accept, int gzip, int deadline_ms,
+    size_t body_max, const struct scrape_callbacks *, void *arg);
 struct scrape *scrape_refuse(struct event_base *, uint16_t port,
     const char *error, const struct scrape_callbacks *, void *arg);
 void scrape_pause(struct scrape *, int);
@@ -616,6 +625,7 @@ struct collect_config {
 	const char *accept; /* sent on to the workers; NULL: none */
 	int deadline_ms; /* for every scrape, from its start */
 	size_t body_max; /* per worker */
+	int gzip; /* ask for gzip (Accept-Encoding), pass it through */
 };
 /* One lease's scrape, as far as it got. */
 struct collect_item {
@@ -823,17 +833,45 @@ int continuity_adopt(struct continuity *, int slot, const char *, size_t,
     uint64_t now_ms);
 size_t continuity_render_slot(struct continuity *, int slot, struct buf *);
 
+/* budget.c */
+#define BUDGET_DEFAULT_MIB 128
+struct budget {
+	size_t max;
+	size_t used;
+	size_t peak;
+	unsigned long long refused; /* requests answered 503 for it */
+	unsigned long long stopped; /* worker bodies left unread for it */
+};
+void budget_init(struct budget *, size_t max);
+int budget_take(struct budget *, size_t);
+void budget_give(struct budget *, size_t);
+void budget_hold(struct budget *, size_t);
+int budget_full(const struct budget *);
+
+/* gzip.c */
+#define GZIP_MIN 512 /* shorter answers go out as they are */
+int gzip_accepted(const char *accept_encoding);
+int gzip_compress(const char *, size_t, struct buf *out);
+void gzip_reply(struct http_conn *, int gzip, int status, const char *type,
+    const char *, size_t);
+
 /* fanout.c */
 #define FANOUT_BODY_MAX (8 * 1024 * 1024) /* per worker */
+struct fanout;
 /* Kept from one fan-out scrape to the next, so that a scrape reuses
- * warm buffers instead of growing fresh ones. */
+ * warm buffers instead of growing fresh ones; and the one in flight,
+ * which a request arriving meanwhile joins. */
 struct fanout_scratch {
 	struct expo_merge *merge;
 	struct buf out;
 	struct buf carried; /* a slot's carried series, rendered */
+	struct fanout *inflight;
+	struct budget *budget; /* the listener's */
+	unsigned long long scrapes; /* fan-outs begun */
+	unsigned long long joined; /* requests that shared one in flight */
 };
-void fanout_serve(struct http_conn *, struct registry *, int deadline_ms,
-    struct fanout_scratch *);
+void fanout_serve(struct http_conn *, const struct http_request *,
+    struct registry *, int deadline_ms, struct fanout_scratch *);
 void fanout_scratch_finish(struct fanout_scratch *);
 
 /* spawn.c: what its supervisor counts, shown in /metrics */
@@ -888,6 +926,10 @@ struct metrics_snapshot {
 	pid_t child_pid;
 	unsigned long long child_exits;
 	int http_conns;
+	int have_budget; /* the fields below are set */
+	struct budget budget;
+	unsigned long long fanout_scrapes;
+	unsigned long long fanout_joined;
 	int have_spawn; /* --workers: the fields below are set */
 	struct spawn_stats spawn;
 	int have_discover; /* --discover: the fields below are set */
@@ -900,7 +942,10 @@ struct metrics_sources {
 	const struct registry *reg;
 	const struct mirror *sdfile; /* NULL without --sd-file */
 	const struct child *child;
-	const struct http_server *http; /* the listener's, for its conns */
+	struct http_server *const *http; /* the listeners', for their conns */
+	size_t nhttp;
+	const struct budget *budget; /* NULL: none */
+	const struct fanout_scratch *fanout; /* NULL: none */
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
 	const struct history *history; /* NULL when there is none */
@@ -1009,6 +1054,21 @@ void status_render(struct evbuffer *, const struct metrics_snapshot *);
 void status_serve(struct http_conn *, struct registry *,
     const struct metrics_sources *, int probe_ms);
 
+/* ready.c */
+#define READY_GRACE_MS 60000 /* ready without a lease, until the first */
+#define READY_TYPE "text/plain; charset=utf-8"
+struct ready_input {
+	int command; /* promfork runs COMMAND (wrapped or --workers) */
+	int command_exited;
+	size_t leases; /* held now */
+	unsigned long long granted; /* ever, since the start */
+	long long since_start_ms;
+	int grace_ms;
+};
+int ready_check(const struct ready_input *, const char **why);
+void ready_serve_healthy(struct http_conn *);
+void ready_serve(struct http_conn *, const struct ready_input *);
+
 /* web.c */
 #define WEB_DEADLINE_MS 10000
 struct web_config {
@@ -1020,6 +1080,7 @@ struct web_config {
 	const struct discover *discover; /* NULL without --discover */
 	int deadline_ms; /* per request, whole */
 	struct history *history; /* /api/v1/history and the pictures */
+	size_t budget_bytes; /* --http-budget; 0: the default */
 };
 struct web;
 int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
@@ -1027,8 +1088,14 @@ int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
 int web_listen(const char *, char **cause);
 int web_scrape_deadline(const struct http_request *, int max_ms);
 char *web_address(int fd, const char *target_host);
-struct web *web_create(struct event_base *, int fd, const struct web_config *);
+struct web *web_create(struct event_base *, const int *fds, size_t nfds,
+    const struct web_config *);
 void web_free(struct web *);
+
+/* activation.c */
+int activation_parse(const char *pid, const char *fds, pid_t self, int max,
+    int *n, char **cause);
+int activation_fds(int *fds, int max, char **cause);
 
 /* child.c */
 struct child {

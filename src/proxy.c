@@ -37,6 +37,7 @@ struct proxy {
 	uint64_t stamp;
 	struct buf body;
 	int paused; /* the worker is not read until the client catches up */
+	int gzip; /* the client accepts gzip */
 };
 
 /*
@@ -114,6 +115,9 @@ proxy_head_cb(struct collect_item *it, const struct scrape_head *h, void *arg)
 	/* 1xx and other oddities are not passed on as they are. */
 	if (status < 200 || status > 599)
 		status = 502;
+	/* asked for only when the client accepts it: passed through */
+	if (h->gzip)
+		http_conn_encoding(p->conn, "gzip");
 	http_reply_stream(p->conn, status, proxy_content_type(h->content_type),
 	    h->length);
 	http_conn_on_drain(p->conn, PROXY_UNSENT_LOW, proxy_client_drain_cb, p);
@@ -174,13 +178,13 @@ proxy_rewrite(struct proxy *p, struct http_conn *c, struct lease *l)
 	struct buf out = { NULL, 0, 0 };
 
 	if (carry == NULL) { /* forgotten meanwhile: the answer as it is */
-		http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+		gzip_reply(c, p->gzip, 200, HTTP_EXPOSITION_TYPE,
 		    p->body.data != NULL ? p->body.data : "", p->body.len);
 		return;
 	}
 	carry_rewrite(carry, p->stamp, p->body.data != NULL ? p->body.data : "",
 	    p->body.len, &out);
-	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	gzip_reply(c, p->gzip, 200, HTTP_EXPOSITION_TYPE,
 	    out.data != NULL ? out.data : "", out.len);
 	buf_finish(&out);
 }
@@ -251,6 +255,9 @@ proxy_serve(struct http_conn *c, const struct http_request *req,
 			     : http_request_header(req, "Accept");
 	cfg.deadline_ms = deadline_ms;
 	cfg.body_max = PROXY_BODY_MAX;
+	p->gzip = gzip_accepted(http_request_header(req, "Accept-Encoding"));
+	/* The carry reads the text: with continuity promfork compresses. */
+	cfg.gzip = p->gzip && !p->keep;
 	p->collect = collect_start(reg->base, reg, &l, 1, &cfg, &cb, p);
 	http_conn_on_close(c, proxy_client_close_cb, p);
 }

@@ -187,6 +187,10 @@ scrape_parse_head(const char *buf, size_t len, struct scrape_head *h,
 			}
 			memcpy(h->content_type, v, (size_t)(vend - v));
 			h->content_type[vend - v] = '\0';
+		} else if (n == 16 &&
+		    strncasecmp(p, "Content-Encoding", n) == 0) {
+			h->gzip =
+			    vend - v == 4 && strncasecmp(v, "gzip", 4) == 0;
 		} else if (n == 17 &&
 		    strncasecmp(p, "Transfer-Encoding", n) == 0) {
 			xasprintf(cause,
@@ -569,7 +573,7 @@ scrape_refuse(struct event_base *base, uint16_t port, const char *error,
 
 struct scrape *
 scrape_start(struct event_base *base, uint16_t port, const char *path,
-    const char *accept, int deadline_ms, size_t body_max,
+    const char *accept, int gzip, int deadline_ms, size_t body_max,
     const struct scrape_callbacks *cb, void *arg)
 {
 	struct timeval tv, now = { 0, 0 };
@@ -591,9 +595,10 @@ scrape_start(struct event_base *base, uint16_t port, const char *path,
 		xasprintf(&accept_line, "Accept: %s\r\n", accept);
 	xasprintf(&s->request,
 	    "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%u\r\n"
-	    "User-Agent: promfork/%s\r\n%sConnection: close\r\n\r\n",
+	    "User-Agent: promfork/%s\r\n%s%sConnection: close\r\n\r\n",
 	    path, port, PROMFORK_VERSION,
-	    accept_line != NULL ? accept_line : "");
+	    accept_line != NULL ? accept_line : "",
+	    gzip ? "Accept-Encoding: gzip\r\n" : "");
 	free(accept_line);
 
 	tv.tv_sec = deadline_ms / 1000;

@@ -303,7 +303,8 @@ status_serve(struct http_conn *c, struct registry *reg,
 	static const struct collect_callbacks cb = { NULL, NULL,
 		status_probe_done_cb };
 	struct status_req *sr = xcalloc(1, sizeof *sr);
-	struct collect_config cfg = { NULL, probe_ms, STATUS_PROBE_BODY_MAX };
+	struct collect_config cfg = { NULL, probe_ms, STATUS_PROBE_BODY_MAX,
+		0 };
 	struct lease **stale, *l;
 	time_t now = time(NULL);
 	size_t n = 0;

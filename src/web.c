@@ -1,8 +1,11 @@
 /*
  * The HTTP listener (--listen), for Prometheus and for people: /targets
  * (http_sd), /metrics (own and per-worker), /workers/metrics (fan-out),
- * /workers/N/metrics (proxy), /api/v1/history and the status page at /.
- * The routing lives here; the pages in their own files.  The listen address parser is pure, for tests and the fuzzer.
+ * /workers/N/metrics (proxy), /api/v1/history, /-/healthy and /-/ready,
+ * and the status page at /.  The routing lives here; the pages in their own files.  One
+ * HTTP server per listening socket (--listen, repeatable, and systemd's),
+ * all with this router; the larger answers are gzipped when asked.  The
+ * listen address parser is pure, for tests and the fuzzer.
  */
 #include <sys/socket.h>
 
@@ -34,12 +37,16 @@
 #define WEB_PROBE_MS 1000
 
 struct web {
-	struct http_server *server;
+	/* one per listening socket, all with this router */
+	struct http_server *servers[OPTIONS_LISTEN_MAX];
+	size_t nservers;
 	struct web_config cfg;
 	struct metrics_sources src;
 	int probe_ms; /* the status page's scrapes, well within the deadline */
 	int proxy_ms; /* a proxied scrape, with time left to pass it on */
 	struct fanout_scratch fanout;
+	struct budget budget; /* for the answers being built */
+	struct timespec started; /* for /-/ready's grace */
 };
 
 /*
@@ -235,19 +242,26 @@ web_scrape_deadline(const struct http_request *req, int max_ms)
 	return max_ms;
 }
 
+/* Does the client take gzip? */
+static int
+web_gzip(const struct http_request *req)
+{
+	return gzip_accepted(http_request_header(req, "Accept-Encoding"));
+}
+
 /* http_sd: the sd file's text, from the same renderer. */
 static void
-web_targets(struct web *w, struct http_conn *c)
+web_targets(struct web *w, struct http_conn *c, int gzip)
 {
 	size_t len;
 	char *text = target_render(w->cfg.reg, w->cfg.tc, &len);
 
-	http_reply(c, 200, "application/json", text, len);
+	gzip_reply(c, gzip, 200, "application/json", text, len);
 	free(text);
 }
 
 static void
-web_metrics(struct web *w, struct http_conn *c)
+web_metrics(struct web *w, struct http_conn *c, int gzip)
 {
 	struct metrics_snapshot ms;
 	struct evbuffer *buf = evbuffer_new();
@@ -257,7 +271,7 @@ web_metrics(struct web *w, struct http_conn *c)
 	metrics_snapshot_take(&ms, &w->src);
 	metrics_render(buf, &ms);
 	metrics_snapshot_finish(&ms);
-	http_reply(c, 200, HTTP_EXPOSITION_TYPE,
+	gzip_reply(c, gzip, 200, HTTP_EXPOSITION_TYPE,
 	    (const char *)evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
 	evbuffer_free(buf);
 }
@@ -275,6 +289,30 @@ web_history(struct web *w, struct http_conn *c)
 	history_render_json(w->cfg.history, time(NULL), &out);
 	http_reply(c, 200, "application/json", out.data, out.len);
 	buf_finish(&out);
+}
+
+/* What /-/ready decides on (ready.c). */
+static void
+web_ready(struct web *w, struct http_conn *c)
+{
+	const struct registry *reg = w->cfg.reg;
+	struct ready_input in;
+	struct timespec now;
+	size_t i;
+
+	memset(&in, 0, sizeof in);
+	in.command = w->cfg.spawn != NULL ||
+	    (w->cfg.child != NULL && w->cfg.child->pid != 0);
+	in.command_exited = w->cfg.spawn == NULL && w->cfg.child != NULL &&
+	    w->cfg.child->exited;
+	in.leases = reg->count;
+	for (i = 0; i < reg->pool.size; i++)
+		in.granted += reg->stats.slot_leases[i];
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	in.since_start_ms = (long long)(now.tv_sec - w->started.tv_sec) * 1000 +
+	    (now.tv_nsec - w->started.tv_nsec) / 1000000;
+	in.grace_ms = READY_GRACE_MS;
+	ready_serve(c, &in);
 }
 
 static void
@@ -295,13 +333,17 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	if (len == 1 && path[0] == '/')
 		status_serve(c, w->cfg.reg, &w->src, w->probe_ms);
 	else if (len == 8 && strncmp(path, "/targets", len) == 0)
-		web_targets(w, c);
+		web_targets(w, c, web_gzip(req));
+	else if (len == 10 && strncmp(path, "/-/healthy", len) == 0)
+		ready_serve_healthy(c);
+	else if (len == 8 && strncmp(path, "/-/ready", len) == 0)
+		web_ready(w, c);
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
-		web_metrics(w, c);
+		web_metrics(w, c, web_gzip(req));
 	else if (len == 15 && strncmp(path, "/api/v1/history", len) == 0)
 		web_history(w, c);
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
-		fanout_serve(c, w->cfg.reg,
+		fanout_serve(c, req, w->cfg.reg,
 		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);
 	else if (len > plen + slen && strncmp(path, prefix, plen) == 0 &&
 	    strncmp(path + len - slen, suffix, slen) == 0) {
@@ -316,11 +358,17 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	} else
 		http_reply_error(c, 404,
 		    "no such page: try /, /targets, /metrics, "
-		    "/workers/metrics or /workers/N/metrics");
+		    "/workers/metrics, /workers/N/metrics, /-/healthy "
+		    "or /-/ready");
 }
 
+/*
+ * Serves on every listening socket in fds (--listen, systemd's): a server
+ * each, so that each keeps its own connection caps, all with one router.
+ */
 struct web *
-web_create(struct event_base *base, int fd, const struct web_config *cfg)
+web_create(struct event_base *base, const int *fds, size_t nfds,
+    const struct web_config *cfg)
 {
 	struct http_limits limits = {
 		.header_max = WEB_HEADER_MAX,
@@ -333,19 +381,36 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 		.peer_conns_max = WEB_PEER_CONNS_MAX,
 	};
 	struct web *w = xcalloc(1, sizeof *w);
-	char *addr = web_address(fd, "*");
+	size_t i;
+	char *addr;
 
-	log_info("serving HTTP on %s", addr);
-	free(addr);
+	if (nfds > OPTIONS_LISTEN_MAX)
+		fatalx("%zu listening sockets, at most %d", nfds,
+		    OPTIONS_LISTEN_MAX);
 	w->cfg = *cfg;
-	w->server = http_server_create(base, fd, &limits, web_handle, w);
+	clock_gettime(CLOCK_MONOTONIC, &w->started);
+	for (i = 0; i < nfds; i++) {
+		addr = web_address(fds[i], "*");
+		log_info("serving HTTP on %s", addr);
+		free(addr);
+		w->servers[i] =
+		    http_server_create(base, fds[i], &limits, web_handle, w);
+	}
+	w->nservers = nfds;
 	w->src.reg = cfg->reg;
 	w->src.sdfile = cfg->sdfile;
 	w->src.child = cfg->child;
-	w->src.http = w->server;
+	w->src.http = w->servers;
+	w->src.nhttp = w->nservers;
 	w->src.spawn = cfg->spawn;
 	w->src.discover = cfg->discover;
 	w->src.history = cfg->history;
+	budget_init(&w->budget,
+	    cfg->budget_bytes > 0 ? cfg->budget_bytes
+				  : (size_t)BUDGET_DEFAULT_MIB << 20);
+	w->fanout.budget = &w->budget;
+	w->src.budget = &w->budget;
+	w->src.fanout = &w->fanout;
 	w->probe_ms = cfg->deadline_ms / 2 < WEB_PROBE_MS ? cfg->deadline_ms / 2
 							  : WEB_PROBE_MS;
 	w->proxy_ms = cfg->deadline_ms * 3 / 4;
@@ -355,9 +420,12 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 void
 web_free(struct web *w)
 {
+	size_t i;
+
 	if (w == NULL)
 		return;
-	http_server_free(w->server);
+	for (i = 0; i < w->nservers; i++)
+		http_server_free(w->servers[i]);
 	fanout_scratch_finish(&w->fanout);
 	free(w);
 }

@@ -16,6 +16,7 @@ $PROMFORK_SOCKET and serves GET /metrics on the port it was given, on
   E2E_GARBAGE_WORKER=W  worker W adds malformed lines to its answer
   E2E_CONFLICT=1     e2e_conflict is a gauge in worker 0, untyped in
                      the others
+  E2E_SERIES=N       also N series of e2e_bulk_total, for large answers
 
 The master exits on TERM after killing its workers.
 """
@@ -61,6 +62,10 @@ def rich_metrics(worker):
 
 def extra_text(worker):
     text = b""
+    if os.environ.get("E2E_SERIES"):
+        text += b"# TYPE e2e_bulk_total counter\n" + b"".join(
+            b'e2e_bulk_total{path="/some/path/%d"} %d\n' % (i, i)
+            for i in range(int(os.environ["E2E_SERIES"])))
     if os.environ.get("E2E_GARBAGE_WORKER") == str(worker):
         text += b"this line { is not metrics\n" \
                 b"e2e_bad{l=\"unterminated} 1\n"

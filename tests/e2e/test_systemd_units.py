@@ -3,8 +3,8 @@
 `meson install --destdir` puts the binary, both units (ExecStart naming the
 installed binary), the sysusers.d and tmpfiles.d snippets, the man page
 and the contrib files where they belong; `systemd-analyze verify` has
-nothing to say about either unit (a deliberately broken copy shows that
-it would); the sandbox keeps the exposure level of both units low: no
+nothing to say about either unit nor about the example promfork.socket
+(a deliberately broken copy shows that it would); the sandbox keeps the exposure level of both units low: no
 higher than measured when privilege separation came (promfork@ 2.1: 1.6
 before, plus CAP_SETUID/CAP_SETGID/CAP_KILL and /proc of the app's user,
 which privilege separation needs; promfork.service 1.5, as before).  Both
@@ -103,12 +103,29 @@ def test():
                                  "ExecStart=%s " % binary))
         copies.append(copy)
 
+    # The example socket unit: the standalone daemon's listener on IPv4 and
+    # IPv6, handed to promfork.service, which is in the same directory.
+    sock = find(dest, "promfork.socket")
+    check(sock is not None and "/systemd/system/" in sock,
+          "promfork.socket is installed in a systemd unit directory")
+    text = open(sock).read()
+    check(re.search(r"^ListenStream=127\.0\.0\.1:\d+$", text, re.M) and
+          re.search(r"^ListenStream=\[::1\]:\d+$", text, re.M) and
+          "\nService=promfork.service\n" in text and
+          "\nAccept=no\n" in text,
+          "promfork.socket listens on IPv4 and IPv6 for promfork.service, "
+          "one service for all connections")
+    check("--systemd-socket" in open(find(dest, "daemon.env.example")).read(),
+          "daemon.env.example says to add --systemd-socket")
+    sock_copy = os.path.join(work, "promfork.socket")
+    shutil.copy(sock, sock_copy)
+
     env = dict(os.environ)
     # Documentation=man:promfork(8) must resolve to the installed page
     env["MANPATH"] = os.path.dirname(os.path.dirname(man))
     targets = [os.path.join(work, "promfork@shop.service"),
                os.path.join(work, "promfork.service")]
-    rc, ours, out = verify(targets, env)
+    rc, ours, out = verify(targets + [sock_copy], env)
     log(out)
     check(rc == 0 and not ours,
           "systemd-analyze verify has no complaint about the units")

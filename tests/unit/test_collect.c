@@ -130,7 +130,7 @@ point(int i, int fd, uint16_t port)
 static struct collect *
 start(size_t n, int deadline_ms)
 {
-	struct collect_config cfg = { NULL, deadline_ms, 1024 };
+	struct collect_config cfg = { NULL, deadline_ms, 1024, 0 };
 
 	return collect_start(base, &reg, leases, n, &cfg, &got_cb, &g);
 }

@@ -312,3 +312,54 @@ Test(options, history)
 	REFUSED("--history-window", "-r", "9400-9401", "--history-window",
 	    "86400", "--history-resolution", "1", "x");
 }
+
+Test(options, listen_is_repeatable)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--listen",
+			 "127.0.0.1:9399", "--listen", "[::1]:9399",
+			 "--systemd-socket", "--", "gunicorn"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.nlisten, 2);
+	cr_assert_str_eq(o.listen[0], "127.0.0.1:9399");
+	cr_assert_str_eq(o.listen[1], "[::1]:9399");
+	cr_assert(o.systemd_socket);
+	options_finish(&o);
+	/* systemd's sockets are enough for --proxy-targets */
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--systemd-socket",
+			 "--proxy-targets", "--", "gunicorn"),
+	    OPTIONS_RUN, "%s", msg);
+	options_finish(&o);
+}
+
+Test(options, listen_at_most_16_times)
+{
+	REFUSED("more than 16 times", "-r", "9400-9401", "--listen", ":1",
+	    "--listen", ":2", "--listen", ":3", "--listen", ":4", "--listen",
+	    ":5", "--listen", ":6", "--listen", ":7", "--listen", ":8",
+	    "--listen", ":9", "--listen", ":10", "--listen", ":11", "--listen",
+	    ":12", "--listen", ":13", "--listen", ":14", "--listen", ":15",
+	    "--listen", ":16", "--listen", ":17", "--", "gunicorn");
+	REFUSED("--systemd-socket", "-r", "9400-9401", "--proxy-targets", "--",
+	    "gunicorn");
+}
+
+Test(options, http_budget)
+{
+	struct options o;
+	char *msg;
+
+	cr_assert_eq(PARSE(&o, &msg, "-r", "9400-9401", "--http-budget", "64",
+			 "--", "gunicorn"),
+	    OPTIONS_RUN, "%s", msg);
+	cr_assert_eq(o.http_budget_bytes, (size_t)64 << 20);
+	options_finish(&o);
+	REFUSED("--http-budget \"0\"", "-r", "9400-9401", "--http-budget", "0",
+	    "--", "gunicorn");
+	REFUSED("from 1 to 65536", "-r", "9400-9401", "--http-budget", "1e3",
+	    "--", "gunicorn");
+	REFUSED("from 1 to 65536", "-r", "9400-9401", "--http-budget", "65537",
+	    "--", "gunicorn");
+}

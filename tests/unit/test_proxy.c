@@ -283,6 +283,48 @@ Test(proxy_live, accept_is_passed_on_without_continuity)
 	stop();
 }
 
+/* Without continuity a worker's own gzip goes through as it is. */
+Test(proxy_live, gzip_of_the_worker_passed_through)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\n"
+			      "Content-Length: 5\r\n\r\nGZIP!";
+	char *r;
+
+	continuity_off = 1;
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "Accept-Encoding: gzip\r\n", &r);
+	cr_assert(strstr(cw.request, "\r\nAccept-Encoding: gzip\r\n"), "%s",
+	    cw.request);
+	cr_assert(strstr(r, "\r\nContent-Encoding: gzip\r\n"), "%s", r);
+	cr_assert_str_eq(helpers_body_of(r), "GZIP!");
+	free(r);
+	stop();
+	/* a client that does not take gzip: the worker is not asked */
+	continuity_off = 1;
+	start("HTTP/1.0 200 OK\r\n\r\nx 1\n", 20, 0, 1);
+	get("1.1", "", &r);
+	cr_assert_null(strstr(cw.request, "Accept-Encoding"), "%s", cw.request);
+	cr_assert_null(strstr(r, "Content-Encoding"), "%s", r);
+	free(r);
+	stop();
+}
+
+/* With continuity the worker is asked for text; promfork compresses a
+ * whole answer it builds. */
+Test(proxy_live, continuity_asks_for_text_and_compresses_itself)
+{
+	const char answer[] = "HTTP/1.0 200 OK\r\n\r\nx 1\n";
+	char *r;
+
+	start(answer, sizeof answer - 1, 0, 1);
+	get("1.1", "Accept-Encoding: gzip\r\n", &r);
+	cr_assert_null(strstr(cw.request, "Accept-Encoding"), "%s", cw.request);
+	cr_assert_null(strstr(r, "Content-Encoding"),
+	    "short: sent as it is: %s", r);
+	free(r);
+	stop();
+}
+
 Test(proxy_live, worker_status_passed_on)
 {
 	const char answer[] =

@@ -221,7 +221,7 @@ scrape_canned(const char *response, size_t len, const char *accept,
 
 	canned_start(cw, response, len);
 	canned_run(cw);
-	s = scrape_start(base, cw->port, "/metrics", accept, deadline_ms,
+	s = scrape_start(base, cw->port, "/metrics", accept, 0, deadline_ms,
 	    body_max, &got_cb, &g);
 	cr_assert_not_null(s);
 	event_base_dispatch(base);
@@ -338,7 +338,7 @@ Test(scrape_live, refused_reports_later)
 {
 	struct scrape *s;
 
-	s = scrape_start(base, netutil_dead_port(), "/metrics", NULL, 2000,
+	s = scrape_start(base, netutil_dead_port(), "/metrics", NULL, 0, 2000,
 	    1000, &got_cb, &g);
 	cr_assert_not_null(s);
 	cr_assert_eq(g.dones, 0, "done never runs inside scrape_start");
@@ -357,7 +357,7 @@ Test(scrape_live, deadline)
 	canned_start(&cw, "", 0);
 	cw.hang = 1;
 	canned_run(&cw);
-	s = scrape_start(base, cw.port, "/metrics", NULL, 200, 1000, &got_cb,
+	s = scrape_start(base, cw.port, "/metrics", NULL, 0, 200, 1000, &got_cb,
 	    &g);
 	cr_assert_not_null(s);
 	event_base_dispatch(base);
@@ -385,8 +385,8 @@ Test(scrape_live, cancel_calls_nothing)
 	canned_start(&cw, "", 0);
 	cw.hang = 1;
 	canned_run(&cw);
-	s = scrape_start(base, cw.port, "/metrics", NULL, 5000, 1000, &got_cb,
-	    &g);
+	s = scrape_start(base, cw.port, "/metrics", NULL, 0, 5000, 1000,
+	    &got_cb, &g);
 	ev = evtimer_new(base, cancel_cb, s);
 	evtimer_add(ev, &tv);
 	event_base_dispatch(base); /* ends when nothing is left to wait for */
@@ -404,7 +404,7 @@ Test(scrape_live, bad_paths_fail_through_done)
 	canned_run(&cw);
 	for (size_t i = 0; i < 3; i++) {
 		g.dones = 0;
-		cr_assert_not_null(scrape_start(base, cw.port, bad[i], NULL,
+		cr_assert_not_null(scrape_start(base, cw.port, bad[i], NULL, 0,
 		    1000, 10, &got_cb, &g));
 		cr_assert_eq(g.dones, 0, "done never runs inside scrape_start");
 		event_base_dispatch(base);
@@ -491,7 +491,7 @@ Test(scrape_live, socket_not_inherited)
 	cw.hang = 1;
 	canned_run(&cw);
 	lk.port = cw.port;
-	lk.s = scrape_start(base, cw.port, "/metrics", NULL, 5000, 1000,
+	lk.s = scrape_start(base, cw.port, "/metrics", NULL, 0, 5000, 1000,
 	    &got_cb, &g);
 	cr_assert_not_null(lk.s);
 	ev = evtimer_new(base, leak_fork_cb, &lk);

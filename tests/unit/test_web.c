@@ -208,7 +208,7 @@ live_setup(void)
 	cfg.reg = &reg;
 	cfg.tc = &tc;
 	cfg.deadline_ms = 2000;
-	web = web_create(base, fd, &cfg);
+	web = web_create(base, &fd, 1, &cfg);
 	loop_start(&lp, base);
 }
 

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
-PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
+PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev libssl-dev libyaml-dev libcrypt-dev openssl
   libjansson-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
   uwsgi-plugin-python3 chromium systemd procps iproute2

@@ -28,6 +28,7 @@ struct promfork {
 	struct api *api;
 	struct discover *discover;
 	struct web *web;
+	struct webguard *guard; /* --web.config.file */
 	int web_fd; /* listening, until web_setup takes it */
 	char *web_address; /* what --proxy-targets points at */
 	char *socket_path;
@@ -140,6 +141,9 @@ setup(struct promfork *pf)
 		api_socket_default(&acfg, &pf->socket_path, &pf->socket_dir);
 	if ((fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
 		usage_exit(cause);
+	if (pf->opts.web_config != NULL &&
+	    (pf->guard = webguard_create(pf->opts.web_config, &cause)) == NULL)
+		usage_exit(cause);
 	if (pf->opts.listen != NULL &&
 	    (web_fd = web_listen(pf->opts.listen, &cause)) == -1)
 		usage_exit(cause);
@@ -215,6 +219,7 @@ web_setup(struct promfork *pf)
 	wcfg.spawn = pf->spawn;
 	wcfg.discover = pf->discover;
 	wcfg.deadline_ms = pf->opts.http_deadline_ms;
+	wcfg.guard = pf->guard;
 	pf->web = web_create(pf->base, pf->web_fd, &wcfg);
 }
 
@@ -222,6 +227,7 @@ static void
 teardown(struct promfork *pf)
 {
 	web_free(pf->web);
+	webguard_free(pf->guard);
 	discover_free(pf->discover);
 	api_free(pf->api);
 	spawn_free(pf->spawn);

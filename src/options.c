@@ -21,6 +21,7 @@ enum {
 	OPTIONS_HTTP_DEADLINE,
 };
 enum { OPTIONS_DISCOVER = 0x4501, OPTIONS_DISCOVER_INTERVAL };
+enum { OPTIONS_WEB_CONFIG = 0x5001 };
 enum {
 	OPTIONS_NO_CONTINUITY = 0x4601,
 	OPTIONS_CARRY_HOLD,
@@ -54,6 +55,9 @@ static const char options_help[] =
     "      --proxy-targets        targets name the --listen address with\n"
     "                             __metrics_path__ /workers/N/metrics, so that\n"
     "                             Prometheus needs to reach one port only\n"
+    "      --web.config.file FILE TLS, basic auth and headers for --listen, in\n"
+    "                             the Prometheus exporter-toolkit's YAML format;\n"
+    "                             re-read when it changes\n"
     "      --http-deadline SECS   time for a whole request to --listen,\n"
     "                             proxied scrape included (default 10)\n"
     "      --no-continuity        serve each worker's own counters through the\n"
@@ -431,6 +435,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "label", required_argument, NULL, 'l' },
 		{ "listen", required_argument, NULL, OPTIONS_LISTEN },
 		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
+		{ "web.config.file", required_argument, NULL,
+		    OPTIONS_WEB_CONFIG },
 		{ "http-deadline", required_argument, NULL,
 		    OPTIONS_HTTP_DEADLINE },
 		{ "no-continuity", no_argument, NULL, OPTIONS_NO_CONTINUITY },
@@ -558,6 +564,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		case OPTIONS_PROXY_TARGETS:
 			o->proxy_targets = 1;
 			break;
+		case OPTIONS_WEB_CONFIG:
+			free(o->web_config);
+			o->web_config = xstrdup(optarg);
+			break;
 		case OPTIONS_HTTP_DEADLINE:
 			if (options_parse_seconds(optarg, 1, 3600,
 				&o->http_deadline_ms) != 0) {
@@ -607,6 +617,12 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			goto usage;
 		}
 	}
+	if (o->web_config != NULL && o->listen == NULL) {
+		cause =
+		    xstrdup("--web.config.file needs --listen ADDR:PORT: it "
+			    "configures that listener");
+		goto usage;
+	}
 	if (o->proxy_targets && o->listen == NULL) {
 		cause = xstrdup("--proxy-targets needs --listen ADDR:PORT: the "
 				"targets point at that address");
@@ -654,6 +670,7 @@ options_finish(struct options *o)
 	free(o->allow_uids);
 	free(o->allow_gids);
 	free(o->listen);
+	free(o->web_config);
 	free(o->user);
 	free(o->group);
 	free(o->privsep_user);

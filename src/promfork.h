@@ -109,6 +109,7 @@ struct options {
 	char *target_host;
 	struct labels labels;
 	char *listen; /* --listen ADDR:PORT, NULL when off */
+	char *web_config; /* --web.config.file, NULL when off */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
 	int continuity; /* carried totals: on unless --no-continuity */
@@ -458,6 +459,15 @@ struct http_server *http_server_create(struct event_base *, int listen_fd,
     const struct http_limits *, http_handler_fn, void *arg);
 void http_server_set_accept(struct http_server *, http_accept_fn);
 void http_server_pin_by_pid(struct http_server *);
+/* TLS and authentication (webguard.c sets them on the listener): at each
+ * accept, the SSL_CTX for the connection (NULL: plain); before the handler,
+ * a gate that answers itself and returns -1 to stop a request. */
+struct ssl_ctx_st;
+typedef struct ssl_ctx_st *(*http_tls_fn)(void *arg);
+typedef int (
+    *http_gate_fn)(struct http_conn *, struct http_request *, void *arg);
+void http_server_set_tls(struct http_server *, http_tls_fn, void *);
+void http_server_set_gate(struct http_server *, http_gate_fn, void *);
 int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);
@@ -467,6 +477,7 @@ int http_conn_peer_alive(const struct http_conn *);
 void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
 void http_conn_policy(struct http_conn *, const char *);
+void http_conn_headers(struct http_conn *, const char *);
 size_t http_conn_unsent(const struct http_conn *);
 void http_conn_on_drain(struct http_conn *, size_t low, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
@@ -909,6 +920,61 @@ void status_render(struct evbuffer *, const struct metrics_snapshot *);
 void status_serve(struct http_conn *, struct registry *,
     const struct metrics_sources *, int probe_ms);
 
+/* webconfig.c */
+#define WEBCONFIG_HEADER_VALUE_MAX 512
+enum webconfig_client_auth {
+	WEBCONFIG_NO_CLIENT_CERT,
+	WEBCONFIG_REQUEST_CLIENT_CERT,
+	WEBCONFIG_REQUIRE_ANY_CLIENT_CERT,
+	WEBCONFIG_VERIFY_CLIENT_CERT_IF_GIVEN,
+	WEBCONFIG_REQUIRE_AND_VERIFY_CLIENT_CERT,
+};
+struct webconfig {
+	int tls; /* tls_server_config enables TLS */
+	char *cert_file, *key_file, *client_ca_file; /* absolute or NULL */
+	char *cert, *key, *client_ca; /* inline PEM, or NULL */
+	enum webconfig_client_auth client_auth;
+	int client_auth_set;
+	int min_version, max_version; /* OpenSSL's TLS1_2_VERSION... */
+	char *ciphers; /* OpenSSL's names, ':'-separated; NULL: default */
+	char *curves; /* the same for groups */
+	int prefer_server;
+	struct {
+		const char *name;
+		char *value;
+	} headers[5];
+	size_t nheaders;
+	struct webconfig_user {
+		char *name, *hash;
+	} * users;
+	size_t nusers;
+};
+int webconfig_hash_valid(const char *);
+struct webconfig *
+webconfig_parse(const char *, size_t, const char *path, char **cause);
+struct webconfig *webconfig_read(const char *path, char **cause);
+void webconfig_free(struct webconfig *);
+
+/* tls.c */
+struct ssl_ctx_st *
+tls_ctx_create(const struct webconfig *, const char *path, char **cause);
+
+/* auth.c */
+#define AUTH_USER_MAX 256
+#define AUTH_PASS_MAX 256
+int auth_parse_basic(const char *header, char *user, char *pass);
+struct auth;
+struct auth *auth_create(void);
+int auth_check(struct auth *, const struct webconfig *, const char *header);
+void auth_free(struct auth *);
+
+/* webguard.c */
+struct webguard;
+struct webguard *webguard_create(const char *path, char **cause);
+void webguard_attach(struct webguard *, struct http_server *);
+int webguard_reload(struct webguard *);
+void webguard_free(struct webguard *);
+
 /* web.c */
 #define WEB_DEADLINE_MS 10000
 struct web_config {
@@ -919,6 +985,7 @@ struct web_config {
 	struct spawn *spawn; /* NULL without --workers */
 	const struct discover *discover; /* NULL without --discover */
 	int deadline_ms; /* per request, whole */
+	struct webguard *guard; /* --web.config.file; NULL without */
 };
 struct web;
 int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,

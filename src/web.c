@@ -321,6 +321,8 @@ web_create(struct event_base *base, int fd, const struct web_config *cfg)
 	free(addr);
 	w->cfg = *cfg;
 	w->server = http_server_create(base, fd, &limits, web_handle, w);
+	if (cfg->guard != NULL)
+		webguard_attach(cfg->guard, w->server);
 	w->src.reg = cfg->reg;
 	w->src.sdfile = cfg->sdfile;
 	w->src.child = cfg->child;

@@ -678,6 +678,22 @@ http_conn_headers(struct http_conn *c, const char *lines)
 	c->extra = lines != NULL && *lines != '\0' ? xstrdup(lines) : NULL;
 }
 
+/* The TLS context c was accepted in; NULL for a plain connection. */
+struct ssl_ctx_st *
+http_conn_tls_ctx(const struct http_conn *c)
+{
+	if (!c->tls)
+		return NULL;
+	return SSL_get_SSL_CTX(bufferevent_openssl_get_ssl(c->bev));
+}
+
+/* Closes c without an answer (a gate's way to drop it). */
+void
+http_conn_drop(struct http_conn *c, const char *why)
+{
+	http_conn_close(c, why);
+}
+
 /* Bytes of the answer queued and not yet taken by the client. */
 size_t
 http_conn_unsent(const struct http_conn *c)

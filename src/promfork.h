@@ -478,6 +478,8 @@ void http_conn_last(struct http_conn *);
 void http_conn_on_close(struct http_conn *, http_close_fn, void *);
 void http_conn_policy(struct http_conn *, const char *);
 void http_conn_headers(struct http_conn *, const char *);
+struct ssl_ctx_st *http_conn_tls_ctx(const struct http_conn *);
+void http_conn_drop(struct http_conn *, const char *why);
 size_t http_conn_unsent(const struct http_conn *);
 void http_conn_on_drain(struct http_conn *, size_t low, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,

@@ -8,7 +8,10 @@
  * it sees an editor's rename, a plain rewrite and a Kubernetes Secret's
  * symlink swap alike, and needs no inotify descriptor or timer.  A changed
  * file that does not load keeps the old configuration and is logged once
- * per change.
+ * per change.  A connection made under an older configuration is closed
+ * at its next request, unanswered, so that every answer is given under
+ * the TLS policy in force (HTTP clients retry such a request on a new
+ * connection).
  */
 #include <sys/stat.h>
 
@@ -184,6 +187,13 @@ webguard_gate_cb(struct http_conn *c, struct http_request *req, void *arg)
 	struct webguard *g = arg;
 
 	webguard_reload(g);
+	/* No request is answered under a TLS policy no longer in force (a
+	 * client certificate now required, say): the client's next try
+	 * makes a new handshake. */
+	if (http_conn_tls_ctx(c) != g->ctx) {
+		http_conn_drop(c, "the web configuration changed");
+		return -1;
+	}
 	if (!auth_check(g->auth, g->wc,
 		http_request_header(req, "Authorization"))) {
 		http_conn_headers(c, g->head_401);

@@ -101,7 +101,7 @@ if meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
 	count_meson build-asan/meson-logs/testlog.json asan
 	meson test -C build-asan --print-errorlogs e2e-core e2e-supervise \
 		e2e-spawn e2e-standalone e2e-faults e2e-http e2e-proxy \
-		e2e-fanout e2e-http-limits
+		e2e-fanout e2e-http-limits e2e-tls
 	count_meson build-asan/meson-logs/testlog.json asan
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 else

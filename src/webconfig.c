@@ -214,6 +214,19 @@ webconfig_list_add(char **list, const char *s)
 	}
 }
 
+/* A list of at most WEBCONFIG_LIST_MAX entries. */
+static int
+webconfig_list(struct webconfig_parse *p, const yaml_node_t *n, const char *key)
+{
+	if (n->type != YAML_SEQUENCE_NODE)
+		return webconfig_error(p, n, "%s must be a list", key);
+	if (n->data.sequence.items.top - n->data.sequence.items.start >
+	    WEBCONFIG_LIST_MAX)
+		return webconfig_error(p, n, "%s: more than %d entries", key,
+		    WEBCONFIG_LIST_MAX);
+	return 0;
+}
+
 /*
  * cipher_suites: Go's names, which are the IANA names (Go's
  * TLS_..._CHACHA20_POLY1305 lacks IANA's _SHA256), turned into OpenSSL's
@@ -231,12 +244,8 @@ webconfig_ciphers(struct webconfig_parse *p, const yaml_node_t *n)
 	p->wc->ciphers = NULL;
 	if (webconfig_is_null(n))
 		return 0;
-	if (n->type != YAML_SEQUENCE_NODE)
-		return webconfig_error(p, n, "cipher_suites must be a list");
-	if (n->data.sequence.items.top - n->data.sequence.items.start >
-	    WEBCONFIG_LIST_MAX)
-		return webconfig_error(p, n,
-		    "cipher_suites: more than %d entries", WEBCONFIG_LIST_MAX);
+	if (webconfig_list(p, n, "cipher_suites") != 0)
+		return -1;
 	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	     it++) {
 		item = yaml_document_get_node(p->doc, *it);
@@ -275,14 +284,8 @@ webconfig_curves_parse(struct webconfig_parse *p, const yaml_node_t *n)
 	p->wc->curves = NULL;
 	if (webconfig_is_null(n))
 		return 0;
-	if (n->type != YAML_SEQUENCE_NODE)
-		return webconfig_error(p, n,
-		    "curve_preferences must be a list");
-	if (n->data.sequence.items.top - n->data.sequence.items.start >
-	    WEBCONFIG_LIST_MAX)
-		return webconfig_error(p, n,
-		    "curve_preferences: more than %d entries",
-		    WEBCONFIG_LIST_MAX);
+	if (webconfig_list(p, n, "curve_preferences") != 0)
+		return -1;
 	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	     it++) {
 		item = yaml_document_get_node(p->doc, *it);

@@ -289,10 +289,43 @@ ctx_of(const char *text, char **cause)
 	return ctx;
 }
 
+/* The file dir/name with every line indented, as a YAML block scalar. */
+static char *
+indented(const char *name)
+{
+	char *path = helpers_path(dir, name), *text = helpers_read_file(path);
+	char *out = xstrdup(""), *line, *save = NULL, *next;
+
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		xasprintf(&next, "%s    %s\n", out, line);
+		free(out);
+		out = next;
+	}
+	free(text);
+	free(path);
+	return out;
+}
+
 Test(webconfig, tls_context_from_good_files_only, .timeout = 30)
 {
+	static const struct {
+		const char *text, *want;
+	} bad[] = {
+		{ "tls_server_config:\n  cert_file: server.crt\n"
+		  "  key_file: other.key\n",
+		    "mismatch" },
+		{ "tls_server_config:\n  cert_file: nothere.crt\n"
+		  "  key_file: server.key\n",
+		    "cert_file" },
+		/* a key is no certificate */
+		{ "tls_server_config:\n  cert_file: server.key\n"
+		  "  key_file: server.key\n",
+		    "cert_file" },
+	};
 	struct ssl_ctx_st *ctx;
-	char *cause, *pem, *text, *p;
+	char *cause, *cert, *key, *text;
+	size_t i;
 
 	make_certs();
 	ctx = ctx_of("tls_server_config:\n  cert_file: server.crt\n"
@@ -305,58 +338,20 @@ Test(webconfig, tls_context_from_good_files_only, .timeout = 30)
 	    SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
 	SSL_CTX_free(ctx);
 
-	ctx = ctx_of("tls_server_config:\n  cert_file: server.crt\n"
-		     "  key_file: other.key\n",
-	    &cause);
-	cr_assert_null(ctx);
-	cr_assert(strstr(cause, "mismatch") != NULL, "%s", cause);
-	free(cause);
-
-	ctx = ctx_of("tls_server_config:\n  cert_file: nothere.crt\n"
-		     "  key_file: server.key\n",
-	    &cause);
-	cr_assert_null(ctx);
-	cr_assert(strstr(cause, "cert_file") != NULL, "%s", cause);
-	free(cause);
-
-	ctx = ctx_of("tls_server_config:\n  cert_file: server.key\n"
-		     "  key_file: server.key\n",
-	    &cause);
-	cr_assert_null(ctx, "a key is no certificate");
-	free(cause);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ctx = ctx_of(bad[i].text, &cause);
+		cr_assert_null(ctx, "%s", bad[i].text);
+		cr_assert(strstr(cause, bad[i].want) != NULL, "%s", cause);
+		free(cause);
+	}
 
 	/* Inline PEM, as the toolkit's cert and key. */
-	p = helpers_path(dir, "server.crt");
-	pem = helpers_read_file(p);
-	free(p);
-	/* as YAML block scalars: every line indented */
-	{
-		char *kp = helpers_path(dir, "server.key"), *key;
-		char *ci = NULL, *ki = NULL, *line, *save = NULL;
-
-		key = helpers_read_file(kp);
-		free(kp);
-		ci = xstrdup("");
-		for (line = strtok_r(pem, "\n", &save); line != NULL;
-		     line = strtok_r(NULL, "\n", &save)) {
-			xasprintf(&p, "%s    %s\n", ci, line);
-			free(ci);
-			ci = p;
-		}
-		ki = xstrdup("");
-		for (line = strtok_r(key, "\n", &save); line != NULL;
-		     line = strtok_r(NULL, "\n", &save)) {
-			xasprintf(&p, "%s    %s\n", ki, line);
-			free(ki);
-			ki = p;
-		}
-		xasprintf(&text,
-		    "tls_server_config:\n  cert: |\n%s  key: |\n%s", ci, ki);
-		free(ci);
-		free(ki);
-		free(key);
-	}
-	free(pem);
+	cert = indented("server.crt");
+	key = indented("server.key");
+	xasprintf(&text, "tls_server_config:\n  cert: |\n%s  key: |\n%s", cert,
+	    key);
+	free(cert);
+	free(key);
 	ctx = ctx_of(text, &cause);
 	cr_assert_not_null(ctx, "%s", cause);
 	SSL_CTX_free(ctx);

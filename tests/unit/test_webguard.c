@@ -5,7 +5,9 @@
  */
 #include <criterion/criterion.h>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,8 @@
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "helpers.h"
 #include "promfork.h"
@@ -85,5 +89,106 @@ Test(webguard, reload_takes_changes_and_keeps_the_old_on_error)
 	cr_assert_eq(unlink(path), 0);
 	cr_assert_eq(webguard_reload(g), -1, "a removed file");
 	webguard_free(g);
+	free(path);
+}
+
+static void
+ok_handler(struct http_conn *c, struct http_request *req, void *arg)
+{
+	http_reply(c, 200, "text/plain", "ok", 2);
+}
+
+/* Sends req on a new connection to path and runs the loop until the whole
+ * answer (Content-Length) is in buf. */
+static void
+ask(struct event_base *base, const char *path, const char *req, char *buf,
+    size_t cap)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	size_t len = 0;
+	ssize_t n;
+	int fd, i;
+
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	buf[0] = '\0';
+	for (i = 0; i < 400; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n == 0)
+			break;
+		if (n > 0) {
+			len += (size_t)n;
+			buf[len] = '\0';
+			if (strstr(buf, "\r\n\r\n") != NULL &&
+			    (strstr(buf, "\r\n\r\nok") != NULL ||
+				strstr(buf, "}\n") != NULL))
+				break;
+		}
+		helpers_sleep_ms(5);
+	}
+	close(fd);
+}
+
+/* The gate: 401 with WWW-Authenticate without the password, the
+ * configured header on every answer, the handler only with the password. */
+Test(webguard, gate_asks_for_the_password, .timeout = 20)
+{
+	static const struct http_limits l = { .header_max = 4096,
+		.body_max = 64,
+		.deadline_ms = 2000,
+		.conns_max = 8 };
+	char *path = helpers_path(dir, "web.yml"),
+	     *sock = helpers_path(dir, "s");
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct event_base *base = event_base_new();
+	struct http_server *s;
+	struct webguard *g;
+	char *cause = NULL, buf[4096];
+	int fd;
+
+	/* user a, password "secret" */
+	helpers_write_file(path,
+	    "http_server_config:\n  headers:\n"
+	    "    X-Frame-Options: deny\n"
+	    "basic_auth_users:\n  a: " HASH "\n");
+	g = webguard_create(path, &cause);
+	cr_assert_not_null(g, "%s", cause);
+	strcpy(sun.sun_path, sock);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	cr_assert_eq(listen(fd, 16), 0);
+	s = http_server_create(base, fd, &l, ok_handler, NULL);
+	webguard_attach(g, s);
+
+	ask(base, sock, "GET / HTTP/1.1\r\n\r\n", buf, sizeof buf);
+	cr_assert(strncmp(buf, "HTTP/1.1 401 Unauthorized\r\n", 27) == 0, "%s",
+	    buf);
+	cr_assert(strstr(buf,
+		      "\r\nWWW-Authenticate: Basic realm=\"promfork\"") != NULL,
+	    "%s", buf);
+	cr_assert(strstr(buf, "\r\nX-Frame-Options: deny\r\n") != NULL, "%s",
+	    buf);
+	/* a:wrong */
+	ask(base, sock,
+	    "GET / HTTP/1.1\r\nAuthorization: Basic YTp3cm9uZw==\r\n\r\n", buf,
+	    sizeof buf);
+	cr_assert(strncmp(buf, "HTTP/1.1 401 ", 13) == 0, "%s", buf);
+	/* a:secret */
+	ask(base, sock,
+	    "GET / HTTP/1.1\r\nAuthorization: Basic YTpzZWNyZXQ=\r\n\r\n", buf,
+	    sizeof buf);
+	cr_assert(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", buf);
+	cr_assert(strstr(buf, "\r\nX-Frame-Options: deny\r\n") != NULL, "%s",
+	    buf);
+	cr_assert(strstr(buf, "WWW-Authenticate") == NULL, "%s", buf);
+	cr_assert(strstr(buf, "\r\n\r\nok") != NULL, "%s", buf);
+
+	http_server_free(s);
+	webguard_free(g);
+	event_base_free(base);
+	free(sock);
 	free(path);
 }

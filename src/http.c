@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -1102,6 +1103,13 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 	}
 	clock_gettime(CLOCK_MONOTONIC, &c->accepted);
 	if (ctx != NULL) {
+		int one = 1;
+
+		/* OpenSSL writes an answer as several records: without this,
+		 * Nagle holds the last one for the client's delayed ACK (40
+		 * ms a request, in bench_tls). */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof one);
 		if ((ssl = SSL_new(ctx)) == NULL)
 			fatalx("SSL_new");
 		c->tls = 1;

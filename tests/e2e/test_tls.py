@@ -205,6 +205,13 @@ def test_bad_file_at_start():
     check(r.returncode == 2 and "web.yml:4: client_auth_type \"Sometimes\""
           in err, "a bad file at start: exit 2 naming file, line and reason: "
           + err.strip())
+    r = subprocess.run([os.environ.get("PROMFORK_BIN", "build/promfork"),
+                        "--check", "--port-range", "20000-20001",
+                        "--listen", "127.0.0.1:0", "--web.config.file", web],
+                       capture_output=True, timeout=30)
+    out = r.stdout.decode()
+    check(r.returncode == 2 and "error" in out and "web.yml:4:" in out,
+          "--check reports the bad file and exits 2")
 
 
 def main():

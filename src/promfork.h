@@ -941,6 +941,8 @@ struct webconfig {
 	char *ciphers; /* OpenSSL's names, ':'-separated; NULL: default */
 	char *curves; /* the same for groups */
 	int prefer_server;
+	char **sans; /* client_allowed_sans */
+	size_t nsans;
 	struct {
 		const char *name;
 		char *value;

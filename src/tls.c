@@ -5,6 +5,10 @@
  * ClientAuthType onto OpenSSL's verify modes.  A context is made whole or
  * not at all, so that a bad reload leaves the old one in use.
  */
+#include <sys/socket.h>
+
+#include <arpa/inet.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "promfork.h"
 
@@ -34,6 +39,113 @@ static int
 tls_verify_any_cb(int ok, X509_STORE_CTX *x)
 {
 	return 1;
+}
+
+/* The context's client_allowed_sans, "a\0b\0\0", freed with it: a
+ * handshake under an older context still has its own. */
+static int tls_sans_idx = -1;
+
+static void
+tls_sans_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+    void *argp)
+{
+	free(ptr);
+}
+
+/* Does one of the certificate's SANs (DNS, e-mail, URI or IP address)
+ * equal one of names, exactly?  The toolkit's rule. */
+static int
+tls_sans_match(X509 *cert, const char *names)
+{
+	GENERAL_NAMES *gens =
+	    X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	const GENERAL_NAME *g;
+	const ASN1_STRING *a;
+	char text[INET6_ADDRSTRLEN];
+	const char *n, *v;
+	size_t len;
+	int i, found = 0;
+
+	for (i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens) && !found;
+	     i++) {
+		g = sk_GENERAL_NAME_value(gens, i);
+		v = NULL;
+		len = 0;
+		switch (g->type) {
+		case GEN_DNS:
+		case GEN_EMAIL:
+		case GEN_URI:
+			a = g->d.ia5;
+			v = (const char *)ASN1_STRING_get0_data(a);
+			len = (size_t)ASN1_STRING_length(a);
+			break;
+		case GEN_IPADD:
+			a = g->d.iPAddress;
+			if ((ASN1_STRING_length(a) == 4 &&
+				inet_ntop(AF_INET, ASN1_STRING_get0_data(a),
+				    text, sizeof text) != NULL) ||
+			    (ASN1_STRING_length(a) == 16 &&
+				inet_ntop(AF_INET6, ASN1_STRING_get0_data(a),
+				    text, sizeof text) != NULL)) {
+				v = text;
+				len = strlen(text);
+			}
+			break;
+		}
+		for (n = names; v != NULL && *n != '\0' && !found;
+		     n += strlen(n) + 1)
+			found = strlen(n) == len && memcmp(n, v, len) == 0;
+	}
+	GENERAL_NAMES_free(gens);
+	return found;
+}
+
+/* OpenSSL's check of the chain, then, for the client's own certificate,
+ * client_allowed_sans. */
+static int
+tls_verify_sans_cb(int ok, X509_STORE_CTX *x)
+{
+	SSL *ssl;
+	const char *names;
+
+	if (!ok || X509_STORE_CTX_get_error_depth(x) != 0)
+		return ok;
+	ssl =
+	    X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	names = ssl != NULL
+	    ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_sans_idx)
+	    : NULL;
+	if (names == NULL ||
+	    tls_sans_match(X509_STORE_CTX_get_current_cert(x), names))
+		return 1;
+	X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+	return 0;
+}
+
+/* Keeps a copy of wc's client_allowed_sans with ctx. */
+static int
+tls_sans_set(SSL_CTX *ctx, const struct webconfig *wc)
+{
+	size_t i, len = 1;
+	char *names, *p;
+
+	if (tls_sans_idx == -1 &&
+	    (tls_sans_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
+		 tls_sans_free)) == -1)
+		return -1;
+	for (i = 0; i < wc->nsans; i++)
+		len += strlen(wc->sans[i]) + 1;
+	p = names = xmalloc(len);
+	for (i = 0; i < wc->nsans; i++) {
+		memcpy(p, wc->sans[i], strlen(wc->sans[i]) + 1);
+		p += strlen(wc->sans[i]) + 1;
+	}
+	*p = '\0';
+	if (SSL_CTX_set_ex_data(ctx, tls_sans_idx, names) != 1) {
+		free(names);
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -119,7 +231,7 @@ tls_ctx_create(const struct webconfig *wc, const char *path, char **cause)
 	SSL_CTX *ctx;
 	char why[256];
 	const char *what;
-	int mode = SSL_VERIFY_NONE;
+	SSL_verify_cb verify = NULL;
 
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -182,12 +294,22 @@ tls_ctx_create(const struct webconfig *wc, const char *path, char **cause)
 		    tls_verify_any_cb);
 		break;
 	case WEBCONFIG_VERIFY_CLIENT_CERT_IF_GIVEN:
-		mode = SSL_VERIFY_PEER;
-		SSL_CTX_set_verify(ctx, mode, NULL);
-		break;
 	case WEBCONFIG_REQUIRE_AND_VERIFY_CLIENT_CERT:
-		mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-		SSL_CTX_set_verify(ctx, mode, NULL);
+		what = "client_allowed_sans";
+		if (wc->nsans > 0) {
+			if (tls_sans_set(ctx, wc) != 0)
+				goto fail;
+			verify = tls_verify_sans_cb;
+		}
+		/* With names to check, a client must show a certificate. */
+		SSL_CTX_set_verify(ctx,
+		    SSL_VERIFY_PEER |
+			(wc->client_auth ==
+					WEBCONFIG_REQUIRE_AND_VERIFY_CLIENT_CERT ||
+				    wc->nsans > 0
+				? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+				: 0),
+		    verify);
 		break;
 	}
 	/* Resumed sessions must carry the context their client was checked

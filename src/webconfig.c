@@ -273,6 +273,41 @@ webconfig_ciphers(struct webconfig_parse *p, const yaml_node_t *n)
 	return 0;
 }
 
+/* client_allowed_sans: names a client certificate must have one of. */
+static int
+webconfig_sans(struct webconfig_parse *p, const yaml_node_t *n)
+{
+	struct webconfig *wc = p->wc;
+	yaml_node_item_t *it;
+	const yaml_node_t *item;
+	size_t i;
+
+	for (i = 0; i < wc->nsans; i++)
+		free(wc->sans[i]);
+	free(wc->sans);
+	wc->sans = NULL;
+	wc->nsans = 0;
+	if (webconfig_is_null(n))
+		return 0;
+	if (webconfig_list(p, n, "client_allowed_sans") != 0)
+		return -1;
+	wc->sans = xcalloc((size_t)(n->data.sequence.items.top -
+			       n->data.sequence.items.start),
+	    sizeof *wc->sans);
+	for (it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		item = yaml_document_get_node(p->doc, *it);
+		if (item == NULL || item->type != YAML_SCALAR_NODE ||
+		    *webconfig_scalar_text(item) == '\0' ||
+		    strlen(webconfig_scalar_text(item)) !=
+			item->data.scalar.length)
+			return webconfig_error(p, item != NULL ? item : n,
+			    "client_allowed_sans: each entry must be a name");
+		wc->sans[wc->nsans++] = xstrdup(webconfig_scalar_text(item));
+	}
+	return 0;
+}
+
 static int
 webconfig_curves_parse(struct webconfig_parse *p, const yaml_node_t *n)
 {
@@ -408,10 +443,7 @@ webconfig_tls(struct webconfig_parse *p, const yaml_node_t *n)
 		else if (strcmp(k, "prefer_server_cipher_suites") == 0)
 			rc = webconfig_bool(p, v, k, &wc->prefer_server);
 		else if (strcmp(k, "client_allowed_sans") == 0)
-			rc = webconfig_error(p, WEBCONFIG_KEYNODE(pair),
-			    "tls_server_config.client_allowed_sans is not "
-			    "supported by promfork: give each client its own "
-			    "CA or check names in a proxy");
+			rc = webconfig_sans(p, v);
 		else
 			rc = webconfig_error(p, WEBCONFIG_KEYNODE(pair),
 			    "unknown key tls_server_config.%s", k);
@@ -640,6 +672,12 @@ webconfig_check(struct webconfig_parse *p)
 		return webconfig_error(p, NULL,
 		    "tls_server_config: client_auth_type verifies client "
 		    "certificates: give client_ca_file");
+	if (wc->nsans > 0 &&
+	    wc->client_auth != WEBCONFIG_VERIFY_CLIENT_CERT_IF_GIVEN &&
+	    wc->client_auth != WEBCONFIG_REQUIRE_AND_VERIFY_CLIENT_CERT)
+		return webconfig_error(p, NULL,
+		    "tls_server_config: client_allowed_sans needs verified "
+		    "client certificates (RequireAndVerifyClientCert)");
 	if (wc->min_version > wc->max_version)
 		return webconfig_error(p, NULL,
 		    "tls_server_config: min_version is above max_version");
@@ -698,6 +736,9 @@ webconfig_free(struct webconfig *wc)
 	free(wc->curves);
 	for (i = 0; i < wc->nheaders; i++)
 		free(wc->headers[i].value);
+	for (i = 0; i < wc->nsans; i++)
+		free(wc->sans[i]);
+	free(wc->sans);
 	for (i = 0; i < wc->nusers; i++) {
 		free(wc->users[i].name);
 		free(wc->users[i].hash);

@@ -15,7 +15,8 @@ scrapes over HTTPS with basic_auth and tls_config:
   configuration in force and is logged once.
 - RequireAndVerifyClientCert: curl without a certificate, or with one of
   another CA, is refused in the handshake; "mtls" (Prometheus with the
-  client certificate) is up, "other" (none) is down.
+  client certificate) is up, "other" (none) is down.  client_allowed_sans
+  refuses the certificate unless one of its SANs (DNS or IP) is listed.
 """
 
 import json
@@ -186,6 +187,29 @@ def main_run(logf):
     wait_health(prom, "mtls", 1, "up")
     ts = wait_health(prom, "other", 1, "down")
     log("# without a certificate, Prometheus says: %s" % ts[0]["lastError"])
+
+    # client_allowed_sans: the client certificate's names must match.
+    write_config(web, {"prom": h2}, client_certs=True,
+                 sans=["other.example"])
+    wait_until(lambda: curl(base + "/targets", d, user="prom:" + pw2,
+                            cert="client")[0] != 0,
+               what="client_allowed_sans [other.example] in force")
+    check(True, "client_allowed_sans without the certificate's names: "
+          "refused in the handshake")
+    write_config(web, {"prom": h2}, client_certs=True,
+                 sans=["nothing.example", "192.0.2.7"])
+    wait_until(lambda: curl(base + "/targets", d, user="prom:" + pw2,
+                            cert="client")[1] == 200,
+               what="client_allowed_sans with the certificate's IP")
+    check(True, "client_allowed_sans naming the certificate's IP SAN: 200")
+    write_config(web, {"prom": h2}, client_certs=True,
+                 sans=["prometheus.example"])
+    wait_until(lambda: curl(base + "/targets", d, user="prom:" + pw2,
+                            cert="client")[1] == 200,
+               what="client_allowed_sans with the certificate's DNS name")
+    wait_health(prom, "mtls", 1, "up")
+    check(True, "client_allowed_sans naming its DNS SAN: 200, and "
+          "Prometheus with the certificate is up")
 
     rc = pf.stop(signal.SIGTERM, timeout=40)
     check(rc == 0, "promfork exits 0 after SIGTERM (got %s)" % rc)

@@ -43,7 +43,8 @@ def make_pki(d, server_ips=("127.0.0.1",)):
         f.write("subjectAltName=" + ",".join("IP:" + ip for ip in server_ips)
                 + ",DNS:localhost\n")
     with open(os.path.join(d, "client.ext"), "w") as f:
-        f.write("extendedKeyUsage=clientAuth\n")
+        f.write("extendedKeyUsage=clientAuth\n"
+                "subjectAltName=DNS:prometheus.example,IP:192.0.2.7\n")
     for name, ca, ext in (("server", "ca", "server.ext"),
                           ("client", "ca", "client.ext"),
                           ("rogue", "rogueca", "client.ext")):
@@ -54,9 +55,10 @@ def make_pki(d, server_ips=("127.0.0.1",)):
                  name + ".crt", "-days", "2", "-extfile", ext, cwd=d)
 
 
-def write_config(path, users, client_certs=False, extra=""):
+def write_config(path, users, client_certs=False, extra="", sans=None):
     """A web configuration with TLS (server.crt next to it), the users
-    {name: hash} and, with client_certs, RequireAndVerifyClientCert.
+    {name: hash} and, with client_certs, RequireAndVerifyClientCert
+    (and sans: client_allowed_sans).
     Written to a temporary file and renamed, as an editor would."""
     text = ("tls_server_config:\n"
             "  cert_file: server.crt\n"
@@ -64,6 +66,8 @@ def write_config(path, users, client_certs=False, extra=""):
     if client_certs:
         text += ("  client_auth_type: RequireAndVerifyClientCert\n"
                  "  client_ca_file: ca.crt\n")
+    if sans is not None:
+        text += "  client_allowed_sans: [%s]\n" % ", ".join(sans)
     text += "basic_auth_users:\n"
     for u, h in users.items():
         text += "  %s: '%s'\n" % (u, h)

@@ -85,6 +85,7 @@ Test(webconfig, full_file_with_relative_names)
 		  "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,"
 		  " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305]\n"
 		  "  curve_preferences: [X25519, CurveP256]\n"
+		  "  client_allowed_sans: [prometheus.example, 192.0.2.1]\n"
 		  "  prefer_server_cipher_suites: false\n"
 		  "http_server_config:\n"
 		  "  http2: false\n"
@@ -107,6 +108,8 @@ Test(webconfig, full_file_with_relative_names)
 	cr_assert_str_eq(wc->ciphers,
 	    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305");
 	cr_assert_str_eq(wc->curves, "X25519:P-256");
+	cr_assert_eq(wc->nsans, 2);
+	cr_assert_str_eq(wc->sans[1], "192.0.2.1");
 	cr_assert_eq(wc->prefer_server, 0);
 	cr_assert_eq(wc->nheaders, 2, "a blank header is unset");
 	cr_assert_str_eq(wc->headers[0].name, "X-Frame-Options");
@@ -125,8 +128,13 @@ Test(webconfig, unknown_keys_are_refused_with_their_line)
 	refused("http_server_config:\n  gzip: true\n",
 	    ":2: unknown key http_server_config.gzip");
 	refused("rate_limit:\n  burst: 1\n", "rate_limit is not supported");
-	refused("tls_server_config:\n  client_allowed_sans: [a]\n",
-	    "client_allowed_sans is not supported");
+	refused("tls_server_config:\n  cert_file: a\n  key_file: b\n"
+		"  client_allowed_sans: [a]\n",
+	    "client_allowed_sans needs verified client certificates");
+	refused("tls_server_config:\n  cert_file: a\n  key_file: b\n"
+		"  client_auth_type: RequireAndVerifyClientCert\n"
+		"  client_ca_file: c\n  client_allowed_sans: [a, [b]]\n",
+	    ":6: client_allowed_sans: each entry must be a name");
 }
 
 Test(webconfig, bad_values_are_refused)

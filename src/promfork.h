@@ -933,6 +933,7 @@ enum webconfig_client_auth {
 };
 struct webconfig {
 	int tls; /* tls_server_config enables TLS */
+	int tls_keys; /* tls_server_config has keys */
 	char *cert_file, *key_file, *client_ca_file; /* absolute or NULL */
 	char *cert, *key, *client_ca; /* inline PEM, or NULL */
 	enum webconfig_client_auth client_auth;

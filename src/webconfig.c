@@ -396,6 +396,9 @@ webconfig_tls(struct webconfig_parse *p, const yaml_node_t *n)
 		return 0;
 	if (webconfig_mapping(p, n, "tls_server_config") != 0)
 		return -1;
+	/* Any key means TLS is wanted: a file with versions or suites and no
+	 * certificate is refused, where the toolkit would serve plain HTTP. */
+	wc->tls_keys = n->data.mapping.pairs.top > n->data.mapping.pairs.start;
 	for (pair = n->data.mapping.pairs.start;
 	     pair < n->data.mapping.pairs.top; pair++) {
 		k = WEBCONFIG_KEY(pair);
@@ -642,7 +645,7 @@ webconfig_check(struct webconfig_parse *p)
 
 	wc->tls = wc->cert_file != NULL || wc->key_file != NULL ||
 	    wc->client_ca_file != NULL || wc->cert != NULL || wc->key != NULL ||
-	    wc->client_ca != NULL || wc->client_auth_set;
+	    wc->client_ca != NULL || wc->client_auth_set || wc->tls_keys;
 	if (!wc->tls)
 		return 0;
 	if (wc->cert_file == NULL && wc->cert == NULL)

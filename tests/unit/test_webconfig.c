@@ -170,6 +170,11 @@ Test(webconfig, tls_needs_cert_and_key_and_a_policy_for_a_ca)
 {
 	refused("tls_server_config:\n  cert_file: a\n",
 	    "missing one of key or key_file");
+	/* found by the fuzzer: no certificate, and min above max */
+	refused("tls_server_config:\n max_version: TLS11 ",
+	    "missing one of cert or cert_file");
+	refused("tls_server_config:\n  prefer_server_cipher_suites: true\n",
+	    "missing one of cert or cert_file");
 	refused("tls_server_config:\n  key_file: a\n",
 	    "missing one of cert or cert_file");
 	refused("tls_server_config:\n  cert_file: a\n  cert: b\n  key_file: "

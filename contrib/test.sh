@@ -14,7 +14,8 @@ top=$(pwd)
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 PACKAGES="meson ninja-build pkg-config gcc clang clang-format libevent-dev
-  libjansson-dev zlib1g-dev libcriterion-dev valgrind curl wrk prometheus gunicorn
+  libssl-dev libyaml-dev libcrypt-dev openssl libjansson-dev zlib1g-dev
+  libcriterion-dev valgrind curl wrk prometheus gunicorn
   python3-prometheus-client python3-django python3-django-prometheus uwsgi
   uwsgi-plugin-python3 chromium systemd procps iproute2
   ruby puma unicorn ruby-prometheus-client-mmap python3-celery python3-redis
@@ -106,7 +107,7 @@ if meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
 	count_meson build-asan/meson-logs/testlog.json asan
 	meson test -C build-asan --print-errorlogs e2e-core e2e-supervise \
 		e2e-spawn e2e-standalone e2e-faults e2e-http e2e-proxy \
-		e2e-fanout e2e-http-limits e2e-listen
+		e2e-fanout e2e-http-limits e2e-listen e2e-tls
 	count_meson build-asan/meson-logs/testlog.json asan
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 else

@@ -177,6 +177,24 @@ out:
 	return rc;
 }
 
+/* --web.config.file: read and built as at start (certificates loaded). */
+static void
+check_web_config(struct check_report *r, const struct options *o)
+{
+	struct webguard *g;
+	char *cause = NULL;
+
+	if (o->web_config == NULL)
+		return;
+	if ((g = webguard_create(o->web_config, &cause)) == NULL) {
+		check_say(r, "error", "%s", cause);
+		free(cause);
+		return;
+	}
+	webguard_free(g);
+	check_say(r, "ok", "web configuration %s", o->web_config);
+}
+
 /* Runs every check and prints the report; returns the exit status. */
 int
 check_run(const struct options *o)
@@ -207,6 +225,7 @@ check_run(const struct options *o)
 		check_say(&r, "ok", "socket %s", o->socket_path);
 
 	check_ports(&r, o);
+	check_web_config(&r, o);
 
 	if (r.errors > 0)
 		fprintf(out, "promfork --check: %d error%s, %d warning%s\n",

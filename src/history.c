@@ -407,19 +407,57 @@ history_totals(const struct history *h, time_t now, struct history_totals *t)
 	    used * history_slot_bytes(h);
 }
 
-/* A JSON array of one column of slot's samples; null where it had none. */
+/*
+ * The query of /api/v1/history: empty, or "since=T" with T in seconds
+ * since the epoch, for a script that polls and wants only what is newer.
+ */
+int
+history_parse_query(const char *query, size_t len, time_t *since, char **cause)
+{
+	static const char key[] = "since=";
+	long long t;
+
+	*since = 0;
+	if (len == 0)
+		return 0;
+	if (len <= sizeof key - 1 || strncmp(query, key, sizeof key - 1) != 0 ||
+	    decimal_parse_n(query + sizeof key - 1, len - (sizeof key - 1), 0,
+		HISTORY_SINCE_MAX, &t, NULL) != 0) {
+		xasprintf(cause,
+		    "the query \"%.*s\" is not understood: give none, or "
+		    "since=T with T in seconds since 1970",
+		    len > 64 ? 64 : (int)len, query);
+		return -1;
+	}
+	*since = (time_t)t;
+	return 0;
+}
+
+/* The first sample taken after since. */
+static size_t
+history_first_after(const struct history *h, time_t since)
+{
+	size_t i;
+
+	for (i = 0; i < h->filled && history_time(h, i) <= since; i++)
+		;
+	return i;
+}
+
+/* A JSON array of one column of slot's samples from first on; null where
+ * it had none. */
 static void
 history_json_column(const struct history *h, int slot, char column,
-    struct buf *out)
+    size_t first, struct buf *out)
 {
 	size_t i;
 
 	buf_add(out, "[", 1);
-	for (i = 0; i < h->filled; i++) {
+	for (i = first; i < h->filled; i++) {
 		const struct history_sample *smp = history_at(h, slot, i);
 		int f = smp != NULL ? smp->flags : 0;
 
-		if (i > 0)
+		if (i > first)
 			buf_add(out, ",", 1);
 		if (column == 'c' && (f & HISTORY_SAMPLE_CPU))
 			buf_printf(out, "%.3f", smp->cpu_milli / 1000.0);
@@ -439,7 +477,8 @@ history_json_column(const struct history *h, int slot, char column,
 }
 
 static void
-history_json_slot(const struct history *h, int slot, struct buf *out)
+history_json_slot(const struct history *h, int slot, time_t since,
+    struct buf *out)
 {
 	const struct lease *l = registry_find_worker(h->reg, slot);
 	static const char columns[] = "crsup";
@@ -447,7 +486,8 @@ history_json_slot(const struct history *h, int slot, struct buf *out)
 		"scrape_seconds", "up", "pid" };
 	json_t *labels;
 	char *text;
-	size_t i, n = history_lifetimes(h, slot);
+	size_t i, k = 0, n = history_lifetimes(h, slot),
+		  first = history_first_after(h, since);
 
 	buf_printf(out, "{\"worker\":%d,\"port\":%u,\"live\":%s", slot,
 	    pool_port(&h->reg->pool, slot), l != NULL ? "true" : "false");
@@ -462,7 +502,7 @@ history_json_slot(const struct history *h, int slot, struct buf *out)
 	}
 	for (i = 0; i < sizeof names / sizeof names[0]; i++) {
 		buf_printf(out, ",\"%s\":", names[i]);
-		history_json_column(h, slot, columns[i], out);
+		history_json_column(h, slot, columns[i], first, out);
 	}
 	buf_printf(out, ",\"lifetimes_forgotten\":%llu,\"lifetimes\":[",
 	    h->slots[slot]->forgotten);
@@ -470,7 +510,9 @@ history_json_slot(const struct history *h, int slot, struct buf *out)
 		const struct history_lifetime *lt =
 		    history_lifetime(h, slot, i);
 
-		buf_printf(out, "%s{\"pid\":%d,\"start\":%lld,", i ? "," : "",
+		if (lt->end >= 0 && lt->stop <= since)
+			continue;
+		buf_printf(out, "%s{\"pid\":%d,\"start\":%lld,", k++ ? "," : "",
 		    (int)lt->pid, (long long)lt->start);
 		if (lt->end < 0)
 			buf_printf(out, "\"end\":null,\"ending\":null}");
@@ -481,12 +523,16 @@ history_json_slot(const struct history *h, int slot, struct buf *out)
 	buf_add(out, "]}", 2);
 }
 
-/* /api/v1/history: every slot that has had a lease, in slot order. */
+/*
+ * /api/v1/history: every slot that has had a lease, in slot order, with
+ * the samples taken after since and the lifetimes not ended by then.
+ */
 void
-history_render_json(const struct history *h, time_t now, struct buf *out)
+history_render_json(const struct history *h, time_t now, time_t since,
+    struct buf *out)
 {
 	struct history_totals t;
-	size_t s, i, n = 0;
+	size_t s, i, n = 0, first = history_first_after(h, since);
 
 	history_totals(h, now, &t);
 	buf_printf(out,
@@ -499,8 +545,8 @@ history_render_json(const struct history *h, time_t now, struct buf *out)
 		buf_printf(out, "%s\"%s\":%llu", i ? "," : "",
 		    history_end_name((int)i), t.ends[i]);
 	buf_printf(out, "},\"memory_bytes\":%zu},\"times\":[", t.bytes);
-	for (i = 0; i < h->filled; i++)
-		buf_printf(out, "%s%lld", i ? "," : "",
+	for (i = first; i < h->filled; i++)
+		buf_printf(out, "%s%lld", i > first ? "," : "",
 		    (long long)history_time(h, i));
 	buf_add(out, "],\"workers\":[", 13);
 	for (s = 0; s < h->nslots; s++) {
@@ -508,7 +554,7 @@ history_render_json(const struct history *h, time_t now, struct buf *out)
 			continue;
 		if (n++ > 0)
 			buf_add(out, ",", 1);
-		history_json_slot(h, (int)s, out);
+		history_json_slot(h, (int)s, since, out);
 	}
 	buf_add(out, "]}\n", 3);
 }

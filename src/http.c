@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,14 +28,17 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "promfork.h"
 
 #define HTTP_TARGET_MAX 2048
-#define HTTP_HEAD_MAX 1024
+#define HTTP_HEAD_MAX 4096 /* with a web configuration's headers */
 #define HTTP_WRITE_MAX (256 * 1024) /* per write(2) */
 #define HTTP_REFUSED_LOG_S 1 /* refusals at accept: one log line a second */
 /* In every answer: a browser must take the Content-Type as it is, never
@@ -72,6 +76,8 @@ struct http_conn {
 	void *close_arg;
 	const char *policy; /* Content-Security-Policy of the next answer */
 	const char *encoding; /* Content-Encoding of the next answer */
+	char *extra; /* header lines of every answer, from the gate */
+	int tls; /* bev is an OpenSSL one */
 	http_close_fn drain_fn; /* a streamed body's output fell low */
 	void *drain_arg;
 	struct http_conn *prev, *next;
@@ -83,6 +89,10 @@ struct http_server {
 	struct http_limits limits;
 	http_handler_fn handler;
 	http_accept_fn accept; /* NULL: every peer */
+	http_tls_fn tls; /* NULL: plain */
+	void *tls_arg;
+	http_gate_fn gate; /* NULL: every request goes to the handler */
+	void *gate_arg;
 	int pin_by_pid; /* as without SO_PEERPIDFD */
 	void *arg;
 	int nconns;
@@ -107,6 +117,7 @@ static const struct {
 	{ 201, "Created" },
 	{ 204, "No Content" },
 	{ 400, "Bad Request" },
+	{ 401, "Unauthorized" },
 	{ 403, "Forbidden" },
 	{ 404, "Not Found" },
 	{ 405, "Method Not Allowed" },
@@ -407,6 +418,7 @@ http_conn_close(struct http_conn *c, const char *why)
 	event_free(c->ev_deadline);
 	if (c->pidfd != -1)
 		close(c->pidfd);
+	free(c->extra);
 	http_request_finish(&c->req);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -496,10 +508,11 @@ http_format_head(struct http_conn *c, char *buf, size_t cap, int status,
 	else if (c->chunked)
 		snprintf(len, sizeof len, "Transfer-Encoding: chunked\r\n");
 	n = snprintf(buf, cap,
-	    "HTTP/1.1 %d %s\r\n%s%s%s%s" HTTP_HEAD_ALWAYS
+	    "HTTP/1.1 %d %s\r\n%s%s%s%s%s" HTTP_HEAD_ALWAYS
 	    "Cache-Control: no-store\r\n"
 	    "Connection: %s\r\n\r\n",
 	    status, http_status_text(status), type, enc, len, policy,
+	    c->extra != NULL ? c->extra : "",
 	    c->keep_alive ? "keep-alive" : "close");
 	if (n < 0 || (size_t)n >= cap)
 		fatalx("http response head too long");
@@ -531,7 +544,7 @@ http_send_now(struct http_conn *c, const char *head, size_t hlen,
 	struct msghdr msg;
 	ssize_t n;
 
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+	if (c->tls || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
 		return 0;
 	memset(&msg, 0, sizeof msg);
 	msg.msg_iov = iov;
@@ -708,6 +721,31 @@ http_conn_encoding(struct http_conn *c, const char *encoding)
 	c->encoding = encoding;
 }
 
+/* Header lines (each ending in CRLF) for every answer on c from now on;
+ * NULL or "" for none. */
+void
+http_conn_headers(struct http_conn *c, const char *lines)
+{
+	free(c->extra);
+	c->extra = lines != NULL && *lines != '\0' ? xstrdup(lines) : NULL;
+}
+
+/* The TLS context c was accepted in; NULL for a plain connection. */
+struct ssl_ctx_st *
+http_conn_tls_ctx(const struct http_conn *c)
+{
+	if (!c->tls)
+		return NULL;
+	return SSL_get_SSL_CTX(bufferevent_openssl_get_ssl(c->bev));
+}
+
+/* Closes c without an answer (a gate's way to drop it). */
+void
+http_conn_drop(struct http_conn *c, const char *why)
+{
+	http_conn_close(c, why);
+}
+
 /* Bytes of the answer queued and not yet taken by the client. */
 size_t
 http_conn_unsent(const struct http_conn *c)
@@ -786,7 +824,9 @@ http_conn_process(struct http_conn *c)
 		evbuffer_drain(in, consumed);
 		c->keep_alive = c->req.keep_alive && !http_conn_expired(c);
 		c->state = HTTP_HANDLING;
-		c->server->handler(c, &c->req, c->server->arg);
+		if (c->server->gate == NULL ||
+		    c->server->gate(c, &c->req, c->server->gate_arg) == 0)
+			c->server->handler(c, &c->req, c->server->arg);
 	}
 	c->busy = 0;
 	if (c->dead)
@@ -825,12 +865,28 @@ http_conn_write_cb(struct bufferevent *bev, void *arg)
 	http_conn_process(c); /* a pipelined request may be waiting */
 }
 
+/* A failed handshake (no client certificate, a wrong one, no common
+ * version) is the client's doing: logged for debugging only. */
+static void
+http_conn_tls_error(struct http_conn *c)
+{
+	unsigned long e;
+	char buf[256];
+
+	while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+		ERR_error_string_n(e, buf, sizeof buf);
+		log_debug("tls: %s", buf);
+	}
+}
+
 static void
 http_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct http_conn *c = arg;
 
 	if (what & BEV_EVENT_ERROR) {
+		if (c->tls)
+			http_conn_tls_error(c);
 		http_conn_close(c, "socket error");
 		return;
 	}
@@ -1027,14 +1083,16 @@ http_server_peer_conns(const struct http_server *s, const struct http_peer *p)
  * one over the cap of all.  Returns 0 to take the connection.
  */
 static int
-http_server_admit(struct http_server *s, int fd, const struct http_peer *p)
+http_server_admit(struct http_server *s, int fd, const struct http_peer *p,
+    int plain)
 {
 	char *cause = NULL;
 	int rc = -1;
 
 	if (s->accept != NULL && s->accept(fd, p, s->arg, &cause) != 0) {
 		http_server_log_refusal(s, p, cause);
-		http_send_refusal(fd, 403, cause);
+		if (plain)
+			http_send_refusal(fd, 403, cause);
 		goto out;
 	}
 	if (s->limits.peer_conns_max > 0 &&
@@ -1042,14 +1100,17 @@ http_server_admit(struct http_server *s, int fd, const struct http_peer *p)
 		xasprintf(&cause, "it already holds %d connections",
 		    s->limits.peer_conns_max);
 		http_server_log_refusal(s, p, cause);
-		http_send_refusal(fd, 503,
-		    "too many connections from you, try again");
+		if (plain)
+			http_send_refusal(fd, 503,
+			    "too many connections from you, try again");
 		goto out;
 	}
 	if (s->nconns >= s->limits.conns_max) {
 		xasprintf(&cause, "%d connections already open", s->nconns);
 		http_server_log_refusal(s, p, cause);
-		http_send_refusal(fd, 503, "too many connections, try again");
+		if (plain)
+			http_send_refusal(fd, 503,
+			    "too many connections, try again");
 		goto out;
 	}
 	rc = 0;
@@ -1065,13 +1126,15 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 	struct http_server *s = arg;
 	struct http_conn *c;
 	struct http_peer peer;
+	SSL_CTX *ctx = s->tls != NULL ? s->tls(s->tls_arg) : NULL;
+	SSL *ssl = NULL;
 
 	if (http_peer_identify(fd, sa, salen, &peer) != 0) {
 		log_warn("cannot identify a peer");
 		close(fd);
 		return;
 	}
-	if (http_server_admit(s, fd, &peer) != 0) {
+	if (http_server_admit(s, fd, &peer, ctx == NULL) != 0) {
 		close(fd);
 		return;
 	}
@@ -1080,7 +1143,7 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 	c->peer = peer;
 	if (http_conn_pin(c, fd) != 0) {
 		/* Out of descriptors is ours to say, and passes. */
-		if (proc_out_of_fds(errno))
+		if (proc_out_of_fds(errno) && ctx == NULL)
 			http_send_refusal(fd, 503, "out of file descriptors");
 		else
 			log_debug("connection refused: its peer pid %d is gone",
@@ -1090,7 +1153,26 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &c->accepted);
-	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (ctx != NULL) {
+		int one = 1;
+
+		/* OpenSSL writes an answer as several records: without this,
+		 * Nagle holds the last one for the client's delayed ACK (40
+		 * ms a request, in bench_tls). */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof one);
+		if ((ssl = SSL_new(ctx)) == NULL)
+			fatalx("SSL_new");
+		c->tls = 1;
+		c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev != NULL)
+			/* A client that closes without close_notify has still
+			 * had its whole answer: HTTP says where it ends. */
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else
+		c->bev =
+		    bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL)
 		fatalx("bufferevent_socket_new");
 	c->ev_deadline = evtimer_new(s->base, http_conn_deadline_cb, c);
@@ -1191,6 +1273,22 @@ void
 http_server_set_accept(struct http_server *s, http_accept_fn fn)
 {
 	s->accept = fn;
+}
+
+/* Makes each new connection TLS with the context fn gives (NULL: plain). */
+void
+http_server_set_tls(struct http_server *s, http_tls_fn fn, void *arg)
+{
+	s->tls = fn;
+	s->tls_arg = arg;
+}
+
+/* Runs fn before the handler for each request; fn answers what it stops. */
+void
+http_server_set_gate(struct http_server *s, http_gate_fn fn, void *arg)
+{
+	s->gate = fn;
+	s->gate_arg = arg;
 }
 
 void

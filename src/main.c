@@ -31,6 +31,7 @@ struct promfork {
 	struct history *history;
 	int web_fds[OPTIONS_LISTEN_MAX]; /* listening, until web_setup */
 	size_t nweb_fds;
+	struct webguard *guard; /* --web.config.file */
 	char *web_address; /* what --proxy-targets points at */
 	char *socket_path;
 	char *socket_dir; /* our private directory, removed at exit */
@@ -143,6 +144,9 @@ setup(struct promfork *pf)
 		api_socket_default(&acfg, &pf->socket_path, &pf->socket_dir);
 	if ((api_fd = api_listen(pf->socket_path, &acfg, &cause)) == -1)
 		usage_exit(cause);
+	if (pf->opts.web_config != NULL &&
+	    (pf->guard = webguard_create(pf->opts.web_config, &cause)) == NULL)
+		usage_exit(cause);
 	if (pf->opts.systemd_socket) {
 		if ((n = activation_fds(pf->web_fds, OPTIONS_LISTEN_MAX,
 			 &cause)) == -1)
@@ -237,6 +241,7 @@ web_setup(struct promfork *pf)
 	wcfg.deadline_ms = pf->opts.http_deadline_ms;
 	wcfg.history = pf->history;
 	wcfg.budget_bytes = pf->opts.http_budget_bytes;
+	wcfg.guard = pf->guard;
 	pf->web = web_create(pf->base, pf->web_fds, pf->nweb_fds, &wcfg);
 }
 
@@ -244,6 +249,7 @@ static void
 teardown(struct promfork *pf)
 {
 	web_free(pf->web);
+	webguard_free(pf->guard);
 	discover_free(pf->discover);
 	api_free(pf->api);
 	spawn_free(pf->spawn);

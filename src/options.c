@@ -22,6 +22,7 @@ enum {
 };
 enum { OPTIONS_DISCOVER = 0x4501, OPTIONS_DISCOVER_INTERVAL };
 enum { OPTIONS_HISTORY_RESOLUTION = 0x4801, OPTIONS_HISTORY_WINDOW };
+enum { OPTIONS_WEB_CONFIG = 0x5001 };
 enum {
 	OPTIONS_NO_CONTINUITY = 0x4601,
 	OPTIONS_CARRY_HOLD,
@@ -86,6 +87,9 @@ static const char options_help_listen[] =
     "      --proxy-targets        targets name the --listen address with\n"
     "                             __metrics_path__ /workers/N/metrics, so that\n"
     "                             Prometheus needs to reach one port only\n"
+    "      --web.config.file FILE TLS, basic auth and headers for --listen, in\n"
+    "                             the Prometheus exporter-toolkit's YAML format;\n"
+    "                             re-read when it changes\n"
     "      --http-deadline SECS   time for a whole request to --listen,\n"
     "                             proxied scrape included (default 10)\n"
     "      --no-continuity        serve each worker's own counters through the\n"
@@ -100,8 +104,7 @@ static const char options_help_listen[] =
     "                             of each worker's CPU, memory and scrapes\n"
     "                             (default 5)\n"
     "      --history-window SECS  how far back the history on / and at\n"
-    "                             /api/v1/history goes (default 3600)\n"
-;
+    "                             /api/v1/history goes (default 3600)\n";
 
 static const char options_help_tail[] =
     "Privilege separation:\n"
@@ -510,6 +513,8 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 		{ "proxy-targets", no_argument, NULL, OPTIONS_PROXY_TARGETS },
 		{ "systemd-socket", no_argument, NULL, OPTIONS_SYSTEMD_SOCKET },
 		{ "http-budget", required_argument, NULL, OPTIONS_HTTP_BUDGET },
+		{ "web.config.file", required_argument, NULL,
+		    OPTIONS_WEB_CONFIG },
 		{ "http-deadline", required_argument, NULL,
 		    OPTIONS_HTTP_DEADLINE },
 		{ "no-continuity", no_argument, NULL, OPTIONS_NO_CONTINUITY },
@@ -664,6 +669,10 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 			o->http_budget_bytes = (size_t)mib << 20;
 			break;
 		}
+		case OPTIONS_WEB_CONFIG:
+			free(o->web_config);
+			o->web_config = xstrdup(optarg);
+			break;
 		case OPTIONS_HTTP_DEADLINE:
 			if (options_parse_seconds(optarg, 1, 3600,
 				&o->http_deadline_ms) != 0) {
@@ -726,6 +735,12 @@ options_parse(struct options *o, int argc, char **argv, char **message)
 				"first listener");
 		goto usage;
 	}
+	if (o->web_config != NULL && o->nlisten == 0 && !o->systemd_socket) {
+		cause =
+		    xstrdup("--web.config.file needs --listen ADDR:PORT or "
+			    "--systemd-socket: it configures the listeners");
+		goto usage;
+	}
 	if (!have_range) {
 		cause = xstrdup("--port-range is required, e.g. "
 				"--port-range 9400-9463");
@@ -771,6 +786,7 @@ options_finish(struct options *o)
 	free(o->allow_gids);
 	for (i = 0; i < o->nlisten; i++)
 		free(o->listen[i]);
+	free(o->web_config);
 	free(o->user);
 	free(o->group);
 	free(o->privsep_user);

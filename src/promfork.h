@@ -113,6 +113,7 @@ struct options {
 	size_t nlisten;
 	int systemd_socket; /* --systemd-socket: LISTEN_FDS too */
 	size_t http_budget_bytes; /* --http-budget; 0: the default */
+	char *web_config; /* --web.config.file, NULL when off */
 	int proxy_targets; /* targets point through /workers/N/metrics */
 	int http_deadline_ms; /* --http-deadline */
 	int continuity; /* carried totals: on unless --no-continuity */
@@ -464,6 +465,15 @@ struct http_server *http_server_create(struct event_base *, int listen_fd,
     const struct http_limits *, http_handler_fn, void *arg);
 void http_server_set_accept(struct http_server *, http_accept_fn);
 void http_server_pin_by_pid(struct http_server *);
+/* TLS and authentication (webguard.c sets them on the listener): at each
+ * accept, the SSL_CTX for the connection (NULL: plain); before the handler,
+ * a gate that answers itself and returns -1 to stop a request. */
+struct ssl_ctx_st;
+typedef struct ssl_ctx_st *(*http_tls_fn)(void *arg);
+typedef int (
+    *http_gate_fn)(struct http_conn *, struct http_request *, void *arg);
+void http_server_set_tls(struct http_server *, http_tls_fn, void *);
+void http_server_set_gate(struct http_server *, http_gate_fn, void *);
 int http_server_conns(const struct http_server *);
 void http_server_free(struct http_server *);
 typedef void (*http_close_fn)(void *arg);
@@ -477,6 +487,9 @@ void http_conn_encoding(struct http_conn *, const char *);
 typedef void (*http_unref_fn)(const void *data, size_t len, void *arg);
 void http_reply_ref(struct http_conn *, int status, const char *content_type,
     const char *body, size_t len, http_unref_fn, void *arg);
+void http_conn_headers(struct http_conn *, const char *);
+struct ssl_ctx_st *http_conn_tls_ctx(const struct http_conn *);
+void http_conn_drop(struct http_conn *, const char *why);
 size_t http_conn_unsent(const struct http_conn *);
 void http_conn_on_drain(struct http_conn *, size_t low, http_close_fn, void *);
 void http_reply(struct http_conn *, int status, const char *content_type,
@@ -1042,7 +1055,10 @@ const char *history_end_name(int end);
 void
 history_totals(const struct history *, time_t now, struct history_totals *);
 size_t history_slot_bytes(const struct history *);
-void history_render_json(const struct history *, time_t now, struct buf *);
+#define HISTORY_SINCE_MAX 253402300799LL /* 9999-12-31 */
+int history_parse_query(const char *, size_t, time_t *since, char **cause);
+void history_render_json(const struct history *, time_t now, time_t since,
+    struct buf *);
 
 /* svg.c: the history drawn, for the status page */
 void svg_escape(struct evbuffer *, const char *);
@@ -1068,6 +1084,63 @@ struct ready_input {
 int ready_check(const struct ready_input *, const char **why);
 void ready_serve_healthy(struct http_conn *);
 void ready_serve(struct http_conn *, const struct ready_input *);
+/* webconfig.c */
+#define WEBCONFIG_HEADER_VALUE_MAX 512
+enum webconfig_client_auth {
+	WEBCONFIG_NO_CLIENT_CERT,
+	WEBCONFIG_REQUEST_CLIENT_CERT,
+	WEBCONFIG_REQUIRE_ANY_CLIENT_CERT,
+	WEBCONFIG_VERIFY_CLIENT_CERT_IF_GIVEN,
+	WEBCONFIG_REQUIRE_AND_VERIFY_CLIENT_CERT,
+};
+struct webconfig {
+	int tls; /* tls_server_config enables TLS */
+	int tls_keys; /* tls_server_config has keys */
+	char *cert_file, *key_file, *client_ca_file; /* absolute or NULL */
+	char *cert, *key, *client_ca; /* inline PEM, or NULL */
+	enum webconfig_client_auth client_auth;
+	int client_auth_set;
+	int min_version, max_version; /* OpenSSL's TLS1_2_VERSION... */
+	char *ciphers; /* OpenSSL's names, ':'-separated; NULL: default */
+	char *curves; /* the same for groups */
+	int prefer_server;
+	char **sans; /* client_allowed_sans */
+	size_t nsans;
+	struct {
+		const char *name;
+		char *value;
+	} headers[5];
+	size_t nheaders;
+	struct webconfig_user {
+		char *name, *hash;
+	} * users;
+	size_t nusers;
+};
+int webconfig_hash_valid(const char *);
+struct webconfig *
+webconfig_parse(const char *, size_t, const char *path, char **cause);
+struct webconfig *webconfig_read(const char *path, char **cause);
+void webconfig_free(struct webconfig *);
+
+/* tls.c */
+struct ssl_ctx_st *
+tls_ctx_create(const struct webconfig *, const char *path, char **cause);
+
+/* auth.c */
+#define AUTH_USER_MAX 256
+#define AUTH_PASS_MAX 256
+int auth_parse_basic(const char *header, char *user, char *pass);
+struct auth;
+struct auth *auth_create(void);
+int auth_check(struct auth *, const struct webconfig *, const char *header);
+void auth_free(struct auth *);
+
+/* webguard.c */
+struct webguard;
+struct webguard *webguard_create(const char *path, char **cause);
+void webguard_attach(struct webguard *, struct http_server *);
+int webguard_reload(struct webguard *);
+void webguard_free(struct webguard *);
 
 /* web.c */
 #define WEB_DEADLINE_MS 10000
@@ -1081,6 +1154,7 @@ struct web_config {
 	int deadline_ms; /* per request, whole */
 	struct history *history; /* /api/v1/history and the pictures */
 	size_t budget_bytes; /* --http-budget; 0: the default */
+	struct webguard *guard; /* --web.config.file; NULL without */
 };
 struct web;
 int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,

@@ -276,18 +276,27 @@ web_metrics(struct web *w, struct http_conn *c, int gzip)
 	evbuffer_free(buf);
 }
 
-/* /api/v1/history: every slot's samples and lifetimes (history.c). */
+/* /api/v1/history[?since=T]: every slot's samples and lifetimes
+ * (history.c). */
 static void
-web_history(struct web *w, struct http_conn *c)
+web_history(struct web *w, struct http_conn *c, const char *query, int gzip)
 {
 	struct buf out = { NULL, 0, 0 };
+	char *cause = NULL;
+	time_t since;
 
 	if (w->cfg.history == NULL) {
 		http_reply_error(c, 404, "no history is kept");
 		return;
 	}
-	history_render_json(w->cfg.history, time(NULL), &out);
-	http_reply(c, 200, "application/json", out.data, out.len);
+	if (history_parse_query(query, strcspn(query, "#"), &since, &cause) !=
+	    0) {
+		http_reply_error(c, 400, "%s", cause);
+		free(cause);
+		return;
+	}
+	history_render_json(w->cfg.history, time(NULL), since, &out);
+	gzip_reply(c, gzip, 200, "application/json", out.data, out.len);
 	buf_finish(&out);
 }
 
@@ -341,7 +350,9 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
 		web_metrics(w, c, web_gzip(req));
 	else if (len == 15 && strncmp(path, "/api/v1/history", len) == 0)
-		web_history(w, c);
+		web_history(w, c,
+		    path[len] == '?' ? path + len + 1 : path + len,
+		    web_gzip(req));
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
 		fanout_serve(c, req, w->cfg.reg,
 		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);
@@ -395,6 +406,8 @@ web_create(struct event_base *base, const int *fds, size_t nfds,
 		free(addr);
 		w->servers[i] =
 		    http_server_create(base, fds[i], &limits, web_handle, w);
+		if (cfg->guard != NULL)
+			webguard_attach(cfg->guard, w->servers[i]);
 	}
 	w->nservers = nfds;
 	w->src.reg = cfg->reg;

@@ -16,6 +16,7 @@ Then 64 workers of tests/e2e/http_worker.py: one row and one pair of
 sparklines each, and a screenshot (history-64.png).
 """
 
+import gzip
 import html.parser
 import json
 import os
@@ -118,7 +119,22 @@ def history(base):
     status, headers, body = http_get(base + "/api/v1/history", timeout=10)
     check(status == 200 and headers.get("Content-Type") == "application/json",
           "/api/v1/history answers JSON")
-    return json.loads(body)
+    doc = json.loads(body)
+    # A script that polls asks only for what is newer; gzip when asked.
+    since = doc["times"][-2] if len(doc["times"]) > 1 else 0
+    status, headers, body = http_get(
+        base + "/api/v1/history?since=%d" % since, timeout=10,
+        headers={"Accept-Encoding": "gzip"})
+    newer = json.loads(gzip.decompress(body)
+                       if headers.get("Content-Encoding") == "gzip" else body)
+    after = [t for t in doc["times"] if t > since]
+    check(status == 200 and newer["times"][:len(after)] == after and
+          all(t > since for t in newer["times"]) and
+          len(newer["times"]) <= len(after) + 2,
+          "?since=T gives the samples after T only")
+    status, _, body = http_get(base + "/api/v1/history?since=yesterday")
+    check(status == 400 and b"since=T" in body, "a bad query is a 400")
+    return doc
 
 
 def wait_samples(base, n):

@@ -14,7 +14,7 @@ MAN = os.path.join(SOURCE, "man", "promfork.8")
 
 
 def long_options(help_text):
-    return sorted(set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", help_text)))
+    return sorted(set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*)", help_text)))
 
 
 def test():

@@ -209,3 +209,35 @@ helpers_count(const char *hay, const char *needle)
 		n++;
 	return n;
 }
+
+/*
+ * Writes req on fd and runs the loop until what has come back holds until
+ * (or the peer closes, or about 2 s pass); returns the length read into
+ * buf, NUL-terminated.
+ */
+int
+helpers_ask(struct event_base *base, int fd, const char *req, const char *until,
+    char *buf, size_t cap)
+{
+	size_t len = 0;
+	ssize_t n;
+	int i;
+
+	buf[0] = '\0';
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		return -1;
+	for (i = 0; i < 400; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n == 0)
+			break;
+		if (n > 0) {
+			len += (size_t)n;
+			buf[len] = '\0';
+			if (strstr(buf, until) != NULL)
+				break;
+		}
+		helpers_sleep_ms(5);
+	}
+	return (int)len;
+}

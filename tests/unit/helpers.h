@@ -29,6 +29,10 @@ int helpers_dir_entries(const char *dir);
 /* Runs the loop until cond(arg) holds or ms pass; returns cond's last. */
 int
 helpers_loop_until(struct event_base *, int (*cond)(void *), void *arg, int ms);
+/* Sends req on fd, runs the loop until the answer holds until; its
+ * length. */
+int helpers_ask(struct event_base *, int fd, const char *req, const char *until,
+    char *buf, size_t cap);
 /* Runs the loop for about ms. */
 void helpers_loop_ms(struct event_base *, int ms);
 void helpers_sleep_ms(int ms);

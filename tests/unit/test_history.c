@@ -228,7 +228,7 @@ Test(history, json_with_hostile_labels)
 	cr_assert_eq(labels_set(&labels, "role", hostile, &cause), 0);
 	l = lease_kid(kid, &labels);
 	history_sample(h);
-	history_render_json(h, time(NULL), &out);
+	history_render_json(h, time(NULL), 0, &out);
 	doc = json_loadb(out.data, out.len, 0, &jerr);
 	cr_assert_not_null(doc, "%s in %.*s", jerr.text, (int)out.len,
 	    out.data);
@@ -258,4 +258,81 @@ Test(history, json_with_hostile_labels)
 	buf_finish(&out);
 	labels_finish(&labels);
 	history_free(h);
+}
+
+/* ?since=T: only the samples after T, and the lifetimes not over by then. */
+Test(history, json_since)
+{
+	struct history *h = make(5, 60, base);
+	struct buf out = { NULL, 0, 0 };
+	json_error_t jerr;
+	json_t *doc, *w, *lts;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		history_advance(h, (time_t)(1000 + 5 * i));
+		history_put(h, 2)->flags = HISTORY_SAMPLE_LIVE;
+		history_put(h, 2)->pid = (pid_t)(100 + i);
+	}
+	history_lifetime_start(h, 2, 100, 995);
+	history_lifetime_end(h, 2, LEASE_END_EXIT, 1004);
+	history_lifetime_start(h, 2, 101, 1004);
+	history_render_json(h, 1015, 1005, &out);
+	doc = json_loadb(out.data, out.len, 0, &jerr);
+	cr_assert_not_null(doc, "%s in %.*s", jerr.text, (int)out.len,
+	    out.data);
+	cr_assert_eq(json_array_size(json_object_get(doc, "times")), 2);
+	cr_assert_eq(json_integer_value(
+			 json_array_get(json_object_get(doc, "times"), 0)),
+	    1010);
+	w = json_array_get(json_object_get(doc, "workers"), 0);
+	cr_assert_eq(json_array_size(json_object_get(w, "pid")), 2);
+	cr_assert_eq(json_integer_value(
+			 json_array_get(json_object_get(w, "pid"), 1)),
+	    103);
+	lts = json_object_get(w, "lifetimes");
+	cr_assert_eq(json_array_size(lts), 1,
+	    "the lifetime over at 1004 "
+	    "is left out");
+	cr_assert_eq(json_integer_value(
+			 json_object_get(json_array_get(lts, 0), "pid")),
+	    101);
+	json_decref(doc);
+	buf_finish(&out);
+	history_render_json(h, 1015, 2000, &out);
+	doc = json_loadb(out.data, out.len, 0, &jerr);
+	cr_assert_not_null(doc, "%s", jerr.text);
+	cr_assert_eq(json_array_size(json_object_get(doc, "times")), 0);
+	json_decref(doc);
+	buf_finish(&out);
+	history_free(h);
+}
+
+Test(history, query_is_since_or_nothing)
+{
+	static const char *const bad[] = { "since=", "since=-1", "since=1x",
+		"since=99999999999999999999", "until=5", "since=5&x=1",
+		"SINCE=5", "since", "since=253402300800" };
+	char *cause = NULL;
+	time_t since = 7;
+	size_t i;
+
+	cr_assert_eq(history_parse_query("", 0, &since, &cause), 0);
+	cr_assert_eq(since, 0);
+	cr_assert_eq(history_parse_query("since=1700000000", 16, &since,
+			 &cause),
+	    0);
+	cr_assert_eq(since, 1700000000);
+	/* the length given is what is read */
+	cr_assert_eq(history_parse_query("since=12#frag", 8, &since, &cause),
+	    0);
+	cr_assert_eq(since, 12);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert_eq(history_parse_query(bad[i], strlen(bad[i]), &since,
+				 &cause),
+		    -1, "%s", bad[i]);
+		cr_assert(strstr(cause, "since=T") != NULL, "%s", cause);
+		free(cause);
+		cause = NULL;
+	}
 }

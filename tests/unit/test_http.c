@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "promfork.h"
 
 static const struct http_limits lim = {
@@ -219,28 +220,8 @@ live_server(char *dir, char *path, size_t len, const struct http_limits *l,
 static int
 live_ask(struct event_base *base, int fd, char *buf, size_t cap)
 {
-	static const char get[] = "GET / HTTP/1.1\r\n\r\n";
-	size_t len = 0;
-	ssize_t n;
-	int i;
-
-	if (write(fd, get, sizeof get - 1) != (ssize_t)sizeof get - 1)
-		return -1;
-	for (i = 0; i < 200; i++) {
-		event_base_loop(base, EVLOOP_NONBLOCK);
-		n = read(fd, buf + len, cap - 1 - len);
-		if (n == 0)
-			break;
-		if (n > 0) {
-			len += (size_t)n;
-			buf[len] = '\0';
-			if (strstr(buf, "\r\n\r\nok") != NULL)
-				return (int)len;
-		}
-		usleep(5 * 1000);
-	}
-	buf[len] = '\0';
-	return (int)len;
+	return helpers_ask(base, fd, "GET / HTTP/1.1\r\n\r\n", "\r\n\r\nok",
+	    buf, cap);
 }
 
 /*

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,42 @@ wait_for(pid_t pid)
 	kill(pid, SIGKILL);
 	cr_assert_fail("pid %d did not exit", (int)pid);
 	return -1;
+}
+
+/* Waits (bounded: 10 s) until pid runs the program named comm: until
+ * then it may still have the test's signal state, however loaded the
+ * machine. */
+static void
+wait_exec(pid_t pid, const char *comm)
+{
+	char path[64], text[32];
+	int i, fd, same = 0;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+	for (i = 0; i < 1000 && !same; i++) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		n = fd == -1 ? -1 : read(fd, text, sizeof text - 1);
+		if (fd != -1)
+			close(fd);
+		text[n > 0 ? n : 0] = '\0';
+		same = strncmp(text, comm, strlen(comm)) == 0 &&
+		    text[strlen(comm)] == '\n';
+		if (!same)
+			helpers_sleep_ms(10);
+	}
+	cr_assert(same, "pid %d did not start %s", (int)pid, comm);
+}
+
+/* Waits (bounded: 10 s) until path exists. */
+static void
+wait_file(const char *path)
+{
+	int i;
+
+	for (i = 0; i < 1000 && access(path, F_OK) != 0; i++)
+		helpers_sleep_ms(10);
+	cr_assert_eq(access(path, F_OK), 0, "%s did not appear", path);
 }
 
 static int
@@ -112,11 +149,12 @@ Test(child, signals_are_reset_before_exec)
 	sigprocmask(SIG_BLOCK, &block, NULL);
 	pid = child_fork(argv, NULL, 0, NULL, &cause);
 	cr_assert_neq(pid, -1, "%s", cause);
-	helpers_sleep_ms(100);
+	wait_exec(pid, "sleep");
 	kill(pid, SIGINT);
 	cr_assert_eq(child_wait_status(wait_for(pid)), 128 + SIGINT);
 	pid = child_fork(argv, NULL, 0, NULL, &cause);
-	helpers_sleep_ms(100);
+	cr_assert_neq(pid, -1, "%s", cause);
+	wait_exec(pid, "sleep");
 	kill(pid, SIGTERM);
 	cr_assert_eq(child_wait_status(wait_for(pid)), 128 + SIGTERM);
 }
@@ -168,10 +206,11 @@ reaped_cb(pid_t pid, int wstatus, void *arg)
 
 Test(child, start_signal_and_reap)
 {
+	char *ready = helpers_path(dir, "ready");
 	char *argv[] = { "sh", "-c",
 		"test \"$PROMFORK_SOCKET\" = /x/promfork.sock || exit 3; "
-		"trap 'exit 9' USR1; while :; do sleep 0.05; done",
-		NULL };
+		"trap 'exit 9' USR1; : > \"$1\"; while :; do sleep 0.05; done",
+		"sh", ready, NULL };
 	struct event_base *base = event_base_new();
 	struct registry reg;
 	struct child c;
@@ -188,7 +227,7 @@ Test(child, start_signal_and_reap)
 	l = registry_lease_pid(&reg, c.pid, NULL, LEASE_API, -1, &created,
 	    &error, &cause);
 	cr_assert_not_null(l, "%s", cause);
-	helpers_sleep_ms(100); /* the trap is set */
+	wait_file(ready); /* the trap is set */
 	child_signal(&c, SIGUSR1);
 	for (i = 0; i < 1000 && !c.exited; i++) {
 		child_reap(&c, &reg, reaped_cb, &r);
@@ -204,6 +243,7 @@ Test(child, start_signal_and_reap)
 	cr_assert_eq(reg.stats.ends[LEASE_END_EXIT], 1);
 	child_signal(&c, SIGUSR1); /* gone: nothing to forward, no error */
 	registry_finish(&reg);
+	free(ready);
 	event_base_free(base);
 }
 

@@ -36,6 +36,7 @@ RANGE=${DEMO_PORT_RANGE:-19400-19463}
 REQUESTS=${DEMO_REQUESTS:-20}
 BUILD=${DEMO_BUILD_DIR:-build-demo}
 PACKAGES="meson ninja-build pkg-config gcc libevent-dev libjansson-dev
+  zlib1g-dev libssl-dev libyaml-dev libcrypt-dev
   gunicorn python3-prometheus-client prometheus curl"
 
 say() { printf '%s\n' "$*"; }

@@ -734,6 +734,16 @@ carry_format(char *buf, double v)
 	return len;
 }
 
+/* Has cs the value text of s as last time, and its carry unchanged since?
+ * Then what was served then is served again. */
+static inline int
+carry_cached(const struct carry *c, const struct carry_series *cs,
+    const struct expo_line *s)
+{
+	return !c->stale && cs->servedlen != 0 && cs->textlen == s->valuelen &&
+	    memcmp(cs->text, s->valuetext, s->valuelen) == 0;
+}
+
 /*
  * Is sample s the answer's next counter line word for word as last time,
  * value included, of a family of the same type, with its carry unchanged
@@ -751,7 +761,7 @@ carry_same(const struct carry *c, const struct expo_line *s,
 	struct carry_series *cs;
 	size_t rawlen = (size_t)(s->valuetext - s->text);
 
-	if (c->pos >= c->norder || c->stale)
+	if (c->pos >= c->norder)
 		return 0;
 	o = &c->order[c->pos];
 	/* The next line's series is far from this one's in memory. */
@@ -759,43 +769,21 @@ carry_same(const struct carry *c, const struct expo_line *s,
 		__builtin_prefetch(&c->series[o[1].series]);
 	cs = &c->series[o->series];
 	fam = &c->families[cs->family];
-	if (cs->servedlen == 0 || o->rawlen != rawlen ||
-	    cs->textlen != s->valuelen || fam->type != s->type ||
-	    fam->len != s->familylen ||
-	    memcmp(c->raw.data + o->rawoff, s->text, rawlen) != 0 ||
-	    memcmp(cs->text, s->valuetext, s->valuelen) != 0)
+	if (o->rawlen != rawlen || fam->type != s->type ||
+	    fam->len != s->familylen || !carry_cached(c, cs, s) ||
+	    memcmp(c->raw.data + o->rawoff, s->text, rawlen) != 0)
 		return 0;
 	*csp = cs;
 	return 1;
 }
 
-/* carry_apply as the merge's edit (expo_merge_add_edited). */
-enum expo_edit
-carry_edit(void *arg, const struct expo_line *s, const char **value,
-    size_t *len)
+/* A value not served before: observed, carried, formatted and cached. */
+static enum expo_edit
+carry_edit_new(struct carry *c, struct carry_series *cs,
+    const struct expo_line *s, const char **value, size_t *len)
 {
-	struct carry *c = arg;
-	struct carry_series *cs;
-	enum expo_edit e;
 	double v;
 
-	if (carry_same(c, s, &cs)) {
-		c->pos++;
-		carry_seen(c, cs);
-		*value = cs->served;
-		*len = cs->servedlen;
-		return EXPO_EDIT_SET;
-	}
-	if ((e = carry_lookup(c, s, &cs)) != EXPO_EDIT_SET)
-		return e;
-	/* The value as it was last time, and the carry unchanged since. */
-	if (!c->stale && cs->servedlen != 0 && cs->textlen == s->valuelen &&
-	    memcmp(cs->text, s->valuetext, s->valuelen) == 0) {
-		carry_seen(c, cs);
-		*value = cs->served;
-		*len = cs->servedlen;
-		return EXPO_EDIT_SET;
-	}
 	if (isnan(v = carry_number(s->valuetext, s->valuelen)))
 		return EXPO_EDIT_KEEP;
 	*len = carry_format(c->formatted, carry_observe(c, cs, v));
@@ -808,6 +796,27 @@ carry_edit(void *arg, const struct expo_line *s, const char **value,
 		memcpy(cs->served, c->formatted, *len);
 		cs->servedlen = (uint8_t)*len;
 	}
+	return EXPO_EDIT_SET;
+}
+
+/* carry_apply as the merge's edit (expo_merge_add_edited). */
+enum expo_edit
+carry_edit(void *arg, const struct expo_line *s, const char **value,
+    size_t *len)
+{
+	struct carry *c = arg;
+	struct carry_series *cs;
+	enum expo_edit e;
+
+	if (carry_same(c, s, &cs))
+		c->pos++;
+	else if ((e = carry_lookup(c, s, &cs)) != EXPO_EDIT_SET)
+		return e;
+	else if (!carry_cached(c, cs, s))
+		return carry_edit_new(c, cs, s, value, len);
+	carry_seen(c, cs);
+	*value = cs->served;
+	*len = cs->servedlen;
 	return EXPO_EDIT_SET;
 }
 

@@ -37,15 +37,16 @@ teardown(void)
 	free(dir);
 }
 
-TestSuite(child, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(child, .init = setup, .fini = teardown, .timeout = 90);
 
-/* Waits for pid (bounded: 10 s) and returns its raw wait status. */
+/* Waits for pid (bounded: 10 s, 60 s under valgrind, where a process
+ * that exits first checks its memory) and returns its raw wait status. */
 static int
 wait_for(pid_t pid)
 {
-	int i, wstatus;
+	int i, wstatus, n = helpers_under_valgrind() ? 6000 : 1000;
 
-	for (i = 0; i < 1000; i++) {
+	for (i = 0; i < n; i++) {
 		if (waitpid(pid, &wstatus, WNOHANG) == pid)
 			return wstatus;
 		helpers_sleep_ms(10);

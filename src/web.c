@@ -369,8 +369,8 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	} else
 		http_reply_error(c, 404,
 		    "no such page: try /, /targets, /metrics, "
-		    "/workers/metrics, /workers/N/metrics, /-/healthy "
-		    "or /-/ready");
+		    "/workers/metrics, /workers/N/metrics, "
+		    "/api/v1/history, /-/healthy or /-/ready");
 }
 
 /*

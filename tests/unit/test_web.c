@@ -363,6 +363,12 @@ Test(web_live, not_found_and_not_allowed)
 		    missing[i], r);
 		free(r);
 	}
+	/* what there is, said where nothing is */
+	r = get("/nope", NULL);
+	cr_assert(strstr(r, "/api/v1/history") != NULL &&
+		strstr(r, "/-/ready") != NULL,
+	    "%s", r);
+	free(r);
 	snprintf(req, sizeof req,
 	    "POST /targets HTTP/1.1\r\n"
 	    "Content-Length: 2\r\n\r\n{}");

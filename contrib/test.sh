@@ -129,20 +129,31 @@ if command -v clang >/dev/null; then
 	rm -rf build-fuzz
 	if CC=clang meson setup build-fuzz -Dfuzz=true -De2e=false \
 		-Db_lundef=false >/dev/null && ninja -C build-fuzz >/dev/null; then
+		bins=() works=()
 		for f in build-fuzz/tests/fuzz/fuzz_*; do
 			[ -f "$f" ] && [ -x "$f" ] || continue
-			name=${f##*/fuzz_}
 			work=$(mktemp -d)
-			cp tests/fuzz/corpus/"$name"/* "$work"/ 2>/dev/null
-			if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
-				-artifact_prefix="$work/" "$work" >"$work.log" 2>&1; then
+			cp tests/fuzz/corpus/"${f##*/fuzz_}"/* "$work"/ 2>/dev/null
+			bins+=("$f") works+=("$work")
+		done
+		# two targets at a time, one a core; each its own corpus copy
+		for ((i = 0; i < ${#bins[@]}; i++)); do
+			("${bins[i]}" -max_total_time="$FUZZ_SECONDS" \
+				-rss_limit_mb=1024 -artifact_prefix="${works[i]}/" \
+				"${works[i]}" >"${works[i]}.log" 2>&1
+			echo $? >"${works[i]}.rc") &
+			if ((i % 2 == 1)); then wait; fi
+		done
+		wait
+		for ((i = 0; i < ${#bins[@]}; i++)); do
+			name=${bins[i]##*/fuzz_} work=${works[i]}
+			if [ "$(cat "$work.rc")" = 0 ]; then
 				pass "fuzz $name ($(grep -o 'Done [0-9]* runs' "$work.log"))"
+				rm -rf "$work" "$work.log" "$work.rc"
 			else
 				tail -n 30 "$work.log"
 				fail "fuzz $name (crash input left in $work)"
-				continue
 			fi
-			rm -rf "$work" "$work.log"
 		done
 	else
 		fail "fuzz build"

@@ -404,7 +404,7 @@ fanout_serve(struct http_conn *c, const struct http_request *req,
 		HTTP_EXPOSITION_ACCEPT, 0, FANOUT_BODY_MAX, 0
 	};
 	struct collect_config cfg = cfg_default;
-	int gzip = gzip_accepted(http_request_header(req, "Accept-Encoding"));
+	int gzip = gzip_wanted(req);
 	struct fanout *f;
 	struct lease **leases, *l;
 

@@ -70,6 +70,13 @@ gzip_accepted(const char *v)
 	return star == 1;
 }
 
+/* Does the request's Accept-Encoding allow gzip? */
+int
+gzip_wanted(const struct http_request *req)
+{
+	return gzip_accepted(http_request_header(req, "Accept-Encoding"));
+}
+
 /* Compresses len bytes at in into out (replacing what it held); -1 when
  * zlib fails. */
 int

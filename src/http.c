@@ -557,9 +557,10 @@ http_send_now(struct http_conn *c, const char *head, size_t hlen,
  * Sends what it can of the answer at once, and queues the rest: a copy,
  * or with unref a reference to body, released by calling unref with arg
  * once it has gone or the connection has closed (at once when all went).
+ * A reference lets many clients of one answer share one copy.
  */
-static void
-http_reply_body(struct http_conn *c, int status, const char *content_type,
+void
+http_reply_ref(struct http_conn *c, int status, const char *content_type,
     const char *body, size_t len, http_unref_fn unref, void *arg)
 {
 	struct evbuffer *out;
@@ -604,20 +605,7 @@ void
 http_reply(struct http_conn *c, int status, const char *content_type,
     const char *body, size_t len)
 {
-	http_reply_body(c, status, content_type, body, len, NULL, NULL);
-}
-
-/*
- * As http_reply, but what is not sent at once stays where it is: the
- * connection's output refers to body until it has gone or the connection
- * closes, then calls unref with arg.  Many clients of one answer share
- * one copy.
- */
-void
-http_reply_ref(struct http_conn *c, int status, const char *content_type,
-    const char *body, size_t len, http_unref_fn unref, void *arg)
-{
-	http_reply_body(c, status, content_type, body, len, unref, arg);
+	http_reply_ref(c, status, content_type, body, len, NULL, NULL);
 }
 
 /* Takes the reference to obj. */

@@ -864,6 +864,7 @@ int budget_full(const struct budget *);
 /* gzip.c */
 #define GZIP_MIN 512 /* shorter answers go out as they are */
 int gzip_accepted(const char *accept_encoding);
+int gzip_wanted(const struct http_request *);
 int gzip_compress(const char *, size_t, struct buf *out);
 void gzip_reply(struct http_conn *, int gzip, int status, const char *type,
     const char *, size_t);
@@ -1071,7 +1072,7 @@ void status_serve(struct http_conn *, struct registry *,
     const struct metrics_sources *, int probe_ms);
 
 /* ready.c */
-#define READY_GRACE_MS 60000 /* ready without a lease, until the first */
+#define READY_GRACE_MS 60000 /* with no lease yet: ready from then on */
 #define READY_TYPE "text/plain; charset=utf-8"
 struct ready_input {
 	int command; /* promfork runs COMMAND (wrapped or --workers) */

@@ -255,7 +255,7 @@ proxy_serve(struct http_conn *c, const struct http_request *req,
 			     : http_request_header(req, "Accept");
 	cfg.deadline_ms = deadline_ms;
 	cfg.body_max = PROXY_BODY_MAX;
-	p->gzip = gzip_accepted(http_request_header(req, "Accept-Encoding"));
+	p->gzip = gzip_wanted(req);
 	/* The carry reads the text: with continuity promfork compresses. */
 	cfg.gzip = p->gzip && !p->keep;
 	p->collect = collect_start(reg->base, reg, &l, 1, &cfg, &cb, p);

@@ -2,10 +2,11 @@
  * The HTTP listener (--listen), for Prometheus and for people: /targets
  * (http_sd), /metrics (own and per-worker), /workers/metrics (fan-out),
  * /workers/N/metrics (proxy), /api/v1/history, /-/healthy and /-/ready,
- * and the status page at /.  The routing lives here; the pages in their own files.  One
- * HTTP server per listening socket (--listen, repeatable, and systemd's),
- * all with this router; the larger answers are gzipped when asked.  The
- * listen address parser is pure, for tests and the fuzzer.
+ * and the status page at /.  The routing lives here; the pages in their
+ * own files.  One HTTP server per listening socket (--listen, repeatable,
+ * and systemd's), all with this router; the larger answers are gzipped
+ * when asked.  The listen address parser is pure, for tests and the
+ * fuzzer.
  */
 #include <sys/socket.h>
 
@@ -242,13 +243,6 @@ web_scrape_deadline(const struct http_request *req, int max_ms)
 	return max_ms;
 }
 
-/* Does the client take gzip? */
-static int
-web_gzip(const struct http_request *req)
-{
-	return gzip_accepted(http_request_header(req, "Accept-Encoding"));
-}
-
 /* http_sd: the sd file's text, from the same renderer. */
 static void
 web_targets(struct web *w, struct http_conn *c, int gzip)
@@ -307,7 +301,6 @@ web_ready(struct web *w, struct http_conn *c)
 	const struct registry *reg = w->cfg.reg;
 	struct ready_input in;
 	struct timespec now;
-	size_t i;
 
 	memset(&in, 0, sizeof in);
 	in.command = w->cfg.spawn != NULL ||
@@ -315,8 +308,7 @@ web_ready(struct web *w, struct http_conn *c)
 	in.command_exited = w->cfg.spawn == NULL && w->cfg.child != NULL &&
 	    w->cfg.child->exited;
 	in.leases = reg->count;
-	for (i = 0; i < reg->pool.size; i++)
-		in.granted += reg->stats.slot_leases[i];
+	in.granted = reg->stats.registrations;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	in.since_start_ms = (long long)(now.tv_sec - w->started.tv_sec) * 1000 +
 	    (now.tv_nsec - w->started.tv_nsec) / 1000000;
@@ -342,17 +334,17 @@ web_handle(struct http_conn *c, struct http_request *req, void *arg)
 	if (len == 1 && path[0] == '/')
 		status_serve(c, w->cfg.reg, &w->src, w->probe_ms);
 	else if (len == 8 && strncmp(path, "/targets", len) == 0)
-		web_targets(w, c, web_gzip(req));
+		web_targets(w, c, gzip_wanted(req));
 	else if (len == 10 && strncmp(path, "/-/healthy", len) == 0)
 		ready_serve_healthy(c);
 	else if (len == 8 && strncmp(path, "/-/ready", len) == 0)
 		web_ready(w, c);
 	else if (len == 8 && strncmp(path, "/metrics", len) == 0)
-		web_metrics(w, c, web_gzip(req));
+		web_metrics(w, c, gzip_wanted(req));
 	else if (len == 15 && strncmp(path, "/api/v1/history", len) == 0)
 		web_history(w, c,
 		    path[len] == '?' ? path + len + 1 : path + len,
-		    web_gzip(req));
+		    gzip_wanted(req));
 	else if (len == 16 && strncmp(path, "/workers/metrics", len) == 0)
 		fanout_serve(c, req, w->cfg.reg,
 		    web_scrape_deadline(req, w->proxy_ms), &w->fanout);

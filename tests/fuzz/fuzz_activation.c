@@ -17,11 +17,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *s, *nl, *cause = NULL;
 	int n = -1;
 
-	s = malloc(size + 1);
-	if (s == NULL)
-		return 0;
-	memcpy(s, data, size);
-	s[size] = '\0';
+	s = xstrndup((const char *)data, size);
 	if ((nl = strchr(s, '\n')) != NULL)
 		*nl++ = '\0';
 	if (activation_parse(s, nl, 4242, 16, &n, &cause) == 0) {

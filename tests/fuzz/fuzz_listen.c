@@ -4,7 +4,6 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "promfork.h"
 
@@ -17,11 +16,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	socklen_t len = 0;
 	char *s, *cause = NULL;
 
-	s = malloc(size + 1);
-	if (s == NULL)
-		return 0;
-	memcpy(s, data, size);
-	s[size] = '\0';
+	s = xstrndup((const char *)data, size);
 	if (web_parse_listen(s, &ss, &len, &cause) == 0) {
 		if ((ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
 		    len == 0 || len > sizeof ss || cause != NULL)

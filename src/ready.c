@@ -5,10 +5,11 @@
  * (no COMMAND) that is as soon as it serves.  Wrapping a command, the
  * command must be running and a worker must hold a lease now; with no
  * lease granted yet, it is ready too once READY_GRACE_MS have passed
- * since the start, for an app whose workers never register (promfork cannot tell "not yet" from
- * "never" otherwise).  Once a worker has registered, no live worker means
- * not ready: every worker died, which a probe should see.  The decision
- * is pure, for tests; the answer names the reason and nothing else.
+ * since the start, for an app whose workers never register (promfork
+ * cannot tell "not yet" from "never" otherwise).  Once a worker has
+ * registered, no live worker means not ready: every worker died, which a
+ * probe should see.  The decision is pure, for tests; the answer names
+ * the reason and nothing else.
  */
 #include <stdlib.h>
 

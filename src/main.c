@@ -106,6 +106,30 @@ signals_finish(struct promfork *pf)
 		event_free(pf->ev_signals[i]);
 }
 
+/*
+ * A listener on a port of the range would take that port from every worker
+ * for good (the pool probes every address), silently one slot short.
+ */
+static void
+listeners_outside_range(const struct promfork *pf)
+{
+	char *cause;
+	size_t i;
+
+	for (i = 0; i < pf->nweb_fds; i++) {
+		uint16_t port = web_port(pf->web_fds[i]);
+
+		if (port < pf->opts.port_low || port > pf->opts.port_high)
+			continue;
+		xasprintf(&cause,
+		    "the HTTP listener's port %u is inside --port-range "
+		    "%u-%u, where it would take a worker's port: listen on "
+		    "a port outside the range",
+		    port, pf->opts.port_low, pf->opts.port_high);
+		usage_exit(cause);
+	}
+}
+
 static void
 setup(struct promfork *pf)
 {
@@ -161,6 +185,7 @@ setup(struct promfork *pf)
 			usage_exit(cause);
 		pf->web_fds[pf->nweb_fds++] = fd;
 	}
+	listeners_outside_range(pf);
 	switch (privsep_setup(&pf->app_cred, &pf->opts, pf->socket_path,
 	    pf->socket_dir, &cause)) {
 	case -1:

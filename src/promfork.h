@@ -1162,6 +1162,7 @@ int web_parse_listen(const char *, struct sockaddr_storage *, socklen_t *,
     char **cause);
 int web_listen(const char *, char **cause);
 int web_scrape_deadline(const struct http_request *, int max_ms);
+uint16_t web_port(int fd);
 char *web_address(int fd, const char *target_host);
 struct web *web_create(struct event_base *, const int *fds, size_t nfds,
     const struct web_config *);

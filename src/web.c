@@ -168,6 +168,20 @@ web_listen(const char *s, char **cause)
 	return fd;
 }
 
+/* The port a listening socket is bound to. */
+uint16_t
+web_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		fatal("getsockname");
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
 /*
  * The address Prometheus should scrape the listener at: its own address,
  * or target_host when it listens on every address.
@@ -181,20 +195,17 @@ web_address(int fd, const char *target_host)
 	socklen_t len = sizeof ss;
 	char host[INET6_ADDRSTRLEN];
 	struct target_config tc;
-	uint16_t port;
 
 	memset(&tc, 0, sizeof tc);
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
 		fatal("getsockname");
 	if (ss.ss_family == AF_INET6) {
-		port = ntohs(sin6->sin6_port);
 		if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
 			tc.host = target_host;
 		else
 			tc.host = inet_ntop(AF_INET6, &sin6->sin6_addr, host,
 			    sizeof host);
 	} else {
-		port = ntohs(sin->sin_port);
 		if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
 			tc.host = target_host;
 		else
@@ -203,7 +214,7 @@ web_address(int fd, const char *target_host)
 	}
 	if (tc.host == NULL)
 		fatal("inet_ntop");
-	return target_address(&tc, port);
+	return target_address(&tc, web_port(fd));
 }
 
 /* Parses the N of /workers/N/metrics; -1 when it is not a worker number. */

@@ -127,14 +127,23 @@ def _bindable(port):
     return True
 
 
+# Every port handed out by this process: a port picked but not yet bound
+# (an app port, a --listen port) is free to the next pick, which could put
+# it inside promfork's range.
+_handed_out = set()
+
+
 def free_port_range(n):
-    """A run of n ports free right now, outside the ephemeral range."""
+    """A run of n ports free right now, outside the ephemeral range and
+    apart from every port handed out before."""
     # Not seeded from pid and time: two calls within one millisecond
-    # would return the same ports (e.g. an app port inside the range).
+    # would return the same ports.
     rnd = random.SystemRandom()
     for _ in range(200):
         low = rnd.randrange(10000, 32000 - n)
-        if all(_bindable(p) for p in range(low, low + n)):
+        run = range(low, low + n)
+        if _handed_out.isdisjoint(run) and all(_bindable(p) for p in run):
+            _handed_out.update(run)
             return low
     raise TestFailure("no free run of %d ports" % n)
 

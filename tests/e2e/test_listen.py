@@ -5,7 +5,8 @@ promfork serves the same pages on 127.0.0.1 and [::1] at once (two
 passes LISTEN_FDS and LISTEN_PID as a .socket unit does) with
 --systemd-socket, it serves on the sockets it was handed, on both
 families, and the wrapped command does not see LISTEN_FDS; started with
---systemd-socket and no sockets, it exits 2 with a clear message.
+--systemd-socket and no sockets, it exits 2 with a clear message, as it
+does for a --listen port inside --port-range (a worker's port).
 /-/healthy and /-/ready answer as README says, and every answer of the
 listener, errors included, has a Content-Type.  The fan-out answers gzip
 when asked (Python's gzip and curl --compressed read it); 80 concurrent
@@ -108,6 +109,19 @@ def no_sockets():
                        capture_output=True, text=True, timeout=10)
     check(r.returncode == 2 and "name another process" in r.stderr,
           "sockets meant for another process are not taken (%d: %s)"
+          % (r.returncode, r.stderr.strip()))
+
+
+def listener_in_the_range():
+    low = harness.free_port_range(3)
+    r = subprocess.run([harness.PROMFORK, "--port-range",
+                        "%d-%d" % (low, low + 2), "--socket",
+                        os.path.join(harness.tmpdir(), "promfork.sock"),
+                        "--listen", "127.0.0.1:%d" % (low + 1),
+                        "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=10)
+    check(r.returncode == 2 and "inside --port-range" in r.stderr,
+          "a --listen port inside --port-range exits 2 saying why (%d: %s)"
           % (r.returncode, r.stderr.strip()))
 
 
@@ -341,6 +355,7 @@ def test():
     repeated_listen()
     socket_activation()
     no_sockets()
+    listener_in_the_range()
 
 
 harness.run_test(test)

@@ -160,7 +160,7 @@ static struct target_config tc;
 static struct web *web;
 static struct loop lp;
 static struct canned cw;
-static uint16_t web_port;
+static uint16_t listen_port;
 static pid_t sleeper;
 static char proxy_address[64];
 
@@ -198,7 +198,7 @@ live_setup(void)
 	fd = web_listen("127.0.0.1:0", &cause);
 	cr_assert_neq(fd, -1, "%s", cause);
 	addr = web_address(fd, "x");
-	web_port = (uint16_t)atoi(strchr(addr, ':') + 1);
+	listen_port = (uint16_t)atoi(strchr(addr, ':') + 1);
 	snprintf(proxy_address, sizeof proxy_address, "%s", addr);
 	free(addr);
 	memset(&tc, 0, sizeof tc);
@@ -236,7 +236,7 @@ get(const char *path, size_t *len)
 	    "GET %s HTTP/1.1\r\nHost: t\r\n"
 	    "Connection: close\r\n\r\n",
 	    path);
-	n = netutil_exchange(web_port, req, strlen(req), 5000, &out);
+	n = netutil_exchange(listen_port, req, strlen(req), 5000, &out);
 	if (len != NULL)
 		*len = n;
 	return out;
@@ -372,7 +372,7 @@ Test(web_live, not_found_and_not_allowed)
 	snprintf(req, sizeof req,
 	    "POST /targets HTTP/1.1\r\n"
 	    "Content-Length: 2\r\n\r\n{}");
-	netutil_exchange(web_port, req, strlen(req), 5000, &r);
+	netutil_exchange(listen_port, req, strlen(req), 5000, &r);
 	cr_assert(strncmp(r, "HTTP/1.1 405 ", 13) == 0, "%s", r);
 	free(r);
 }
@@ -386,17 +386,17 @@ Test(web_live, oversized_and_malformed_requests)
 	n = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
 	memset(req + n, 'a', 10000);
 	strcpy(req + n + 10000, "\r\n\r\n");
-	netutil_exchange(web_port, req, strlen(req), 5000, &r);
+	netutil_exchange(listen_port, req, strlen(req), 5000, &r);
 	cr_assert(strncmp(r, "HTTP/1.1 431 ", 13) == 0, "%s", r);
 	free(r);
 
 	sprintf(req, "GET /metrics HTTP/1.1\r\nContent-Length: 5000\r\n\r\n");
-	netutil_exchange(web_port, req, strlen(req), 5000, &r);
+	netutil_exchange(listen_port, req, strlen(req), 5000, &r);
 	cr_assert(strncmp(r, "HTTP/1.1 413 ", 13) == 0, "%s", r);
 	free(r);
 
 	sprintf(req, "BREW /pot HTCPCP/1.0\r\n\r\n");
-	netutil_exchange(web_port, req, strlen(req), 5000, &r);
+	netutil_exchange(listen_port, req, strlen(req), 5000, &r);
 	cr_assert(strncmp(r, "HTTP/1.1 400 ", 13) == 0, "%s", r);
 	free(r);
 }
@@ -411,7 +411,7 @@ Test(web_live, slow_client_is_cut_off_others_served)
 
 	memset(&sin, 0, sizeof sin);
 	sin.sin_family = AF_INET;
-	sin.sin_port = htons(web_port);
+	sin.sin_port = htons(listen_port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fd = socket(AF_INET, SOCK_STREAM, 0);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);

@@ -1107,6 +1107,23 @@ out:
 	return rc;
 }
 
+/*
+ * Closes a connection turned away at the accept.  What the peer has sent
+ * by now is read first (at most 64 KiB): a socket closed with unread data
+ * resets its peer, whose read after the answer then fails (ECONNRESET)
+ * instead of ending.
+ */
+static void
+http_close_refused(int fd)
+{
+	char buf[4096];
+	int i;
+
+	for (i = 0; i < 16 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++)
+		;
+	close(fd);
+}
+
 static void
 http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -1123,7 +1140,7 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 		return;
 	}
 	if (http_server_admit(s, fd, &peer, ctx == NULL) != 0) {
-		close(fd);
+		http_close_refused(fd);
 		return;
 	}
 	c = xcalloc(1, sizeof *c);
@@ -1136,7 +1153,7 @@ http_server_accept_cb(struct evconnlistener *lst, evutil_socket_t fd,
 		else
 			log_debug("connection refused: its peer pid %d is gone",
 			    (int)peer.cred.pid);
-		close(fd);
+		http_close_refused(fd);
 		free(c);
 		return;
 	}

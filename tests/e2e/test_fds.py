@@ -31,8 +31,9 @@ IDLE = 20  # connections that only hold descriptors
 
 # One process that registers itself and prints status and body.  As
 # promfork's own client does, it reads the answer even when sending the
-# request failed: a refusal at accept is written and the socket closed
-# before the request is read, so the send may meet a closed socket.
+# request failed (a refusal at accept is written and the socket closed,
+# so the send may meet a closed socket), and a reset after the answer
+# ends it (a request that came just after promfork read what was there).
 REGISTER = """
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -45,7 +46,12 @@ except (BrokenPipeError, ConnectionResetError):
     pass
 raw = b""
 while True:
-    chunk = s.recv(65536)
+    try:
+        chunk = s.recv(65536)
+    except ConnectionResetError:
+        if not raw:
+            raise
+        chunk = b""  # the answer, then a reset: the end, as for client.c
     if not chunk:
         break
     raw += chunk

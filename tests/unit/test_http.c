@@ -337,3 +337,52 @@ Test(http, peer_gone_by_pid_and_start_time, .timeout = 10)
 {
 	peer_gone(1);
 }
+
+/*
+ * Turned away at the accept, a client that has sent its request reads the
+ * 503 and then the end, not a reset: its request is read before the close.
+ */
+Test(http, refusal_ends_without_a_reset, .timeout = 10)
+{
+	static const struct http_limits l = { .header_max = 1024,
+		.body_max = 64,
+		.deadline_ms = 2000,
+		.conns_max = 1 };
+	static const char req[] = "GET / HTTP/1.1\r\n\r\n";
+	char dir[] = "/tmp/promfork-test-http.XXXXXX", path[256], buf[1024];
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct http_server *s;
+	struct event_base *base =
+	    live_server(dir, path, sizeof path, &l, ok_handler, &s);
+	size_t len = 0;
+	ssize_t n = -1;
+	int held, fd, i;
+
+	strcpy(sun.sun_path, path);
+	held = socket(AF_UNIX, SOCK_STREAM, 0);
+	cr_assert_eq(connect(held, (struct sockaddr *)&sun, sizeof sun), 0);
+	event_base_loop(base, EVLOOP_NONBLOCK); /* the one connection */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	cr_assert_eq(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+	for (i = 0; i < 200 && n != 0; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = read(fd, buf + len, sizeof buf - 1 - len);
+		if (n > 0)
+			len += (size_t)n;
+		else if (n == -1 && errno != EAGAIN)
+			break;
+		else if (n == -1)
+			usleep(10 * 1000);
+	}
+	buf[len] = '\0';
+	cr_assert(strncmp(buf, "HTTP/1.1 503", 12) == 0, "refused: %s", buf);
+	cr_assert_eq(n, 0, "the end after the answer (%s)",
+	    n == -1 ? strerror(errno) : "more");
+	close(fd);
+	close(held);
+	http_server_free(s);
+	event_base_free(base);
+	unlink(path);
+	rmdir(dir);
+}
